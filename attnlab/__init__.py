@@ -1,0 +1,27 @@
+"""attnlab: what does each attention variant cost, and what accuracy does it buy, as sequences get long?
+
+Public plugin API:
+
+    from attnlab import Attention, Capabilities, register_attention, build_attention, available_attentions
+"""
+
+from attnlab.attention import (
+    Attention,
+    Capabilities,
+    available_attentions,
+    build_attention,
+    get_attention_class,
+    register_attention,
+)
+from attnlab.errors import AttnlabError
+
+__version__ = "0.1.0"
+__all__ = [
+    "Attention",
+    "AttnlabError",
+    "Capabilities",
+    "available_attentions",
+    "build_attention",
+    "get_attention_class",
+    "register_attention",
+]

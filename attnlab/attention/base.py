@@ -1,0 +1,174 @@
+"""The attention contract every variant implements.
+
+A variant is a kernel over per-head tensors; it never owns the input/output projections
+(those live in `attnlab.nn.MultiHeadAttention`).
+
+    q: (B, H, Nq, D)   k: (B, H, Nk, D)   v: (B, H, Nk, Dv)   ->   (B, H, Nq, Dv)
+    key_padding_mask: (B, Nk) bool, True where the key is padding and must be ignored.
+
+Hyperparameters are keyword-only, typed arguments with defaults: the registry turns the signature
+into the structured config, so they are declared exactly once. Three keyword names are *context*,
+filled in by the layer rather than by the user: `head_dim`, `heads` and `max_len`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.errors import CapabilityError
+
+# Keyword names a variant may declare to receive facts about the layer it sits in.
+CONTEXT_PARAMETERS = ("head_dim", "heads", "max_len")
+
+# Incremental decoding state: named tensors whose dim 0 is the batch (so beams can be reordered).
+State = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a variant can do, readable from the class before anything is built."""
+
+    causal: bool = False  # autoregressive masking without leaking the future
+    key_padding_mask: bool = False  # ignores padded keys
+    cross: bool = False  # query and key lengths may differ (encoder-decoder cross attention)
+    incremental: bool = False  # step-by-step decoding with a state (init_state / step)
+
+    DESCRIPTIONS: ClassVar[dict[str, str]] = {
+        "causal": "causal (autoregressive) masking",
+        "key_padding_mask": "key padding masks",
+        "cross": "cross attention (query and key lengths differ)",
+        "incremental": "incremental step-by-step decoding",
+    }
+
+    def names(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name)]
+
+
+class Attention(nn.Module):
+    """Base class of every attention variant (built-in or plugin)."""
+
+    # Set by @register_attention.
+    name: ClassVar[str] = ""
+    # Big-O cost in sequence length N, head dim d and the variant's own size (k landmarks, w window...).
+    complexity: ClassVar[str] = "?"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    # A variant may fix its head count (the textbook single-head `full`); None = the model's `heads`.
+    fixed_heads: ClassVar[int | None] = None
+    # True when the variant computes exact softmax attention (the reference for approximations).
+    exact: ClassVar[bool] = False
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    # ---- requests a variant cannot serve are errors, never silent wrong answers -------------------
+    def check_request(self, q: Tensor, k: Tensor, *, causal: bool, key_padding_mask: Tensor | None) -> None:
+        """Raise CapabilityError when a call asks for something this variant does not declare."""
+        caps = type(self).capabilities
+        if causal:
+            if not caps.causal:
+                raise capability_error(type(self), "causal")
+            if q.shape[-2] != k.shape[-2]:
+                raise ValueError(
+                    f"causal attention needs equal query and key lengths, got Nq={q.shape[-2]}, Nk={k.shape[-2]}; "
+                    "use incremental decoding (init_state/step) for generation"
+                )
+        if key_padding_mask is not None and not caps.key_padding_mask:
+            raise capability_error(type(self), "key_padding_mask")
+        if q.shape[-2] != k.shape[-2] and not caps.cross:
+            raise capability_error(type(self), "cross")
+
+    # ---- incremental decoding ---------------------------------------------------------------------
+    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+        """Empty decoding state for `batch` sequences (only for capabilities.incremental)."""
+        raise capability_error(type(self), "incremental")
+
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
+        """One causal decoding step: q, k, v (B, H, 1, D) -> output (B, H, 1, Dv) and the new state."""
+        raise capability_error(type(self), "incremental")
+
+    @staticmethod
+    def reorder_state(state: State, index: Tensor) -> State:
+        """Select/reorder batch rows of a state (beam search)."""
+        return {key: value.index_select(0, index) for key, value in state.items()}
+
+    def extra_repr(self) -> str:
+        from attnlab.attention.registry import hyperparameters_of
+
+        return ", ".join(f"{name}={getattr(self, name, '?')!r}" for name in hyperparameters_of(type(self)))
+
+
+class KVCacheDecoding:
+    """Incremental decoding by caching keys and values; each step attends over the whole cache.
+
+    Mixed into exact softmax variants: the step cost grows with the generated length (that is the
+    honest cost of softmax attention), while recomputation of earlier positions is avoided.
+    """
+
+    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+        empty = torch.zeros(batch, heads, 0, head_dim, device=device, dtype=dtype)  # (B, H, 0, D)
+        return {"k": empty, "v": empty.clone()}
+
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
+        keys = torch.cat([state["k"], k], dim=2)  # (B, H, t, D)
+        values = torch.cat([state["v"], v], dim=2)  # (B, H, t, Dv)
+        out = self.forward(q, keys, values, causal=False)  # the newest query may see every cached key
+        return out, {"k": keys, "v": values}
+
+
+def capability_error(cls: type[Attention], capability: str) -> CapabilityError:
+    """The error for asking `cls` for `capability`, naming the variants that have it."""
+    from attnlab.attention.registry import variants_with
+
+    able = [name for name in variants_with(capability) if name != cls.name]
+    what = Capabilities.DESCRIPTIONS.get(capability, capability)
+    suggestion = f"; variants that support it: {', '.join(able)}" if able else ""
+    return CapabilityError(f"attention '{cls.name}' does not support {what}{suggestion}")
+
+
+def zero_padded_keys(x: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    """Zero the rows of padded keys/values. x (B, H, Nk, D); mask (B, Nk) True = padding."""
+    if key_padding_mask is None:
+        return x
+    return x.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+
+
+def describe(cls: type[Attention]) -> dict[str, Any]:
+    """Name, complexity and capabilities of a variant class, for logs and results.json."""
+    return {
+        "name": cls.name,
+        "complexity": cls.complexity,
+        "exact": cls.exact,
+        "fixed_heads": cls.fixed_heads,
+        "capabilities": {f.name: getattr(cls.capabilities, f.name) for f in fields(cls.capabilities)},
+    }
+
+
+def allowed_keys(
+    nq: int, nk: int, *, causal: bool, key_padding_mask: Tensor | None, device: torch.device
+) -> Tensor | None:
+    """Boolean (B|1, 1, Nq, Nk) mask, True where a query may attend to a key; None when all may."""
+    allowed = None
+    if causal:
+        allowed = torch.ones(nq, nk, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, Nq, Nk)
+    if key_padding_mask is not None:
+        real = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        allowed = real if allowed is None else allowed & real
+    return allowed
+
+
+def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
+    """Softmax over the last dim restricted to `allowed` keys; rows with no allowed key give zeros.
+
+    Masked scores are set to the dtype's lowest finite value (not -inf), so fully masked rows
+    produce finite values and finite gradients, then are zeroed.
+    """
+    if allowed is None:
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)

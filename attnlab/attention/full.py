@@ -1,0 +1,47 @@
+"""`full`: the textbook softmax attention, and the readable reference every test compares against.
+
+One head spanning the model width (Vaswani et al. 2017 before the multi-head split), with the
+N x N score matrix materialised, so its weights can be inspected. O(N²·d) time, O(N²) memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, allowed_keys, masked_softmax
+from attnlab.attention.registry import register_attention
+
+
+@register_attention("full")
+class FullAttention(KVCacheDecoding, Attention):
+    """Single-head softmax attention with an explicit score matrix (the reference)."""
+
+    complexity = "O(N²·d)"
+    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=True, incremental=True)
+    fixed_heads = 1
+    exact = True
+
+    def __init__(self, *, dropout: float = 0.0):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention.dropout must be in [0, 1), got {dropout}")
+        self.dropout = dropout
+
+    def attention_weights(
+        self, q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        """The attention probabilities (B, H, Nq, Nk); rows with no visible key are all zero."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Nq, Nk)
+        allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+        return masked_softmax(scores, allowed)
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
+        weights = self.attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask)
+        weights = torch.nn.functional.dropout(weights, self.dropout, self.training)
+        return weights @ v  # (B, H, Nq, Dv)

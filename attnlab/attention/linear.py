@@ -1,0 +1,98 @@
+"""`linear`: Katharopoulos et al. 2020, "Transformers are RNNs".
+
+softmax(q·k) is replaced by phi(q)·phi(k) with a positive feature map phi, so
+
+    out_i = phi(q_i) · Σ_j phi(k_j) v_jᵀ  /  phi(q_i) · Σ_j phi(k_j)
+
+costs O(N·d²) instead of O(N²·d). Causal mode runs chunk by chunk: inside a chunk of C positions a
+masked C x C product, across chunks the prefix sums of phi(k) vᵀ. With C >= d the chunk states take
+(N/C)·d² <= N·d memory, so no (N, d, d) tensor is ever materialised. Sums are accumulated in fp32
+whatever the input dtype; decoding keeps the running sums as its state (O(1) per generated token).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnlab.attention.base import Attention, Capabilities, State, zero_padded_keys
+from attnlab.attention.registry import register_attention
+
+FEATURE_MAPS = {
+    "elu": lambda x: F.elu(x) + 1.0,
+    "relu": F.relu,
+}
+
+
+def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, chunk: int, eps: float) -> Tensor:
+    """Chunked causal linear attention. phi_q, phi_k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv)."""
+    B, H, N, D = phi_q.shape
+    Dv = v.shape[-1]
+    pad = (-N) % chunk
+    if pad:  # zero features contribute nothing to any sum
+        phi_q, phi_k, v = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
+    nc = (N + pad) // chunk
+    qc = phi_q.reshape(B, H, nc, chunk, D)  # (B, H, nc, C, D)
+    kc = phi_k.reshape(B, H, nc, chunk, D)
+    vc = v.reshape(B, H, nc, chunk, Dv)
+    # Across chunks: state before chunk c = Σ over earlier chunks of phi(k) vᵀ (exclusive prefix sum).
+    chunk_kv = kc.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv)
+    prefix_kv = chunk_kv.cumsum(dim=2) - chunk_kv  # (B, H, nc, D, Dv)
+    chunk_k = kc.sum(dim=3)  # (B, H, nc, D)
+    prefix_k = chunk_k.cumsum(dim=2) - chunk_k  # (B, H, nc, D)
+    # Inside a chunk: masked C x C products.
+    scores = (qc @ kc.transpose(-2, -1)).tril()  # (B, H, nc, C, C)
+    numerator = scores @ vc + qc @ prefix_kv  # (B, H, nc, C, Dv)
+    denominator = scores.sum(-1) + (qc * prefix_k.unsqueeze(3)).sum(-1)  # (B, H, nc, C)
+    out = numerator / (denominator.unsqueeze(-1) + eps)
+    return out.reshape(B, H, nc * chunk, Dv)[:, :, :N]
+
+
+@register_attention("linear")
+class LinearAttention(Attention):
+    """Kernelised linear attention with a positive feature map (elu+1 by default)."""
+
+    complexity = "O(N·d²)"
+    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=True, incremental=True)
+
+    def __init__(self, *, feature_map: Literal["elu", "relu"] = "elu", eps: float = 1e-6, chunk_size: int = 64):
+        super().__init__()
+        if eps <= 0:
+            raise ValueError(f"attention.eps must be > 0, got {eps}")
+        if chunk_size < 1:
+            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
+        self.feature_map, self.eps, self.chunk_size = feature_map, eps, chunk_size
+        self.phi = FEATURE_MAPS[feature_map]
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
+        dtype = q.dtype
+        phi_q = self.phi(q.float())  # (B, H, Nq, D), fp32 accumulation whatever the input dtype
+        phi_k = zero_padded_keys(self.phi(k.float()), key_padding_mask)  # (B, H, Nk, D)
+        v32 = v.float()
+        if causal:
+            chunk = max(self.chunk_size, q.shape[-1])  # C >= d keeps the chunk states within O(N·d)
+            return causal_linear_attention(phi_q, phi_k, v32, chunk, self.eps).to(dtype)
+        kv = phi_k.transpose(-2, -1) @ v32  # (B, H, D, Dv)
+        k_sum = phi_k.sum(dim=2)  # (B, H, D)
+        denominator = (phi_q * k_sum.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, Nq, 1)
+        return ((phi_q @ kv) / (denominator + self.eps)).to(dtype)  # (B, H, Nq, Dv)
+
+    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+        return {
+            "kv": torch.zeros(batch, heads, head_dim, head_dim, device=device, dtype=torch.float32),  # (B, H, D, Dv)
+            "k_sum": torch.zeros(batch, heads, head_dim, device=device, dtype=torch.float32),  # (B, H, D)
+        }
+
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
+        phi_q, phi_k = self.phi(q.float()), self.phi(k.float())  # (B, H, 1, D)
+        kv = state["kv"] + phi_k.transpose(-2, -1) @ v.float()  # (B, H, D, Dv)
+        k_sum = state["k_sum"] + phi_k.squeeze(2)  # (B, H, D)
+        denominator = (phi_q * k_sum.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, 1, 1)
+        out = (phi_q @ kv) / (denominator + self.eps)  # (B, H, 1, Dv)
+        return out.to(q.dtype), {"kv": kv, "k_sum": k_sum}

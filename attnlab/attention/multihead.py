@@ -1,0 +1,41 @@
+"""`multihead`: exact softmax attention over H heads through `F.scaled_dot_product_attention`.
+
+The fused path (flash / memory-efficient kernels where the device has them). Same result as `full`
+per head; O(N²·d) time, and O(N) extra memory when a fused kernel is used.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, allowed_keys
+from attnlab.attention.registry import register_attention
+
+
+@register_attention("multihead")
+class MultiheadAttention(KVCacheDecoding, Attention):
+    """Exact multi-head softmax attention via PyTorch's fused SDPA kernels."""
+
+    complexity = "O(N²·d)"
+    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=True, incremental=True)
+    exact = True
+
+    def __init__(self, *, dropout: float = 0.0):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention.dropout must be in [0, 1), got {dropout}")
+        self.dropout = dropout
+
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
+        dropout = self.dropout if self.training else 0.0
+        if key_padding_mask is None:  # the fast path: no explicit mask, flash kernels stay eligible
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+        empty_rows = ~allowed.any(dim=-1, keepdim=True)  # (B, 1, Nq, 1) queries that see no key
+        # SDPA returns NaN for rows with no allowed key: let them see everything, then zero them.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty_rows, dropout_p=dropout)
+        return out.masked_fill(empty_rows, 0.0)  # (B, H, Nq, Dv)

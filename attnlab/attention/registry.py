@@ -1,0 +1,299 @@
+"""The registry of attention variants: one name <-> one class <-> one config.
+
+    @register_attention("linear")
+    class LinearAttention(Attention):
+        def __init__(self, *, feature_map: Literal["elu", "relu"] = "elu", eps: float = 1e-6): ...
+
+The keyword-only signature is the single source of every hyperparameter and its default: from it
+the registry derives the structured config stored in Hydra's ConfigStore (group `attention`), and
+validates `build_attention(name, **params)` calls (unknown names, unknown parameters and wrong
+types are errors listing what is allowed and the closest match).
+
+Variants are discovered lazily, on the first query: the built-in modules, then every entry point of
+the group `attnlab.attention` declared by an installed package. A plugin that fails to import is
+reported by name as a warning and skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import typing
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, make_dataclass
+from importlib import metadata
+from typing import Any, Literal, TypeVar
+
+from attnlab.attention.base import CONTEXT_PARAMETERS, Attention, Capabilities
+from attnlab.errors import ConfigError, PluginError, did_you_mean
+
+ENTRY_POINT_GROUP = "attnlab.attention"
+BUILTIN_MODULES = (
+    "attnlab.attention.full",
+    "attnlab.attention.multihead",
+    "attnlab.attention.linear",
+    "attnlab.attention.lowrank",
+    "attnlab.attention.nystrom",
+    "attnlab.attention.performer",
+    "attnlab.attention.local",
+)
+_SCALAR_TYPES = (bool, int, float, str)
+
+A = TypeVar("A", bound=type[Attention])
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    name: str
+    type: type  # bool, int, float or str
+    default: Any
+    choices: tuple[Any, ...] | None = None  # from a Literal[...] annotation
+    optional: bool = False  # `X | None`
+
+    def describe(self) -> str:
+        kind = "|".join(map(repr, self.choices)) if self.choices else self.type.__name__
+        if self.optional:
+            kind += "|None"
+        return f"{self.name}: {kind} = {self.default!r}"
+
+
+@dataclass
+class Entry:
+    cls: type[Attention]
+    source: str  # "built-in" or "plugin <distribution> <version>"
+    hyperparameters: dict[str, Hyperparameter]
+    context: tuple[str, ...]  # context keywords the variant wants (head_dim, heads, max_len)
+    config_class: type = field(repr=False)
+
+
+_registry: dict[str, Entry] = {}
+_broken_plugins: dict[str, str] = {}  # entry-point name -> reason
+_discovered = False
+_current_source = "built-in"
+
+
+# ---- registration -------------------------------------------------------------------------------
+def register_attention(name: str) -> Callable[[A], A]:
+    """Class decorator adding an Attention subclass to the registry under `name`."""
+
+    def decorate(cls: A) -> A:
+        _register(name, cls, _current_source)
+        return cls
+
+    return decorate
+
+
+def _register(name: str, cls: type[Attention], source: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Attention)):
+        raise PluginError(f"attention '{name}' must be a subclass of attnlab.Attention, got {cls!r}")
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise PluginError(f"attention name {name!r} must be letters, digits, '_' or '-'")
+    if name in _registry:
+        if _registry[name].cls is cls:
+            return
+        raise PluginError(
+            f"attention '{name}' is already registered by {_registry[name].cls.__module__}."
+            f"{_registry[name].cls.__qualname__} ({_registry[name].source}); choose another name"
+        )
+    if not isinstance(cls.capabilities, Capabilities):
+        raise PluginError(f"attention '{name}': `capabilities` must be an attnlab.Capabilities instance")
+    params, context = _signature_of(name, cls)
+    cls.name = name
+    _registry[name] = Entry(cls, source, params, context, _make_config_class(name, cls, params))
+
+
+def _signature_of(name: str, cls: type[Attention]) -> tuple[dict[str, Hyperparameter], tuple[str, ...]]:
+    """Hyperparameters (keyword-only, typed, with defaults) and context keywords of cls.__init__."""
+    if cls.__init__ is Attention.__init__ or cls.__init__ is object.__init__:
+        return {}, ()
+    signature = inspect.signature(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__)
+    params: dict[str, Hyperparameter] = {}
+    context: list[str] = []
+    for p in list(signature.parameters.values())[1:]:  # skip self
+        where = f"attention '{name}' ({cls.__module__}.{cls.__qualname__}), parameter '{p.name}'"
+        if p.kind is inspect.Parameter.VAR_KEYWORD or p.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise PluginError(f"{where}: **kwargs/*args would swallow typos; declare each parameter")
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise PluginError(f"{where}: must be keyword-only (put it after `*` in __init__)")
+        if p.name in CONTEXT_PARAMETERS:
+            context.append(p.name)
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise PluginError(f"{where}: needs a default value")
+        if p.name not in hints:
+            raise PluginError(f"{where}: needs a type annotation (bool, int, float, str or Literal[...])")
+        params[p.name] = _hyperparameter(where, p.name, hints[p.name], p.default)
+    return params, tuple(context)
+
+
+def _hyperparameter(where: str, name: str, hint: Any, default: Any) -> Hyperparameter:
+    optional = False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) != 1 or len(args) != 2:
+            raise PluginError(f"{where}: unions other than `X | None` are not supported")
+        optional, hint = True, non_none[0]
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        kinds = {type(a) for a in args}
+        if len(kinds) != 1 or next(iter(kinds)) not in _SCALAR_TYPES:
+            raise PluginError(f"{where}: Literal choices must all be bool, int, float or str")
+        return Hyperparameter(name, next(iter(kinds)), default, tuple(args), optional)
+    if hint not in _SCALAR_TYPES:
+        raise PluginError(f"{where}: type {hint!r} unsupported; use bool, int, float, str or Literal[...]")
+    return Hyperparameter(name, hint, default, None, optional)
+
+
+def _make_config_class(name: str, cls: type[Attention], params: dict[str, Hyperparameter]) -> type:
+    """The structured config `{name: ..., <hyperparameters>}` Hydra validates overrides against."""
+    specs: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
+    for p in params.values():
+        annotation = p.type | None if p.optional else p.type  # type: ignore[operator]
+        specs.append((p.name, annotation, field(default=p.default)))
+    return make_dataclass(f"{cls.__name__}Config", specs)
+
+
+# ---- discovery ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _source(label: str) -> Iterator[None]:
+    global _current_source
+    previous, _current_source = _current_source, label
+    try:
+        yield
+    finally:
+        _current_source = previous
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _registry and _registry[ep.name].source == "built-in":
+            _broken_plugins[ep.name] = "name clashes with a built-in variant"
+            warnings.warn(f"attnlab: plugin '{ep.name}' skipped: the name is taken by a built-in variant", stacklevel=2)
+            continue
+        dist = ep.dist
+        label = f"plugin {dist.metadata['Name']} {dist.version}" if dist is not None else f"plugin {ep.value}"
+        try:
+            with _source(label):
+                loaded = ep.load()
+                if ep.name not in _registry:
+                    _register(ep.name, loaded, label)
+        except Exception as exc:  # a broken plugin must never break the others
+            _broken_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"attnlab: attention plugin '{ep.name}' ({ep.value}) failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                stacklevel=2,
+            )
+
+
+def rediscover() -> None:
+    """Forget plugin discovery and run it again (after installing a plugin in a live process)."""
+    global _discovered
+    for name in [n for n, e in _registry.items() if e.source != "built-in"]:
+        del _registry[name]
+    _broken_plugins.clear()
+    _discovered = False
+    _discover()
+
+
+# ---- queries ------------------------------------------------------------------------------------
+def available_attentions() -> list[str]:
+    """Names of every registered variant, built-ins first (in their canonical order), then plugins."""
+    _discover()
+    return list(_registry)
+
+
+def broken_plugins() -> dict[str, str]:
+    """Plugins that failed to load: entry-point name -> reason."""
+    _discover()
+    return dict(_broken_plugins)
+
+
+def registry_entry(name: str) -> Entry:
+    _discover()
+    if name not in _registry:
+        raise ConfigError(
+            f"unknown attention '{name}'{did_you_mean(name, _registry)}; "
+            f"available: {', '.join(_registry)} (list them with `python -m attnlab.variants`)"
+        )
+    return _registry[name]
+
+
+def get_attention_class(name: str) -> type[Attention]:
+    return registry_entry(name).cls
+
+
+def hyperparameters_of(cls: type[Attention]) -> dict[str, Hyperparameter]:
+    return registry_entry(cls.name).hyperparameters if cls.name else {}
+
+
+def variants_with(capability: str) -> list[str]:
+    return [n for n in available_attentions() if getattr(_registry[n].cls.capabilities, capability)]
+
+
+def default_hyperparameters(name: str) -> dict[str, Any]:
+    return {p.name: p.default for p in registry_entry(name).hyperparameters.values()}
+
+
+# ---- building -----------------------------------------------------------------------------------
+def validate_hyperparameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check names, types and choices of `params` for variant `name`; return them with defaults filled."""
+    entry = registry_entry(name)
+    allowed = entry.hyperparameters
+    resolved = default_hyperparameters(name)
+    for key, value in params.items():
+        if key not in allowed:
+            listing = ", ".join(p.describe() for p in allowed.values()) or "none"
+            raise ConfigError(
+                f"attention '{name}' has no parameter '{key}'{did_you_mean(key, allowed)}; its parameters: {listing}"
+            )
+        resolved[key] = _coerce(name, allowed[key], value)
+    return resolved
+
+
+def _coerce(name: str, p: Hyperparameter, value: Any) -> Any:
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"attention.{p.name}={value!r} is invalid for '{name}': {reason}")
+
+    if value is None:
+        if p.optional:
+            return None
+        raise bad(f"expected {p.type.__name__}, got None")
+    if p.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if p.type is not bool and isinstance(value, bool) or not isinstance(value, p.type):
+        raise bad(f"expected {p.type.__name__}, got {type(value).__name__}")
+    if p.choices is not None and value not in p.choices:
+        raise bad(f"choose one of {list(p.choices)}{did_you_mean(value, map(str, p.choices))}")
+    return value
+
+
+def build_attention(name: str, **params: Any) -> Attention:
+    """Build variant `name`. Context keywords (head_dim, heads, max_len) are passed on only to
+    variants that declare them; every other keyword must be one of the variant's hyperparameters."""
+    entry = registry_entry(name)
+    context = {key: params.pop(key) for key in CONTEXT_PARAMETERS if key in params}
+    missing = [key for key in entry.context if key not in context]
+    if missing:
+        raise ConfigError(f"attention '{name}' needs {', '.join(missing)} to be built (the layer passes them)")
+    hyper = validate_hyperparameters(name, params)
+    return entry.cls(**hyper, **{key: context[key] for key in entry.context})
+
+
+def store_attention_configs() -> None:
+    """Store every variant's structured config in Hydra's ConfigStore as group `attention`."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name in available_attentions():
+        store.store(group="attention", name=name, node=_registry[name].config_class, provider="attnlab")
