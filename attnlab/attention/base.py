@@ -24,6 +24,13 @@ from attnlab.errors import CapabilityError
 # Keyword names a variant may declare to receive facts about the layer it sits in.
 CONTEXT_PARAMETERS = ("head_dim", "heads", "max_len")
 
+# The inputs on which `Attention.reference_tolerance` is measured, with default hyperparameters
+# (the conformance suite builds it; plugins declaring a tolerance are held to it on the same data):
+# B=2, H=2, N=64 (queries and keys), head_dim D=16, seed 0; q and k drawn N(0, 0.25²) per entry
+# ("smooth": scores q·k/√D of order 0.06, so softmax weights are far from one-hot), v drawn
+# N(0, 1); non-causal without padding, and causal too where the variant is causal-capable.
+REFERENCE_FIXTURE = {"batch": 2, "heads": 2, "length": 64, "head_dim": 16, "qk_std": 0.25, "seed": 0}
+
 # Incremental decoding state: named tensors whose dim 0 is the batch (so beams can be reordered).
 State = dict[str, Tensor]
 
@@ -60,6 +67,11 @@ class Attention(nn.Module):
     fixed_heads: ClassVar[int | None] = None
     # True when the variant computes exact softmax attention (the reference for approximations).
     exact: ClassVar[bool] = False
+    # How close the variant claims to be to exact softmax attention (`full`, per head): the largest
+    # absolute output difference on the conformance suite's smooth-input fixture, see
+    # REFERENCE_FIXTURE. None = no claim (a different model, e.g. linear, local, lowrank); exact
+    # variants claim ~1e-5 (fp32 round-off). The suite (tests/test_conformance.py) enforces it.
+    reference_tolerance: ClassVar[float | None] = None
 
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None

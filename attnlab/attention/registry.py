@@ -62,7 +62,7 @@ class Hyperparameter:
 @dataclass
 class Entry:
     cls: type[Attention]
-    source: str  # "built-in" or "plugin <distribution> <version>"
+    source: str  # "built-in", "plugin <distribution> <version>" or "module <name>" (registered at run time)
     hyperparameters: dict[str, Hyperparameter]
     context: tuple[str, ...]  # context keywords the variant wants (head_dim, heads, max_len)
     config_class: type = field(repr=False)
@@ -71,7 +71,7 @@ class Entry:
 _registry: dict[str, Entry] = {}
 _broken_plugins: dict[str, str] = {}  # entry-point name -> reason
 _discovered = False
-_current_source = "built-in"
+_current_source: str | None = None  # "plugin <dist> <version>" while an entry point loads
 
 
 # ---- registration -------------------------------------------------------------------------------
@@ -79,10 +79,15 @@ def register_attention(name: str) -> Callable[[A], A]:
     """Class decorator adding an Attention subclass to the registry under `name`."""
 
     def decorate(cls: A) -> A:
-        _register(name, cls, _current_source)
+        _register(name, cls, _current_source or _source_of_module(cls.__module__))
         return cls
 
     return decorate
+
+
+def _source_of_module(module: str) -> str:
+    """Source label of a variant registered outside plugin loading (a script, a notebook, a test)."""
+    return "built-in" if module in BUILTIN_MODULES else f"module {module}"
 
 
 def _register(name: str, cls: type[Attention], source: str) -> None:
@@ -172,16 +177,24 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    _discovered = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    _discovered = True  # set first: registering a variant may query the registry
+    try:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+    except BaseException:
+        _discovered = False  # a broken built-in is a bug: raise it now, and again on the next query
+        raise
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _registry and _registry[ep.name].source == "built-in":
-            _broken_plugins[ep.name] = "name clashes with a built-in variant"
-            warnings.warn(f"attnlab: plugin '{ep.name}' skipped: the name is taken by a built-in variant", stacklevel=2)
-            continue
         dist = ep.dist
         label = f"plugin {dist.metadata['Name']} {dist.version}" if dist is not None else f"plugin {ep.value}"
+        if ep.name in _registry and _registry[ep.name].source != label:  # taken before this plugin loaded
+            taken_by = _registry[ep.name].source
+            _broken_plugins[ep.name] = f"the name is taken by a {taken_by} variant"
+            warnings.warn(
+                f"attnlab: attention plugin '{ep.name}' ({label}) skipped: the name is taken by a {taken_by} variant",
+                stacklevel=2,
+            )
+            continue
         try:
             with _source(label):
                 loaded = ep.load()
@@ -190,7 +203,7 @@ def _discover() -> None:
         except Exception as exc:  # a broken plugin must never break the others
             _broken_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(
-                f"attnlab: attention plugin '{ep.name}' ({ep.value}) failed to load and is skipped: "
+                f"attnlab: attention plugin '{ep.name}' ({label}, {ep.value}) failed to load and is skipped: "
                 f"{type(exc).__name__}: {exc}",
                 stacklevel=2,
             )
@@ -199,7 +212,7 @@ def _discover() -> None:
 def rediscover() -> None:
     """Forget plugin discovery and run it again (after installing a plugin in a live process)."""
     global _discovered
-    for name in [n for n, e in _registry.items() if e.source != "built-in"]:
+    for name in [n for n, e in _registry.items() if e.source.startswith("plugin ")]:
         del _registry[name]
     _broken_plugins.clear()
     _discovered = False

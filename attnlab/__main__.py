@@ -1,0 +1,3 @@
+from attnlab.app import entry
+
+entry()

@@ -1,0 +1,189 @@
+"""The bench's config (conf/bench.yaml) checked and turned into plain Python values, once, up front.
+
+Every mistake is a ConfigError naming the key, what is allowed and the closest valid choice, before
+anything is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attnlab.attention import available_attentions
+from attnlab.attention.registry import validate_hyperparameters
+from attnlab.errors import ConfigError, did_you_mean
+
+MODES = ("forward", "forward+backward", "decode")
+TARGETS = ("attention", "block")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one curve is measured under; the rows of one setting are compared with each other."""
+
+    mode: str
+    causal: bool
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    variants: tuple[str, ...]  # in measurement order; baselines included
+    lengths: tuple[int, ...]  # ascending
+    settings: tuple[Setting, ...]
+    batch: int
+    heads: int
+    head_dim: int
+    dtype: torch.dtype
+    dtype_name: str
+    device: torch.device
+    threads: int | None
+    target: str
+    repeats: int
+    warmup: int
+    time_budget_s: float
+    params: dict[str, dict[str, Any]]  # validated, defaults filled, for every variant
+    baselines: tuple[str, ...]
+    crossover_baseline: str
+    fit_min_length: int
+    seed: int
+    logger: str  # "none" | "wandb"
+    wandb: dict[str, Any] = field(default_factory=dict)  # project, tags
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes, Mapping)):
+        return list(value)
+    return [value]
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(
+            f"{key}={value!r} is not allowed; choose one of {list(allowed)}{did_you_mean(value, allowed)}"
+        )
+    return value
+
+
+def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _variant_names(value: Any) -> list[str]:
+    known = available_attentions()
+    if value == "all" or value == ["all"]:
+        return list(known)
+    names = [str(v) for v in _as_list(value)]
+    if not names:
+        raise ConfigError("variants=[] is empty; list registered variants or use variants=all")
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"variants: unknown attention '{name}'{did_you_mean(name, known)}; available: {', '.join(known)}"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _device(value: str) -> torch.device:
+    _choice("device", value, DEVICES)
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(value)
+
+
+def _causal_flags(value: Any) -> list[bool]:
+    flags = _as_list(value)
+    for flag in flags:
+        if not isinstance(flag, bool):
+            raise ConfigError(
+                f"causal={value!r} must be true, false or a list of them, e.g. causal=[false,true]"
+            )
+    return list(dict.fromkeys(flags))
+
+
+def _logger(node: Any) -> tuple[str, dict[str, Any]]:
+    """The choice made in the `logger` group: {} is none, {wandb: {...}} is wandb."""
+    node = dict(node or {})
+    if not node:
+        return "none", {}
+    if set(node) == {"wandb"}:
+        wandb = node["wandb"]
+        return "wandb", {
+            "project": str(wandb.get("project") or "attnlab"),
+            "tags": [str(t) for t in _as_list(wandb.get("tags") or [])],
+        }
+    raise ConfigError(
+        f"logger={'+'.join(node)} is not supported by the bench; choose logger=none or logger=wandb"
+    )
+
+
+def parse(cfg: Mapping[str, Any]) -> BenchConfig:
+    """Check a composed bench config (a DictConfig or plain mapping) and resolve every choice."""
+    variants = _variant_names(cfg["variants"])
+    baselines = [str(b) for b in _as_list(cfg.get("baselines", []) or [])]
+    for name in baselines:
+        _variant_names([name])
+    ordered = list(dict.fromkeys([*baselines, *variants]))  # baselines first: ratios need them
+
+    lengths = sorted({_positive_int("lengths[]", n) for n in _as_list(cfg["lengths"])})
+    if not lengths:
+        raise ConfigError("lengths=[] is empty; give at least one sequence length")
+    modes = [_choice("mode", m, MODES) for m in _as_list(cfg["mode"])]
+    settings = tuple(Setting(m, c) for m in dict.fromkeys(modes) for c in _causal_flags(cfg["causal"]))
+
+    params_cfg = dict(cfg.get("params") or {})
+    for name in params_cfg:
+        if name not in ordered:
+            known = available_attentions()
+            where = (
+                "is not among variants"
+                if name in known
+                else f"is not a registered attention{did_you_mean(name, known)}"
+            )
+            raise ConfigError(f"params.{name}: '{name}' {where}; measured variants: {', '.join(ordered)}")
+    params = {name: validate_hyperparameters(name, dict(params_cfg.get(name) or {})) for name in ordered}
+
+    crossover = str(cfg.get("crossover_baseline", "multihead"))
+    _variant_names([crossover])
+    if crossover not in ordered:
+        ordered.insert(0, crossover)
+        params[crossover] = validate_hyperparameters(crossover, {})
+    dtype_name = _choice("dtype", cfg["dtype"], tuple(DTYPES))
+    repeats = _positive_int("repeats", cfg["repeats"])
+    budget = float(cfg["time_budget_s"])
+    if budget <= 0:
+        raise ConfigError(f"time_budget_s={budget} must be > 0 seconds")
+    logger, wandb_cfg = _logger(cfg.get("logger"))
+    return BenchConfig(
+        variants=tuple(ordered),
+        lengths=tuple(lengths),
+        settings=settings,
+        batch=_positive_int("batch", cfg["batch"]),
+        heads=_positive_int("heads", cfg["heads"]),
+        head_dim=_positive_int("head_dim", cfg["head_dim"]),
+        dtype=DTYPES[dtype_name],
+        dtype_name=dtype_name,
+        device=_device(str(cfg["device"])),
+        threads=None if cfg.get("threads") is None else _positive_int("threads", cfg["threads"]),
+        target=_choice("target", cfg["target"], TARGETS),
+        repeats=repeats,
+        warmup=_positive_int("warmup", cfg["warmup"], minimum=0),
+        time_budget_s=budget,
+        params=params,
+        baselines=tuple(baselines),
+        crossover_baseline=crossover,
+        fit_min_length=_positive_int("fit_min_length", cfg.get("fit_min_length", 1024)),
+        seed=int(cfg.get("seed", 0)),
+        logger=logger,
+        wandb=wandb_cfg,
+    )

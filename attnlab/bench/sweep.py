@@ -1,0 +1,199 @@
+"""The sweep: every variant at every N under every setting, in one process, then the outputs.
+
+For each setting, lengths grow in the outer loop and variants in the inner one, so the numbers a
+ratio compares are measured next to each other. A point that runs out of memory, exceeds the time
+budget or fails is recorded with its status, and that variant's larger N are skipped; the sweep
+itself goes on. Variants that cannot run a setting are recorded as `unsupported` with the reason.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from attnlab.bench import measure, output, plot, wandb_log
+from attnlab.bench.analysis import add_ratios, summarise
+from attnlab.bench.config import BenchConfig, Setting, parse
+from attnlab.bench.workload import BudgetExceeded, build_workload, unsupported_reason
+from attnlab.errors import CapabilityError
+
+
+def _row(
+    cfg: BenchConfig, name: str, n: int, setting: Setting, status: str, note: str = ""
+) -> dict[str, Any]:
+    return {
+        "variant": name, "N": n, "mode": setting.mode, "causal": setting.causal, "dtype": cfg.dtype_name,
+        "device": str(cfg.device), "target": cfg.target, "status": status,
+        "time_ms_median": None, "time_ms_iqr": None, "time_ms_min": None, "time_ms_max": None, "repeats": 0,
+        "peak_mem_mb": None, "memory_method": "", "flops": None,
+        "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim, "params": cfg.params[name],
+        "impl": "", "note": note,
+    }  # fmt: skip
+
+
+def _free_memory(device: torch.device, *, failed: bool) -> None:
+    if failed:  # a traceback's frames can keep large tensors alive in a reference cycle
+        gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_one(cfg: BenchConfig, name: str, n: int, setting: Setting) -> dict[str, Any]:
+    """One row: the measurement, or the reason there is none (oom / time_budget / unsupported / error)."""
+    row = _row(cfg, name, n, setting, "ok")
+    workload = None
+    try:
+        workload = build_workload(cfg, name, n, setting)
+        row["impl"] = workload.impl
+        m = measure.measure_point(
+            workload, repeats=cfg.repeats, warmup=cfg.warmup, device=cfg.device, budget_s=cfg.time_budget_s
+        )
+    except BudgetExceeded as exc:
+        row.update(status="time_budget", note=str(exc))
+    except CapabilityError as exc:
+        row.update(status="unsupported", note=str(exc))
+    except Exception as exc:  # one failing point (OOM, a broken plugin) must not end the sweep
+        oom = measure.is_out_of_memory(exc)
+        row.update(
+            status="oom" if oom else "error", note=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        )
+    else:
+        row.update(
+            status=m.status,
+            time_ms_median=m.median_ms,
+            time_ms_iqr=m.iqr_ms,
+            time_ms_min=min(m.times_ms) if m.times_ms else None,
+            time_ms_max=max(m.times_ms) if m.times_ms else None,
+            repeats=len(m.times_ms),
+            peak_mem_mb=m.peak_mem_mb,
+            memory_method=m.memory_method,
+            flops=m.flops,
+        )
+        if m.status == "time_budget":
+            row["note"] = f"time budget of {cfg.time_budget_s:g} s used up ({len(m.times_ms)} timed calls)"
+    finally:
+        del workload
+        _free_memory(cfg.device, failed=row["status"] not in ("ok", "time_budget", "unsupported"))
+    return row
+
+
+def sweep(cfg: BenchConfig, console: Console) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for setting in cfg.settings:
+        stopped: dict[str, str] = {}  # variant -> why its larger N are skipped
+        for n in cfg.lengths:
+            for name in cfg.variants:
+                reason = unsupported_reason(name, setting)
+                if reason is not None:
+                    row = _row(cfg, name, n, setting, "unsupported", reason)
+                elif name in stopped:
+                    row = _row(cfg, name, n, setting, "skipped", stopped[name])
+                else:
+                    row = measure_one(cfg, name, n, setting)
+                    if row["status"] not in ("ok", "unsupported"):
+                        stopped[name] = f"skipped after {row['status']} at N={n}"
+                    _progress(console, row)
+                rows.append(row)
+    return rows
+
+
+def _progress(console: Console, row: dict[str, Any]) -> None:
+    time_ms, mem = row["time_ms_median"], row["peak_mem_mb"]
+    numbers = f"{time_ms:10.3f} ms {mem:10.2f} MB" if time_ms is not None and mem is not None else ""
+    causal = " causal" if row["causal"] else ""
+    console.print(
+        f"  {row['variant']:>12} N={row['N']:<6} {row['mode']}{causal}: {row['status']:<11} {numbers}"
+    )
+
+
+def _default_out_dir() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return Path("outputs") / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _plain(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return {k: v for k, v in data.items() if k != "hydra"}
+
+
+def run(
+    cfg: Mapping[str, Any] | DictConfig,
+    out_dir: str | os.PathLike | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run the whole bench from a composed config; returns {rows, summary, paths}."""
+    console = console or Console(width=None if Console().is_terminal else 160)
+    settings = parse(cfg)
+    target = out_dir or cfg.get("out_dir") or _default_out_dir()
+    out = Path(target)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    modes = ", ".join(s.mode + (" causal" if s.causal else "") for s in settings.settings)
+    console.print(
+        f"[bold]attnlab.bench[/]: {', '.join(settings.variants)} | N={list(settings.lengths)} | {modes} | "
+        f"{settings.dtype_name} on {settings.device} | target={settings.target} | -> {out}"
+    )
+    busy = output.busy_warning()
+    if busy:
+        console.print(f"[yellow]{busy}[/]")
+    previous_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        rows = sweep(settings, console)
+    finally:
+        torch.set_num_threads(previous_threads)
+    add_ratios(rows, settings.baselines)
+    summaries = summarise(
+        rows, crossover_baseline=settings.crossover_baseline, fit_min_length=settings.fit_min_length
+    )
+    cols = output.columns(settings.baselines)
+    paths = {"csv": out / "bench.csv", "json": out / "bench.json", "png": out / "bench.png"}
+    output.write_csv(paths["csv"], rows, cols)
+    output.write_json(paths["json"], rows, summaries, _plain(cfg))
+    plot.plot(
+        rows,
+        paths["png"],
+        title=f"{settings.target}, {settings.dtype_name}, {settings.device}, B={settings.batch}",
+    )
+    output.print_report(console, rows, summaries, settings.baselines)
+    console.print(f"wrote {paths['csv']}, {paths['json'].name}, {paths['png'].name}")
+    if settings.logger == "wandb":
+        _log_wandb(settings, rows, summaries, cols, paths, _plain(cfg), out)
+    return {"rows": rows, "summary": summaries, "paths": paths, "out_dir": out}
+
+
+def _log_wandb(settings: BenchConfig, rows, summaries, cols, paths, config, out: Path) -> None:
+    run = wandb_log.init(
+        project=settings.wandb["project"],
+        job_type="bench",
+        directory=out,
+        config=config,
+        tags=settings.wandb["tags"],
+    )
+    summary_cols = list(summaries[0].as_dict()) if summaries else []
+    run.log(
+        {
+            "bench/results": wandb_log.table(rows, cols),
+            "bench/summary": wandb_log.table([s.as_dict() for s in summaries], summary_cols),
+            "bench/plot": wandb_log.image(paths["png"]),
+        }
+    )
+    for s in summaries:
+        prefix = f"{s.variant}/{s.mode}{'/causal' if s.causal else ''}"
+        run.summary[f"{prefix}/time_exponent"] = s.time_exponent
+        run.summary[f"{prefix}/memory_exponent"] = s.memory_exponent
+        run.summary[f"{prefix}/crossover_time"] = s.crossover_time
+    run.finish()

@@ -1,0 +1,179 @@
+"""Synthetic offline sequence-to-sequence sets: a toy translation and a toy summarisation.
+
+Both are deterministic in `seed` (which sentences) and built on a fixed artificial lexicon, so that a
+tiny encoder-decoder learns them on a CPU in minutes while the trivial baselines (copy the source,
+take the lead sentences) score low. Difficulty grows with length.
+
+translation_builtin — rows {"source", "target"}. The source language is SVO with adjectives before
+nouns ("ko mipa salu teru ko nilo", det adj noun verb det noun); clauses are joined by "e". The target
+is the same sentence with (1) every word mapped through a fixed bilingual dictionary into a second
+vocabulary with different letters, (2) adjectives moved after their noun, and (3) the verb moved to
+the end of its clause (SOV), so the reordering spans the whole clause. Copying the source scores ~0 BLEU.
+
+summarisation_builtin — rows {"document", "summary"}. A document is a run of sentences; a few are key
+facts ("Kemo bought 7 lamps near the river last week .": a name, a verb, a number, an object, filler);
+the rest are distractors that mention the same names and objects but no number. The summary lists
+the facts, compressed to "name verb number object .", in document order. Facts are placed anywhere,
+so the lead sentences are a weak summary, more so as documents get longer.
+"""
+
+from __future__ import annotations
+
+import random
+
+from attnlab.errors import DataError
+
+# ---- a fixed artificial lexicon ------------------------------------------------------------------
+
+
+def _words(
+    rng: random.Random, n: int, consonants: str, vowels: str, syllables: int, taken: set[str]
+) -> list[str]:
+    out = []
+    while len(out) < n:
+        word = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(syllables))
+        if word not in taken:
+            taken.add(word)
+            out.append(word)
+    return out
+
+
+def _lexicon() -> dict[str, list[tuple[str, str]]]:
+    """(source, target) word pairs per part of speech; the same in every run (its own fixed seed)."""
+    rng, src_taken, tgt_taken = random.Random("attnlab-lexicon-v1"), set(), set()
+    sizes = {"det": 3, "adj": 8, "noun": 16, "verb": 8, "conj": 1}
+    lexicon = {}
+    for pos, n in sizes.items():
+        length = 1 if pos in ("det", "conj") else 2
+        src = _words(rng, n, "kmnpstl", "aiou", length, src_taken)
+        tgt = _words(rng, n, "bdfgrvz", "ey", length + (0 if length == 1 else 1), tgt_taken)
+        lexicon[pos] = list(zip(src, tgt))
+    return lexicon
+
+
+LEXICON = _lexicon()
+
+
+def translation_builtin(
+    *,
+    n_train: int = 5000,
+    n_validation: int = 500,
+    n_test: int = 500,
+    min_words: int = 4,
+    max_words: int = 16,
+    adjective_rate: float = 0.5,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """{"train"/"validation"/"test": [{"source": str, "target": str}, ...]}; lengths in source words."""
+    if not 4 <= min_words <= max_words:
+        raise DataError(
+            f"translation_builtin needs 4 <= min_words <= max_words (got {min_words}, {max_words}): a clause has at least 4 words"
+        )
+    rng = random.Random(f"translation-{seed}")
+    sizes = {"train": n_train, "validation": n_validation, "test": n_test}
+    return {
+        split: [_translation_pair(rng, min_words, max_words, adjective_rate) for _ in range(n)]
+        for split, n in sizes.items()
+    }
+
+
+def _translation_pair(rng: random.Random, min_words: int, max_words: int, adjective_rate: float) -> dict:
+    while True:
+        target_len = rng.randint(min_words, max_words)
+        src: list[str] = []
+        tgt: list[str] = []
+        while len(src) < target_len:
+            if src:
+                conj = LEXICON["conj"][0]
+                src.append(conj[0])
+                tgt.append(conj[1])
+            subject, obj = _noun_phrase(rng, adjective_rate), _noun_phrase(rng, adjective_rate)
+            verb = rng.choice(LEXICON["verb"])
+            src += [w for w, _ in subject] + [verb[0]] + [w for w, _ in obj]
+            tgt += _target_np(subject) + _target_np(obj) + [verb[1]]
+        if min_words <= len(src) <= max_words:
+            return {"source": " ".join(src), "target": " ".join(tgt)}
+
+
+def _noun_phrase(rng: random.Random, adjective_rate: float) -> list[tuple[str, str]]:
+    phrase = [rng.choice(LEXICON["det"])]
+    if rng.random() < adjective_rate:
+        phrase.append(rng.choice(LEXICON["adj"]))
+    phrase.append(rng.choice(LEXICON["noun"]))
+    return phrase
+
+
+def _target_np(phrase: list[tuple[str, str]]) -> list[str]:
+    words = [t for _, t in phrase]
+    return [words[0], words[2], words[1]] if len(words) == 3 else words  # det noun adj
+
+
+# ---- summarisation --------------------------------------------------------------------------------
+
+NAMES = ("Kemo", "Lisa", "Taro", "Mira", "Pavel", "Nadia", "Omar", "Sela", "Ivo", "Rena", "Bruno", "Hana")
+FACT_VERBS = ("bought", "sold", "found", "built", "lost", "painted", "counted", "moved")
+OBJECTS = ("lamps", "boats", "goats", "chairs", "books", "coins", "kites", "bells", "maps", "jars")
+PLACES = (
+    "near the river",
+    "at the market",
+    "in the old town",
+    "by the harbour",
+    "on the hill",
+    "behind the school",
+)
+TIMES = ("last week", "this morning", "on monday", "in the spring", "after the rain", "before noon")
+DISTRACTORS = (
+    "{name} was seen {place} {time} .",
+    "the weather was mild {time} .",
+    "people {place} talked about the {obj} .",
+    "{name} said the {obj} looked old .",
+    "nobody knew why {name} stayed {place} .",
+    "{name} and {name2} walked {place} {time} .",
+    "the {obj} {place} were painted red .",
+    "it was quiet {place} {time} .",
+)
+
+
+def summarisation_builtin(
+    *,
+    n_train: int = 5000,
+    n_validation: int = 500,
+    n_test: int = 500,
+    min_sentences: int = 4,
+    max_sentences: int = 8,
+    min_facts: int = 1,
+    max_facts: int = 3,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """{"train"/"validation"/"test": [{"document": str, "summary": str}, ...]}; lengths in sentences."""
+    if not (1 <= min_facts <= max_facts and max_facts <= min_sentences <= max_sentences):
+        raise DataError(
+            f"summarisation_builtin needs 1 <= min_facts <= max_facts <= min_sentences <= max_sentences "
+            f"(got {min_facts}, {max_facts}, {min_sentences}, {max_sentences})"
+        )
+    rng = random.Random(f"summarisation-{seed}")
+    sizes = {"train": n_train, "validation": n_validation, "test": n_test}
+    return {
+        split: [_document(rng, min_sentences, max_sentences, min_facts, max_facts) for _ in range(n)]
+        for split, n in sizes.items()
+    }
+
+
+def _document(
+    rng: random.Random, min_sentences: int, max_sentences: int, min_facts: int, max_facts: int
+) -> dict:
+    n = rng.randint(min_sentences, max_sentences)
+    fact_positions = set(rng.sample(range(n), rng.randint(min_facts, max_facts)))
+    sentences, summary = [], []
+    for i in range(n):
+        name, name2 = rng.sample(NAMES, 2)
+        obj, place, time = rng.choice(OBJECTS), rng.choice(PLACES), rng.choice(TIMES)
+        if i in fact_positions:
+            core = f"{name} {rng.choice(FACT_VERBS)} {rng.randint(2, 9)} {obj}"
+            tail = rng.choice((f"{place} {time}", place, time))
+            sentences.append(f"{core} {tail} .")
+            summary.append(f"{core} .")
+        else:
+            template = rng.choice(DISTRACTORS)
+            sentences.append(template.format(name=name, name2=name2, obj=obj, place=place, time=time))
+    return {"document": " ".join(sentences), "summary": " ".join(summary)}

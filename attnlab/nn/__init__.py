@@ -1,0 +1,31 @@
+"""Plain torch modules built around any registered attention variant."""
+
+from attnlab.nn.layer import MultiHeadAttention
+from attnlab.nn.positional import PositionalEmbedding
+from attnlab.nn.spec import AttentionSpec
+from attnlab.nn.transformer import (
+    Decoder,
+    DecodingState,
+    Encoder,
+    EncoderDecoder,
+    FeedForward,
+    DecoderRoles,
+    EncoderRoles,
+    ModelConfig,
+    TransformerBlock,
+)
+
+__all__ = [
+    "DecoderRoles",
+    "EncoderRoles",
+    "AttentionSpec",
+    "Decoder",
+    "DecodingState",
+    "Encoder",
+    "EncoderDecoder",
+    "FeedForward",
+    "ModelConfig",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
+    "TransformerBlock",
+]

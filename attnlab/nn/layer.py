@@ -1,0 +1,75 @@
+"""Multi-head attention layer: projections, head split/merge and masks around any registered kernel."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnlab.attention import build_attention, get_attention_class
+from attnlab.attention.base import State
+from attnlab.errors import ConfigError
+from attnlab.nn.spec import AttentionSpec
+
+
+class MultiHeadAttention(nn.Module):
+    """x (B, Nq, C), memory (B, Nk, C) -> (B, Nq, C), attention computed by the chosen variant."""
+
+    def __init__(self, d_model: int, heads: int, spec: AttentionSpec, *, max_len: int, dropout: float = 0.0):
+        super().__init__()
+        cls = get_attention_class(spec.name)
+        heads = cls.fixed_heads or heads  # `full` is single-head by definition
+        if d_model % heads:
+            raise ConfigError(
+                f"model.heads={heads} does not divide model.d_model={d_model}; choose heads among "
+                f"{[h for h in range(1, d_model + 1) if d_model % h == 0 and h <= 32]}"
+            )
+        self.d_model, self.heads, self.head_dim = d_model, heads, d_model // heads
+        self.spec = spec
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.kernel = build_attention(spec.name, **spec.params, head_dim=self.head_dim, heads=heads, max_len=max_len)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        B, N, _ = x.shape
+        return x.view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, D)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        B, _, N, _ = x.shape
+        return x.transpose(1, 2).reshape(B, N, self.d_model)  # (B, N, C)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        source = x if memory is None else memory
+        q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
+        k = self.split_heads(self.k_proj(source))  # (B, H, Nk, D)
+        v = self.split_heads(self.v_proj(source))  # (B, H, Nk, D)
+        out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask)  # (B, H, Nq, D)
+        return self.dropout(self.out_proj(self.merge_heads(out)))
+
+    # ---- incremental decoding -------------------------------------------------------------------
+    def init_state(self, batch: int, *, device, dtype) -> State:
+        return self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One causal self-attention step: x (B, 1, C) -> (B, 1, C)."""
+        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, 1, D)
+        out, state = self.kernel.step(q, k, v, state)
+        return self.out_proj(self.merge_heads(out)), state
+
+    def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of an encoder memory, computed once per generation: 2 x (B, H, Nk, D)."""
+        return self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))
+
+    def attend_projected(self, x: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        """Cross attention of x (B, Nq, C) over pre-projected keys/values."""
+        q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
+        out = self.kernel(q, k, v, key_padding_mask=key_padding_mask)
+        return self.out_proj(self.merge_heads(out))

@@ -1,0 +1,218 @@
+"""Pre-norm Transformer blocks, encoder, causal decoder with cross attention, encoder-decoder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention.base import State
+from attnlab.nn.layer import MultiHeadAttention
+from attnlab.nn.positional import PositionalEmbedding
+from attnlab.nn.spec import AttentionSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderRoles:
+    self_attention: str | None = None  # None = the run's `attention`
+
+
+@dataclass
+class DecoderRoles:
+    self_attention: str | None = None  # must be causal-capable
+    cross_attention: str | None = None  # must support cross attention and key padding masks
+
+
+@dataclass
+class ModelConfig:
+    """Model hyperparameters: the single source of their defaults (stored as the schema of `model=`)."""
+
+    d_model: int = 128
+    heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    mlp_ratio: int = 4
+    dropout: float = 0.1
+    max_len: int = 512  # positional table size; longer data is truncated with a logged count
+    positional: str = "sinusoidal"  # or "learned"
+    encoder: EncoderRoles = field(default_factory=EncoderRoles)
+    decoder: DecoderRoles = field(default_factory=DecoderRoles)
+
+    @classmethod
+    def from_config(cls, cfg) -> ModelConfig:
+        data = dict(cfg)
+        data["encoder"] = EncoderRoles(**dict(data.get("encoder") or {}))
+        data["decoder"] = DecoderRoles(**dict(data.get("decoder") or {}))
+        return cls(**data)
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, d_model: int, ratio: int, dropout: float):
+        super().__init__(
+            nn.Linear(d_model, ratio * d_model), nn.GELU(), nn.Linear(ratio * d_model, d_model), nn.Dropout(dropout)
+        )
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + MLP(LN x)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        self_spec: AttentionSpec,
+        *,
+        max_len: int,
+        cross_spec: AttentionSpec | None = None,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.norm_self = nn.LayerNorm(d_model)
+        self.self_attention = MultiHeadAttention(d_model, heads, self_spec, max_len=max_len, dropout=dropout)
+        self.cross_attention = None
+        if cross_spec is not None:
+            self.norm_cross = nn.LayerNorm(d_model)
+            self.cross_attention = MultiHeadAttention(d_model, heads, cross_spec, max_len=max_len, dropout=dropout)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp = FeedForward(d_model, mlp_ratio, dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        causal: bool = False,
+        padding_mask: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        x = x + self.self_attention(self.norm_self(x), causal=causal, key_padding_mask=None if causal else padding_mask)
+        if self.cross_attention is not None:
+            x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class Encoder(nn.Module):
+    """Token embedding + positions + N bidirectional blocks. ids (B, N) -> (B, N, C)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec):
+        super().__init__()
+        spec = spec.for_role("encoder_self", cfg.encoder.self_attention)
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.d_model, cfg.heads, spec, max_len=cfg.max_len, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            for _ in range(cfg.encoder_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        x = self.dropout(self.embed(ids) + self.positions(ids.shape[1]))  # (B, N, C)
+        for block in self.blocks:
+            x = block(x, padding_mask=padding_mask)
+        return self.norm(x)
+
+
+class Decoder(nn.Module):
+    """Causal decoder with cross attention over an encoder memory. ids (B, T) -> logits (B, T, V)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec):
+        super().__init__()
+        self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
+        cross_spec = spec.for_role("cross", cfg.decoder.cross_attention)
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                cfg.d_model, cfg.heads, self_spec, max_len=cfg.max_len, cross_spec=cross_spec,
+                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+            )
+            for _ in range(cfg.decoder_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.lm_head.weight = self.embed.weight  # tied input/output embeddings
+        self.incremental = self_spec.capabilities.incremental
+        self._warned_fallback = False
+
+    def forward(self, ids: Tensor, memory: Tensor, memory_padding_mask: Tensor | None = None) -> Tensor:
+        x = self.dropout(self.embed(ids) + self.positions(ids.shape[1]))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, causal=True, memory=memory, memory_padding_mask=memory_padding_mask)
+        return self.lm_head(self.norm(x))  # (B, T, V)
+
+    # ---- generation -----------------------------------------------------------------------------
+    def start(self, memory: Tensor, memory_padding_mask: Tensor | None) -> DecodingState:
+        """The state before the first generated token (cross-attention keys/values computed once)."""
+        B = memory.shape[0]
+        cross = [block.cross_attention.project_memory(memory) for block in self.blocks]
+        selfs: list[State] | None = None
+        if self.incremental:
+            selfs = [block.self_attention.init_state(B, device=memory.device, dtype=memory.dtype) for block in self.blocks]
+        elif not self._warned_fallback:
+            self._warned_fallback = True
+            log.info(
+                "decoder self-attention '%s' has no incremental state: generation recomputes the prefix at every step",
+                self.blocks[0].self_attention.spec.name,
+            )
+        return DecodingState(memory, memory_padding_mask, cross, selfs, ids=memory.new_zeros(B, 0, dtype=torch.long))
+
+    def step(self, token: Tensor, state: DecodingState) -> tuple[Tensor, DecodingState]:
+        """Feed one token per row: token (B,) -> next-token logits (B, V) and the new state."""
+        ids = torch.cat([state.ids, token[:, None]], dim=1)  # (B, t)
+        if state.self_states is None:  # recomputation fallback for variants without a state
+            logits = self.forward(ids, state.memory, state.memory_padding_mask)[:, -1]
+            return logits, state.replace(ids=ids)
+        t = state.ids.shape[1]
+        x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
+        new_states = []
+        for block, self_state, (k, v) in zip(self.blocks, state.self_states, state.cross_kv):
+            out, self_state = block.self_attention.step(block.norm_self(x), self_state)
+            x = x + out
+            x = x + block.cross_attention.attend_projected(block.norm_cross(x), k, v, state.memory_padding_mask)
+            x = x + block.mlp(block.norm_mlp(x))
+            new_states.append(self_state)
+        return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
+
+
+@dataclass
+class DecodingState:
+    memory: Tensor  # (B, Nk, C)
+    memory_padding_mask: Tensor | None  # (B, Nk)
+    cross_kv: list[tuple[Tensor, Tensor]]  # per layer (B, H, Nk, D) x 2
+    self_states: list[State] | None  # per layer variant state; None = recompute the prefix
+    ids: Tensor  # (B, t) tokens fed so far
+
+    def replace(self, **changes) -> DecodingState:
+        return DecodingState(**{**self.__dict__, **changes})
+
+    def select(self, index: Tensor) -> DecodingState:
+        """Reorder/select batch rows (beam search)."""
+        from attnlab.attention.base import Attention
+
+        return DecodingState(
+            self.memory.index_select(0, index),
+            None if self.memory_padding_mask is None else self.memory_padding_mask.index_select(0, index),
+            [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
+            None if self.self_states is None else [Attention.reorder_state(s, index) for s in self.self_states],
+            self.ids.index_select(0, index),
+        )
+
+
+class EncoderDecoder(nn.Module):
+    """Sequence-to-sequence Transformer: encoder over the source, causal decoder over the target."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec, target_vocab_size: int | None = None):
+        super().__init__()
+        self.encoder = Encoder(vocab_size, cfg, spec)
+        self.decoder = Decoder(target_vocab_size or vocab_size, cfg, spec)
+
+    def forward(self, src: Tensor, src_padding_mask: Tensor | None, tgt_in: Tensor) -> Tensor:
+        memory = self.encoder(src, src_padding_mask)  # (B, N, C)
+        return self.decoder(tgt_in, memory, src_padding_mask)  # (B, T, V)

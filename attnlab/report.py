@@ -1,0 +1,367 @@
+"""`python -m attnlab.report PATH...` — compare finished runs: quality against cost, per task.
+
+Reads every results.json under the given paths (a run directory, a Hydra multirun sweep directory,
+or results.json files), prints one table per task, marks the Pareto front of quality vs cost, and
+writes report.md and report.png into --out (default: the first PATH's directory).
+
+    python -m attnlab.report multirun/classify/2026-01-01_12-00-00
+    python -m attnlab.report outputs/ --cost tokens_per_s --out reports/ --wandb
+
+A run is on the front when no other successful run of the same task is at least as good in quality
+AND at least as cheap, and strictly better in one of the two. Runs whose status is not "ok" are
+listed as failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnlab.errors import AttnlabError
+
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class CostAxis:
+    key: str  # field of results.json's "cost"
+    label: str
+    higher_is_better: bool
+
+
+COSTS = {
+    "flops": CostAxis("attention_flops_per_token", "attention FLOPs/token", False),
+    "tokens_per_s": CostAxis("train_tokens_per_s", "train tokens/s", True),
+    "peak_memory": CostAxis("peak_memory_mb", "peak memory MB", False),
+}
+
+
+@dataclass
+class Run:
+    path: Path  # the results.json
+    data: dict[str, Any]
+    on_front: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.data.get("status") == "ok"
+
+    @property
+    def task(self) -> str:
+        return str(self.data.get("task", "?"))
+
+    @property
+    def variant(self) -> str:
+        return str((self.data.get("attention") or {}).get("name", "?"))
+
+    @property
+    def label(self) -> str:
+        params = (self.data.get("attention") or {}).get("params") or {}
+        inside = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+        return f"{self.variant}({inside})" if inside else self.variant
+
+    @property
+    def metric(self) -> str:
+        return str(self.data.get("primary_metric", ""))
+
+    @property
+    def higher_quality_is_better(self) -> bool:
+        return self.data.get("primary_mode", "max") != "min"
+
+    def quality(self) -> float | None:
+        return _number((self.data.get("metrics") or {}).get(self.metric))
+
+    def cost(self, axis: CostAxis) -> float | None:
+        return _number((self.data.get("cost") or {}).get(axis.key))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+# ---- finding and reading runs -------------------------------------------------------------------
+def find_results(paths: Sequence[str | Path]) -> list[Path]:
+    """Every results.json under `paths`; an error for a path that holds none."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file() and path.name == RESULTS:
+            hits = [path]
+        elif path.is_dir():
+            hits = sorted(path.rglob(RESULTS))
+        elif path.exists():
+            raise AttnlabError(f"{path} is not a run directory or a {RESULTS} file")
+        else:
+            raise AttnlabError(
+                f"{path} does not exist; give run directories, sweep directories or {RESULTS} files"
+            )
+        if not hits:
+            raise AttnlabError(
+                f"no {RESULTS} under {path}: give a run directory (outputs/...) or a sweep directory (multirun/...)"
+            )
+        found += [h for h in hits if h not in found]
+    return found
+
+
+def load_runs(files: Sequence[Path]) -> list[Run]:
+    runs = []
+    for file in files:
+        try:
+            data = json.loads(file.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            data = {"status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
+        runs.append(Run(file, data))
+    return runs
+
+
+# ---- the Pareto front ---------------------------------------------------------------------------
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """(quality, cost) pairs oriented so that higher quality and LOWER cost are better."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def mark_pareto_front(runs: Sequence[Run], axis: CostAxis) -> None:
+    """Set run.on_front per task; runs that failed or lack quality or cost are never on it."""
+    points: dict[int, tuple[float, float]] = {}
+    for i, run in enumerate(runs):
+        run.on_front = False
+        quality, cost = run.quality(), run.cost(axis)
+        if run.ok and quality is not None and cost is not None:
+            points[i] = (
+                quality if run.higher_quality_is_better else -quality,
+                -cost if axis.higher_is_better else cost,
+            )
+    for i, point in points.items():
+        rivals = (points[j] for j in points if j != i and runs[j].task == runs[i].task)
+        runs[i].on_front = not any(dominates(other, point) for other in rivals)
+
+
+# ---- output -------------------------------------------------------------------------------------
+def _fmt(value: float | None, kind: str = "g") -> str:
+    if value is None:
+        return "-"
+    if kind == "int":
+        return f"{value:,.0f}"
+    if kind == "sci":
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+COLUMNS = [
+    "front",
+    "variant",
+    "QUALITY",
+    "train tokens/s",
+    "peak memory MB",
+    "attention FLOPs/token",
+    "seq len",
+    "seed",
+]
+
+
+def task_rows(runs: Sequence[Run]) -> list[list[str]]:
+    rows = []
+    for run in sorted(runs, key=lambda r: (not r.on_front, r.label, str(r.data.get("seed")))):
+        cost = run.data.get("cost") or {}
+        rows.append(
+            [
+                "★" if run.on_front else "",
+                run.label,
+                _fmt(run.quality()),
+                _fmt(_number(cost.get("train_tokens_per_s")), "int"),
+                _fmt(_number(cost.get("peak_memory_mb"))),
+                _fmt(_number(cost.get("attention_flops_per_token")), "sci"),
+                str(run.data.get("max_len", "-")),
+                str(run.data.get("seed", "-")),
+            ]
+        )
+    return rows
+
+
+def by_task(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    tasks: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.ok:
+            tasks.setdefault(run.task, []).append(run)
+    return tasks
+
+
+def failure_reason(run: Run) -> str:
+    reason = run.data.get("error") or run.data.get("reason") or run.data.get("message") or ""
+    return str(reason).splitlines()[0][:200] if reason else ""
+
+
+def _quality_heading(runs: Sequence[Run]) -> str:
+    direction = "higher" if runs[0].higher_quality_is_better else "lower"
+    return f"{runs[0].metric} ({direction} is better)"
+
+
+def write_markdown(
+    path: Path, runs: Sequence[Run], axis: CostAxis, plot: Path | None, sources: Sequence[str]
+) -> None:
+    ok = [r for r in runs if r.ok]
+    failed = [r for r in runs if not r.ok]
+    better = "higher" if axis.higher_is_better else "lower"
+    lines = [
+        "# attnlab report",
+        "",
+        f"{len(ok)} successful run(s), {len(failed)} failed, from {', '.join(f'`{s}`' for s in sources)}.",
+        f"Cost axis: {axis.label} ({better} is better). ★ = on the Pareto front of quality vs cost within its task.",
+        "",
+    ]
+    for task, task_runs in by_task(runs).items():
+        cols = [c if c != "QUALITY" else task_runs[0].metric for c in COLUMNS]
+        lines += [f"## {task}: {_quality_heading(task_runs)}", ""]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(row) + " |" for row in task_rows(task_runs)]
+        lines.append("")
+    if plot is not None:
+        lines += [f"![quality vs cost]({plot.name})", ""]
+    if failed:
+        lines += ["## Failures", "", "| run | task | variant | status | reason |", "|---|---|---|---|---|"]
+        for run in failed:
+            reason = failure_reason(run).replace("|", "\\|")
+            lines.append(
+                f"| `{run.path.parent}` | {run.task} | {run.label} | {run.data.get('status')} | {reason} |"
+            )
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def write_plot(path: Path, runs: Sequence[Run], axis: CostAxis) -> Path | None:
+    tasks = {
+        task: [r for r in rs if r.quality() is not None and r.cost(axis) is not None]
+        for task, rs in by_task(runs).items()
+    }
+    tasks = {task: rs for task, rs in tasks.items() if rs}
+    if not tasks:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, (task, task_runs) in zip(axes[0], tasks.items()):
+        for run in task_runs:
+            x, y = run.cost(axis), run.quality()
+            style = (
+                {"color": "tab:red", "s": 60, "zorder": 3} if run.on_front else {"color": "tab:gray", "s": 30}
+            )
+            ax.scatter([x], [y], **style)
+            ax.annotate(run.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = sorted((r.cost(axis), r.quality()) for r in task_runs if r.on_front)
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="tab:red", alpha=0.5, label="Pareto front")
+            ax.legend(fontsize=8)
+        costs = [r.cost(axis) for r in task_runs]
+        if min(costs) > 0 and max(costs) / min(costs) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{axis.label} ({'higher' if axis.higher_is_better else 'lower'} is better)")
+        ax.set_ylabel(_quality_heading(task_runs))
+        ax.set_title(task)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_tables(runs: Sequence[Run], axis: CostAxis) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 160)
+    for task, task_runs in by_task(runs).items():
+        table = Table(title=f"{task}: {_quality_heading(task_runs)} vs {axis.label} (★ = Pareto front)")
+        for col in COLUMNS:
+            table.add_column(
+                task_runs[0].metric if col == "QUALITY" else col,
+                justify="left" if col == "variant" else "right",
+            )
+        for row in task_rows(task_runs):
+            table.add_row(*row)
+        console.print(table)
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        table = Table(title="failed runs")
+        for col in ("run", "task", "variant", "status", "reason"):
+            table.add_column(col)
+        for run in failed:
+            table.add_row(
+                str(run.path.parent), run.task, run.label, str(run.data.get("status")), failure_reason(run)
+            )
+        console.print(table)
+
+
+def log_wandb(runs: Sequence[Run], axis: CostAxis, out: Path, plot: Path | None, markdown: Path) -> None:
+    from attnlab.bench import wandb_log
+
+    run = wandb_log.init(project="attnlab", job_type="report", directory=out, config={"cost": axis.key})
+    logged: dict[str, Any] = {}
+    for task, task_runs in by_task(runs).items():
+        cols = [c if c != "QUALITY" else task_runs[0].metric for c in COLUMNS]
+        logged[f"report/{task}"] = wandb_log.table(
+            [dict(zip(cols, row)) for row in task_rows(task_runs)], cols
+        )
+    if plot is not None:
+        logged["report/quality_vs_cost"] = wandb_log.image(plot)
+    run.log(logged)
+    run.save(str(markdown), base_path=str(out), policy="now")
+    run.finish()
+
+
+# ---- command line -------------------------------------------------------------------------------
+def report(
+    paths: Sequence[str], *, cost: str = "flops", out: str | None = None, use_wandb: bool = False
+) -> dict[str, Any]:
+    """Build the report; returns {runs, markdown, plot}."""
+    axis = COSTS[cost]
+    runs = load_runs(find_results(paths))
+    mark_pareto_front(runs, axis)
+    first = Path(paths[0])
+    out_dir = Path(out) if out else (first if first.is_dir() else first.parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = write_plot(out_dir / "report.png", runs, axis)
+    markdown = out_dir / "report.md"
+    write_markdown(markdown, runs, axis, plot, [str(p) for p in paths])
+    print_tables(runs, axis)
+    print(f"wrote {markdown}" + (f" and {plot}" if plot else ""))
+    if use_wandb:
+        log_wandb(runs, axis, out_dir, plot, markdown)
+    return {"runs": runs, "markdown": markdown, "plot": plot}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attnlab.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, sweep dirs or results.json files")
+    parser.add_argument(
+        "--cost", choices=sorted(COSTS), default="flops", help="cost axis of the Pareto front"
+    )
+    parser.add_argument(
+        "--out", default=None, help="where report.md/report.png go (default: the first PATH's dir)"
+    )
+    parser.add_argument(
+        "--wandb", action="store_true", help="log the tables and plot to wandb (offline if no key)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report(args.paths, cost=args.cost, out=args.out, use_wandb=args.wandb)
+    except AttnlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

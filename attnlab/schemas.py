@@ -1,0 +1,13 @@
+"""Structured configs stored into Hydra's ConfigStore: attention variants (from the registry) and the model schema."""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from attnlab.attention import store_attention_configs
+from attnlab.nn import ModelConfig
+
+
+def store_configs() -> None:
+    store_attention_configs()
+    ConfigStore.instance().store(group="model", name="schema", node=ModelConfig, provider="attnlab")

@@ -1,0 +1,153 @@
+"""One experiment run: data, model, Lightning training, evaluation, results.json.
+
+`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.app.main`
+is the thin @hydra.main wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from attnlab.attention import describe, get_attention_class
+from attnlab.callbacks import CostMeter
+from attnlab.config_checks import check_config
+from attnlab.tracking import ensure_wandb_mode
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.json"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate one configuration; write and return its results."""
+    check_config(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # loads and validates the data before any training step
+    module = instantiate(cfg.task.module, _recursive_=False)(
+        datamodule=datamodule, model=cfg.model, attention=cfg.attention
+    )
+
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    cost = next((c for c in callbacks if isinstance(c, CostMeter)), None) or CostMeter()
+    if cost not in callbacks:
+        callbacks.append(cost)
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, run_dir))
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
+    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+
+    metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.startswith("cost/")}
+    for stage_metrics in test_metrics:
+        metrics.update({k: _number(v) for k, v in stage_metrics.items()})
+    results = collect_results(cfg, module, metrics, cost.summary(module.device), best)
+    write_results(run_dir, results)
+    for logger in loggers:
+        log_summary(logger, results)
+    log.info("%s = %s  |  results: %s", cfg.task.primary_metric, metrics.get(cfg.task.primary_metric), run_dir / RESULTS_FILE)
+    return results
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for logger_cfg in (cfg.logger or {}).values():
+        if logger_cfg is None:
+            continue
+        extra: dict[str, Any] = {}
+        if "WandbLogger" in str(logger_cfg.get("_target_", "")):
+            ensure_wandb_mode()
+            extra["group"] = sweep_group(cfg)
+            extra["tags"] = list(cfg.tags) + [f"task:{cfg.task.name}", f"attention:{cfg.attention.name}"]
+        logger = instantiate(logger_cfg, **extra)
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})  # the full resolved config
+        loggers.append(logger)
+    return loggers
+
+
+def sweep_group(cfg: DictConfig) -> str | None:
+    """A sweep's runs share one wandb group (its sweep directory); a single run has none."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ValueError, ImportError):
+        return None
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"{cfg.task.name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
+def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if cfg.ckpt_path in (None, ""):
+        return None
+    if cfg.ckpt_path == "last":
+        own = run_dir / "checkpoints" / "last.ckpt"
+        return str(own) if own.exists() else "last"
+    path = Path(cfg.ckpt_path)
+    if not path.exists():
+        from attnlab.errors import ConfigError
+
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a .ckpt file (e.g. <run_dir>/checkpoints/last.ckpt)")
+    return str(path)
+
+
+def collect_results(cfg: DictConfig, module: L.LightningModule, metrics: dict, cost: dict, best: str) -> dict:
+    cls = get_attention_class(cfg.attention.name)
+    attention = describe(cls) | {"params": {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}}
+    return {
+        "status": "ok",
+        "task": cfg.task.name,
+        "primary_metric": cfg.task.primary_metric,
+        "primary_mode": cfg.task.monitor_mode,
+        "metrics": metrics,
+        "cost": cost,
+        "attention": attention,
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "max_len": cfg.model.max_len,
+        "seed": cfg.seed,
+        "best_checkpoint": best or None,
+        "run_dir": str(cfg.paths.run_dir),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    tmp = run_dir / (RESULTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    tmp.replace(run_dir / RESULTS_FILE)  # atomic: a crash never leaves a half-written result
+
+
+def log_summary(logger: Any, results: dict) -> None:
+    experiment = getattr(logger, "experiment", None)
+    summary = getattr(experiment, "summary", None)
+    if summary is None:
+        return
+    flat = {f"cost/{k}": v for k, v in results["cost"].items() if v is not None}
+    flat |= {f"attention/{k}": v for k, v in results["attention"].items() if not isinstance(v, dict)}
+    flat |= {k: v for k, v in results["metrics"].items()}
+    flat["parameters"] = results["parameters"]
+    summary.update(flat)
+
+
+def _number(value: Any) -> float:
+    value = float(value.item() if isinstance(value, torch.Tensor) else value)
+    return value if math.isfinite(value) else float("nan")

@@ -1,0 +1,171 @@
+"""Sequence classification: encoder + pooling + linear classifier; accuracy and macro-F1.
+
+Default data: built-in LRA-style ListOps (long-range, separates exact from approximate attention).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from attnlab.data import build_tokenizer, check_labels, encode_texts, load_splits, pad_batch
+from attnlab.data.listops import listops
+from attnlab.errors import ConfigError, DataError
+from attnlab.nn import AttentionSpec, Encoder, ModelConfig
+from attnlab.tasks.common import AttnlabTask
+
+log = logging.getLogger(__name__)
+POOLINGS = ("mean", "cls")
+STAGES = ("train", "val", "test")
+
+
+class ClassifyDataModule(L.LightningDataModule):
+    """Rows {text, label} -> batches {ids (B, N), padding_mask (B, N), labels (B,)}."""
+
+    def __init__(self, data: Mapping, *, max_len: int, pooling: str = "mean", cache_dir: str | None = None):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"task.pooling={pooling!r} is unknown; choose one of {list(POOLINGS)}")
+        self.data, self.max_len, self.pooling, self.cache_dir = data, max_len, pooling, cache_dir
+        self.batch_size = int(data["batch_size"])
+        self.tokenizer = None
+        self.encoded: dict[str, list[tuple[list[int], int]]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoded:
+            return
+        rows = load_splits(self.data, columns=self.data["columns"], builtin=listops, cache_dir=self.cache_dir)
+        check_labels(rows["train"])
+        self.labels = sorted({row["label"] for row in rows["train"]}, key=lambda x: (isinstance(x, str), x))
+        index = {label: i for i, label in enumerate(self.labels)}
+        self.tokenizer = build_tokenizer(
+            self.data["tokenizer"], train_texts=(r["text"] for r in rows["train"]),
+            vocab_size=self.data["vocab_size"], cache_dir=self.cache_dir,
+        )
+        for split, split_rows in rows.items():
+            unknown = {row["label"] for row in split_rows} - index.keys()
+            if unknown:
+                raise DataError(
+                    f"{split} split has labels never seen in train: {sorted(map(str, unknown))[:5]}; "
+                    "every class must appear in the training split"
+                )
+            ids, _ = encode_texts(
+                [row["text"] for row in split_rows], self.tokenizer, self.max_len,
+                add_cls=self.pooling == "cls", what=f"{split} text",
+            )
+            self.encoded[split] = [(seq, index[row["label"]]) for seq, row in zip(ids, split_rows)]
+        majority = max(torch.bincount(torch.tensor([y for _, y in self.encoded["test"]])).tolist())
+        self.majority_rate = majority / len(self.encoded["test"])
+        log.info(
+            "classify data: %s; %d classes; test majority-class rate %.3f",
+            ", ".join(f"{s}={len(v)}" for s, v in self.encoded.items()), len(self.labels), self.majority_rate,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def collate(self, items: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        ids, padding_mask = pad_batch([seq for seq, _ in items], self.tokenizer.pad_id)
+        return {"ids": ids, "padding_mask": padding_mask, "labels": torch.tensor([y for _, y in items])}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.encoded[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            num_workers=int(self.data.get("num_workers", 0)),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class Classifier(nn.Module):
+    """Encoder -> pooled representation -> class logits. ids (B, N) -> (B, classes)."""
+
+    def __init__(self, vocab_size: int, num_classes: int, cfg: ModelConfig, spec: AttentionSpec, pooling: str):
+        super().__init__()
+        self.encoder = Encoder(vocab_size, cfg, spec)
+        self.pooling = pooling
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(ids, padding_mask)  # (B, N, C)
+        if self.pooling == "cls":
+            pooled = h[:, 0]  # (B, C), the CLS token
+        else:
+            real = (~padding_mask).unsqueeze(-1).to(h.dtype)  # (B, N, 1)
+            pooled = (h * real).sum(1) / real.sum(1).clamp(min=1.0)  # mean over real tokens (B, C)
+        return self.head(pooled)
+
+
+class ClassifyTask(AttnlabTask):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        num_classes: int,
+        model: Mapping,
+        attention: Mapping,
+        labels: list | None = None,
+        pooling: str = "mean",
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+    ):
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+        self.save_hyperparameters()
+        spec = AttentionSpec.from_config(attention)
+        self.model = Classifier(vocab_size, num_classes, ModelConfig.from_config(model), spec, pooling)
+        metrics = MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")}
+        )
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
+
+    @classmethod
+    def from_datamodule(cls, *, datamodule: ClassifyDataModule, model: Mapping, attention: Mapping, **hparams: Any):
+        from omegaconf import OmegaConf
+
+        as_dict = (lambda c: OmegaConf.to_container(c, resolve=True)) if OmegaConf.is_config(model) else dict
+        return cls(
+            vocab_size=datamodule.tokenizer.vocab_size, num_classes=datamodule.num_classes, labels=list(datamodule.labels),
+            model=as_dict(model), attention=as_dict(attention), pooling=datamodule.pooling, **hparams,
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["ids"], batch["padding_mask"])
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(self(batch), batch["labels"])
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(logits, batch["labels"])
+        batch_size = batch["labels"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch_size, on_step=stage == "train", on_epoch=True)
+        self.metrics[f"{stage}_metrics"].update(logits.detach(), batch["labels"])
+        self.log_dict(self.metrics[f"{stage}_metrics"], prog_bar=stage == "val", batch_size=batch_size, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")

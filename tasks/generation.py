@@ -1,0 +1,140 @@
+"""Greedy and beam-search decoding over the Decoder's incremental API.
+
+    state = decoder.start(memory, memory_padding_mask)         # cross-attention keys/values, once
+    logits, state = decoder.step(token, state)                 # token (B,) -> logits (B, V)
+    state = state.select(index)                                # reorder rows (beams)
+
+Each step feeds one token per row, so a step costs what the variant's state costs: O(t) for the
+softmax KV cache, O(1) in the generated length t for linear/performer (running sums) and local
+(rolling window). Variants without a state make the Decoder recompute the prefix (logged once).
+
+Beam search keeps finished hypotheses in the beam (they extend only by themselves, at no cost) and
+ranks candidates by score / length**length_penalty; with beam=1 it is exactly greedy decoding.
+Outputs are token id lists without BOS, EOS or padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlab.nn import Decoder
+
+
+def _budget(decoder: Decoder, max_new_tokens: int) -> int:
+    """At most max_new_tokens steps, and never past the decoder's positional table (BOS takes one)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"task.decode.max_new_tokens={max_new_tokens} must be >= 1")
+    return min(max_new_tokens, decoder.positions.max_len - 1)
+
+
+def _ban(logits: Tensor, *ids: int) -> Tensor:
+    """Tokens a hypothesis may never produce (BOS, padding): their logits set to -inf."""
+    logits = logits.clone()
+    logits[:, list(ids)] = float("-inf")
+    return logits
+
+
+def _strip(row: list[int], eos_id: int) -> list[int]:
+    return row[: row.index(eos_id)] if eos_id in row else row
+
+
+@torch.no_grad()
+def greedy(
+    decoder: Decoder,
+    memory: Tensor,
+    memory_padding_mask: Tensor | None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Argmax decoding: memory (B, N, C) -> B token lists."""
+    B = memory.shape[0]
+    state = decoder.start(memory, memory_padding_mask)
+    token = torch.full((B,), bos_id, dtype=torch.long, device=memory.device)  # (B,)
+    done = torch.zeros(B, dtype=torch.bool, device=memory.device)  # (B,)
+    out = []
+    for _ in range(_budget(decoder, max_new_tokens)):
+        logits, state = decoder.step(token, state)  # (B, V)
+        token = _ban(logits, bos_id, pad_id).argmax(-1).masked_fill(done, pad_id)  # finished rows emit padding
+        out.append(token)
+        done |= token == eos_id
+        if bool(done.all()):
+            break
+    rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(B)]  # (B, t)
+    return [_strip(row, eos_id) for row in rows]
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: Decoder,
+    memory: Tensor,
+    memory_padding_mask: Tensor | None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    beam: int = 4,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """Beam search: memory (B, N, C) -> B token lists (the best hypothesis of each row)."""
+    if beam < 1:
+        raise ValueError(f"task.decode.beam={beam} must be >= 1")
+    B, K, device = memory.shape[0], beam, memory.device
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) source row of each hypothesis
+    state = decoder.start(memory.index_select(0, rows), None if memory_padding_mask is None else memory_padding_mask.index_select(0, rows))
+    token = torch.full((B * K,), bos_id, dtype=torch.long, device=device)  # (B*K,)
+    scores = torch.full((B, K), float("-inf"), device=device)  # (B, K) summed log-probabilities
+    scores[:, 0] = 0.0  # one live hypothesis at the start, so beams do not duplicate it
+    done = torch.zeros(B, K, dtype=torch.bool, device=device)  # (B, K) ended with EOS
+    lengths = torch.zeros(B, K, device=device)  # (B, K) tokens generated, EOS included
+    history = torch.zeros(B, K, 0, dtype=torch.long, device=device)  # (B, K, t)
+    for _ in range(_budget(decoder, max_new_tokens)):
+        logits, state = decoder.step(token, state)  # (B*K, V)
+        logp = torch.log_softmax(_ban(logits.float(), bos_id, pad_id), -1).view(B, K, -1)  # (B, K, V)
+        V = logp.shape[-1]
+        # A finished hypothesis has one continuation (padding) that keeps its score and length.
+        logp = logp.masked_fill(done[..., None], float("-inf"))
+        logp[..., pad_id] = torch.where(done, 0.0, logp[..., pad_id])
+        cand = (scores[..., None] + logp).view(B, K * V)  # (B, K*V)
+        cand_len = (lengths + (~done).float())[..., None].expand(B, K, V).reshape(B, K * V)  # (B, K*V)
+        ranked = cand / cand_len.clamp(min=1.0).pow(length_penalty)  # length-normalised
+        top = ranked.topk(K, dim=-1).indices  # (B, K)
+        parent, token_bk = top // V, top % V  # (B, K) each
+        scores = cand.gather(1, top)
+        lengths = cand_len.gather(1, top)
+        was_done = done.gather(1, parent)
+        done = was_done | (token_bk == eos_id)
+        history = torch.cat([history.gather(1, parent[..., None].expand(-1, -1, history.shape[-1])), token_bk[..., None]], -1)
+        flat_parent = (parent + torch.arange(B, device=device)[:, None] * K).view(-1)  # (B*K,)
+        state = state.select(flat_parent)
+        token = token_bk.view(-1).masked_fill(was_done.view(-1), pad_id)  # (B*K,)
+        if bool(done.all()):
+            break
+    final = scores / lengths.clamp(min=1.0).pow(length_penalty)  # (B, K)
+    final = final.masked_fill(~torch.isfinite(scores), float("-inf"))
+    best = final.argmax(-1)  # (B,)
+    chosen = history[torch.arange(B, device=device), best].tolist()  # (B, t)
+    return [_strip([t for t in row if t != pad_id], eos_id) for row in chosen]
+
+
+def generate(
+    decoder: Decoder,
+    memory: Tensor,
+    memory_padding_mask: Tensor | None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    beam: int = 1,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """Greedy when beam == 1, beam search otherwise."""
+    common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens}
+    if beam == 1:
+        return greedy(decoder, memory, memory_padding_mask, **common)
+    return beam_search(decoder, memory, memory_padding_mask, beam=beam, length_penalty=length_penalty, **common)

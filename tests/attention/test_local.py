@@ -1,0 +1,192 @@
+"""`local` (sliding-window attention): exactness against a dense band-masked softmax, the rolling
+decoding state, padding, half precision, and that no N x N tensor is ever built."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from attnlab.attention import build_attention, get_attention_class
+from attnlab.attention.base import masked_softmax
+from attnlab.errors import CapabilityError
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest numel of any tensor an op returns (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
+                self.numel, self.op = t.numel(), func
+        return out
+
+
+def band_reference(q, k, v, *, window, causal, key_padding_mask=None):
+    """Dense softmax attention with an explicit band mask: the definition `local` must equal."""
+    n = q.shape[-2]
+    i = torch.arange(n)[:, None]
+    j = torch.arange(n)[None, :]
+    band = (j <= i) & (j > i - window) if causal else (i - j).abs() <= window // 2  # (N, N)
+    allowed = band[None, None]  # (1, 1, N, N)
+    if key_padding_mask is not None:
+        allowed = allowed & ~key_padding_mask[:, None, None, :]  # (B, 1, N, N)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, N, N)
+    return masked_softmax(scores, allowed) @ v
+
+
+def qkv(*shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype) for _ in range(3))
+
+
+def test_declared_capabilities():
+    cls = get_attention_class("local")
+    assert cls.complexity == "O(N·w·d)"
+    caps = cls.capabilities
+    assert (caps.causal, caps.key_padding_mask, caps.cross, caps.incremental) == (True, True, False, True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [1, 2, 3, 8, 13, 64])
+def test_equals_band_masked_softmax(window, causal):
+    q, k, v = qkv(2, 3, 37, 8)  # 37: not a multiple of any block size
+    mask = torch.rand(2, 37, generator=torch.Generator().manual_seed(1)) < 0.25
+    attn = build_attention("local", window=window)
+    for key_padding_mask in (None, mask):
+        out = attn(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+        ref = band_reference(q, k, v, window=window, causal=causal, key_padding_mask=key_padding_mask)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+
+def test_window_covering_the_sequence_is_full_attention():
+    q, k, v = qkv(1, 2, 20, 4)
+    full = build_attention("full")
+    wide = build_attention("local", window=64)
+    torch.testing.assert_close(wide(q, k, v), full(q, k, v), rtol=0, atol=1e-12)
+    torch.testing.assert_close(wide(q, k, v, causal=True), full(q, k, v, causal=True), rtol=0, atol=1e-12)
+
+
+def test_value_dim_may_differ():
+    q, k, _ = qkv(2, 2, 19, 8)
+    v = torch.randn(2, 2, 19, 5, dtype=torch.float64)
+    out = build_attention("local", window=4)(q, k, v, causal=True)
+    torch.testing.assert_close(out, band_reference(q, k, v, window=4, causal=True), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("window", [1, 4, 7])
+def test_incremental_steps_equal_causal_forward(window):
+    B, H, N, D = 2, 3, 23, 8  # N > window: the rolling window must drop old keys
+    q, k, v = qkv(B, H, N, D)
+    attn = build_attention("local", window=window)
+    state = attn.init_state(B, H, D, device=q.device, dtype=q.dtype)
+    sizes = {name: tuple(t.shape) for name, t in state.items()}
+    outs = []
+    for t in range(N):
+        out, state = attn.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state)
+        outs.append(out)
+        assert {name: tuple(x.shape) for name, x in state.items()} == sizes  # O(w), never grows
+    assert sizes["k"] == (B, H, window, D)
+    assert state["count"].tolist() == [N] * B
+    torch.testing.assert_close(torch.cat(outs, dim=2), attn(q, k, v, causal=True), rtol=0, atol=1e-12)
+
+
+def test_incremental_state_reorders_by_batch():
+    B, H, D = 3, 2, 4
+    q, k, v = qkv(B, H, 6, D)
+    attn = build_attention("local", window=4)
+    state = attn.init_state(B, H, D, device=q.device, dtype=q.dtype)
+    for t in range(5):
+        _, state = attn.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state)
+    index = torch.tensor([2, 0, 1])
+    reordered = attn.reorder_state(state, index)
+    out, _ = attn.step(q[index, :, 5:6], k[index, :, 5:6], v[index, :, 5:6], reordered)
+    expected = attn(q, k, v, causal=True)[index, :, 5:6]
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_incremental_half_precision_state_keeps_dtype():
+    attn = build_attention("local", window=3)
+    q, k, v = qkv(1, 2, 5, 4, dtype=torch.bfloat16)
+    state = attn.init_state(1, 2, 4, device=q.device, dtype=torch.bfloat16)
+    for t in range(5):
+        out, state = attn.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state)
+    assert out.dtype == torch.bfloat16 and state["k"].dtype == torch.bfloat16
+    torch.testing.assert_close(out, attn(q, k, v, causal=True)[:, :, -1:], rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_padding_is_ignored_and_fully_padded_rows_are_zero(causal):
+    q, k, v = qkv(2, 2, 30, 4)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    mask = torch.zeros(2, 30, dtype=torch.bool)
+    mask[0, 20:] = True
+    mask[1, :] = True  # a sequence with no real key at all
+    attn = build_attention("local", window=6)
+    out = attn(q, k, v, causal=causal, key_padding_mask=mask)
+    assert torch.isfinite(out).all()
+    assert (out[1] == 0).all()
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    # Changing padded keys/values changes nothing at real positions.
+    k2, v2 = k.detach().clone(), v.detach().clone()
+    k2[0, :, 20:] = 1e4
+    v2[0, :, 20:] = -1e4
+    again = attn(q.detach(), k2, v2, causal=causal, key_padding_mask=mask)
+    torch.testing.assert_close(again[0, :, :20], out[0, :, :20].detach(), rtol=0, atol=1e-12)
+
+
+def test_causal_does_not_see_the_future():
+    q, k, v = qkv(1, 2, 25, 4)
+    attn = build_attention("local", window=8)
+    out = attn(q, k, v, causal=True)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 15:] += 3.0
+    v2[:, :, 15:] += 3.0
+    torch.testing.assert_close(attn(q, k2, v2, causal=True)[:, :, :15], out[:, :, :15], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_half_precision_is_finite_and_close(dtype, causal):
+    q, k, v = qkv(2, 4, 256, 32, dtype=dtype)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    attn = build_attention("local", window=32)
+    out = attn(q, k, v, causal=causal)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+    ref = band_reference(*(t.detach().double() for t in (q, k, v)), window=32, causal=causal)
+    tolerance = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+    torch.testing.assert_close(out.detach().double(), ref, rtol=0, atol=tolerance)
+
+
+def test_no_quadratic_tensor_forward_or_backward():
+    N = 4096
+    q, k, v = (torch.randn(1, 1, N, 16, requires_grad=True) for _ in range(3))
+    mask = torch.zeros(1, N, dtype=torch.bool)
+    mask[:, -100:] = True
+    for causal in (False, True):
+        with LargestTensor() as largest:
+            out = build_attention("local", window=128)(q, k, v, causal=causal, key_padding_mask=mask)
+            out.sum().backward()
+        assert largest.numel < N * N / 4, f"{largest.op} made a tensor of {largest.numel} elements"
+
+
+def test_refuses_what_it_cannot_do():
+    attn = build_attention("local", window=4)
+    q, k, v = qkv(1, 1, 8, 4)
+    with pytest.raises(CapabilityError, match="cross"):
+        attn(q, k[:, :, :5], v[:, :, :5])
+    with pytest.raises(ValueError, match="window"):
+        build_attention("local", window=0)

@@ -1,0 +1,196 @@
+"""The cost bench: outputs of a tiny sweep, failure rows (OOM, unsupported), exponents, crossovers."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from rich.console import Console
+
+from attnlab.attention import available_attentions, get_attention_class
+from attnlab.bench import crossover, fit_exponent, measure, run
+from attnlab.bench.analysis import add_ratios
+from attnlab.bench.config import parse
+from attnlab.bench.memory import LiveTensorPeak
+from attnlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+# One thread: tiny ops are dominated by thread hand-offs, which a busy machine makes very slow.
+TINY = ["lengths=[16,32,64]", "repeats=2", "warmup=1", "logger=none", "time_budget_s=60", "threads=1"]
+EXPECTED_COLUMNS = {
+    "variant", "N", "mode", "causal", "dtype", "device", "target", "status", "time_ms_median", "time_ms_iqr",
+    "peak_mem_mb", "memory_method", "flops", "speedup_vs_full", "mem_ratio_vs_full", "speedup_vs_multihead",
+    "mem_ratio_vs_multihead",
+}  # fmt: skip
+
+
+def bench_config(*overrides: str):
+    with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+        return compose(config_name="bench", overrides=[*TINY, "device=cpu", *overrides])
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), width=200)  # noqa: SIM115
+
+
+def by_key(rows):
+    return {(r["variant"], r["N"], r["mode"], r["causal"]): r for r in rows}
+
+
+def test_tiny_sweep_writes_csv_json_png(tmp_path):
+    cfg = bench_config("variants=[full,multihead,linear]", "mode=[forward,forward+backward]")
+    result = run(cfg, out_dir=tmp_path, console=quiet())
+
+    with (tmp_path / "bench.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert set(rows[0]) >= EXPECTED_COLUMNS
+    assert len(rows) == 3 * 3 * 2  # variants x lengths x modes
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all(float(r["time_ms_median"]) > 0 and float(r["peak_mem_mb"]) > 0 for r in rows)
+    assert {r["memory_method"] for r in rows} == {"cpu_live_tensor_peak"}
+    assert all(int(r["flops"]) > 0 for r in rows)  # the CPU SDPA kernel is counted too
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert len(data["rows"]) == len(rows) and data["summary"]
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+    rows = by_key(result["rows"])
+    assert rows[("multihead", 64, "forward", False)]["speedup_vs_multihead"] == pytest.approx(1.0)
+    full = rows[("full", 64, "forward+backward", False)]
+    assert full["mem_ratio_vs_full"] == pytest.approx(1.0)
+    # forward runs without autograd, so it needs less memory than forward+backward
+    assert rows[("full", 64, "forward", False)]["peak_mem_mb"] < full["peak_mem_mb"]
+    # `full` is one head of width heads*head_dim: its score matrix is (1, 1, N, N)
+    assert rows[("full", 64, "forward", False)]["flops"] == 2 * 2 * 64 * 64 * 4 * 64
+
+
+def test_causal_decode_and_block_targets(tmp_path):
+    cfg = bench_config(
+        "variants=[full,linear]", "lengths=[16,32]", "mode=[forward,decode]", "causal=true", "target=block"
+    )
+    rows = by_key(run(cfg, out_dir=tmp_path, console=quiet())["rows"])
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    assert {r["impl"] for r in rows.values()} <= {"attnlab.nn", "attnlab.bench"}
+    # decoding is causal by nature: one decode setting, whatever `causal` says
+    assert ("linear", 32, "decode", True) in rows and ("linear", 32, "decode", False) not in rows
+
+
+def test_out_of_memory_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = measure.time_calls
+
+    def flaky(workload, *args, **kwargs):
+        if workload.variant == "linear" and workload.n == 32:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(workload, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "time_calls", flaky)
+    rows = by_key(run(bench_config("variants=[multihead,linear]"), out_dir=tmp_path, console=quiet())["rows"])
+    assert rows[("linear", 16, "forward", False)]["status"] == "ok"
+    assert rows[("linear", 32, "forward", False)]["status"] == "oom"
+    assert "OutOfMemoryError" in rows[("linear", 32, "forward", False)]["note"]
+    assert rows[("linear", 64, "forward", False)]["status"] == "skipped"  # larger N not attempted
+    assert rows[("multihead", 64, "forward", False)]["status"] == "ok"
+    assert (tmp_path / "bench.csv").exists() and (tmp_path / "bench.png").exists()
+
+
+def test_unsupported_causal_variant_is_a_row_not_a_crash(tmp_path, monkeypatch):
+    linear = get_attention_class("linear")
+    monkeypatch.setattr(linear, "capabilities", dataclasses.replace(linear.capabilities, causal=False))
+    result = run(
+        bench_config("variants=[multihead,linear]", "causal=[false,true]"), out_dir=tmp_path, console=quiet()
+    )
+    rows = by_key(result["rows"])
+    causal = rows[("linear", 32, "forward", True)]
+    assert causal["status"] == "unsupported"
+    assert "does not support causal" in causal["note"] and "multihead" in causal["note"]
+    assert rows[("linear", 32, "forward", False)]["status"] == "ok"
+    summary = {(s.variant, s.causal): s for s in result["summary"]}
+    assert summary[("linear", True)].crossover_note == "unsupported"
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="did you mean 'linear'"):
+        parse(bench_config("variants=[linaer]"))
+    with pytest.raises(ConfigError, match="has no parameter 'nope'"):
+        parse(bench_config("variants=[linear]", "params={linear: {nope: 1}}"))
+    with pytest.raises(ConfigError, match="mode="):
+        parse(bench_config("mode=backward"))
+    everything = parse(bench_config("variants=all"))
+    assert set(everything.variants) == set(available_attentions())  # plugins included
+    full = parse(bench_config("variants=[full]", "params={full: {dropout: 0.1}}"))
+    assert full.params["full"] == {"dropout": 0.1}
+    assert full.variants[:2] == ("full", "multihead")  # baselines are always measured
+
+
+def test_fit_exponent_recovers_the_power():
+    ns = [256, 512, 1024, 2048, 4096, 8192, 16384]
+    slope, used = fit_exponent(ns, [3.0 * n**2 for n in ns])
+    assert slope == pytest.approx(2.0) and used == 5  # only N >= 1024
+    noisy_small = [1.0, 1.0] + [0.5 * n for n in ns[2:]]  # overhead-dominated small N are ignored
+    assert fit_exponent(ns, noisy_small)[0] == pytest.approx(1.0)
+    assert fit_exponent([16, 32, 64], [1.0, 4.0, 16.0])[0] == pytest.approx(2.0)  # none >= 1024: all used
+    assert fit_exponent([1024], [1.0]) == (None, 1)
+    assert fit_exponent([1024, 2048, 4096], [1.0, None, 4.0])[0] == pytest.approx(1.0)
+
+
+def test_crossover_is_the_first_length_from_which_it_stays_cheaper():
+    lengths = [1024, 2048, 4096, 8192]
+    base = {1024: 1.0, 2048: 4.0, 4096: 16.0, 8192: 64.0}
+    assert crossover(lengths, {1024: 5.0, 2048: 5.0, 4096: 10.0, 8192: 20.0}, base) == 4096
+    assert crossover(lengths, {1024: 0.5, 2048: 5.0, 4096: 10.0, 8192: 20.0}, base) == 4096  # not "stays"
+    assert crossover(lengths, {1024: 0.5, 2048: 1.0, 4096: 2.0, 8192: 4.0}, base) == 1024
+    assert crossover(lengths, {1024: 5.0, 2048: 5.0, 4096: 10.0, 8192: 100.0}, base) is None
+    # the baseline ran out of memory at 8192: a variant that was measured there is cheaper
+    assert crossover(lengths, {1024: 5.0, 2048: 5.0, 4096: 20.0, 8192: 30.0}, {**base, 8192: None}) == 8192
+    assert crossover(lengths, {1024: 0.5, 2048: 1.0, 4096: 2.0, 8192: None}, base) is None
+
+
+def test_ratios_on_hand_made_rows():
+    def row(variant, n, t, m):
+        return {"variant": variant, "N": n, "mode": "forward", "causal": False, "status": "ok",
+                "time_ms_median": t, "peak_mem_mb": m}  # fmt: skip
+
+    rows = [row("multihead", 1024, 10.0, 8.0), row("linear", 1024, 2.0, 2.0), row("linear", 2048, 4.0, 4.0)]
+    add_ratios(rows, ["multihead"])
+    assert rows[1]["speedup_vs_multihead"] == pytest.approx(5.0)
+    assert rows[1]["mem_ratio_vs_multihead"] == pytest.approx(0.25)
+    assert rows[2]["speedup_vs_multihead"] is None  # no baseline measured at 2048
+
+
+def test_live_tensor_peak_counts_new_storages_once():
+    x = torch.randn(256, 256)  # 256 KiB, existed before: not counted
+    with LiveTensorPeak() as tracker:
+        y = x @ x  # +256 KiB
+        y.view(-1).add_(1.0)  # a view and an in-place op: nothing new
+        z = y * 2  # +256 KiB
+        del z  # freed
+        w = y + 1  # +256 KiB again (peak stays at 512 KiB)
+    assert tracker.peak_bytes == 2 * 256 * 256 * 4
+    assert tracker.live_bytes == 2 * 256 * 256 * 4  # y and w still alive
+    del w
+
+
+def test_hydra_entry_point_reports_a_bad_config_in_one_line(tmp_path):
+    """`python -m attnlab.bench` composes conf/bench.yaml from the installed `attnlab.conf` package."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "attnlab.bench",
+        "variants=[multihead,linaer]",
+        *TINY,
+        f"hydra.run.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    message = proc.stderr.strip()
+    assert message.startswith(
+        "error: variants: unknown attention 'linaer' (did you mean 'linear'?); available: full,"
+    )
+    assert "\n" not in message  # one line, no traceback

@@ -1,0 +1,125 @@
+"""`python -m attnlab.report`: joining runs, the Pareto front, report.md/report.png, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from attnlab.report import COSTS, Run, dominates, main, mark_pareto_front, report
+
+
+def write_run(
+    directory: Path,
+    name: str,
+    acc: float,
+    flops: float,
+    tokens_per_s: float,
+    *,
+    task="classify",
+    status="ok",
+    **extra,
+):
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {
+        "status": status, "task": task, "primary_metric": "test/acc", "primary_mode": "max",
+        "metrics": {"test/acc": acc, "val/acc": acc},
+        "cost": {"train_tokens_per_s": tokens_per_s, "step_time_s": 0.05, "peak_memory_mb": flops / 1000,
+                 "peak_memory_kind": "cpu_rss", "attention_flops_per_token": flops},
+        "attention": {"name": name, "complexity": "?", "params": {}, "capabilities": {}, "exact": name == "multihead"},
+        "max_len": 512, "seed": 0, "run_dir": str(directory), "config": {},
+        **extra,
+    }  # fmt: skip
+    (directory / "results.json").write_text(json.dumps(data))
+    return directory
+
+
+def fronts(result) -> dict[str, bool]:
+    return {run.variant: run.on_front for run in result["runs"] if run.ok}
+
+
+def test_report_joins_runs_and_marks_the_pareto_front(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "sweep"
+    write_run(sweep / "0", "multihead", acc=0.80, flops=400_000, tokens_per_s=1000)  # best quality
+    write_run(sweep / "1", "linear", acc=0.70, flops=100_000, tokens_per_s=4000)  # cheapest
+    write_run(sweep / "2", "performer", acc=0.65, flops=150_000, tokens_per_s=3000)  # dominated by linear
+    write_run(sweep / "3", "local", acc=0.75, flops=200_000, tokens_per_s=900)  # in between: on the front
+    write_run(
+        sweep / "4",
+        "nystrom",
+        acc=0.0,
+        flops=1.0,
+        tokens_per_s=1.0,
+        status="failed",
+        error="NaN loss at step 3",
+    )
+    other = write_run(
+        tmp_path / "outputs" / "run", "full", acc=0.80, flops=800_000, tokens_per_s=500
+    )  # tied acc, dearer
+
+    out = tmp_path / "report"
+    result = report([str(sweep), str(other / "results.json")], out=str(out))
+    assert len(result["runs"]) == 6
+    assert fronts(result) == {
+        "multihead": True, "linear": True, "performer": False, "local": True, "full": False,
+    }  # fmt: skip
+
+    markdown = (out / "report.md").read_text()
+    assert "## classify: test/acc (higher is better)" in markdown
+    assert "| ★ | linear | 0.7 |" in markdown and "|  | performer | 0.65 |" in markdown
+    assert "## Failures" in markdown and "nystrom" in markdown and "NaN loss at step 3" in markdown
+    assert (out / "report.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "Pareto front" in printed and "failed runs" in printed
+
+    # cost = train tokens/s, where higher is better: local (900 tok/s, 0.75) is now dominated by
+    # multihead (1000 tok/s, 0.80), and the front is multihead and linear
+    result = report([str(sweep), str(other)], cost="tokens_per_s", out=str(out))
+    assert fronts(result) == {
+        "multihead": True,
+        "linear": True,
+        "performer": False,
+        "local": False,
+        "full": False,
+    }
+
+
+def test_front_is_per_task_and_respects_min_metrics(tmp_path):
+    write_run(tmp_path / "a", "multihead", acc=0.9, flops=10, tokens_per_s=1)
+    write_run(
+        tmp_path / "b", "linear", acc=0.1, flops=20, tokens_per_s=1, task="translate"
+    )  # alone in its task
+    runs = [Run(p, json.loads(p.read_text())) for p in sorted(tmp_path.rglob("results.json"))]
+    mark_pareto_front(runs, COSTS["flops"])
+    assert [r.on_front for r in runs] == [True, True]
+
+    loss = {
+        "status": "ok",
+        "task": "lm",
+        "primary_metric": "loss",
+        "primary_mode": "min",
+        "attention": {"name": "x"},
+    }
+    low = Run(Path("low"), {**loss, "metrics": {"loss": 1.0}, "cost": {"attention_flops_per_token": 5.0}})
+    high = Run(Path("high"), {**loss, "metrics": {"loss": 2.0}, "cost": {"attention_flops_per_token": 5.0}})
+    mark_pareto_front([low, high], COSTS["flops"])
+    assert (low.on_front, high.on_front) == (True, False)
+    assert dominates((1.0, 1.0), (1.0, 2.0)) and not dominates((1.0, 1.0), (1.0, 1.0))
+
+
+def test_default_out_dir_is_the_first_path(tmp_path):
+    write_run(tmp_path / "sweep" / "0", "multihead", acc=0.8, flops=10, tokens_per_s=1)
+    assert main([str(tmp_path / "sweep")]) == 0
+    assert (tmp_path / "sweep" / "report.md").exists() and (tmp_path / "sweep" / "report.png").exists()
+
+
+def test_a_path_without_results_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no results.json under") and err.count("\n") == 1 and "Traceback" not in err
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: unknown cost axis
+        main([str(tmp_path), "--cost", "speed"])
