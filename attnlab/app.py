@@ -1,24 +1,28 @@
 """`python -m attnlab`: discover plugins, store their configs, then hand over to Hydra.
 
 Errors a user can fix (AttnlabError) are printed as one line and exit with status 2; their
-traceback goes to the run's log file. Anything else is a bug and is shown in full.
+traceback goes to the run's log file. Anything else is a bug and is shown in full. Command-line
+overrides are checked (and the config composed and checked) before Hydra creates a run directory,
+so a bad input writes nothing. In a multirun sweep a failing member writes `failed.json` instead of
+`results.json` and the sweep goes on; `sweep_summary.json` lists the failures at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from attnlab.config_checks import check_config, check_overrides, hydra_error_message
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.schemas import store_configs
 
 log = logging.getLogger("attnlab")
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _run_dir() -> Path | None:
@@ -30,59 +34,133 @@ def _run_dir() -> Path | None:
         return None
 
 
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
 @hydra.main(config_path="pkg://attnlab.conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train + evaluate; returns the monitored validation metric (what sweepers optimise)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from attnlab.reliability import write_failure
     from attnlab.train import run
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # one handler (Hydra's console + run.log), no duplicates
         logging.getLogger(name).handlers.clear()
+    multirun = _is_multirun()
     try:
         results = run(cfg)
-    except AttnlabError as error:
-        run_dir = _run_dir()
-        if run_dir is not None:
-            with open(run_dir / "run.log", "a") as handle:
-                handle.write(traceback.format_exc())
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    except SIGTERMException as stop:
+        message = f"interrupted: checkpoint saved in {_run_dir()}/checkpoints/last.ckpt; resume with the same command plus ckpt_path=last"
+        write_failure(_run_dir(), stop, message)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as error:
+        user = user_error(error)
+        if user is not None:
+            write_failure(_run_dir(), error, str(user))
+            print(f"error: {user}", file=sys.stderr)
+            if multirun:
+                return None  # the other members of the sweep go on
+            sys.exit(EXIT_USER_ERROR)
+        # a bug: shown in full; in a sweep, recorded and the sweep goes on
+        write_failure(_run_dir(), error, f"{type(error).__name__}: {error}")
+        if not multirun:
+            raise
+        log.exception("sweep member failed")
+        return None
     return results["metrics"].get(cfg.task.monitor)
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Reject unknown attention names/parameters in command-line overrides with a closest match."""
-    from attnlab.attention import registry
+def user_error(error: BaseException) -> AttnlabError | None:
+    """The AttnlabError behind `error` (Hydra's instantiate wraps errors raised in constructors), else None."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, AttnlabError):
+            return error
+        error, seen = error.__cause__, seen + 1
+    return None
 
-    names: list[str] = []
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep:
-            continue
-        if key == "attention" or key.endswith("_attention"):
-            for name in value.split(","):
-                if name and name != "null":
-                    registry.registry_entry(name)  # raises with the closest match
-                    names.append(name)
-    names = names or ["multihead"]
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if sep and key.startswith("attention.") and key != "attention.name":
-            param = key.split(".", 1)[1]
-            known = [n for n in names if param in registry.registry_entry(n).hyperparameters]
-            if not known:
-                # Validate against the first named variant so the message lists its parameters.
-                registry.validate_hyperparameters(names[0], {param: None})
+
+def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | None:
+    """Everything checkable before a run directory exists: override names and types, the composed
+    config's values. Returns the composed config (None for multirun/flags, where only the overrides
+    are checked). Raises AttnlabError with a one-line message."""
+    store_configs()
+    check_overrides(argv)
+    if any(a.startswith("-") for a in argv):
+        return None
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(argv), return_hydra_config=hydra_config)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(hydra_error_message(err, argv)) from err
+    check_config(cfg)
+    return cfg
+
+
+def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
+    """`ckpt_path=last`: continue the newest run of the same task/attention in its own directory."""
+    if cfg.get("ckpt_path") != "last" or any(a.startswith(("hydra.run.dir=", "paths.run_dir=")) for a in argv):
+        return []
+    from attnlab.reliability import find_resumable_run
+
+    base = Path(cfg.hydra.run.dir).parent
+    found = find_resumable_run(base)
+    if found is None:
+        raise ConfigError(
+            f"ckpt_path=last: no run with checkpoints/last.ckpt under {base}/; start a fresh run (drop ckpt_path) "
+            f"or give a checkpoint file: ckpt_path=<run_dir>/checkpoints/last.ckpt"
+        )
+    print(f"resuming {found}", file=sys.stderr)
+    return [f"hydra.run.dir={found}"]
+
+
+def run_args(argv: list[str]) -> tuple[int, str]:
+    """`python -m attnlab argv` in this process, for tests: (exit status, the one-line error or '').
+
+    `argv` must set `paths.run_dir` (there is no Hydra run directory in-process)."""
+    from attnlab.train import run
+
+    try:
+        cfg = preflight(argv, hydra_config=False)
+        if cfg is None:
+            raise ConfigError("run_args runs single runs only (no flags)")
+        run(cfg)
+    except Exception as error:
+        user = user_error(error)
+        if user is None:
+            raise
+        return EXIT_USER_ERROR, f"error: {user}"
+    return 0, ""
 
 
 def entry() -> None:
     """Console entry point (`attnlab` and `python -m attnlab`)."""
+    argv = sys.argv[1:]
     try:
-        store_configs()
-        check_overrides(sys.argv[1:])
+        cfg = preflight(argv)
+        if cfg is not None:
+            sys.argv.extend(resume_overrides(cfg, argv))
     except AttnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     main()
+    from attnlab.reliability import SweepSummary
+
+    if SweepSummary.failures:
+        sys.exit(EXIT_USER_ERROR)
 
 
-__all__ = ["ConfigError", "entry", "main"]
+__all__ = ["ConfigError", "check_overrides", "entry", "main", "preflight", "run_args"]

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
@@ -48,17 +48,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cost not in callbacks:
         callbacks.append(cost)
     loggers = build_loggers(cfg)
+    if not loggers:  # Lightning refuses a learning-rate monitor without a logger (logger=none)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, run_dir))
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
-    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-
+    # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.startswith("cost/")}
+    test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
     results = collect_results(cfg, module, metrics, cost.summary(module.device), best)
+    if trainer.world_size > 1:  # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
+        log.info("rank %d of %d: %s = %s, %s = %s", trainer.global_rank, trainer.world_size, cfg.task.monitor,
+                 metrics.get(cfg.task.monitor), cfg.task.primary_metric, metrics.get(cfg.task.primary_metric))
+    if not trainer.is_global_zero:  # multi-process runs: one results.json and one wandb summary, from rank zero
+        return results
     write_results(run_dir, results)
     for logger in loggers:
         log_summary(logger, results)
@@ -99,13 +106,15 @@ def sweep_group(cfg: DictConfig) -> str | None:
 def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if cfg.ckpt_path in (None, ""):
         return None
-    if cfg.ckpt_path == "last":
+    from attnlab.errors import ConfigError
+
+    if cfg.ckpt_path == "last":  # `python -m attnlab` points the run directory at the newest resumable run
         own = run_dir / "checkpoints" / "last.ckpt"
-        return str(own) if own.exists() else "last"
+        if not own.exists():
+            raise ConfigError(f"ckpt_path=last but {own} does not exist; drop ckpt_path for a fresh run or give a .ckpt file")
+        return str(own)
     path = Path(cfg.ckpt_path)
     if not path.exists():
-        from attnlab.errors import ConfigError
-
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a .ckpt file (e.g. <run_dir>/checkpoints/last.ckpt)")
     return str(path)
 

@@ -156,7 +156,10 @@ class ClassifyTask(AttnlabTask):
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["labels"])
         batch_size = batch["labels"].shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch_size, on_step=stage == "train", on_epoch=True)
+        self.log(
+            f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch_size, on_step=stage == "train", on_epoch=True,
+            sync_dist=True,  # the mean over all ranks (a no-op on one device); torchmetrics sync themselves
+        )
         self.metrics[f"{stage}_metrics"].update(logits.detach(), batch["labels"])
         self.log_dict(self.metrics[f"{stage}_metrics"], prog_bar=stage == "val", batch_size=batch_size, on_step=False, on_epoch=True)
         return loss

@@ -58,7 +58,9 @@ def greedy(
     out = []
     for _ in range(_budget(decoder, max_new_tokens)):
         logits, state = decoder.step(token, state)  # (B, V)
-        token = _ban(logits, bos_id, pad_id).argmax(-1).masked_fill(done, pad_id)  # finished rows emit padding
+        token = (
+            _ban(logits, bos_id, pad_id).argmax(-1).masked_fill(done, pad_id)
+        )  # finished rows emit padding
         out.append(token)
         done |= token == eos_id
         if bool(done.all()):
@@ -85,7 +87,10 @@ def beam_search(
         raise ValueError(f"task.decode.beam={beam} must be >= 1")
     B, K, device = memory.shape[0], beam, memory.device
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) source row of each hypothesis
-    state = decoder.start(memory.index_select(0, rows), None if memory_padding_mask is None else memory_padding_mask.index_select(0, rows))
+    state = decoder.start(
+        memory.index_select(0, rows),
+        None if memory_padding_mask is None else memory_padding_mask.index_select(0, rows),
+    )
     token = torch.full((B * K,), bos_id, dtype=torch.long, device=device)  # (B*K,)
     scores = torch.full((B, K), float("-inf"), device=device)  # (B, K) summed log-probabilities
     scores[:, 0] = 0.0  # one live hypothesis at the start, so beams do not duplicate it
@@ -108,7 +113,9 @@ def beam_search(
         lengths = cand_len.gather(1, top)
         was_done = done.gather(1, parent)
         done = was_done | (token_bk == eos_id)
-        history = torch.cat([history.gather(1, parent[..., None].expand(-1, -1, history.shape[-1])), token_bk[..., None]], -1)
+        history = torch.cat(
+            [history.gather(1, parent[..., None].expand(-1, -1, history.shape[-1])), token_bk[..., None]], -1
+        )
         flat_parent = (parent + torch.arange(B, device=device)[:, None] * K).view(-1)  # (B*K,)
         state = state.select(flat_parent)
         token = token_bk.view(-1).masked_fill(was_done.view(-1), pad_id)  # (B*K,)
@@ -137,4 +144,6 @@ def generate(
     common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens}
     if beam == 1:
         return greedy(decoder, memory, memory_padding_mask, **common)
-    return beam_search(decoder, memory, memory_padding_mask, beam=beam, length_penalty=length_penalty, **common)
+    return beam_search(
+        decoder, memory, memory_padding_mask, beam=beam, length_penalty=length_penalty, **common
+    )

@@ -24,13 +24,14 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 import torch.nn.functional as F
+from attnlab.tasks.common import AttnlabTask
+from attnlab.tasks.generation import generate
+from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader
 
 from attnlab.data import SPLITS, build_tokenizer, encode_texts, load_splits, pad_batch
 from attnlab.errors import ConfigError, DataError
 from attnlab.nn import AttentionSpec, EncoderDecoder, ModelConfig
-from attnlab.tasks.common import AttnlabTask
-from attnlab.tasks.generation import generate
 
 log = logging.getLogger(__name__)
 SAMPLES_FILE = "samples_{stage}.jsonl"
@@ -80,19 +81,32 @@ class Seq2SeqDataModule(L.LightningDataModule):
         train_src = [r[self.SOURCE] for r in rows["train"]]
         train_tgt = [r[self.TARGET] for r in rows["train"]]
         if self.shared_tokenizer:
-            tok = build_tokenizer(kind, train_texts=train_src + train_tgt, vocab_size=vocab, cache_dir=self.cache_dir)
+            tok = build_tokenizer(
+                kind, train_texts=train_src + train_tgt, vocab_size=vocab, cache_dir=self.cache_dir
+            )
             self.source_tokenizer = self.target_tokenizer = tok
         else:
-            self.source_tokenizer = build_tokenizer(kind, train_texts=train_src, vocab_size=vocab, cache_dir=self.cache_dir)
-            self.target_tokenizer = build_tokenizer(kind, train_texts=train_tgt, vocab_size=vocab, cache_dir=self.cache_dir)
+            self.source_tokenizer = build_tokenizer(
+                kind, train_texts=train_src, vocab_size=vocab, cache_dir=self.cache_dir
+            )
+            self.target_tokenizer = build_tokenizer(
+                kind, train_texts=train_tgt, vocab_size=vocab, cache_dir=self.cache_dir
+            )
         for split in SPLITS:
             src, _ = encode_texts(
-                [r[self.SOURCE] for r in rows[split]], self.source_tokenizer, self.max_len, what=f"{split} {self.SOURCE}"
+                [r[self.SOURCE] for r in rows[split]],
+                self.source_tokenizer,
+                self.max_len,
+                what=f"{split} {self.SOURCE}",
             )
             # [bos] target [eos]: the decoder reads all but the last token and predicts all but the first.
             tgt, _ = encode_texts(
-                [r[self.TARGET] for r in rows[split]], self.target_tokenizer, self.max_len + 1,
-                add_bos=True, add_eos=True, what=f"{split} {self.TARGET}",
+                [r[self.TARGET] for r in rows[split]],
+                self.target_tokenizer,
+                self.max_len + 1,
+                add_bos=True,
+                add_eos=True,
+                what=f"{split} {self.TARGET}",
             )
             self.encoded[split] = [(s, t, i) for i, (s, t) in enumerate(zip(src, tgt))]
         log.info(
@@ -120,7 +134,10 @@ class Seq2SeqDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            self.encoded[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            self.encoded[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
             num_workers=int(self.data.get("num_workers", 0)),
         )
 
@@ -164,11 +181,15 @@ class Seq2SeqTask(AttnlabTask):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.label_smoothing = label_smoothing
         spec = AttentionSpec.from_config(attention)
-        self.model = EncoderDecoder(vocab_size, ModelConfig.from_config(model), spec, target_vocab_size=target_vocab_size)
+        self.model = EncoderDecoder(
+            vocab_size, ModelConfig.from_config(model), spec, target_vocab_size=target_vocab_size
+        )
         self._outputs: dict[str, dict[int, str]] = {"val": {}, "test": {}}
 
     @classmethod
-    def from_datamodule(cls, *, datamodule: Seq2SeqDataModule, model: Mapping, attention: Mapping, **hparams: Any):
+    def from_datamodule(
+        cls, *, datamodule: Seq2SeqDataModule, model: Mapping, attention: Mapping, **hparams: Any
+    ):
         from omegaconf import OmegaConf
 
         def as_dict(c):
@@ -194,17 +215,24 @@ class Seq2SeqTask(AttnlabTask):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self(batch)  # (B, T, V)
         return F.cross_entropy(
-            logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=self.pad_id, label_smoothing=self.label_smoothing
+            logits.flatten(0, 1),
+            batch["tgt_out"].flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=self.label_smoothing,
         )
 
     def training_step(self, batch, batch_idx):
         loss = self.compute_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["src"].shape[0], on_step=True, on_epoch=False)
+        self.log(
+            "train/loss", loss, prog_bar=True, batch_size=batch["src"].shape[0], on_step=True, on_epoch=False
+        )
         return loss
 
     # ---- generation ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_ids(self, src: torch.Tensor, src_padding_mask: torch.Tensor, *, beam: int | None = None) -> list[list[int]]:
+    def generate_ids(
+        self, src: torch.Tensor, src_padding_mask: torch.Tensor, *, beam: int | None = None
+    ) -> list[list[int]]:
         """Token ids (no BOS/EOS) of the generations for a source batch, with the task's decode settings."""
         memory = self.model.encoder(src, src_padding_mask)  # (B, N, C)
         return generate(
@@ -213,18 +241,9 @@ class Seq2SeqTask(AttnlabTask):
             length_penalty=float(self.decode["length_penalty"]),
         )  # fmt: skip
 
-    def generate_text(self, texts: list[str], *, beam: int | None = None) -> list[str]:
-        """Source strings -> generated strings (uses the attached datamodule's tokenizers)."""
-        dm = self.trainer.datamodule
-        ids, _ = encode_texts(texts, dm.source_tokenizer, dm.max_len, what="source")
-        src, mask = pad_batch(ids, dm.source_tokenizer.pad_id)
-        was_training = self.training
-        self.eval()
-        out = self.generate_ids(src.to(self.device), mask.to(self.device), beam=beam)
-        self.train(was_training)
-        return [dm.target_tokenizer.decode(row) for row in out]
-
-    def _generate_batch(self, batch: dict[str, torch.Tensor], stage: str, limit: int | None, beam: int) -> None:
+    def _generate_batch(
+        self, batch: dict[str, torch.Tensor], stage: str, limit: int | None, beam: int
+    ) -> None:
         done = self._outputs[stage]
         keep = batch["index"].tolist()
         if limit is not None:
@@ -241,7 +260,14 @@ class Seq2SeqTask(AttnlabTask):
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         loss = self.compute_loss(batch)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=batch["src"].shape[0], on_step=False, on_epoch=True)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage == "val",
+            batch_size=batch["src"].shape[0],
+            on_step=False,
+            on_epoch=True,
+        )
         if stage == "val":
             self._generate_batch(batch, stage, int(self.decode["val_samples"]), int(self.decode["val_beam"]))
         else:
@@ -312,12 +338,22 @@ class Seq2SeqTask(AttnlabTask):
         table = samples[: int(self.decode.get("table_rows", 50))]
         columns = ["source", "reference", "output"]
         for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                logger.log_table(key=f"samples/{stage}", columns=columns, data=[[s[c] for c in columns] for s in table])
+            if isinstance(logger, WandbLogger):
+                logger.log_table(
+                    key=f"samples/{stage}", columns=columns, data=[[s[c] for c in columns] for s in table]
+                )
         return path
 
 
-DECODE_KEYS = {"beam", "length_penalty", "max_new_tokens", "val_samples", "val_beam", "test_samples", "table_rows"}
+DECODE_KEYS = {
+    "beam",
+    "length_penalty",
+    "max_new_tokens",
+    "val_samples",
+    "val_beam",
+    "test_samples",
+    "table_rows",
+}
 
 
 def check_decode(decode: Mapping) -> dict[str, Any]:
@@ -332,5 +368,7 @@ def check_decode(decode: Mapping) -> dict[str, Any]:
         if not isinstance(decode[key], int) or isinstance(decode[key], bool) or decode[key] < 1:
             raise ConfigError(f"task.decode.{key}={decode[key]!r} must be a positive integer")
     if decode["test_samples"] is not None and int(decode["test_samples"]) < 1:
-        raise ConfigError(f"task.decode.test_samples={decode['test_samples']} must be a positive integer or null (all)")
+        raise ConfigError(
+            f"task.decode.test_samples={decode['test_samples']} must be a positive integer or null (all)"
+        )
     return decode

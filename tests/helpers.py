@@ -48,3 +48,18 @@ def run_cli(args: list[str], cwd: Path, *, module: str = "attnlab", timeout: int
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment
     )
+
+
+def run_if(*, min_gpus: int = 0, bf16: bool = False):
+    """Skip a test unless this machine has what it needs (lightning-hydra-template's RunIf, reduced):
+    `@run_if(min_gpus=1, bf16=True)`."""
+    import pytest
+    import torch
+
+    reasons = []
+    gpus = torch.cuda.device_count()
+    if gpus < min_gpus:
+        reasons.append(f"needs {min_gpus} CUDA GPU(s), found {gpus}")
+    if bf16 and not (gpus and torch.cuda.is_bf16_supported()):
+        reasons.append("needs a CUDA GPU with bfloat16")
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))

@@ -73,7 +73,11 @@ def test_tiny_sweep_writes_csv_json_png(tmp_path):
 
 def test_causal_decode_and_block_targets(tmp_path):
     cfg = bench_config(
-        "variants=[full,linear]", "lengths=[16,32]", "mode=[forward,decode]", "causal=true", "target=block"
+        "variants=[full,linear]",
+        "lengths=[16,32]",
+        "mode=[forward,decode]",
+        "causal=[false,true]",
+        "target=block",
     )
     rows = by_key(run(cfg, out_dir=tmp_path, console=quiet())["rows"])
     assert {r["status"] for r in rows.values()} == {"ok"}
@@ -194,3 +198,21 @@ def test_hydra_entry_point_reports_a_bad_config_in_one_line(tmp_path):
         "error: variants: unknown attention 'linaer' (did you mean 'linear'?); available: full,"
     )
     assert "\n" not in message  # one line, no traceback
+
+
+def test_minimal_block_fallback_matches_the_block_contract():
+    """The stand-in used when attnlab.nn is unavailable: same shapes, causal, and one decoding step."""
+    from attnlab.bench.block import MinimalBlock, block_step
+
+    torch.manual_seed(0)
+    block = MinimalBlock(32, 4, "full", {}, max_len=8).eval()  # full: one head of width 32
+    x = torch.randn(2, 8, 32)
+    causal = block(x, causal=True)
+    assert causal.shape == (2, 8, 32)
+    state = block.self_attention.kernel.init_state(2, 1, 32, device=x.device, dtype=x.dtype)
+    steps = []
+    with torch.no_grad():
+        for t in range(8):  # decoding token by token reproduces the causal forward pass
+            out, state = block_step(block, x[:, t : t + 1], state)
+            steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, dim=1), causal.detach(), atol=1e-5, rtol=1e-4)

@@ -28,28 +28,30 @@ FEATURE_MAPS = {
 
 
 def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, chunk: int, eps: float) -> Tensor:
-    """Chunked causal linear attention. phi_q, phi_k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv)."""
+    """Chunked causal linear attention. phi_q, phi_k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
+
+    A column of ones is appended to v, so one matmul yields numerator and denominator together
+    (the last column of phi(q)·Σ phi(k)[v, 1]ᵀ is phi(q)·Σ phi(k)).
+    """
     B, H, N, D = phi_q.shape
     Dv = v.shape[-1]
+    v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # (B, H, N, Dv+1)
     pad = (-N) % chunk
     if pad:  # zero features contribute nothing to any sum
         phi_q, phi_k, v = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
     nc = (N + pad) // chunk
     qc = phi_q.reshape(B, H, nc, chunk, D)  # (B, H, nc, C, D)
-    kc = phi_k.reshape(B, H, nc, chunk, D)
-    vc = v.reshape(B, H, nc, chunk, Dv)
-    # Across chunks: state before chunk c = Σ over earlier chunks of phi(k) vᵀ (exclusive prefix sum,
-    # summed from the earlier chunks only: `cumsum - own chunk` would carry the chunk's future
+    kc = phi_k.reshape(B, H, nc, chunk, D)  # (B, H, nc, C, D)
+    vc = v.reshape(B, H, nc, chunk, Dv + 1)  # (B, H, nc, C, Dv+1)
+    # Across chunks: state before chunk c = Σ over earlier chunks of phi(k) [v, 1]ᵀ (exclusive prefix
+    # sum, summed from the earlier chunks only: `cumsum - own chunk` would carry the chunk's future
     # positions into its past through round-off).
-    chunk_kv = kc.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv)
-    prefix_kv = F.pad(chunk_kv[:, :, :-1].cumsum(dim=2), (0, 0, 0, 0, 1, 0))  # (B, H, nc, D, Dv)
-    chunk_k = kc.sum(dim=3)  # (B, H, nc, D)
-    prefix_k = F.pad(chunk_k[:, :, :-1].cumsum(dim=2), (0, 0, 1, 0))  # (B, H, nc, D)
+    chunk_kv = kc.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv+1)
+    prefix_kv = F.pad(chunk_kv[:, :, :-1].cumsum(dim=2), (0, 0, 0, 0, 1, 0))  # (B, H, nc, D, Dv+1)
     # Inside a chunk: masked C x C products.
     scores = (qc @ kc.transpose(-2, -1)).tril()  # (B, H, nc, C, C)
-    numerator = scores @ vc + qc @ prefix_kv  # (B, H, nc, C, Dv)
-    denominator = scores.sum(-1) + (qc * prefix_k.unsqueeze(3)).sum(-1)  # (B, H, nc, C)
-    out = numerator / (denominator.unsqueeze(-1) + eps)
+    out = scores @ vc + qc @ prefix_kv  # (B, H, nc, C, Dv+1)
+    out = out[..., :Dv] / (out[..., Dv:] + eps)  # numerator / denominator
     return out.reshape(B, H, nc * chunk, Dv)[:, :, :N]
 
 

@@ -102,9 +102,9 @@ class PerformerAttention(Attention):
         self.projection: Tensor
 
     def _exponents(self, x: Tensor) -> Tensor:
-        """x (B, H, N, d) -> fp32 exponents W x' - |x'|²/2 with x' = x / d^¼: (B, H, N, r)."""
-        x = x.float() * x.shape[-1] ** -0.25  # (B, H, N, d)
-        return x @ self.projection.T - x.square().sum(dim=-1, keepdim=True) / 2  # (B, H, N, r)
+        """x (B, H, N, d) -> exponents W x' - |x'|²/2 with x' = x / d^¼, at least fp32: (B, H, N, r)."""
+        x = x.to(torch.promote_types(x.dtype, torch.float32)) * x.shape[-1] ** -0.25  # (B, H, N, d)
+        return x @ self.projection.to(x.dtype).T - x.square().sum(dim=-1, keepdim=True) / 2  # (B, H, N, r)
 
     def _query_features(self, q: Tensor) -> Tensor:
         exponents = self._exponents(q)  # (B, H, Nq, r)
@@ -132,7 +132,7 @@ class PerformerAttention(Attention):
             self.projection = orthogonal_gaussian(self.features, self.head_dim).to(self.projection)
         phi_q = self._query_features(q)  # (B, H, Nq, r), fp32
         phi_k = self._key_features(k, key_padding_mask, causal=causal)  # (B, H, Nk, r), fp32
-        v32 = v.float()  # (B, H, Nk, Dv)
+        v32 = v.to(phi_k.dtype)  # (B, H, Nk, Dv)
         if causal:
             return causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD).to(q.dtype)  # (B, H, N, Dv)
         kv = phi_k.transpose(-2, -1) @ v32  # (B, H, r, Dv)

@@ -139,7 +139,9 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
     if not lengths:
         raise ConfigError("lengths=[] is empty; give at least one sequence length")
     modes = [_choice("mode", m, MODES) for m in _as_list(cfg["mode"])]
-    settings = tuple(Setting(m, c) for m in dict.fromkeys(modes) for c in _causal_flags(cfg["causal"]))
+    flags = _causal_flags(cfg["causal"])
+    # Generation is causal by nature: decode is measured once, as causal, whatever `causal` says.
+    settings = tuple(dict.fromkeys(Setting(m, m == "decode" or c) for m in modes for c in flags))
 
     params_cfg = dict(cfg.get("params") or {})
     for name in params_cfg:
