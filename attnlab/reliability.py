@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import signal
 import sys
@@ -84,20 +85,36 @@ class ResumableLoader:
     and the batches already trained on, and the resumed run skips exactly those.
     """
 
-    def __init__(self, loader: DataLoader, *, seed: int, progress: Callable[[], tuple[int, int]]):
+    def __init__(
+        self,
+        loader: DataLoader,
+        *,
+        seed: int,
+        progress: Callable[[], tuple[int, int]],
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.loader, self.seed, self.progress = loader, seed, progress
+        self.rank, self.world_size = rank, world_size
         self.batch_size = loader.batch_size
         self._resume: tuple[int, int] | None = None
 
     def __len__(self) -> int:
-        return len(self.loader)
+        per_rank = math.ceil(len(self.loader.dataset) / self.world_size)
+        return per_rank // self.batch_size if self.loader.drop_last else math.ceil(per_rank / self.batch_size)
 
     def order(self, epoch: int) -> list[int]:
+        """This rank's indices for `epoch`; with several ranks, a disjoint share as DistributedSampler gives."""
         n = len(self.loader.dataset)
-        if not isinstance(self.loader.sampler, RandomSampler):
-            return list(range(n))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=generator).tolist()
+        if isinstance(self.loader.sampler, RandomSampler):
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            indices = torch.randperm(n, generator=generator).tolist()
+        else:
+            indices = list(range(n))
+        if self.world_size > 1:  # pad to a multiple of the world size, then every world_size-th index
+            indices += indices[: (-n) % self.world_size]
+            indices = indices[self.rank :: self.world_size]
+        return indices
 
     def __iter__(self) -> Iterator[Any]:
         epoch, _ = self.progress()
@@ -144,7 +161,11 @@ class ExactResume(L.Callback):
 
         def train_dataloader() -> Any:
             loader = original()
-            return ResumableLoader(loader, seed=self.seed, progress=progress) if isinstance(loader, DataLoader) else loader
+            if not isinstance(loader, DataLoader):
+                return loader
+            return ResumableLoader(
+                loader, seed=self.seed, progress=progress, rank=trainer.global_rank, world_size=trainer.world_size
+            )
 
         datamodule.train_dataloader = train_dataloader
         datamodule._attnlab_resumable = True

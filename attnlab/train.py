@@ -51,7 +51,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    try:
+        return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
+    finally:
+        finish_loggers(loggers)  # flush wandb files; a sweep's next run must not reuse this wandb run
 
+
+def fit_and_test(
+    cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: L.LightningModule, datamodule: Any, cost: CostMeter,
+    loggers: list,
+) -> dict[str, Any]:
+    """Fit, evaluate the best checkpoint on the test split, and record the results (rank zero)."""
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, run_dir))
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
@@ -137,6 +147,13 @@ def collect_results(cfg: DictConfig, module: L.LightningModule, metrics: dict, c
         "run_dir": str(cfg.paths.run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def finish_loggers(loggers: list) -> None:
+    for logger in loggers:
+        finish = getattr(getattr(logger, "_experiment", None), "finish", None)  # only a started wandb run
+        if finish is not None:
+            finish()
 
 
 def write_results(run_dir: Path, results: dict) -> None:

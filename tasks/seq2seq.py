@@ -24,14 +24,14 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 import torch.nn.functional as F
-from attnlab.tasks.common import AttnlabTask
-from attnlab.tasks.generation import generate
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader
 
 from attnlab.data import SPLITS, build_tokenizer, encode_texts, load_splits, pad_batch
 from attnlab.errors import ConfigError, DataError
 from attnlab.nn import AttentionSpec, EncoderDecoder, ModelConfig
+from attnlab.tasks.common import AttnlabTask
+from attnlab.tasks.generation import generate
 
 log = logging.getLogger(__name__)
 SAMPLES_FILE = "samples_{stage}.jsonl"

@@ -6,10 +6,9 @@ among distractor sentences; the summary lists the facts compressed, so lead-3 is
 
 from __future__ import annotations
 
+from attnlab.data import lead_baseline, summarisation_builtin
 from attnlab.tasks.seq2seq import Seq2SeqDataModule, Seq2SeqTask
 from attnlab.tasks.text_metrics import summarisation_metrics
-
-from attnlab.data import lead_baseline, summarisation_builtin
 
 LEAD_SENTENCES = 3
 

@@ -6,10 +6,9 @@ plus clause-level reordering, so copying the source scores ~0 BLEU).
 
 from __future__ import annotations
 
+from attnlab.data import copy_baseline, translation_builtin
 from attnlab.tasks.seq2seq import Seq2SeqDataModule, Seq2SeqTask
 from attnlab.tasks.text_metrics import translation_metrics
-
-from attnlab.data import copy_baseline, translation_builtin
 
 
 class TranslateDataModule(Seq2SeqDataModule):

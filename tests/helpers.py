@@ -63,3 +63,47 @@ def run_if(*, min_gpus: int = 0, bf16: bool = False):
     if bf16 and not (gpus and torch.cuda.is_bf16_supported()):
         reasons.append("needs a CUDA GPU with bfloat16")
     return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))
+
+
+def read_wandb_offline_run(path: Path) -> dict[str, dict]:
+    """History (last value per key) and summary of an offline run's `.wandb` file.
+
+    wandb >= 0.2x no longer writes files/wandb-summary.json offline and ships no Python reader, so
+    this decodes the record log directly: a 7-byte file header (":W&B", magic 0xBEE1, version), then
+    32 KiB blocks of records, each with a 7-byte header (crc32, length, type: full/first/middle/last)
+    holding a serialized `wandb_internal_pb2.Record`.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    ident, magic, _version = struct.unpack("<4sHB", data[:7])
+    assert ident == b":W&B" and magic == 0xBEE1, f"{path} is not a wandb record log"
+    block, header = 32768, 7
+    payloads, pending, pos = [], b"", 7
+    while pos + header <= len(data):
+        room = block - pos % block
+        if room < header:  # the rest of a block too small for a header is zero padding
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + header])
+        chunk = data[pos + header : pos + header + length]
+        pos += header + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            payloads.append(pending)
+    out: dict[str, dict] = {"history": {}, "summary": {}}
+    for payload in payloads:
+        record = pb.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind in ("history", "summary"):
+            items = record.history.item if kind == "history" else record.summary.update
+            for item in items:
+                key = item.key or "/".join(item.nested_key)
+                out[kind][key] = json.loads(item.value_json)
+    return out

@@ -180,3 +180,15 @@ def test_cli_broken_plugin_warns_and_the_run_proceeds(tmp_path):
     bad = run_cli([*FAST, "attention=broken"], cwd=tmp_path / "b" if (tmp_path / "b").mkdir() is None else None, env=env)
     assert bad.returncode == EXIT_USER_ERROR and "is a plugin that failed to load" in bad.stderr
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_failing_sweep_member_does_not_stop_the_others(tmp_path):
+    result = run_cli(["-m", *FAST, "model.heads=2,3"], cwd=tmp_path)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-3000:]
+    (sweep,) = tmp_path.glob("multirun/classify/*")
+    assert (sweep / "0-multihead" / "results.json").exists() and not (sweep / "0-multihead" / "failed.json").exists()
+    assert (sweep / "1-multihead" / "failed.json").exists() and not (sweep / "1-multihead" / "results.json").exists()
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["ok"] == ["0-multihead"]
+    assert summary["failed"][0]["job"] == "1-multihead" and "does not divide" in summary["failed"][0]["message"]
+    assert "1 ok, 1 failed" in result.stderr and "Traceback" not in result.stderr

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attnlab.tasks.generation import beam_search, generate, greedy
 
 from attnlab import available_attentions, get_attention_class
 from attnlab.nn import AttentionSpec, DecoderRoles, EncoderDecoder, ModelConfig
+from attnlab.tasks.generation import beam_search, generate, greedy
 
 
 @pytest.fixture(autouse=True, scope="module")

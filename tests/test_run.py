@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, compose_run, run_cli
+from helpers import ROOT, compose_run, read_wandb_offline_run, run_cli
 from hydra.utils import instantiate
 
 from attnlab.attention import available_attentions, registry_entry
@@ -26,7 +26,7 @@ def options(group: str) -> list[str]:
 def test_model_and_trainer_options_compose_and_instantiate(tmp_path, model, trainer):
     cfg = compose_run(tmp_path, [f"model={model}", f"trainer={trainer}"], fast=False)
     assert cfg.model.d_model % cfg.model.heads == 0
-    if trainer == "gpu":  # composes everywhere; instantiating needs a GPU
+    if cfg.trainer.accelerator == "gpu":  # composes everywhere; instantiating needs a GPU
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         return
     trainer_obj = instantiate(cfg.trainer, logger=False)
@@ -45,7 +45,9 @@ def test_logger_options_instantiate(tmp_path, logger, monkeypatch):
 def test_callbacks_instantiate(tmp_path):
     cfg = compose_run(tmp_path, [], fast=False)
     built = {name: instantiate(c) for name, c in cfg.callbacks.items()}
-    assert set(built) == {"checkpoint", "early_stopping", "lr_monitor", "progress", "cost"}
+    assert set(built) == {
+        "checkpoint", "latest", "early_stopping", "lr_monitor", "progress", "cost", "finite", "resume", "graceful_stop",
+    }
     assert built["checkpoint"].monitor == cfg.task.monitor == built["early_stopping"].monitor
 
 
@@ -70,7 +72,10 @@ def test_classify_fast_dev_run_with_each_builtin_variant(tmp_path, attention):
 def test_short_run_writes_complete_results_and_checkpoints(tmp_path):
     cfg = compose_run(
         tmp_path,
-        ["logger=csv", "attention=linear", "trainer.max_steps=12", "trainer.val_check_interval=6", *SMALL_DATA],
+        [
+            "logger=csv", "attention=linear", "trainer.max_steps=12", "trainer.val_check_interval=6",
+            "trainer.log_every_n_steps=1", *SMALL_DATA,
+        ],
     )
     results = run(cfg)
     run_dir = Path(cfg.paths.run_dir)
@@ -108,14 +113,19 @@ def test_wandb_offline_run_directory_holds_the_metrics(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key, so offline without a prompt
-    cfg = compose_run(tmp_path, ["logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=2", *SMALL_DATA])
+    cfg = compose_run(
+        tmp_path,
+        ["logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", *SMALL_DATA],
+    )
     run(cfg)
     runs = list((Path(cfg.paths.run_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
-    assert "test/acc" in summary and "cost/attention_flops_per_token" in summary
+    (event_log,) = runs[0].glob("*.wandb")  # what `wandb sync` uploads and `wandb leet` shows
+    logged = read_wandb_offline_run(event_log)
+    assert "train/loss_step" in logged["history"] and "val/acc" in logged["history"]
+    summary = logged["summary"]
+    assert "test/acc" in summary and summary["cost/attention_flops_per_token"] > 0
     assert summary["attention/name"] == "multihead"
-    assert list(runs[0].glob("*.wandb"))  # the event log `wandb sync` uploads
 
 
 def test_files_source_run_on_jsonl_written_by_the_test(tmp_path):
@@ -164,3 +174,14 @@ def test_cli_multirun_sweep_shares_a_directory(tmp_path):
     found = sorted(tmp_path.glob("multirun/classify/*/*/results.json"))
     assert [json.loads(p.read_text())["attention"]["name"] for p in found] == ["full", "linear"]
     assert len({p.parent.parent for p in found}) == 1
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_options_compose(tmp_path, experiment):
+    cfg = compose_run(tmp_path, [f"experiment={experiment}"], fast=False)
+    assert experiment in cfg.tags
+    from attnlab.data import listops
+
+    small = dict(cfg.task.data.builtin) | {"n_train": 4, "n_validation": 2, "n_test": 2}
+    rows = listops(**small)
+    assert all(len(r["text"]) <= cfg.model.max_len for r in rows["train"])

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import sacrebleu
 import torch
-from attnlab.tasks import text_metrics
 from hydra import compose, initialize_config_module
 from rouge_score import rouge_scorer
 
 from attnlab import available_attentions, get_attention_class
 from attnlab.errors import CapabilityError, ConfigError
 from attnlab.schemas import store_configs
+from attnlab.tasks import text_metrics
 from attnlab.train import run
 
 CAUSAL = [n for n in available_attentions() if get_attention_class(n).capabilities.causal]
@@ -167,8 +167,9 @@ def test_metrics_refuse_unpaired_lists():
 
 
 def test_samples_go_to_a_wandb_table(tmp_path, monkeypatch):
-    from attnlab.tasks.translate import TranslateTask
     from lightning.pytorch.loggers import WandbLogger
+
+    from attnlab.tasks.translate import TranslateTask
 
     logged = {}
     monkeypatch.setattr(

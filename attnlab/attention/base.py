@@ -13,6 +13,8 @@ filled in by the layer rather than by the user: `head_dim`, `heads` and `max_len
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -184,3 +186,20 @@ def masked_softmax(scores: Tensor, allowed: Tensor | None) -> Tensor:
         return torch.softmax(scores, dim=-1)
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=-1).masked_fill(~allowed, 0.0)
+
+
+def fp32_accumulation(method: Callable) -> Callable:
+    """Run a kernel method with autocast disabled, so the fp32 sums it asks for stay fp32.
+
+    Under torch.autocast, matmuls cast their inputs back to fp16/bf16 even after an explicit
+    `.float()`; approximations that accumulate over the sequence (linear, performer, nystrom...)
+    then overflow or lose precision. The decorated method receives the (possibly half) inputs, does
+    its own fp32 casts, and returns in the input dtype.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, q: Tensor, *args, **kwargs):
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return method(self, q, *args, **kwargs)
+
+    return wrapper

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State, zero_padded_keys
+from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation, zero_padded_keys
 from attnlab.attention.registry import register_attention
 
 FEATURE_MAPS = {
@@ -72,6 +72,7 @@ class LinearAttention(Attention):
         self.feature_map, self.eps, self.chunk_size = feature_map, eps, chunk_size
         self.phi = FEATURE_MAPS[feature_map]
 
+    @fp32_accumulation
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
@@ -94,6 +95,7 @@ class LinearAttention(Attention):
             "k_sum": torch.zeros(batch, heads, head_dim, device=device, dtype=torch.float32),  # (B, H, D)
         }
 
+    @fp32_accumulation
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
         phi_q, phi_k = self.phi(q.float()), self.phi(k.float())  # (B, H, 1, D)
         kv = state["kv"] + phi_k.transpose(-2, -1) @ v.float()  # (B, H, D, Dv)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State, masked_softmax
+from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation, masked_softmax
 from attnlab.attention.registry import register_attention
 
 
@@ -98,6 +98,7 @@ class LocalAttention(Attention):
             raise ValueError(f"attention.window must be >= 1, got {window}")
         self.window = window
 
+    @fp32_accumulation
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
@@ -124,6 +125,7 @@ class LocalAttention(Attention):
             "count": torch.zeros(batch, dtype=torch.long, device=device),  # (B,) tokens seen so far
         }
 
+    @fp32_accumulation
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
         # Newest key in the last slot; the oldest falls out, so the state never grows.
         keys = torch.cat([state["k"][:, :, 1:], k.to(state["k"].dtype)], dim=2)  # (B, H, w, D)

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention.base import Attention, Capabilities, zero_padded_keys
+from attnlab.attention.base import Attention, Capabilities, fp32_accumulation, zero_padded_keys
 from attnlab.attention.registry import register_attention
 from attnlab.errors import ConfigError
 
@@ -51,6 +51,7 @@ class LowRankAttention(Attention):
         self.proj_k = nn.Parameter(torch.randn(max_len, k))  # E (max_len, k)
         self.proj_v = None if share_kv else nn.Parameter(torch.randn(max_len, k))  # F (max_len, k)
 
+    @fp32_accumulation
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:

@@ -33,7 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import Attention, Capabilities, allowed_keys, masked_softmax, zero_padded_keys
+from attnlab.attention.base import (
+    Attention,
+    Capabilities,
+    allowed_keys,
+    fp32_accumulation,
+    masked_softmax,
+    zero_padded_keys,
+)
 from attnlab.attention.registry import register_attention
 
 
@@ -97,6 +104,7 @@ class NystromAttention(Attention):
                 heads, heads, (conv_kernel, 1), padding=(conv_kernel // 2, 0), groups=heads, bias=False
             )
 
+    @fp32_accumulation
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:

@@ -45,7 +45,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State
+from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
 from attnlab.attention.linear import causal_linear_attention
 from attnlab.attention.registry import register_attention
 
@@ -122,6 +122,7 @@ class PerformerAttention(Attention):
             shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # no real key: 0
         return torch.exp(exponents - shift) / math.sqrt(self.features)  # (B, H, Nk, r)
 
+    @fp32_accumulation
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
@@ -147,6 +148,7 @@ class PerformerAttention(Attention):
             "k_sum": torch.zeros(batch, heads, self.features, device=device, dtype=torch.float32),  # (B, H, r)
         }
 
+    @fp32_accumulation
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
         phi_q = self._query_features(q)  # (B, H, 1, r)
         phi_k = self._key_features(k, None, causal=True)  # (B, H, 1, r), the causal constant shift

@@ -223,7 +223,9 @@ def rediscover() -> None:
 def available_attentions() -> list[str]:
     """Names of every registered variant, built-ins first (in their canonical order), then plugins."""
     _discover()
-    return list(_registry)
+    rank = {module: i for i, module in enumerate(BUILTIN_MODULES)}
+    # Import order may differ (a test or script importing a variant module first): sort built-ins.
+    return sorted(_registry, key=lambda name: rank.get(_registry[name].cls.__module__, len(rank)))
 
 
 def broken_plugins() -> dict[str, str]:

@@ -5,12 +5,12 @@ from attnlab.nn.positional import PositionalEmbedding
 from attnlab.nn.spec import AttentionSpec
 from attnlab.nn.transformer import (
     Decoder,
+    DecoderRoles,
     DecodingState,
     Encoder,
     EncoderDecoder,
-    FeedForward,
-    DecoderRoles,
     EncoderRoles,
+    FeedForward,
     ModelConfig,
     TransformerBlock,
 )

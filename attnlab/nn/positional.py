@@ -35,6 +35,6 @@ class PositionalEmbedding(nn.Module):
         if offset + length > self.max_len:
             raise ConfigError(
                 f"sequence of length {offset + length} exceeds model.max_len={self.max_len}; "
-                f"raise model.max_len or lower the data's length (task.data.max_len)"
+                "raise model.max_len, or shorten the inputs (data longer than model.max_len is truncated when loaded)"
             )
         return self.table[offset : offset + length]
