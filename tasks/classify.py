@@ -63,11 +63,12 @@ class ClassifyDataModule(L.LightningDataModule):
                 add_cls=self.pooling == "cls", what=f"{split} text",
             )
             self.encoded[split] = [(seq, index[row["label"]]) for seq, row in zip(ids, split_rows)]
-        majority = max(torch.bincount(torch.tensor([y for _, y in self.encoded["test"]])).tolist())
-        self.majority_rate = majority / len(self.encoded["test"])
+        # The trivial baseline: always predict the most common training class.
+        majority_class = int(torch.bincount(torch.tensor([y for _, y in self.encoded["train"]])).argmax())
+        self.baseline_acc = sum(y == majority_class for _, y in self.encoded["test"]) / len(self.encoded["test"])
         log.info(
-            "classify data: %s; %d classes; test majority-class rate %.3f",
-            ", ".join(f"{s}={len(v)}" for s, v in self.encoded.items()), len(self.labels), self.majority_rate,
+            "classify data: %s; %d classes; majority-class baseline test accuracy %.3f",
+            ", ".join(f"{s}={len(v)}" for s, v in self.encoded.items()), len(self.labels), self.baseline_acc,
         )
 
     @property
@@ -122,6 +123,7 @@ class ClassifyTask(AttnlabTask):
         model: Mapping,
         attention: Mapping,
         labels: list | None = None,
+        baseline_acc: float | None = None,
         pooling: str = "mean",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -143,6 +145,7 @@ class ClassifyTask(AttnlabTask):
         as_dict = (lambda c: OmegaConf.to_container(c, resolve=True)) if OmegaConf.is_config(model) else dict
         return cls(
             vocab_size=datamodule.tokenizer.vocab_size, num_classes=datamodule.num_classes, labels=list(datamodule.labels),
+            baseline_acc=datamodule.baseline_acc,
             model=as_dict(model), attention=as_dict(attention), pooling=datamodule.pooling, **hparams,
         )
 
@@ -172,3 +175,7 @@ class ClassifyTask(AttnlabTask):
 
     def test_step(self, batch, batch_idx):
         self._shared_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        if self.hparams.baseline_acc is not None:  # majority-class accuracy, beside the model's
+            self.log("test/baseline_acc", float(self.hparams.baseline_acc))

@@ -81,7 +81,7 @@ def test_short_run_writes_complete_results_and_checkpoints(tmp_path):
     run_dir = Path(cfg.paths.run_dir)
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["task"] == "classify" and saved["seed"] == 0 and saved["primary_metric"] == "test/acc"
-    assert {"test/acc", "test/f1", "val/acc", "val/loss"} <= saved["metrics"].keys()
+    assert {"test/acc", "test/f1", "test/baseline_acc", "val/acc", "val/loss"} <= saved["metrics"].keys()
     cost = saved["cost"]
     assert cost["train_tokens_per_s"] > 0 and cost["step_time_s"] > 0 and cost["peak_memory_mb"] > 0
     assert cost["peak_memory_kind"] == "cpu_peak_rss" and cost["attention_flops_per_token"] > 0

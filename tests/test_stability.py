@@ -66,14 +66,8 @@ def test_trains_300_steps_under_bf16_autocast_without_nan(variant):
 
 # Known issue: under autocast, linear attention's `.float()` accumulation is cast back to fp16 by the
 # autocast matmul, and the running sums overflow (NaN at step ~270 here).
-FP16_XFAIL = {"linear": "fp16 autocast recasts linear attention's fp32 accumulation to fp16 (see report)"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "variant",
-    [pytest.param(v, marks=pytest.mark.xfail(reason=FP16_XFAIL[v], strict=False)) if v in FP16_XFAIL else v for v in VARIANTS],
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_trains_300_steps_under_fp16_autocast_without_nan(variant):
     if not cpu_autocast_supports(torch.float16):
         pytest.skip("no fp16 autocast on this CPU build (the kernel-level fp16 test covers fp16)")
