@@ -9,11 +9,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -21,14 +19,14 @@ from attnlab.data import build_tokenizer, check_labels, encode_texts, load_split
 from attnlab.data.listops import listops
 from attnlab.errors import ConfigError, DataError
 from attnlab.nn import AttentionSpec, Encoder, ModelConfig
-from attnlab.tasks.common import AttnlabTask
+from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 
 log = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")
 STAGES = ("train", "val", "test")
 
 
-class ClassifyDataModule(L.LightningDataModule):
+class ClassifyDataModule(EncodedDataModule):
     """Rows {text, label} -> batches {ids (B, N), padding_mask (B, N), labels (B,)}."""
 
     def __init__(self, data: Mapping, *, max_len: int, pooling: str = "mean", cache_dir: str | None = None):
@@ -78,21 +76,6 @@ class ClassifyDataModule(L.LightningDataModule):
     def collate(self, items: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
         ids, padding_mask = pad_batch([seq for seq, _ in items], self.tokenizer.pad_id)
         return {"ids": ids, "padding_mask": padding_mask, "labels": torch.tensor([y for _, y in items])}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.encoded[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
-            num_workers=int(self.data.get("num_workers", 0)),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class Classifier(nn.Module):

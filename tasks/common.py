@@ -8,8 +8,35 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
+
+
+class EncodedDataModule(L.LightningDataModule):
+    """Serves encoded examples per split (`self.encoded`, filled by `setup`) through `self.collate`."""
+
+    data: Any  # the task's data config (batch_size, num_workers, ...)
+    batch_size: int
+    encoded: dict[str, list]
+
+    def collate(self, items: list) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.encoded[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            num_workers=int(self.data.get("num_workers", 0)),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
 
 
 class AttnlabTask(L.LightningModule):

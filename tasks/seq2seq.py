@@ -21,23 +21,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
-from torch.utils.data import DataLoader
 
 from attnlab.data import SPLITS, build_tokenizer, encode_texts, load_splits, pad_batch
 from attnlab.errors import ConfigError, DataError
 from attnlab.nn import AttentionSpec, EncoderDecoder, ModelConfig
-from attnlab.tasks.common import AttnlabTask
+from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 from attnlab.tasks.generation import generate
 
 log = logging.getLogger(__name__)
 SAMPLES_FILE = "samples_{stage}.jsonl"
 
 
-class Seq2SeqDataModule(L.LightningDataModule):
+class Seq2SeqDataModule(EncodedDataModule):
     """Subclasses set the logical column names, the built-in generator and the trivial baseline."""
 
     SOURCE: ClassVar[str] = "source"
@@ -131,24 +129,6 @@ class Seq2SeqDataModule(L.LightningDataModule):
             "src": src, "src_padding_mask": src_mask, "tgt_in": tgt_in, "tgt_padding_mask": tgt_mask,
             "tgt_out": tgt_out, "index": torch.tensor([i for _, _, i in items]),
         }  # fmt: skip
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.encoded[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=self.collate,
-            num_workers=int(self.data.get("num_workers", 0)),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class Seq2SeqTask(AttnlabTask):

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from attnlab.schemas import store_configs
 
@@ -107,3 +110,19 @@ def read_wandb_offline_run(path: Path) -> dict[str, dict]:
                 key = item.key or "/".join(item.nested_key)
                 out[kind][key] = json.loads(item.value_json)
     return out
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest numel of any tensor an op returns (forward and backward): a check that a
+    sub-quadratic variant never builds an N x N intermediate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
+                self.numel, self.op = t.numel(), func
+        return out

@@ -7,28 +7,12 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from helpers import LargestTensor
 
 from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import allowed_keys, masked_softmax
 from attnlab.attention.nystrom import iterative_pinv, segment_means
 from attnlab.errors import CapabilityError
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest numel of any tensor an op returns (forward and backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.numel, self.op = 0, None
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
-                self.numel, self.op = t.numel(), func
-        return out
 
 
 def softmax_reference(q, k, v, key_padding_mask=None):
