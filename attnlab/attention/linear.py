@@ -95,9 +95,10 @@ class LinearAttention(Attention):
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         dtype = q.dtype
-        phi_q = self.phi(q.float())  # (B, H, Nq, D), fp32 accumulation whatever the input dtype
-        phi_k = zero_padded_keys(self.phi(k.float()), key_padding_mask)  # (B, H, Nk, D)
-        v32 = v.float()
+        acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 accumulation (fp64 stays fp64)
+        phi_q = self.phi(q.to(acc))  # (B, H, Nq, D)
+        phi_k = zero_padded_keys(self.phi(k.to(acc)), key_padding_mask)  # (B, H, Nk, D)
+        v32 = v.to(acc)
         if causal:
             chunk = max(self.chunk_size, q.shape[-1])  # C >= d keeps the chunk states within O(N·d)
             return causal_linear_attention(phi_q, phi_k, v32, chunk, self.eps).to(dtype)
@@ -114,8 +115,9 @@ class LinearAttention(Attention):
 
     @fp32_accumulation
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
-        phi_q, phi_k = self.phi(q.float()), self.phi(k.float())  # (B, H, 1, D)
-        kv = state["kv"] + phi_k.transpose(-2, -1) @ v.float()  # (B, H, D, Dv)
+        acc = state["kv"].dtype  # fp32 state (init_state), whatever the input dtype
+        phi_q, phi_k = self.phi(q.to(acc)), self.phi(k.to(acc))  # (B, H, 1, D)
+        kv = state["kv"] + phi_k.transpose(-2, -1) @ v.to(acc)  # (B, H, D, Dv)
         k_sum = state["k_sum"] + phi_k.squeeze(2)  # (B, H, D)
         denominator = (phi_q * k_sum.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, 1, 1)
         out = (phi_q @ kv) / (denominator + self.eps)  # (B, H, 1, Dv)
