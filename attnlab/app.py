@@ -163,4 +163,4 @@ def entry() -> None:
         sys.exit(EXIT_USER_ERROR)
 
 
-__all__ = ["ConfigError", "check_overrides", "entry", "main", "preflight", "run_args"]
+__all__ = ["check_overrides", "entry", "main", "preflight", "run_args"]

@@ -54,7 +54,6 @@ def check_device(trainer: DictConfig) -> None:
 
 
 # ---- command-line overrides, checked before Hydra composes anything -------------------------------
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 HIDDEN_OPTIONS = {"schema", "default"}  # building blocks of other options, not choices
 
 
@@ -66,12 +65,9 @@ def group_options(group: str) -> list[str]:
         from attnlab.attention import available_attentions
 
         return available_attentions()
-    try:
-        import attnlab.conf as conf_package
+    import attnlab.conf as conf_package  # conf/, installed as a package
 
-        conf_dir = Path(conf_package.__file__).parent
-    except ImportError:  # pragma: no cover
-        conf_dir = CONF_DIR
+    conf_dir = Path(conf_package.__file__).parent
     found = {p.stem for p in (conf_dir / group).glob("*.yaml")} if (conf_dir / group).is_dir() else set()
     with contextlib.suppress(OSError):  # no such group in the ConfigStore
         found |= {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}

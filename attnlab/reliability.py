@@ -243,10 +243,6 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class Interrupted(AttnlabError):
-    """The run was stopped by SIGTERM or Ctrl-C after saving a checkpoint."""
-
-
 # ---- failures and sweeps -------------------------------------------------------------------------
 def write_failure(run_dir: Path | None, error: BaseException, message: str) -> None:
     """Record a failed run: failed.json (never results.json) and the traceback appended to run.log."""
