@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint bench bench-targets bench-reference clean
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m attnlab.bench
+
+# The speed targets (README "Measured results"): one side-by-side sweep, then PASS/FAIL per target.
+bench-targets: $(STAMP)
+	$(BIN)/python benchmarks/speed_targets.py
+
+# Ours against the well-known pure-PyTorch implementations. The references are pinned to the versions
+# compared in the README and installed --no-deps, so they can never swap the installed torch.
+REFERENCES := performer-pytorch==1.1.4 linformer==0.2.3 nystrom-attention==0.0.14 local-attention==1.11.2 \
+	einops==0.8.2 hyper-connections==0.4.11 axial-positional-embedding==0.3.12
+bench-reference: $(STAMP)
+	$(BIN)/pip install --no-deps $(REFERENCES)
+	$(BIN)/python benchmarks/compare_reference.py
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache

@@ -16,9 +16,10 @@ Pairs, on the same shapes (B=1, H=4, head dim 64, fp32) and the same method hype
                residual conv off on both sides)
     lowrank    attnlab.nn.MultiHeadAttention    vs linformer.LinformerSelfAttention       (with projections)
 
-A package that is not installed is reported and its pair skipped. Times are medians of --repeats
-calls after a warm-up, measured in this one process, pair by pair, so each ratio compares numbers
-taken side by side. ratio = ours / reference (below 1: ours is faster / smaller).
+A package that is not installed is reported and its pair skipped. After one warm-up call each (which
+also measures peak memory), ours and the reference are called alternately --repeats times; the times
+are medians and the time ratio is the median of the per-pair ratios, so a machine that drifts
+mid-run moves both sides alike. ratio = ours / reference (below 1: ours is faster / smaller).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -124,11 +127,28 @@ def workload(
     return Workload(label, n, Setting(mode, causal), call)
 
 
+def paired_times(ours: Callable[[], object], ref: Callable[[], object], pairs: int) -> tuple[float, float, list[float]]:
+    """Median ms of each and the per-pair ratios ours/ref, the two called alternately (which one goes
+    first alternates too), so a machine that speeds up or slows down mid-run moves both alike."""
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    ratios = []
+    for i in range(pairs):
+        order = [("ours", ours), ("ref", ref)]
+        pair = {}
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            fn()
+            pair[name] = time.perf_counter() - start
+            times[name].append(pair[name] * 1e3)
+        ratios.append(pair["ours"] / pair["ref"])
+    return statistics.median(times["ours"]), statistics.median(times["ref"]), ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--mode", choices=["forward", "forward+backward"], default="forward+backward")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11, help="timed pairs per point")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", nargs="+", default=None, help="variant names to compare")
     args = parser.parse_args()
@@ -152,30 +172,22 @@ def main() -> None:
         for causal in [False, True] if pair.causal_ok else [False]:
             for n in args.lengths:
                 ours, ref, kind = pair.make(n, causal, {})
-                results = []
-                for module, is_ours in ((ours, True), (ref, False)):
-                    w = workload(
-                        module.eval() if args.mode == "forward" else module,
-                        kind,
-                        n,
-                        args.mode,
-                        causal,
-                        pair.name,
-                        ours=is_ours,
-                    )
-                    results.append(
-                        measure_point(
-                            w, repeats=args.repeats, warmup=1, device=torch.device("cpu"), budget_s=120
-                        )
-                    )
-                mine, theirs = results
-                t_ratio = mine.median_ms / theirs.median_ms
+                workloads = [
+                    workload(module.eval() if args.mode == "forward" else module, kind, n, args.mode, causal,
+                             pair.name, ours=is_ours)
+                    for module, is_ours in ((ours, True), (ref, False))
+                ]  # fmt: skip
+                # Peak memory from one instrumented (warm-up) call each, then the timing interleaved.
+                mine, theirs = (
+                    measure_point(w, repeats=1, warmup=1, device=torch.device("cpu"), budget_s=120) for w in workloads
+                )
+                ours_ms, ref_ms, ratios = paired_times(workloads[0].fn, workloads[1].fn, args.repeats)
                 m_ratio = mine.peak_mem_mb / theirs.peak_mem_mb if theirs.peak_mem_mb else math.nan
                 print(
-                    f"{pair.name:<10} {'yes' if causal else 'no':<6} {n:>6} | {mine.median_ms:>9.2f} {theirs.median_ms:>9.2f} "
-                    f"{t_ratio:>10.2f} | {mine.peak_mem_mb:>9.1f} {theirs.peak_mem_mb:>9.1f} {m_ratio:>9.2f}"
+                    f"{pair.name:<10} {'yes' if causal else 'no':<6} {n:>6} | {ours_ms:>9.2f} {ref_ms:>9.2f} "
+                    f"{statistics.median(ratios):>10.2f} | {mine.peak_mem_mb:>9.1f} {theirs.peak_mem_mb:>9.1f} "
+                    f"{m_ratio:>9.2f}"
                 )
-
 
 if __name__ == "__main__":
     main()

@@ -4,10 +4,11 @@ softmax(q·k) is replaced by phi(q)·phi(k) with a positive feature map phi, so
 
     out_i = phi(q_i) · Σ_j phi(k_j) v_jᵀ  /  phi(q_i) · Σ_j phi(k_j)
 
-costs O(N·d²) instead of O(N²·d). Causal mode runs chunk by chunk: inside a chunk of C positions a
-masked C x C product, across chunks the prefix sums of phi(k) vᵀ. With C >= d the chunk states take
-(N/C)·d² <= N·d memory, so no (N, d, d) tensor is ever materialised. Sums are accumulated in fp32
-whatever the input dtype; decoding keeps the running sums as its state (O(1) per generated token).
+costs O(N·d²) instead of O(N²·d). Causal mode runs chunk by chunk (attention/causal_linear.py, a
+hand-written backward): inside a chunk of C positions a masked C x C product, across chunks the prefix
+sums of phi(k) vᵀ. With C >= d the chunk states take (N/C)·d² <= N·d memory, so no (N, d, d) tensor
+is ever materialised. Sums are accumulated in fp32 whatever the input dtype; decoding keeps the
+running sums as its state (O(1) per generated token).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation, zero_padded_keys
+from attnlab.attention.causal_linear import causal_linear_attention
 from attnlab.attention.registry import register_attention
 
 
@@ -42,34 +44,6 @@ FEATURE_MAPS = {
     "elu": EluPlusOne.apply,
     "relu": F.relu,
 }
-
-
-def causal_linear_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, chunk: int, eps: float) -> Tensor:
-    """Chunked causal linear attention. phi_q, phi_k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
-
-    A column of ones is appended to v, so one matmul yields numerator and denominator together
-    (the last column of phi(q)·Σ phi(k)[v, 1]ᵀ is phi(q)·Σ phi(k)).
-    """
-    B, H, N, D = phi_q.shape
-    Dv = v.shape[-1]
-    v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # (B, H, N, Dv+1)
-    pad = (-N) % chunk
-    if pad:  # zero features contribute nothing to any sum
-        phi_q, phi_k, v = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
-    nc = (N + pad) // chunk
-    qc = phi_q.reshape(B, H, nc, chunk, D)  # (B, H, nc, C, D)
-    kc = phi_k.reshape(B, H, nc, chunk, D)  # (B, H, nc, C, D)
-    vc = v.reshape(B, H, nc, chunk, Dv + 1)  # (B, H, nc, C, Dv+1)
-    # Across chunks: state before chunk c = Σ over earlier chunks of phi(k) [v, 1]ᵀ (exclusive prefix
-    # sum, summed from the earlier chunks only: `cumsum - own chunk` would carry the chunk's future
-    # positions into its past through round-off).
-    chunk_kv = kc.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv+1)
-    prefix_kv = F.pad(chunk_kv[:, :, :-1].cumsum(dim=2), (0, 0, 0, 0, 1, 0))  # (B, H, nc, D, Dv+1)
-    # Inside a chunk: masked C x C products.
-    scores = (qc @ kc.transpose(-2, -1)).tril()  # (B, H, nc, C, C)
-    out = scores @ vc + qc @ prefix_kv  # (B, H, nc, C, Dv+1)
-    out = out[..., :Dv] / (out[..., Dv:] + eps)  # numerator / denominator
-    return out.reshape(B, H, nc * chunk, Dv)[:, :, :N]
 
 
 @register_attention("linear")
@@ -96,16 +70,21 @@ class LinearAttention(Attention):
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         dtype = q.dtype
         acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 accumulation (fp64 stays fp64)
+        v32 = v.to(acc)
+        if causal and key_padding_mask is None:  # the kernel applies (and differentiates) phi itself
+            out = causal_linear_attention(q.to(acc), k.to(acc), v32, self._chunk(q), self.eps, self.feature_map)
+            return out.to(dtype)  # (B, H, N, Dv)
         phi_q = self.phi(q.to(acc))  # (B, H, Nq, D)
         phi_k = zero_padded_keys(self.phi(k.to(acc)), key_padding_mask)  # (B, H, Nk, D)
-        v32 = v.to(acc)
         if causal:
-            chunk = max(self.chunk_size, q.shape[-1])  # C >= d keeps the chunk states within O(N·d)
-            return causal_linear_attention(phi_q, phi_k, v32, chunk, self.eps).to(dtype)
+            return causal_linear_attention(phi_q, phi_k, v32, self._chunk(q), self.eps).to(dtype)
         kv = phi_k.transpose(-2, -1) @ v32  # (B, H, D, Dv)
         k_sum = phi_k.sum(dim=2, keepdim=True).transpose(-2, -1)  # (B, H, D, 1)
         denominator = phi_q @ k_sum  # (B, H, Nq, 1): a matmul, cheaper than multiply + sum
         return ((phi_q @ kv) / (denominator + self.eps)).to(dtype)  # (B, H, Nq, Dv)
+
+    def _chunk(self, q: Tensor) -> int:
+        return max(self.chunk_size, q.shape[-1])  # C >= d keeps the chunk states within O(N·d)
 
     def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
         return {

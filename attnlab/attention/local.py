@@ -7,9 +7,10 @@ Each query attends, with an exact softmax, only to the keys inside a window arou
     non-causal   query i sees keys with |i - j| <= window//2
 
 This is `full` with a band mask, but computed BLOCKED, never as a masked N x N matrix: the sequence is
-cut into blocks of C positions (C = window causal, window//2 non-causal) and each block of queries
-attends to the keys of its own block and of its neighbouring block(s) (the previous one; also the
-next one when non-causal), a (C, 2C) or (C, 3C) score tile per block. O(N·w·d) time, O(N·w) memory.
+cut into blocks of C positions (C = window causal, window//2 non-causal, rounded up to a multiple of 8)
+and each block of queries attends to the keys of its own block and of its neighbouring block(s) (the
+previous one; also the next one when non-causal), a (C, 2C) or (C, 3C) tile per block, through
+PyTorch's fused scaled_dot_product_attention. O(N·w·d) time, O(N·w) memory.
 
 Incremental decoding keeps a rolling window: the last `window` keys and values (fixed-size tensors)
 and a count of the tokens seen, so generation memory is O(w·d) whatever the generated length.
@@ -22,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation, masked_softmax
 from attnlab.attention.registry import register_attention
@@ -34,53 +36,94 @@ def band_offsets(causal: bool, window: int) -> tuple[int, int]:
     return -(window // 2), window // 2
 
 
-def blocks_with_neighbours(x: Tensor, before: int, after: int) -> Tensor:
-    """x (..., nb, C, E) -> (..., nb, (before + 1 + after)·C, E): each block next to its neighbours.
+def block_size(reach: int) -> int:
+    """Blocks as long as the reach on either side (one neighbouring block then covers it), rounded up
+    to a multiple of 8 from 8 on: 127 (a causal window of 128) -> 128, friendlier to the kernels."""
+    return reach if reach < 8 else -(-reach // 8) * 8
 
-    Out-of-range neighbours are zero blocks (their keys must be masked by the caller).
-    """
-    nb = x.shape[-3]
-    padded = F.pad(x, (0, 0, 0, 0, before, after))  # (..., nb + before + after, C, E)
-    return torch.cat([padded[..., i : i + nb, :, :] for i in range(before + 1 + after)], dim=-2)
+
+def _window_span(slot: int, before: int, nb: int) -> tuple[int, int, int]:
+    """Window slot `slot` of window b holds block b + shift; (shift, lo, hi): the windows lo..hi-1
+    whose block exists."""
+    shift = slot - before
+    return shift, max(0, -shift), min(nb, nb - shift)
+
+
+class NeighbourWindows(torch.autograd.Function):
+    """x (B, H, nb·C, E) -> (B, H·nb, W, E), W = (before + 1 + after)·C: window b holds blocks
+    b - before .. b + after (zeros beyond either end), written straight into the layout the fused
+    kernel takes. The backward adds each slot back onto its block in place; autograd's version of
+    pad + unfold + reshape re-scatters through zero-filled buffers (about 3x slower here)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, C: int, before: int, after: int) -> Tensor:
+        B, H, L, E = x.shape
+        nb, slots = L // C, before + 1 + after
+        blocks = x.reshape(B, H, nb, C, E)  # (B, H, nb, C, E)
+        windows = x.new_empty(B, H, nb, slots, C, E)  # (B, H, nb, slots, C, E)
+        for slot in range(slots):
+            shift, lo, hi = _window_span(slot, before, nb)
+            windows[:, :, lo:hi, slot] = blocks[:, :, lo + shift : hi + shift]
+            windows[:, :, :lo, slot] = 0.0
+            windows[:, :, hi:, slot] = 0.0
+        ctx.sizes = (B, H, nb, C, E, before, slots)
+        return windows.view(B, H * nb, slots * C, E)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        B, H, nb, C, E, before, slots = ctx.sizes
+        windows = grad.reshape(B, H, nb, slots, C, E)  # (B, H, nb, slots, C, E)
+        blocks = windows[:, :, :, before].clone(memory_format=torch.contiguous_format)  # (B, H, nb, C, E) own slot
+        for slot in range(slots):
+            if slot != before:
+                shift, lo, hi = _window_span(slot, before, nb)
+                blocks[:, :, lo + shift : hi + shift] += windows[:, :, lo:hi, slot]
+        return blocks.view(B, H, nb * C, E), None, None, None
 
 
 def sliding_window_attention(
     q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool, key_padding_mask: Tensor | None
 ) -> Tensor:
-    """Blocked sliding-window softmax attention. q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv)."""
+    """Blocked sliding-window softmax attention. q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
+
+    Each block of C queries attends to a window of W = (before + 1 + after)·C keys (its own block and
+    its neighbours) through F.scaled_dot_product_attention with an additive (C, W) band mask (0 or
+    -inf), which also masks keys beyond either end of the sequence and padded keys. The fused kernel
+    never stores the (C, W) weights; rows with no allowed key come out as zeros (PyTorch >= 2.5).
+    """
     B, H, N, D = q.shape
     Dv = v.shape[-1]
     lowest, highest = band_offsets(causal, window)
-    # Block size C = the reach on either side (never more than N - 1), so one neighbouring block per
-    # side covers the window.
     reach_before, reach_after = min(-lowest, N - 1), min(highest, N - 1)
-    C = max(1, reach_before, reach_after)
-    # Neighbour blocks on each side: 0 or 1.
-    before, after = math.ceil(reach_before / C), math.ceil(reach_after / C)
+    C = max(1, block_size(max(reach_before, reach_after)))
+    before, after = math.ceil(reach_before / C), math.ceil(reach_after / C)  # neighbour blocks: 0 or 1
     pad = (-N) % C
     nb = (N + pad) // C
-    if key_padding_mask is None:
-        real = torch.ones(B, N, dtype=torch.bool, device=q.device)  # (B, N)
-    else:
-        real = ~key_padding_mask  # (B, N) True = a key that may be attended to
+    W = (before + 1 + after) * C
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, nb·C, ·)
-        real = F.pad(real, (0, pad), value=False)  # (B, nb·C)
-    qb = q.reshape(B, H, nb, C, D)  # (B, H, nb, C, D)
-    # W = (before + 1 + after)·C keys per block of queries.
-    kw = blocks_with_neighbours(k.reshape(B, H, nb, C, D), before, after)  # (B, H, nb, W, D)
-    vw = blocks_with_neighbours(v.reshape(B, H, nb, C, Dv), before, after)  # (B, H, nb, W, Dv)
-    real_w = blocks_with_neighbours(real.reshape(B, nb, C, 1), before, after).squeeze(-1)  # (B, nb, W)
-    # Query r of a block sits at b·C + r, key s of its window at (b - before)·C + s: the offset
+    kw = NeighbourWindows.apply(k, C, before, after)  # (B, H·nb, W, D)
+    vw = NeighbourWindows.apply(v, C, before, after)  # (B, H·nb, W, Dv)
+    # Keys that exist and count: inside the sequence and not padded.
+    real = torch.ones(B, N, dtype=torch.bool, device=q.device) if key_padding_mask is None else ~key_padding_mask
+    real_w = F.pad(real, (before * C, pad + after * C), value=False).unfold(1, W, C)  # (B, nb, W)
+    # Query r of block b sits at b·C + r, key s of its window at (b - before)·C + s: the offset
     # j - i = s - before·C - r does not depend on the block, so the band is one (C, W) mask.
     r = torch.arange(C, device=q.device)[:, None]  # (C, 1)
-    s = torch.arange(kw.shape[-2], device=q.device)[None, :]  # (1, W)
+    s = torch.arange(W, device=q.device)[None, :]  # (1, W)
     offset = s - before * C - r  # (C, W)
     band = (offset >= lowest) & (offset <= highest)  # (C, W)
     allowed = band & real_w[:, None, :, None, :]  # (B, 1, nb, C, W)
-    scores = qb @ kw.transpose(-2, -1) / math.sqrt(D)  # (B, H, nb, C, W)
-    out = masked_softmax(scores, allowed) @ vw  # (B, H, nb, C, Dv)
-    return out.reshape(B, H, nb * C, Dv)[:, :, :N]  # (B, H, N, Dv)
+    # Additive, in q's dtype: a boolean mask is converted by the kernel on every call, forward and backward.
+    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    out = F.scaled_dot_product_attention(
+        q.reshape(B, H * nb, C, D),  # 4-D: 5-D inputs fall back to the unfused math kernel
+        kw,
+        vw,
+        attn_mask=bias.expand(B, H, nb, C, W).reshape(B, H * nb, C, W),
+    )  # (B, H·nb, C, Dv)
+    return out.view(B, H, nb * C, Dv)[:, :, :N]  # (B, H, N, Dv)
 
 
 @register_attention("local")

@@ -20,9 +20,8 @@ O(N·k·d) time, O(N·k) memory.
 
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention.base import Attention, Capabilities, fp32_accumulation, zero_padded_keys
@@ -74,5 +73,5 @@ class LowRankAttention(Attention):
         proj_v = proj_k if self.proj_v is None else self.proj_v[:nk].to(acc)  # (Nk, k)
         keys = (proj_k.T @ keys) * norm  # (B, H, k, D)
         values = (proj_v.T @ values) * norm  # (B, H, k, Dv)
-        scores = q.to(acc) @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Nq, k)
-        return (torch.softmax(scores, dim=-1) @ values).to(q.dtype)  # (B, H, Nq, Dv)
+        # softmax(q keysᵀ / √d) values, through the fused kernel: the (Nq, k) weights are never stored.
+        return F.scaled_dot_product_attention(q.to(acc), keys, values).to(q.dtype)  # (B, H, Nq, Dv)

@@ -44,13 +44,18 @@ from attnlab.attention.base import (
 from attnlab.attention.registry import register_attention
 
 
-def segment_means(x: Tensor, segments: int, real: Tensor | None) -> tuple[Tensor, Tensor]:
+def segment_means(x: Tensor, segments: int, real: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Masked segment means. x (B, H, N, D), real (B, N) True = counted (None = all) ->
-    landmarks (B, H, m, D) and a (B, m) bool, True where the segment holds at least one counted position."""
+    landmarks (B, H, m, D) and a (B, m) bool, True where the segment holds at least one counted position
+    (None when every position counts: with N >= m no segment is then empty)."""
     B, H, N, D = x.shape
+    if real is None and N % segments == 0:  # equal contiguous segments: a plain reduction
+        return x.view(B, H, segments, N // segments, D).mean(dim=-2), None
     segment = torch.arange(N, device=x.device) * segments // N  # (N,) segment of each position
     member = F.one_hot(segment, segments).to(x.dtype)  # (N, m)
-    counted = torch.ones(B, N, dtype=x.dtype, device=x.device) if real is None else real.to(x.dtype)  # (B, N)
+    if real is None:
+        return (member.T @ x) / member.sum(dim=0)[:, None], None  # (B, H, m, D)
+    counted = real.to(x.dtype)  # (B, N)
     sums = member.T @ (x * counted[:, None, :, None])  # (B, H, m, D)
     counts = counted @ member  # (B, m)
     means = sums / counts.clamp_min(1.0)[:, None, :, None]  # (B, H, m, D)
@@ -141,17 +146,21 @@ class NystromAttention(Attention):
         m = self.landmarks
         real_keys = None if key_padding_mask is None else ~key_padding_mask  # (B, Nk)
         real_queries = real_keys if q.shape[-2] == k.shape[-2] else None  # self-attention: same positions
-        scale = q.shape[-1] ** -0.25  # √d split between q and k, as in the paper's code
-        q, k = q * scale, k * scale
-        q_land, q_present = segment_means(q, m, real_queries)  # (B, H, m, D), (B, m)
-        k_land, k_present = segment_means(k, m, real_keys)  # (B, H, m, D), (B, m)
-        k_present = k_present[:, None, None, :]  # (B, 1, 1, m) key landmarks that exist
-        q_present = q_present[:, None, :, None]  # (B, 1, m, 1) query landmarks that exist
-        kernel_1 = masked_softmax(q @ k_land.transpose(-2, -1), k_present)  # (B, H, Nq, m)
-        kernel_2 = masked_softmax(q_land @ k_land.transpose(-2, -1), k_present)  # (B, H, m, m)
-        kernel_2 = kernel_2.masked_fill(~q_present, 0.0)  # missing query landmarks: zero rows
+        # The paper's code scales q and k by d^-¼ each; segment means are linear, so the whole 1/√d is
+        # applied to the (m, D) landmarks instead of to two (N, D) tensors.
+        q_land, q_present = segment_means(q, m, real_queries)  # (B, H, m, D), (B, m) or None
+        k_land, k_present = segment_means(k, m, real_keys)  # (B, H, m, D), (B, m) or None
+        scale = q.shape[-1] ** -0.5
+        k_land_scaled = k_land * scale  # (B, H, m, D)
+        if k_present is not None:
+            k_present = k_present[:, None, None, :]  # (B, 1, 1, m) key landmarks that exist
+        kernel_1 = masked_softmax(q @ k_land_scaled.transpose(-2, -1), k_present)  # (B, H, Nq, m)
+        kernel_2 = masked_softmax(q_land @ k_land_scaled.transpose(-2, -1), k_present)  # (B, H, m, m)
         allowed = None if real_keys is None else real_keys[:, None, None, :]  # (B, 1, 1, Nk)
-        kernel_3 = masked_softmax(q_land @ k.transpose(-2, -1), allowed)  # (B, H, m, Nk)
-        kernel_3 = kernel_3.masked_fill(~q_present, 0.0)
+        kernel_3 = masked_softmax((q_land * scale) @ k.transpose(-2, -1), allowed)  # (B, H, m, Nk)
+        if q_present is not None:  # missing query landmarks: zero rows
+            q_present = q_present[:, None, :, None]  # (B, 1, m, 1)
+            kernel_2 = kernel_2.masked_fill(~q_present, 0.0)
+            kernel_3 = kernel_3.masked_fill(~q_present, 0.0)
         summary = kernel_3 @ v  # (B, H, m, Dv)
         return kernel_1 @ (iterative_pinv(kernel_2, self.pinv_iterations) @ summary)  # (B, H, Nq, Dv)

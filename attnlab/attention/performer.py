@@ -6,7 +6,7 @@ x = q / d^¼, y = k / d^¼ and r rows w of an orthogonal random projection W (r,
     phi(x) = exp(W x - |x|²/2) / √r,        E[phi(x)·phi(y)] = exp(x·y) = exp(q·k/√d),
 
 and the attention is then linear attention with phi: O(N·r·d) time, O(N·r) memory. Causal mode
-reuses the chunked prefix-sum form of `linear` (causal_linear_attention, chunks of `chunk_size`
+reuses the chunked prefix-sum kernel of `linear` (attention/causal_linear.py, chunks of `chunk_size`
 positions: an O(N·C·r) in-chunk part, O(N/C · r·d) carried sums); decoding keeps the
 running sums Σ phi(k) vᵀ and Σ phi(k) as its state, O(r·d) per generated token.
 
@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
-from attnlab.attention.linear import causal_linear_attention
+from attnlab.attention.causal_linear import causal_linear_attention
 from attnlab.attention.registry import register_attention
 
 # Key features are bounded by e^HEADROOM in causal mode (see the module docstring).
@@ -102,25 +102,39 @@ class PerformerAttention(Attention):
         self.projection: Tensor
 
     def _exponents(self, x: Tensor) -> Tensor:
-        """x (B, H, N, d) -> exponents W x' - |x'|²/2 with x' = x / d^¼, at least fp32: (B, H, N, r)."""
-        x = x.to(torch.promote_types(x.dtype, torch.float32)) * x.shape[-1] ** -0.25  # (B, H, N, d)
-        return x @ self.projection.to(x.dtype).T - x.square().sum(dim=-1, keepdim=True) / 2  # (B, H, N, r)
+        """x (B, H, N, d) -> exponents W x' - |x'|²/2 with x' = x / d^¼, at least fp32: (B, H, N, r).
+
+        The d^¼ scale is folded into W (r x d) and |x'|² taken as a norm, so the only (N, r) tensor
+        is the matmul's own output; the features are then finished in place on it (the callers'
+        shifts and exp), which autograd allows since the matmul's backward does not need its output.
+        """
+        x = x.to(torch.promote_types(x.dtype, torch.float32))  # (B, H, N, d)
+        scale = x.shape[-1] ** -0.25
+        exponents = x @ (self.projection.to(x.dtype) * scale).T  # (B, H, N, r)
+        half_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() * (scale**2 / 2)  # (B, H, N, 1)
+        return exponents.sub_(half_square)
 
     def _query_features(self, q: Tensor) -> Tensor:
+        """phi(q) up to a constant factor: exp(exponents - max over features). The 1/√r of the
+        estimator and the per-query shift scale a query's numerator and denominator alike, so they
+        are left out."""
         exponents = self._exponents(q)  # (B, H, Nq, r)
-        shift = exponents.amax(dim=-1, keepdim=True).detach()  # (B, H, Nq, 1) per query: cancels
-        return torch.exp(exponents - shift) / math.sqrt(self.features)  # (B, H, Nq, r)
+        with torch.no_grad():
+            shift = exponents.amax(dim=-1, keepdim=True)  # (B, H, Nq, 1) per query: cancels
+        return exponents.sub_(shift).exp_()  # (B, H, Nq, r)
 
     def _key_features(self, k: Tensor, key_padding_mask: Tensor | None, *, causal: bool) -> Tensor:
+        """phi(k) up to a factor shared by every key a query sees (the 1/√r and the shift cancel)."""
         exponents = self._exponents(k)  # (B, H, Nk, r)
         if key_padding_mask is not None:  # padded keys: exactly zero features, no gradient, no influence
-            exponents = exponents.masked_fill(key_padding_mask[:, None, :, None], float("-inf"))
+            exponents = exponents.masked_fill_(key_padding_mask[:, None, :, None], float("-inf"))
         if causal:  # the same constant for every position: nothing flows from the future
             shift = causal_shift(self.projection)  # ()
         else:  # one shift per (batch, head) over every real key and feature
-            shift = exponents.detach().amax(dim=(-2, -1), keepdim=True)  # (B, H, 1, 1)
-            shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # no real key: 0
-        return torch.exp(exponents - shift) / math.sqrt(self.features)  # (B, H, Nk, r)
+            with torch.no_grad():
+                shift = exponents.amax(dim=(-2, -1), keepdim=True)  # (B, H, 1, 1)
+                shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # no real key: 0
+        return exponents.sub_(shift).exp_()  # (B, H, Nk, r)
 
     @fp32_accumulation
     def forward(
@@ -137,8 +151,8 @@ class PerformerAttention(Attention):
         if causal:
             return causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD).to(q.dtype)  # (B, H, N, Dv)
         kv = phi_k.transpose(-2, -1) @ v32  # (B, H, r, Dv)
-        k_sum = phi_k.sum(dim=2)  # (B, H, r)
-        denominator = (phi_q * k_sum.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, Nq, 1)
+        k_sum = phi_k.sum(dim=2, keepdim=True).transpose(-2, -1)  # (B, H, r, 1)
+        denominator = phi_q @ k_sum  # (B, H, Nq, 1): a matmul, no (Nq, r) product
         return ((phi_q @ kv) / (denominator + GUARD)).to(q.dtype)  # (B, H, Nq, Dv)
 
     # ---- incremental decoding: running sums, like `linear` ------------------------------------------

@@ -162,3 +162,23 @@ def test_refuses_what_it_cannot_do():
         attn(q, k[:, :, :5], v[:, :, :5])
     with pytest.raises(ValueError, match="window"):
         build_attention("local", window=0)
+
+
+@pytest.mark.parametrize(("before", "after"), [(1, 0), (1, 1), (0, 0)])
+def test_neighbour_windows_gradient(before, after):
+    from attnlab.attention.local import NeighbourWindows
+
+    x = torch.randn(2, 3, 12, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: NeighbourWindows.apply(t, 4, before, after), (x,))
+    windows = NeighbourWindows.apply(x, 4, before, after).view(2, 3, 3, before + 1 + after, 4, 4)
+    torch.testing.assert_close(windows[:, :, 1, before], x[:, :, 4:8])  # a window's own block
+    if before:
+        assert (windows[:, :, 0, 0] == 0).all()  # nothing before the first block
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 64, 130])
+def test_lengths_around_the_block_size(n, causal):
+    q, k, v = qkv(2, 2, n, 8)
+    out = build_attention("local", window=16)(q, k, v, causal=causal)
+    torch.testing.assert_close(out, band_reference(q, k, v, window=16, causal=causal))
