@@ -4,8 +4,8 @@ softmax(q·k) is replaced by phi(q)·phi(k) with a positive feature map phi, so
 
     out_i = phi(q_i) · Σ_j phi(k_j) v_jᵀ  /  phi(q_i) · Σ_j phi(k_j)
 
-costs O(N·d²) instead of O(N²·d). Causal mode runs chunk by chunk (attention/causal_linear.py, a
-hand-written backward): inside a chunk of C positions a masked C x C product, across chunks the prefix
+costs O(N·d²) instead of O(N²·d); the computation is in attention/linear_kernels.py (hand-written
+backwards). Causal mode runs chunk by chunk: inside a chunk of C positions a masked C x C product, across chunks the prefix
 sums of phi(k) vᵀ. With C >= d the chunk states take (N/C)·d² <= N·d memory, so no (N, d, d) tensor
 is ever materialised. Sums are accumulated in fp32 whatever the input dtype; decoding keeps the
 running sums as its state (O(1) per generated token).
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation, zero_padded_keys
-from attnlab.attention.causal_linear import causal_linear_attention
+from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
+from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
 from attnlab.attention.registry import register_attention
 
 
@@ -68,20 +68,16 @@ class LinearAttention(Attention):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
-        dtype = q.dtype
         acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 accumulation (fp64 stays fp64)
-        v32 = v.to(acc)
-        if causal and key_padding_mask is None:  # the kernel applies (and differentiates) phi itself
-            out = causal_linear_attention(q.to(acc), k.to(acc), v32, self._chunk(q), self.eps, self.feature_map)
-            return out.to(dtype)  # (B, H, N, Dv)
-        phi_q = self.phi(q.to(acc))  # (B, H, Nq, D)
-        phi_k = zero_padded_keys(self.phi(k.to(acc)), key_padding_mask)  # (B, H, Nk, D)
+        q32, k32, v32 = q.to(acc), k.to(acc), v.to(acc)
+        # The kernels apply (and differentiate) phi themselves and zero padded keys' features.
         if causal:
-            return causal_linear_attention(phi_q, phi_k, v32, self._chunk(q), self.eps).to(dtype)
-        kv = phi_k.transpose(-2, -1) @ v32  # (B, H, D, Dv)
-        k_sum = phi_k.sum(dim=2, keepdim=True).transpose(-2, -1)  # (B, H, D, 1)
-        denominator = phi_q @ k_sum  # (B, H, Nq, 1): a matmul, cheaper than multiply + sum
-        return ((phi_q @ kv) / (denominator + self.eps)).to(dtype)  # (B, H, Nq, Dv)
+            out = causal_linear_attention(
+                q32, k32, v32, self._chunk(q), self.eps, self.feature_map, key_padding_mask
+            )  # (B, H, N, Dv)
+        else:
+            out = linear_attention(q32, k32, v32, self.eps, self.feature_map, key_padding_mask)  # (B, H, Nq, Dv)
+        return out.to(q.dtype)
 
     def _chunk(self, q: Tensor) -> int:
         return max(self.chunk_size, q.shape[-1])  # C >= d keeps the chunk states within O(N·d)

@@ -6,7 +6,7 @@ x = q / d^¼, y = k / d^¼ and r rows w of an orthogonal random projection W (r,
     phi(x) = exp(W x - |x|²/2) / √r,        E[phi(x)·phi(y)] = exp(x·y) = exp(q·k/√d),
 
 and the attention is then linear attention with phi: O(N·r·d) time, O(N·r) memory. Causal mode
-reuses the chunked prefix-sum kernel of `linear` (attention/causal_linear.py, chunks of `chunk_size`
+reuses the chunked prefix-sum kernel of `linear` (attention/linear_kernels.py, chunks of `chunk_size`
 positions: an O(N·C·r) in-chunk part, O(N/C · r·d) carried sums); decoding keeps the
 running sums Σ phi(k) vᵀ and Σ phi(k) as its state, O(r·d) per generated token.
 
@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
-from attnlab.attention.causal_linear import causal_linear_attention
+from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
 from attnlab.attention.registry import register_attention
 
 # Key features are bounded by e^HEADROOM in causal mode (see the module docstring).
@@ -150,10 +150,7 @@ class PerformerAttention(Attention):
         v32 = v.to(phi_k.dtype)  # (B, H, Nk, Dv)
         if causal:
             return causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD).to(q.dtype)  # (B, H, N, Dv)
-        kv = phi_k.transpose(-2, -1) @ v32  # (B, H, r, Dv)
-        k_sum = phi_k.sum(dim=2, keepdim=True).transpose(-2, -1)  # (B, H, r, 1)
-        denominator = phi_q @ k_sum  # (B, H, Nq, 1): a matmul, no (Nq, r) product
-        return ((phi_q @ kv) / (denominator + GUARD)).to(q.dtype)  # (B, H, Nq, Dv)
+        return linear_attention(phi_q, phi_k, v32, GUARD).to(q.dtype)  # (B, H, Nq, Dv)
 
     # ---- incremental decoding: running sums, like `linear` ------------------------------------------
     def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:

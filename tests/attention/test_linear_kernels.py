@@ -1,13 +1,19 @@
-"""The chunked causal linear kernel (attention/causal_linear.py) behind causal `linear` and `performer`:
-its in-place scan, its hand-written backward against autograd on a plain reference, exact causality,
-and that a retained graph can be differentiated twice (the backward never writes to saved tensors)."""
+"""The linear-attention kernels (attention/linear_kernels.py) behind `linear` and `performer`: the
+in-place scan, the hand-written backwards against autograd on a plain quadratic reference (causal and
+not, with and without padded keys and feature maps), exact causality, and that a retained graph can be
+differentiated twice (the backwards never write to saved tensors)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from attnlab.attention.causal_linear import FEATURES, causal_linear_attention, inclusive_scan_
+from attnlab.attention.linear_kernels import (
+    FEATURES,
+    causal_linear_attention,
+    inclusive_scan_,
+    linear_attention,
+)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 70])
@@ -18,11 +24,15 @@ def test_inclusive_scan_matches_cumsum(n, reverse):
     torch.testing.assert_close(inclusive_scan_(x.clone(), reverse=reverse), expected)
 
 
-def reference(q, k, v, eps, feature_map):
-    """Plain autograd, quadratic: the masked kernel matrix, normalised row by row."""
+def reference(q, k, v, eps, feature_map, *, causal=True, key_padding_mask=None):
+    """Plain autograd, quadratic: the (masked) kernel matrix, normalised row by row."""
     if feature_map is not None:
         q, k = FEATURES[feature_map](q), FEATURES[feature_map](k)
-    weights = (q @ k.transpose(-2, -1)).tril()  # (B, H, N, N)
+    weights = q @ k.transpose(-2, -1)  # (B, H, Nq, Nk)
+    if causal:
+        weights = weights.tril()
+    if key_padding_mask is not None:
+        weights = weights.masked_fill(key_padding_mask[:, None, None, :], 0.0)
     return (weights @ v) / (weights.sum(-1, keepdim=True) + eps)
 
 
@@ -49,6 +59,42 @@ def test_forward_and_gradients_match_autograd(feature_map, n, chunk):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("feature_map", [None, "elu", "relu"])
+def test_padded_keys_match_autograd(causal, feature_map):
+    q, k, v = inputs(21, features=feature_map is None, seed=3)
+    mask = torch.zeros(2, 21, dtype=torch.bool)
+    mask[0, 15:] = True  # right padding
+    mask[1, :4] = True  # left padding
+    if causal:
+        out = causal_linear_attention(q, k, v, 8, 1e-6, feature_map, mask)
+    else:
+        out = linear_attention(q, k, v, 1e-6, feature_map, mask)
+    expected = reference(q, k, v, 1e-6, feature_map, causal=causal, key_padding_mask=mask)
+    torch.testing.assert_close(out, expected)  # queries that see no real key: 0 / eps = 0 in both
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    theirs = torch.autograd.grad(expected, (q, k, v), grad)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+    assert (ours[1][0, :, 15:] == 0).all() and (ours[2][0, :, 15:] == 0).all()  # padded keys: no gradient
+
+
+@pytest.mark.parametrize("feature_map", [None, "elu", "relu"])
+@pytest.mark.parametrize(("nq", "nk"), [(17, 17), (9, 23)])
+def test_non_causal_matches_autograd(feature_map, nq, nk):
+    q, _, _ = inputs(nq, features=feature_map is None, seed=1)
+    _, k, v = inputs(nk, features=feature_map is None, seed=2)
+    out = linear_attention(q, k, v, 1e-6, feature_map)
+    expected = reference(q, k, v, 1e-6, feature_map, causal=False)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    theirs = torch.autograd.grad(expected, (q, k, v), grad)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_gradcheck():
     q, k, v = inputs(11)
     assert torch.autograd.gradcheck(lambda q, k, v: causal_linear_attention(q, k, v, 4, 1e-6, "elu"), (q, k, v))
@@ -64,9 +110,10 @@ def test_only_requested_gradients_are_computed():
     torch.testing.assert_close(dk, ek)
 
 
-def test_a_retained_graph_gives_the_same_gradients_twice():
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_retained_graph_gives_the_same_gradients_twice(causal):
     q, k, v = inputs(20)
-    out = causal_linear_attention(q, k, v, 8, 1e-6, "elu")
+    out = causal_linear_attention(q, k, v, 8, 1e-6, "elu") if causal else linear_attention(q, k, v, 1e-6, "elu")
     first = torch.autograd.grad(out.square().sum(), (q, k, v), retain_graph=True)
     second = torch.autograd.grad(out.square().sum(), (q, k, v))
     for a, b in zip(first, second, strict=True):

@@ -1,23 +1,25 @@
-"""Chunked causal linear attention with a hand-written backward: the kernel behind causal `linear`
-and causal `performer`.
+"""The kernels behind `linear` and `performer`: linear attention with hand-written backwards.
 
-    out_i = phi(q_i) · Σ_{j<=i} phi(k_j) v_jᵀ  /  (phi(q_i) · Σ_{j<=i} phi(k_j) + eps)
-
-The sequence is cut into chunks of C positions. Inside a chunk: a masked C x C product; across
-chunks: the carried sums S_c = Σ_{chunks before c} phi(k)ᵀ v (D x Dv) and z_c = Σ phi(k) (D),
-which are formed in place by a prefix scan. Per (batch, head): (N/C)·D·Dv floats of state, i.e.
-O(N·d) for C >= d; never an (N, D, Dv) tensor.
+    out_i = phi(q_i) · Σ_j phi(k_j) v_jᵀ  /  (phi(q_i) · Σ_j phi(k_j) + eps)      (causal: j <= i)
 
 Why not plain autograd: on a CPU this computation is bound by memory traffic as much as by its
-matmuls. Autograd's version allocates and fills a fresh tensor for every intermediate and every
-gradient accumulation (the cat of a ones column, pads, tril copies, cumsum and its flipped backward,
-the sums of the three gradient contributions per input). Here the backward is written out: every
-product accumulates into its output (`baddbmm_`), the carried sums are scanned in place, and the
-feature map's derivative is applied in place. fwd+bwd at N=16K, B=1, H=4, d=64 on 2 CPU cores:
-~97 ms against ~145 ms for the autograd version (benchmarks/speed_targets.py measures it).
+matmuls, and a fresh tensor costs page faults on first touch. Autograd's version allocates and fills
+one for every intermediate and every gradient accumulation (feature-map derivatives, divisions,
+the cat of a ones column, pads, tril copies, cumsum and its flipped backward, the sum of each
+input's gradient contributions). Here each backward is written out: products accumulate into their
+output (`baddbmm_`), carried sums are scanned in place, the feature map's derivative is applied in
+place, and padded keys are zeroed in place. fwd+bwd at N=16K, B=1, H=4, d=64 on 2 CPU cores:
+causal ~96 ms against ~145 ms for the autograd version (README, "Cost of attention").
 
-Causality is exact, not up to round-off: the carried sum of chunk c is summed from the earlier
-chunks only (no `total - own chunk` subtraction), in the forward and, mirrored, in the backward.
+Causal mode runs chunk by chunk: inside a chunk of C positions a masked C x C product; across chunks
+the carried sums S_c = Σ_{chunks before c} phi(k)ᵀ v (D x Dv) and z_c = Σ phi(k) (D), formed in place
+by a prefix scan. Per (batch, head): (N/C)·D·Dv floats of state, i.e. O(N·d) for C >= d; never an
+(N, D, Dv) tensor. Causality is exact, not up to round-off: the carried sum of chunk c is summed from
+the earlier chunks only (no `total - own chunk` subtraction), in the forward and, mirrored, in the
+backward.
+
+With `feature_map` ("elu": elu+1, "relu") the kernels take raw q and k and apply (and differentiate)
+the map themselves; with None, q and k are already features (performer's random features).
 """
 
 from __future__ import annotations
@@ -87,23 +89,105 @@ def _feature_grad_(grad: Tensor, phi: Tensor, feature_map: str | None, spare: li
 FEATURES = {"elu": elu_plus_one, "relu": relu}
 
 
-class ChunkedCausalLinearAttention(torch.autograd.Function):
-    """q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv), N a multiple of `chunk`.
+def _features(
+    q: Tensor, k: Tensor, feature_map: str | None, key_padding_mask: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """(phi(q), phi(k)) with padded keys' features zeroed (in place when the tensor is ours)."""
+    if feature_map is not None:
+        q, k = FEATURES[feature_map](q), FEATURES[feature_map](k)
+    if key_padding_mask is not None:
+        padded = key_padding_mask[:, None, :, None]  # (B, 1, Nk, 1)
+        k = k.masked_fill_(padded, 0.0) if feature_map is not None else k.masked_fill(padded, 0.0)
+    return q, k
 
-    With `feature_map` ("elu", "relu") q and k are raw and the map is applied (and differentiated)
-    inside; with None they are already features.
-    """
+
+def _finish_feature_grads(
+    ctx: FunctionCtx, dq: Tensor | None, dk: Tensor | None, qf: Tensor, kf: Tensor, spare: list[Tensor]
+) -> None:
+    """In place: padded keys get no gradient (their features were zeroed); then the feature map's
+    derivative. dq, dk, qf, kf are in (B, H, N, D) memory order, whatever their view."""
+    mask = ctx.key_padding_mask  # (B, Nk) or None
+    if dk is not None and mask is not None:
+        dk.view(mask.shape[0], -1, mask.shape[1], dk.shape[-1]).masked_fill_(mask[:, None, :, None], 0.0)
+    if dq is not None:
+        _feature_grad_(dq, qf, ctx.feature_map, spare)
+    if dk is not None:
+        _feature_grad_(dk, kf, ctx.feature_map, spare)
+
+
+class NonCausalLinearAttention(torch.autograd.Function):
+    """Non-causal: q (B, H, Nq, D), k (B, H, Nk, D), v (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, chunk: int, eps: float, feature_map: str | None
+        ctx: FunctionCtx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        eps: float,
+        feature_map: str | None,
+        key_padding_mask: Tensor | None,
+    ) -> Tensor:
+        B, H, Nq, D = q.shape
+        Nk, Dv = k.shape[2], v.shape[-1]
+        q, k = _features(q, k, feature_map, key_padding_mask)
+        qf, kf, vf = q.reshape(B * H, Nq, D), k.reshape(B * H, Nk, D), v.reshape(B * H, Nk, Dv)
+        kv = torch.bmm(kf.transpose(1, 2), vf)  # (BH, D, Dv)
+        k_sum = kf.sum(dim=1).unsqueeze(-1)  # (BH, D, 1)
+        den = torch.bmm(qf, k_sum).add_(eps)  # (BH, Nq, 1)
+        out = torch.bmm(qf, kv).div_(den)  # (BH, Nq, Dv)
+        ctx.save_for_backward(qf, kf, vf, kv, k_sum, den, out)
+        ctx.feature_map, ctx.key_padding_mask, ctx.sizes = feature_map, key_padding_mask, (B, H, Nq, Nk, D, Dv)
+        return out.view(B, H, Nq, Dv)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        qf, kf, vf, kv, k_sum, den, out = ctx.saved_tensors
+        B, H, Nq, Nk, D, Dv = ctx.sizes
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        grad_num = grad.reshape(B * H, Nq, Dv) / den  # (BH, Nq, Dv)
+        grad_den = torch.linalg.vecdot(grad_num, out).neg_().unsqueeze(-1)  # (BH, Nq, 1)
+        dq = dk = dv = None
+        if need_q:
+            dq = torch.bmm(grad_num, kv.transpose(1, 2)).baddbmm_(grad_den, k_sum.transpose(1, 2))  # (BH, Nq, D)
+        if need_k or need_v:
+            d_kv = torch.bmm(qf.transpose(1, 2), grad_num)  # (BH, D, Dv)
+        if need_k:
+            d_k_sum = torch.bmm(qf.transpose(1, 2), grad_den)  # (BH, D, 1)
+            dk = torch.bmm(vf, d_kv.transpose(1, 2)).add_(d_k_sum.transpose(1, 2))  # (BH, Nk, D)
+        if need_v:
+            dv = torch.bmm(kf, d_kv)  # (BH, Nk, Dv); zero rows for padded keys (their features are 0)
+        _finish_feature_grads(ctx, dq, dk, qf, kf, spare=[grad_num])
+        return (
+            None if dq is None else dq.view(B, H, Nq, D),
+            None if dk is None else dk.view(B, H, Nk, D),
+            None if dv is None else dv.view(B, H, Nk, Dv),
+            None,
+            None,
+            None,
+        )
+
+
+class ChunkedCausalLinearAttention(torch.autograd.Function):
+    """Causal: q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv), N a multiple of `chunk`."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        chunk: int,
+        eps: float,
+        feature_map: str | None,
+        key_padding_mask: Tensor | None,
     ) -> Tensor:
         B, H, N, D = q.shape
         Dv = v.shape[-1]
         heads, nc = B * H, N // chunk
         G = heads * nc  # chunks over every (batch, head)
-        if feature_map is not None:
-            q, k = FEATURES[feature_map](q), FEATURES[feature_map](k)
+        q, k = _features(q, k, feature_map, key_padding_mask)
         qc, kc, vc = q.reshape(G, chunk, D), k.reshape(G, chunk, D), v.reshape(G, chunk, Dv)
         # Carried sums. Slot g takes chunk g-1's phi(k)ᵀv (a one-chunk shift over the flat (B·H·nc)
         # axis); each head's first slot, which received the previous head's last chunk, is zeroed;
@@ -123,7 +207,7 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         out = torch.bmm(qc, state).baddbmm_(scores, vc)  # (G, C, Dv) numerator
         out /= den
         ctx.save_for_backward(qc, kc, vc, state, state_k, scores, den, out)
-        ctx.sizes, ctx.feature_map = (B, H, N, D, Dv, nc), feature_map
+        ctx.sizes, ctx.feature_map, ctx.key_padding_mask = (B, H, N, D, Dv, nc), feature_map, key_padding_mask
         return out.view(B, H, N, Dv)
 
     @staticmethod
@@ -160,10 +244,7 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
             dk = torch.bmm(vc, dstate.transpose(1, 2)).baddbmm_(dscores.transpose(1, 2), qc)  # (G, C, D)
             dk += dstate_k
         spare = [grad_num, dstate] + ([dscores] if need_q or need_k else [])
-        if dq is not None:
-            _feature_grad_(dq, qc, ctx.feature_map, spare)
-        if dk is not None:
-            _feature_grad_(dk, kc, ctx.feature_map, spare)
+        _finish_feature_grads(ctx, dq, dk, qc, kc, spare)
         return (
             None if dq is None else dq.view(B, H, N, D),
             None if dk is None else dk.view(B, H, N, D),
@@ -171,19 +252,41 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
 def causal_linear_attention(
-    q: Tensor, k: Tensor, v: Tensor, chunk: int, eps: float, feature_map: str | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    chunk: int,
+    eps: float,
+    feature_map: str | None = None,
+    key_padding_mask: Tensor | None = None,
 ) -> Tensor:
-    """Causal linear attention, q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv); see the module
-    docstring. Sequences are padded at the end to a multiple of the chunk: padded positions come
-    after every real one, so in causal mode they reach no real output."""
+    """Causal linear attention, q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv); padded keys
+    (key_padding_mask (B, N), True = padding) count for nothing. Sequences are padded at the end to a
+    multiple of the chunk: padded positions come after every real one, so they reach no real output."""
     N = q.shape[2]
     chunk = min(chunk, N)
     pad = (-N) % chunk
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, N + pad, ·)
-    out = ChunkedCausalLinearAttention.apply(q, k, v, chunk, eps, feature_map)  # (B, H, N + pad, Dv)
-    return out[:, :, :N] if pad else out
+        if key_padding_mask is not None:
+            key_padding_mask = F.pad(key_padding_mask, (0, pad), value=False)  # (B, N + pad)
+    out = ChunkedCausalLinearAttention.apply(q, k, v, chunk, eps, feature_map, key_padding_mask)
+    return out[:, :, :N] if pad else out  # (B, H, N, Dv)
+
+
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    eps: float,
+    feature_map: str | None = None,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """Non-causal linear attention, q (B, H, Nq, D), k (B, H, Nk, D), v (B, H, Nk, Dv) -> (B, H, Nq, Dv);
+    padded keys (key_padding_mask (B, Nk), True = padding) count for nothing."""
+    return NonCausalLinearAttention.apply(q, k, v, eps, feature_map, key_padding_mask)
