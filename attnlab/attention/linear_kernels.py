@@ -115,6 +115,11 @@ def _finish_feature_grads(
         _feature_grad_(dk, kf, ctx.feature_map, spare)
 
 
+def _input_grads(grads: tuple[Tensor | None, ...], shapes: tuple[tuple[int, ...], ...]) -> tuple[Tensor | None, ...]:
+    """The backward's (dq, dk, dv), each viewed as its input's shape (None where not requested)."""
+    return tuple(None if g is None else g.view(shape) for g, shape in zip(grads, shapes, strict=True))
+
+
 class NonCausalLinearAttention(torch.autograd.Function):
     """Non-causal: q (B, H, Nq, D), k (B, H, Nk, D), v (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
 
@@ -159,14 +164,7 @@ class NonCausalLinearAttention(torch.autograd.Function):
         if need_v:
             dv = torch.bmm(kf, d_kv)  # (BH, Nk, Dv); zero rows for padded keys (their features are 0)
         _finish_feature_grads(ctx, dq, dk, qf, kf, spare=[grad_num])
-        return (
-            None if dq is None else dq.view(B, H, Nq, D),
-            None if dk is None else dk.view(B, H, Nk, D),
-            None if dv is None else dv.view(B, H, Nk, Dv),
-            None,
-            None,
-            None,
-        )
+        return (*_input_grads((dq, dk, dv), ((B, H, Nq, D), (B, H, Nk, D), (B, H, Nk, Dv))), None, None, None)
 
 
 class ChunkedCausalLinearAttention(torch.autograd.Function):
@@ -245,15 +243,8 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
             dk += dstate_k
         spare = [grad_num, dstate] + ([dscores] if need_q or need_k else [])
         _finish_feature_grads(ctx, dq, dk, qc, kc, spare)
-        return (
-            None if dq is None else dq.view(B, H, N, D),
-            None if dk is None else dk.view(B, H, N, D),
-            None if dv is None else dv.view(B, H, N, Dv),
-            None,
-            None,
-            None,
-            None,
-        )
+        shape = (B, H, N, D)
+        return (*_input_grads((dq, dk, dv), (shape, shape, (B, H, N, Dv))), None, None, None, None)
 
 
 def causal_linear_attention(

@@ -45,18 +45,23 @@ def inputs(n, *, features=False, seed=0):
     return [t.requires_grad_() for t in (q, k, v)]
 
 
+def assert_matches(out, expected, leaves):
+    """Same outputs and same gradients w.r.t. `leaves` for a random output gradient; returns ours."""
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, leaves, grad)
+    for a, b in zip(ours, torch.autograd.grad(expected, leaves, grad), strict=True):
+        torch.testing.assert_close(a, b)
+    return ours
+
+
 @pytest.mark.parametrize("feature_map", [None, "elu", "relu"])
 @pytest.mark.parametrize(("n", "chunk"), [(24, 8), (29, 8), (5, 8), (16, 1)])
 def test_forward_and_gradients_match_autograd(feature_map, n, chunk):
     q, k, v = inputs(n, features=feature_map is None)
     out = causal_linear_attention(q, k, v, chunk, 1e-6, feature_map)
     expected = reference(q, k, v, 1e-6, feature_map)
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (q, k, v), grad)
-    theirs = torch.autograd.grad(expected, (q, k, v), grad)
-    for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a, b)
+    assert_matches(out, expected, (q, k, v))
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -71,12 +76,7 @@ def test_padded_keys_match_autograd(causal, feature_map):
     else:
         out = linear_attention(q, k, v, 1e-6, feature_map, mask)
     expected = reference(q, k, v, 1e-6, feature_map, causal=causal, key_padding_mask=mask)
-    torch.testing.assert_close(out, expected)  # queries that see no real key: 0 / eps = 0 in both
-    grad = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (q, k, v), grad)
-    theirs = torch.autograd.grad(expected, (q, k, v), grad)
-    for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a, b)
+    ours = assert_matches(out, expected, (q, k, v))  # queries that see no real key: 0 / eps = 0 in both
     assert (ours[1][0, :, 15:] == 0).all() and (ours[2][0, :, 15:] == 0).all()  # padded keys: no gradient
 
 
@@ -87,12 +87,7 @@ def test_non_causal_matches_autograd(feature_map, nq, nk):
     _, k, v = inputs(nk, features=feature_map is None, seed=2)
     out = linear_attention(q, k, v, 1e-6, feature_map)
     expected = reference(q, k, v, 1e-6, feature_map, causal=False)
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (q, k, v), grad)
-    theirs = torch.autograd.grad(expected, (q, k, v), grad)
-    for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a, b)
+    assert_matches(out, expected, (q, k, v))
 
 
 def test_gradcheck():
