@@ -58,6 +58,16 @@ if registry._discovered:  # something imported and queried the registry before u
     registry.rediscover()
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module of tiny-tensor tests: a second thread only adds contention on
+    a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def broken_plugin() -> Iterator[Path]:
     """Install the broken plugin (its own dist-info) for one test, then remove it again."""

@@ -9,14 +9,7 @@ from attnlab import available_attentions, get_attention_class
 from attnlab.nn import AttentionSpec, DecoderRoles, EncoderDecoder, ModelConfig
 from attnlab.tasks.generation import beam_search, generate, greedy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 CAUSAL = [n for n in available_attentions() if get_attention_class(n).capabilities.causal]

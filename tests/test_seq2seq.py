@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import sacrebleu
-import torch
 from hydra import compose, initialize_config_module
 from rouge_score import rouge_scorer
 
@@ -30,13 +29,7 @@ SMALL = ["model.d_model=32", "model.heads=2", "model.encoder_layers=1", "model.d
          "task.data.tokenizer=bytes"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def make_cfg(tmp_path: Path, overrides: list[str]):
