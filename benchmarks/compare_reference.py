@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from attnlab.attention import build_attention, registry_entry
+from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting
 from attnlab.bench.measure import measure_point
 from attnlab.bench.workload import Workload
@@ -151,13 +152,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=11, help="timed pairs per point")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", nargs="+", default=None, help="variant names to compare")
+    parser.add_argument("--system-allocator", action="store_true", help="glibc's default allocation (bench/allocator.py)")
     args = parser.parse_args()
+    with keep_freed_memory(not args.system_allocator) as allocation:
+        compare(args, allocation)
+
+
+def compare(args: argparse.Namespace, allocation: str) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     header = f"{'variant':<10} {'causal':<6} {'N':>6} | {'ours ms':>9} {'ref ms':>9} {'time ratio':>10} | {'ours MB':>9} {'ref MB':>9} {'mem ratio':>9}"
     print(
         f"{args.mode}, B={B}, H={H}, head dim={D}, fp32, {torch.get_num_threads()} threads; ratio = ours / reference"
+        f"\nhost memory: {allocation}"
     )
     print(header)
     print("-" * len(header))

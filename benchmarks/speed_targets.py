@@ -6,6 +6,7 @@ How to run (not part of the test suite; several minutes on a 2-core CPU, --quick
     python benchmarks/speed_targets.py --quick         # N = 1K..4K (16K targets checked at 4K)
     python benchmarks/speed_targets.py --from outputs/bench/<run>/bench.json   # reuse a bench run
     python benchmarks/speed_targets.py --threads 1     # steadier timings on a machine others share
+    python benchmarks/speed_targets.py --system-allocator   # glibc's defaults: freed memory re-faulted
 
 Setting: CPU, B=1, H=4, head dim 64, fp32, forward+backward, causal and not. Targets:
 
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from attnlab.attention import get_attention_class
 from attnlab.attention.registry import BUILTIN_MODULES, available_attentions
 from attnlab.bench import run
+from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.analysis import MEASURED
 
 BUILTINS = [m.rsplit(".", 1)[-1] for m in BUILTIN_MODULES]
@@ -50,11 +52,11 @@ def check(ok: bool | None, text: str) -> None:
     print(f"{'PASS' if ok else 'SKIP' if ok is None else 'FAIL'}  {text}")
 
 
-def sweep(lengths: list[int], out: Path, repeats: int, threads: int | None) -> dict:
+def sweep(lengths: list[int], out: Path, repeats: int, threads: int | None, keep_freed: bool) -> dict:
     variants = [v for v in BUILTINS if v in available_attentions()]
     cfg = {
         "variants": variants, "lengths": lengths, "batch": 1, "heads": 4, "head_dim": 64, "dtype": "float32",
-        "device": "cpu", "threads": threads, "causal": [False, True], "mode": "forward+backward", "target": "attention",
+        "device": "cpu", "threads": threads, "keep_freed_memory": keep_freed, "causal": [False, True], "mode": "forward+backward", "target": "attention",
         "repeats": repeats, "warmup": 1, "time_budget_s": 300.0, "params": {}, "baselines": ["full", "multihead"],
         "crossover_baseline": "multihead", "fit_min_length": 1024, "seed": 0, "logger": {},
     }  # fmt: skip
@@ -163,6 +165,10 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine)"
     )
+    parser.add_argument(
+        "--system-allocator", action="store_true",
+        help="measure under glibc's default allocation (bench keep_freed_memory=false; see attnlab/bench/allocator.py)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,10 +176,13 @@ def main() -> None:
         data = json.loads(args.source.read_text())
     else:
         out = args.out or Path("outputs/speed_targets") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        data = sweep(QUICK_LENGTHS if args.quick else FULL_LENGTHS, out, args.repeats, args.threads)
+        data = sweep(
+            QUICK_LENGTHS if args.quick else FULL_LENGTHS, out, args.repeats, args.threads, not args.system_allocator
+        )
     print()
     check_sweep(data)
-    check_layer_overhead(2048 if args.quick else 4096, pairs=10 if args.quick else 20)
+    with keep_freed_memory(not args.system_allocator):
+        check_layer_overhead(2048 if args.quick else 4096, pairs=10 if args.quick else 20)
     failed = sum(ok is False for ok, _ in results)
     print(
         f"\n{sum(ok is True for ok, _ in results)} passed, {failed} failed, {sum(ok is None for ok, _ in results)} skipped"

@@ -59,6 +59,8 @@ def test_tiny_sweep_writes_csv_json_png(tmp_path):
     assert all(int(r["flops"]) > 0 for r in rows)  # the CPU SDPA kernel is counted too
     data = json.loads((tmp_path / "bench.json").read_text())
     assert len(data["rows"]) == len(rows) and data["summary"]
+    assert data["environment"]["threads"] == 1  # the sweep's own conditions, not those restored after it
+    assert data["environment"]["cpu_allocation"]
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
     rows = by_key(result["rows"])
@@ -126,6 +128,8 @@ def test_config_errors_name_the_problem():
         parse(bench_config("variants=[linear]", "params={linear: {nope: 1}}"))
     with pytest.raises(ConfigError, match="mode="):
         parse(bench_config("mode=backward"))
+    with pytest.raises(ConfigError, match="keep_freed_memory='yes' must be true or false"):
+        parse(bench_config("keep_freed_memory=yes"))
     everything = parse(bench_config("variants=all"))
     assert set(everything.variants) == set(available_attentions())  # plugins included
     full = parse(bench_config("variants=[full]", "params={full: {dropout: 0.1}}"))

@@ -199,7 +199,7 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         state_k.view(heads, nc, D)[:, 0].zero_()
         inclusive_scan_(state_k.view(heads, nc, D))
         scores = torch.bmm(qc, kc.transpose(1, 2)).tril_()  # (G, C, C) in-chunk, causal
-        den = torch.bmm(qc, state_k)  # (G, C, 1)
+        den = torch.linalg.vecdot(qc, state_k.view(G, 1, D)).unsqueeze_(-1)  # (G, C, 1); bmm: 2x slower
         den += scores.sum(dim=-1, keepdim=True)
         den += eps
         out = torch.bmm(qc, state).baddbmm_(scores, vc)  # (G, C, Dv) numerator
@@ -233,7 +233,7 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
             dscores.tril_()
         if need_q:
             dq = torch.bmm(grad_num, state.transpose(1, 2)).baddbmm_(dscores, kc)  # (G, C, D)
-            dq.baddbmm_(grad_den, state_k.transpose(1, 2))  # carried denominator
+            dq.addcmul_(grad_den, state_k.view(G, 1, D))  # carried denominator (an outer product)
         if need_k:
             dstate_k = qc.new_empty(G, 1, D)  # (G, 1, D) Σ over later chunks of grad_den·phi(q)
             torch.bmm(grad_den[1:].transpose(1, 2), qc[1:], out=dstate_k[:-1])

@@ -50,7 +50,9 @@ def segment_means(x: Tensor, segments: int, real: Tensor | None) -> tuple[Tensor
     (None when every position counts: with N >= m no segment is then empty)."""
     B, H, N, D = x.shape
     if real is None and N % segments == 0:  # equal contiguous segments: a plain reduction
-        return x.view(B, H, segments, N // segments, D).mean(dim=-2), None
+        # sum, then scale the (m, D) result: mean's backward would materialise an (N, D) gradient,
+        # sum's is a broadcast view that the input's gradient accumulation reads directly
+        return x.view(B, H, segments, N // segments, D).sum(dim=-2).mul_(segments / N), None
     segment = torch.arange(N, device=x.device) * segments // N  # (N,) segment of each position
     member = F.one_hot(segment, segments).to(x.dtype)  # (N, m)
     if real is None:

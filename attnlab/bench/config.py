@@ -42,6 +42,7 @@ class BenchConfig:
     dtype_name: str
     device: torch.device
     threads: int | None
+    keep_freed_memory: bool  # CPU: glibc keeps freed memory for reuse during the sweep (bench/allocator.py)
     target: str
     repeats: int
     warmup: int
@@ -74,6 +75,12 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
 def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
     return value
 
 
@@ -177,6 +184,7 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         dtype_name=dtype_name,
         device=_device(str(cfg["device"])),
         threads=None if cfg.get("threads") is None else _positive_int("threads", cfg["threads"]),
+        keep_freed_memory=_flag("keep_freed_memory", cfg.get("keep_freed_memory", True)),
         target=_choice("target", cfg["target"], TARGETS),
         repeats=repeats,
         warmup=_positive_int("warmup", cfg["warmup"], minimum=0),

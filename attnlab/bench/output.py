@@ -53,7 +53,8 @@ def busy_warning() -> str:
     return f"warning: load average {load:.1f} on {cores} cores before the sweep; CPU timings will be noisy"
 
 
-def environment() -> dict[str, Any]:
+def environment(allocation: str) -> dict[str, Any]:
+    """The conditions of a sweep, taken while it runs; `allocation` from bench/allocator.py."""
     return {
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
@@ -62,15 +63,20 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_allocation": allocation,
     }
 
 
 def write_json(
-    path: Path, rows: list[dict[str, Any]], summaries: list[VariantSummary], config: dict[str, Any]
+    path: Path,
+    rows: list[dict[str, Any]],
+    summaries: list[VariantSummary],
+    config: dict[str, Any],
+    environment: dict[str, Any],
 ) -> None:
     payload = {
         "config": config,
-        "environment": environment(),
+        "environment": environment,
         "rows": rows,
         "summary": [s.as_dict() for s in summaries],
     }

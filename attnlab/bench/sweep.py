@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from attnlab.bench import measure, output, plot, wandb_log
+from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.analysis import add_ratios, summarise
 from attnlab.bench.config import BenchConfig, Setting, parse
 from attnlab.bench.workload import BudgetExceeded, build_workload, unsupported_reason
@@ -152,7 +153,10 @@ def run(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        rows = sweep(settings, console)
+        with keep_freed_memory(settings.keep_freed_memory) as allocation:
+            environment = output.environment(allocation)  # as measured: the sweep's threads, allocator
+            console.print(f"host memory: {allocation}")
+            rows = sweep(settings, console)
     finally:
         torch.set_num_threads(previous_threads)
     add_ratios(rows, settings.baselines)
@@ -162,7 +166,7 @@ def run(
     cols = output.columns(settings.baselines)
     paths = {"csv": out / "bench.csv", "json": out / "bench.json", "png": out / "bench.png"}
     output.write_csv(paths["csv"], rows, cols)
-    output.write_json(paths["json"], rows, summaries, _plain(cfg))
+    output.write_json(paths["json"], rows, summaries, _plain(cfg), environment)
     plot.plot(
         rows,
         paths["png"],
