@@ -52,7 +52,8 @@ def main(cfg: DictConfig) -> float | None:
     from attnlab.reliability import write_failure
     from attnlab.train import run
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # one handler (Hydra's console + run.log), no duplicates
+    # one handler (Hydra's console + run.log), no duplicates
+    for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
     multirun = _is_multirun()
     try:
@@ -112,7 +113,9 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
 
 def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
     """`ckpt_path=last`: continue the newest run of the same task/attention in its own directory."""
-    if cfg.get("ckpt_path") != "last" or any(a.startswith(("hydra.run.dir=", "paths.run_dir=")) for a in argv):
+    if cfg.get("ckpt_path") != "last" or any(
+        a.startswith(("hydra.run.dir=", "paths.run_dir=")) for a in argv
+    ):
         return []
     from attnlab.reliability import find_resumable_run
 

@@ -46,13 +46,17 @@ class CostMeter(L.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.attention_flops_per_token is None:
             self.attention_flops_per_token = self.measure_attention_flops(pl_module, batch)
         self._sync(pl_module)
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._start
         self.steps += 1
@@ -63,7 +67,9 @@ class CostMeter(L.Callback):
         self.timed_tokens += int(pl_module.count_tokens(batch))
         pl_module.log_dict(
             {"cost/step_time_s": elapsed, "cost/train_tokens_per_s": self.timed_tokens / self.timed_seconds},
-            on_step=True, on_epoch=False, batch_size=1,
+            on_step=True,
+            on_epoch=False,
+            batch_size=1,
         )
 
     @staticmethod

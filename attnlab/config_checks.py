@@ -41,7 +41,9 @@ def check_config(cfg: DictConfig) -> None:
 def check_device(trainer: DictConfig) -> None:
     accelerator, precision = str(trainer.accelerator), str(trainer.precision)
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer=gpu but no CUDA GPU is visible; use trainer=cpu (or trainer.accelerator=auto)")
+        raise ConfigError(
+            "trainer=gpu but no CUDA GPU is visible; use trainer=cpu (or trainer.accelerator=auto)"
+        )
     on_gpu = accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     if precision.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
         raise ConfigError(
@@ -77,7 +79,11 @@ def group_options(group: str) -> list[str]:
 def config_groups() -> list[str]:
     import attnlab.conf as conf_package
 
-    return sorted(p.name for p in Path(conf_package.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    return sorted(
+        p.name
+        for p in Path(conf_package.__file__).parent.iterdir()
+        if p.is_dir() and not p.name.startswith("_")
+    )
 
 
 def _values(override: Any) -> list[Any]:
@@ -175,7 +181,9 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
     if match:
         full = re.search(r"full_key: ([\w.]+)", text)
         where = full.group(1) if full else "a config value"
-        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(match.group(2), match.group(2).lower())
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
+            match.group(2), match.group(2).lower()
+        )
         return f"{where}={match.group(1)} is not valid: expected {kind}; set {where}=<{kind}>"
     match = re.search(r"Could not find '([^']+)'", text)
     if match:
@@ -192,7 +200,10 @@ def _known_keys(parent: str, argv: list[str]) -> list[str]:
 
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[a for a in argv if a.split("=")[0] in ("task", "model", "trainer", "attention")])
+            cfg = compose(
+                config_name="config",
+                overrides=[a for a in argv if a.split("=")[0] in ("task", "model", "trainer", "attention")],
+            )
         node = OmegaConf.select(cfg, parent) if parent else cfg
         return list(node.keys()) if node is not None and hasattr(node, "keys") else []
     except Exception:

@@ -49,11 +49,19 @@ class FiniteGuard(L.Callback):
     gradient at that step (tests of this guard only).
     """
 
-    def __init__(self, attention: str = "?", check_gradients: bool = True, inject_nan_at_step: int | None = None):
-        self.attention, self.check_gradients, self.inject_nan_at_step = attention, check_gradients, inject_nan_at_step
+    def __init__(
+        self, attention: str = "?", check_gradients: bool = True, inject_nan_at_step: int | None = None
+    ):
+        self.attention, self.check_gradients, self.inject_nan_at_step = (
+            attention,
+            check_gradients,
+            inject_nan_at_step,
+        )
 
     def _fail(self, trainer: L.Trainer, what: str) -> None:
-        last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), "")
+        last = next(
+            (c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), ""
+        )
         kept = f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
         raise NumericalError(
             f"{what} at step {trainer.global_step + 1} with attention '{self.attention}' "
@@ -61,19 +69,29 @@ class FiniteGuard(L.Callback):
             f"or use trainer.precision=32-true"
         )
 
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
         if not torch.isfinite(loss.detach()).all():
             self._fail(trainer, f"non-finite training loss ({float(loss.detach().float().mean())})")
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if self.inject_nan_at_step is not None and trainer.global_step + 1 == self.inject_nan_at_step and grads:
+        if (
+            self.inject_nan_at_step is not None
+            and trainer.global_step + 1 == self.inject_nan_at_step
+            and grads
+        ):
             grads[0].fill_(float("nan"))
         if not self.check_gradients or not grads or str(trainer.precision).startswith("16"):
             return
         norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])  # (P,)
         if not torch.isfinite(norms).all():
-            bad = next(n for (n, p) in pl_module.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all())
+            bad = next(
+                n
+                for (n, p) in pl_module.named_parameters()
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            )
             self._fail(trainer, f"non-finite gradient (first in {bad})")
 
 
@@ -129,9 +147,15 @@ class ResumableLoader:
         # Its own generator: creating the iterator must not draw from the global RNG (dropout's).
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
         yield from DataLoader(
-            dl.dataset, batch_size=self.batch_size, sampler=indices, collate_fn=dl.collate_fn,
-            num_workers=dl.num_workers, drop_last=dl.drop_last, pin_memory=dl.pin_memory,
-            worker_init_fn=dl.worker_init_fn, generator=generator,
+            dl.dataset,
+            batch_size=self.batch_size,
+            sampler=indices,
+            collate_fn=dl.collate_fn,
+            num_workers=dl.num_workers,
+            drop_last=dl.drop_last,
+            pin_memory=dl.pin_memory,
+            worker_init_fn=dl.worker_init_fn,
+            generator=generator,
         )
 
     def state_dict(self) -> dict[str, int]:
@@ -164,15 +188,27 @@ class ExactResume(L.Callback):
             if not isinstance(loader, DataLoader):
                 return loader
             return ResumableLoader(
-                loader, seed=self.seed, progress=progress, rank=trainer.global_rank, world_size=trainer.world_size
+                loader,
+                seed=self.seed,
+                progress=progress,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
             )
 
         datamodule.train_dataloader = train_dataloader
         datamodule._attnlab_resumable = True
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, position, has_gauss, gauss = np.random.get_state()  # plain types: loadable with weights_only
-        numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)]
+        kind, keys, position, has_gauss, gauss = (
+            np.random.get_state()
+        )  # plain types: loadable with weights_only
+        numpy_state = [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(position),
+            int(has_gauss),
+            float(gauss),
+        ]
         state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -209,7 +245,10 @@ class GracefulStop(L.Callback):
         def on_sigint(signum: int, frame: Any) -> None:
             if connector.received_sigterm:  # second Ctrl-C: abort now
                 raise KeyboardInterrupt
-            print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+            print(
+                "\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
             connector.received_sigterm = True
 
         self._previous_sigint = signal.signal(signal.SIGINT, on_sigint)
@@ -222,7 +261,9 @@ class GracefulStop(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_sigint()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self._restore_sigint()
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -251,7 +292,12 @@ def write_failure(run_dir: Path | None, error: BaseException, message: str) -> N
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "run.log", "a") as handle:
         handle.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-    record = {"status": "failed", "error": type(error).__name__, "message": message, "user_error": isinstance(error, AttnlabError)}
+    record = {
+        "status": "failed",
+        "error": type(error).__name__,
+        "message": message,
+        "user_error": isinstance(error, AttnlabError),
+    }
     (run_dir / FAILED_FILE).write_text(json.dumps(record, indent=2))
 
 

@@ -23,6 +23,8 @@ def ensure_wandb_mode() -> str:
     """Respect WANDB_MODE if set; otherwise go offline when no API key is configured."""
     if not os.environ.get("WANDB_MODE") and not wandb_has_credentials():
         os.environ["WANDB_MODE"] = "offline"
-        log.info("wandb: no API key configured, logging offline (upload later with `wandb sync <run_dir>/wandb`)")
+        log.info(
+            "wandb: no API key configured, logging offline (upload later with `wandb sync <run_dir>/wandb`)"
+        )
     os.environ.setdefault("WANDB_SILENT", "true")
     return os.environ.get("WANDB_MODE", "online")

@@ -50,7 +50,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+    )
     try:
         return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
     finally:
@@ -58,7 +60,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def fit_and_test(
-    cfg: DictConfig, run_dir: Path, trainer: L.Trainer, module: L.LightningModule, datamodule: Any, cost: CostMeter,
+    cfg: DictConfig,
+    run_dir: Path,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: Any,
+    cost: CostMeter,
     loggers: list,
 ) -> dict[str, Any]:
     """Fit, evaluate the best checkpoint on the test split, and record the results (rank zero)."""
@@ -71,15 +78,29 @@ def fit_and_test(
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
     results = collect_results(cfg, module, metrics, cost.summary(module.device), best)
-    if trainer.world_size > 1:  # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
-        log.info("rank %d of %d: %s = %s, %s = %s", trainer.global_rank, trainer.world_size, cfg.task.monitor,
-                 metrics.get(cfg.task.monitor), cfg.task.primary_metric, metrics.get(cfg.task.primary_metric))
-    if not trainer.is_global_zero:  # multi-process runs: one results.json and one wandb summary, from rank zero
+    # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
+    if trainer.world_size > 1:
+        log.info(
+            "rank %d of %d: %s = %s, %s = %s",
+            trainer.global_rank,
+            trainer.world_size,
+            cfg.task.monitor,
+            metrics.get(cfg.task.monitor),
+            cfg.task.primary_metric,
+            metrics.get(cfg.task.primary_metric),
+        )
+    # multi-process runs: one results.json and one wandb summary, from rank zero
+    if not trainer.is_global_zero:
         return results
     write_results(run_dir, results)
     for logger in loggers:
         log_summary(logger, results)
-    log.info("%s = %s  |  results: %s", cfg.task.primary_metric, metrics.get(cfg.task.primary_metric), run_dir / RESULTS_FILE)
+    log.info(
+        "%s = %s  |  results: %s",
+        cfg.task.primary_metric,
+        metrics.get(cfg.task.primary_metric),
+        run_dir / RESULTS_FILE,
+    )
     return results
 
 
@@ -94,7 +115,9 @@ def build_loggers(cfg: DictConfig) -> list:
             extra["group"] = sweep_group(cfg)
             extra["tags"] = list(cfg.tags) + [f"task:{cfg.task.name}", f"attention:{cfg.attention.name}"]
         logger = instantiate(logger_cfg, **extra)
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})  # the full resolved config
+        logger.log_hyperparams(
+            {"config": OmegaConf.to_container(cfg, resolve=True)}
+        )  # the full resolved config
         loggers.append(logger)
     return loggers
 
@@ -121,17 +144,23 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if cfg.ckpt_path == "last":  # `python -m attnlab` points the run directory at the newest resumable run
         own = run_dir / "checkpoints" / "last.ckpt"
         if not own.exists():
-            raise ConfigError(f"ckpt_path=last but {own} does not exist; drop ckpt_path for a fresh run or give a .ckpt file")
+            raise ConfigError(
+                f"ckpt_path=last but {own} does not exist; drop ckpt_path for a fresh run or give a .ckpt file"
+            )
         return str(own)
     path = Path(cfg.ckpt_path)
     if not path.exists():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a .ckpt file (e.g. <run_dir>/checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; give a .ckpt file (e.g. <run_dir>/checkpoints/last.ckpt)"
+        )
     return str(path)
 
 
 def collect_results(cfg: DictConfig, module: L.LightningModule, metrics: dict, cost: dict, best: str) -> dict:
     cls = get_attention_class(cfg.attention.name)
-    attention = describe(cls) | {"params": {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}}
+    attention = describe(cls) | {
+        "params": {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}
+    }
     return {
         "status": "ok",
         "task": cfg.task.name,

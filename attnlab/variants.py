@@ -19,7 +19,12 @@ from typing import Any
 from attnlab.attention.base import Capabilities
 from attnlab.attention.registry import available_attentions, broken_plugins, registry_entry
 
-CAPABILITY_LABELS = {"causal": "causal", "key_padding_mask": "padding", "cross": "cross", "incremental": "incremental"}
+CAPABILITY_LABELS = {
+    "causal": "causal",
+    "key_padding_mask": "padding",
+    "cross": "cross",
+    "incremental": "incremental",
+}
 
 
 def variant_rows() -> list[dict[str, Any]]:
@@ -63,12 +68,19 @@ def print_table(rows: list[dict[str, Any]], broken: dict[str, str]) -> None:
     for column in ("name", "complexity", "capabilities", "parameters", "exact?", "source"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        capabilities = ", ".join(label for key, label in CAPABILITY_LABELS.items() if row["capabilities"][key])
+        capabilities = ", ".join(
+            label for key, label in CAPABILITY_LABELS.items() if row["capabilities"][key]
+        )
         parameters = "\n".join(row["parameter_types"].values()) or "-"
-        table.add_row(row["name"], row["complexity"], capabilities or "-", parameters, _exactness(row), row["source"])
+        table.add_row(
+            row["name"], row["complexity"], capabilities or "-", parameters, _exactness(row), row["source"]
+        )
     console.print(table)
     for name, reason in broken.items():
-        console.print(f"[yellow]warning:[/] attention plugin '{name}' failed to load and is skipped: {reason}", markup=True)
+        console.print(
+            f"[yellow]warning:[/] attention plugin '{name}' failed to load and is skipped: {reason}",
+            markup=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"variants": rows, "broken_plugins": broken}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         for name, reason in broken.items():
-            print(f"warning: attention plugin '{name}' failed to load and is skipped: {reason}", file=sys.stderr)
+            print(
+                f"warning: attention plugin '{name}' failed to load and is skipped: {reason}", file=sys.stderr
+            )
     else:
         print_table(rows, broken)
     return 0

@@ -128,7 +128,9 @@ def workload(
     return Workload(label, n, Setting(mode, causal), call)
 
 
-def paired_times(ours: Callable[[], object], ref: Callable[[], object], pairs: int) -> tuple[float, float, list[float]]:
+def paired_times(
+    ours: Callable[[], object], ref: Callable[[], object], pairs: int
+) -> tuple[float, float, list[float]]:
     """Median ms of each and the per-pair ratios ours/ref, the two called alternately (which one goes
     first alternates too), so a machine that speeds up or slows down mid-run moves both alike."""
     times: dict[str, list[float]] = {"ours": [], "ref": []}
@@ -152,7 +154,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=11, help="timed pairs per point")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", nargs="+", default=None, help="variant names to compare")
-    parser.add_argument("--system-allocator", action="store_true", help="glibc's default allocation (bench/allocator.py)")
+    parser.add_argument(
+        "--system-allocator", action="store_true", help="glibc's default allocation (bench/allocator.py)"
+    )
     args = parser.parse_args()
     with keep_freed_memory(not args.system_allocator) as allocation:
         compare(args, allocation)
@@ -187,7 +191,8 @@ def compare(args: argparse.Namespace, allocation: str) -> None:
                 ]  # fmt: skip
                 # Peak memory from one instrumented (warm-up) call each, then the timing interleaved.
                 mine, theirs = (
-                    measure_point(w, repeats=1, warmup=1, device=torch.device("cpu"), budget_s=120) for w in workloads
+                    measure_point(w, repeats=1, warmup=1, device=torch.device("cpu"), budget_s=120)
+                    for w in workloads
                 )
                 ours_ms, ref_ms, ratios = paired_times(workloads[0].fn, workloads[1].fn, args.repeats)
                 m_ratio = mine.peak_mem_mb / theirs.peak_mem_mb if theirs.peak_mem_mb else math.nan
@@ -196,6 +201,7 @@ def compare(args: argparse.Namespace, allocation: str) -> None:
                     f"{statistics.median(ratios):>10.2f} | {mine.peak_mem_mb:>9.1f} {theirs.peak_mem_mb:>9.1f} "
                     f"{m_ratio:>9.2f}"
                 )
+
 
 if __name__ == "__main__":
     main()

@@ -177,7 +177,11 @@ def main() -> None:
     else:
         out = args.out or Path("outputs/speed_targets") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         data = sweep(
-            QUICK_LENGTHS if args.quick else FULL_LENGTHS, out, args.repeats, args.threads, not args.system_allocator
+            QUICK_LENGTHS if args.quick else FULL_LENGTHS,
+            out,
+            args.repeats,
+            args.threads,
+            not args.system_allocator,
         )
     print()
     check_sweep(data)

@@ -46,8 +46,10 @@ class ClassifyDataModule(EncodedDataModule):
         self.labels = sorted({row["label"] for row in rows["train"]}, key=lambda x: (isinstance(x, str), x))
         index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = build_tokenizer(
-            self.data["tokenizer"], train_texts=(r["text"] for r in rows["train"]),
-            vocab_size=self.data["vocab_size"], cache_dir=self.cache_dir,
+            self.data["tokenizer"],
+            train_texts=(r["text"] for r in rows["train"]),
+            vocab_size=self.data["vocab_size"],
+            cache_dir=self.cache_dir,
         )
         for split, split_rows in rows.items():
             unknown = {row["label"] for row in split_rows} - index.keys()
@@ -57,16 +59,23 @@ class ClassifyDataModule(EncodedDataModule):
                     "every class must appear in the training split"
                 )
             ids, _ = encode_texts(
-                [row["text"] for row in split_rows], self.tokenizer, self.max_len,
-                add_cls=self.pooling == "cls", what=f"{split} text",
+                [row["text"] for row in split_rows],
+                self.tokenizer,
+                self.max_len,
+                add_cls=self.pooling == "cls",
+                what=f"{split} text",
             )
             self.encoded[split] = [(seq, index[row["label"]]) for seq, row in zip(ids, split_rows)]
         # The trivial baseline: always predict the most common training class.
         majority_class = int(torch.bincount(torch.tensor([y for _, y in self.encoded["train"]])).argmax())
-        self.baseline_acc = sum(y == majority_class for _, y in self.encoded["test"]) / len(self.encoded["test"])
+        self.baseline_acc = sum(y == majority_class for _, y in self.encoded["test"]) / len(
+            self.encoded["test"]
+        )
         log.info(
             "classify data: %s; %d classes; majority-class baseline test accuracy %.3f",
-            ", ".join(f"{s}={len(v)}" for s, v in self.encoded.items()), len(self.labels), self.baseline_acc,
+            ", ".join(f"{s}={len(v)}" for s, v in self.encoded.items()),
+            len(self.labels),
+            self.baseline_acc,
         )
 
     @property
@@ -81,7 +90,9 @@ class ClassifyDataModule(EncodedDataModule):
 class Classifier(nn.Module):
     """Encoder -> pooled representation -> class logits. ids (B, N) -> (B, classes)."""
 
-    def __init__(self, vocab_size: int, num_classes: int, cfg: ModelConfig, spec: AttentionSpec, pooling: str):
+    def __init__(
+        self, vocab_size: int, num_classes: int, cfg: ModelConfig, spec: AttentionSpec, pooling: str
+    ):
         super().__init__()
         self.encoder = Encoder(vocab_size, cfg, spec)
         self.pooling = pooling
@@ -117,19 +128,31 @@ class ClassifyTask(AttnlabTask):
         spec = AttentionSpec.from_config(attention)
         self.model = Classifier(vocab_size, num_classes, ModelConfig.from_config(model), spec, pooling)
         metrics = MetricCollection(
-            {"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": MulticlassF1Score(num_classes, average="macro")}
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
         )
-        self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES}
+        )
 
     @classmethod
-    def from_datamodule(cls, *, datamodule: ClassifyDataModule, model: Mapping, attention: Mapping, **hparams: Any):
+    def from_datamodule(
+        cls, *, datamodule: ClassifyDataModule, model: Mapping, attention: Mapping, **hparams: Any
+    ):
         from omegaconf import OmegaConf
 
         as_dict = (lambda c: OmegaConf.to_container(c, resolve=True)) if OmegaConf.is_config(model) else dict
         return cls(
-            vocab_size=datamodule.tokenizer.vocab_size, num_classes=datamodule.num_classes, labels=list(datamodule.labels),
+            vocab_size=datamodule.tokenizer.vocab_size,
+            num_classes=datamodule.num_classes,
+            labels=list(datamodule.labels),
             baseline_acc=datamodule.baseline_acc,
-            model=as_dict(model), attention=as_dict(attention), pooling=datamodule.pooling, **hparams,
+            model=as_dict(model),
+            attention=as_dict(attention),
+            pooling=datamodule.pooling,
+            **hparams,
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -143,11 +166,22 @@ class ClassifyTask(AttnlabTask):
         loss = F.cross_entropy(logits, batch["labels"])
         batch_size = batch["labels"].shape[0]
         self.log(
-            f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=batch_size, on_step=stage == "train", on_epoch=True,
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage != "test",
+            batch_size=batch_size,
+            on_step=stage == "train",
+            on_epoch=True,
             sync_dist=True,  # the mean over all ranks (a no-op on one device); torchmetrics sync themselves
         )
         self.metrics[f"{stage}_metrics"].update(logits.detach(), batch["labels"])
-        self.log_dict(self.metrics[f"{stage}_metrics"], prog_bar=stage == "val", batch_size=batch_size, on_step=False, on_epoch=True)
+        self.log_dict(
+            self.metrics[f"{stage}_metrics"],
+            prog_bar=stage == "val",
+            batch_size=batch_size,
+            on_step=False,
+            on_epoch=True,
+        )
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -25,7 +25,10 @@ class EncodedDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            self.encoded[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+            self.encoded[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
             num_workers=int(self.data.get("num_workers", 0)),
         )
 
@@ -64,14 +67,17 @@ class AttnlabTask(L.LightningModule):
     def on_validation_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        shown = {k: f"{float(v):.4g}" for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        shown = {
+            k: f"{float(v):.4g}" for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
+        }
         log.info("step %d: %s", self.global_step, "  ".join(f"{k}={v}" for k, v in sorted(shown.items())))
 
     def configure_optimizers(self):
         decay = [p for n, p in self.named_parameters() if p.ndim >= 2 and "embed" not in n]
         no_decay = [p for n, p in self.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=self.lr
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.warmup_steps, total // 2)

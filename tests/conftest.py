@@ -28,7 +28,11 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 PLUGIN_CODE = TESTS / "plugins"  # the plugins' import packages
 
-EXAMPLE_PLUGIN = ("attnlab-example-plugin", "0.1", {"sigmoid": "attnlab_example_plugin.sigmoid:SigmoidAttention"})
+EXAMPLE_PLUGIN = (
+    "attnlab-example-plugin",
+    "0.1",
+    {"sigmoid": "attnlab_example_plugin.sigmoid:SigmoidAttention"},
+)
 BROKEN_PLUGIN = ("attnlab-broken-plugin", "0.1", {"broken": "attnlab_broken_plugin:BrokenAttention"})
 
 
@@ -106,7 +110,13 @@ def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def qkv(
-    batch: int = B, heads: int = H, nq: int = N, nk: int | None = None, *, seed: int = 0, qk_scale: float = 1.0
+    batch: int = B,
+    heads: int = H,
+    nq: int = N,
+    nk: int | None = None,
+    *,
+    seed: int = 0,
+    qk_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seeded q (B, H, Nq, D), k, v (B, H, Nk, D); q and k multiplied by qk_scale."""
     nk = nq if nk is None else nk

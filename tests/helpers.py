@@ -44,12 +44,19 @@ def compose_run(tmp_path: Path, overrides: list[str] = (), *, fast: bool = True)
         )
 
 
-def run_cli(args: list[str], cwd: Path, *, module: str = "attnlab", timeout: int = 300, env: dict | None = None):
+def run_cli(
+    args: list[str], cwd: Path, *, module: str = "attnlab", timeout: int = 300, env: dict | None = None
+):
     """Run `python -m <module> args` in a subprocess (offline wandb); returns CompletedProcess."""
     environment = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})}
     environment.pop("HYDRA_FULL_ERROR")
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
     )
 
 

@@ -52,7 +52,9 @@ def test_glibc_defaults_fault_every_round_in_a_fresh_process():
         "    print(allocation, '|', faults_after_warm_up(), PAGES)\n"
     )
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
     allocation, numbers = out.split("|")
     faults, pages = map(int, numbers.split())
     assert allocation.strip() == "system default (keep_freed_memory=false)"

@@ -133,7 +133,9 @@ def test_chunked_causal_prefix_sums_do_not_leak(name: str):
     for t in (5, D + 5, 2 * D + 5):  # inside a chunk after the first
         v2 = v.clone()
         v2[:, :, t + 1 :] = 1e6
-        torch.testing.assert_close(attention(q, k, v2, causal=True)[:, :, : t + 1], out[:, :, : t + 1], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            attention(q, k, v2, causal=True)[:, :, : t + 1], out[:, :, : t + 1], atol=ATOL, rtol=0
+        )
 
 
 @parametrise
@@ -163,7 +165,9 @@ def test_padded_content_never_reaches_real_outputs(name: str, causal: bool):
     out = attention(q, k, v, causal=causal, key_padding_mask=mask)
     assert torch.isfinite(out).all(), "NaN/inf (fully padded rows included)"
     padded = mask[:, None, :, None]  # (3, 1, N, 1)
-    q2, k2, v2 = (torch.where(padded, randn(*x.shape, seed=20 + i, scale=30.0), x) for i, x in enumerate((q, k, v)))
+    q2, k2, v2 = (
+        torch.where(padded, randn(*x.shape, seed=20 + i, scale=30.0), x) for i, x in enumerate((q, k, v))
+    )
     out2 = attention(q2, k2, v2, causal=causal, key_padding_mask=mask)
     real = ~mask[:, None, :, None]  # outputs at real positions must not move
     torch.testing.assert_close(out2 * real, out * real, atol=ATOL, rtol=0)
@@ -263,7 +267,9 @@ def softmax_reference(q, k, v, *, causal=False, key_padding_mask=None):
     allowed = allowed.expand(scores.shape).clone()
     if key_padding_mask is not None:
         allowed &= ~key_padding_mask[:, None, None, :]
-    weights = torch.exp(scores - scores.masked_fill(~allowed, -math.inf).amax(-1, keepdim=True).nan_to_num(0.0))
+    weights = torch.exp(
+        scores - scores.masked_fill(~allowed, -math.inf).amax(-1, keepdim=True).nan_to_num(0.0)
+    )
     weights = weights * allowed
     total = weights.sum(-1, keepdim=True)
     weights = torch.where(total > 0, weights / total.clamp_min(1e-300), 0.0)
@@ -277,7 +283,9 @@ def test_exact_variants_match_the_softmax_definition(name: str, causal: bool, pa
     q, k, v = inputs(name)
     mask = padding_mask(N, [N - 3, 0]) if padded else None
     out = build(name)(q, k, v, causal=causal, key_padding_mask=mask)
-    torch.testing.assert_close(out, softmax_reference(q, k, v, causal=causal, key_padding_mask=mask), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        out, softmax_reference(q, k, v, causal=causal, key_padding_mask=mask), atol=ATOL, rtol=0
+    )
     if not causal:  # cross attention
         qc, kc, vc = inputs(name, nq=5, nk=N)
         torch.testing.assert_close(build(name)(qc, kc, vc), softmax_reference(qc, kc, vc), atol=ATOL, rtol=0)
@@ -359,17 +367,25 @@ def test_declared_reference_tolerance_against_full(name: str):
         pytest.skip("makes no claim of closeness to softmax attention")
     f = REFERENCE_FIXTURE
     torch.manual_seed(0)
-    attention = build_attention(name, head_dim=f["head_dim"], heads=f["heads"], max_len=max(MAX_LEN, f["length"]))
+    attention = build_attention(
+        name, head_dim=f["head_dim"], heads=f["heads"], max_len=max(MAX_LEN, f["length"])
+    )
     attention.eval()
     q, k, v = smooth_fixture(f["heads"])
     reference = build("full")
     for causal in (False, True) if capable(name, "causal") else (False,):
         out = attention(q, k, v, causal=causal)
         expected = torch.cat(
-            [reference(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], causal=causal) for h in range(f["heads"])], 1
+            [
+                reference(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], causal=causal)
+                for h in range(f["heads"])
+            ],
+            1,
         )
         error = (out - expected).abs().max().item()
-        assert error <= tolerance, f"{name} differs from softmax by {error:.3g} > declared {tolerance} (causal={causal})"
+        assert error <= tolerance, (
+            f"{name} differs from softmax by {error:.3g} > declared {tolerance} (causal={causal})"
+        )
 
 
 def test_performer_converges_to_softmax_with_more_features():

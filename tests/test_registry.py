@@ -103,12 +103,19 @@ def test_capabilities_are_class_level_and_readable_before_building():
         assert isinstance(cls.capabilities, Capabilities)
     assert get_attention_class("linear").capabilities.causal
     assert not get_attention_class("nystrom").capabilities.causal
-    assert get_attention_class("performer").capabilities.names() == ["causal", "key_padding_mask", "cross", "incremental"]
+    assert get_attention_class("performer").capabilities.names() == [
+        "causal",
+        "key_padding_mask",
+        "cross",
+        "incremental",
+    ]
 
 
 def test_capability_error_names_variant_and_alternatives():
     q = torch.randn(1, 2, 4, 8)
-    with pytest.raises(CapabilityError, match=r"'nystrom' does not support causal .*variants that support it: full"):
+    with pytest.raises(
+        CapabilityError, match=r"'nystrom' does not support causal .*variants that support it: full"
+    ):
         build_attention("nystrom", heads=2)(q, q, q, causal=True)
 
 
@@ -186,11 +193,19 @@ def test_hydra_composes_and_validates_attention_configs(hydra_compose):
     from omegaconf.errors import ValidationError
 
     cfg = hydra_compose("+attention=linear", "attention.feature_map=relu", "attention.eps=1e-5")
-    assert cfg.attention.name == "linear" and cfg.attention.feature_map == "relu" and cfg.attention.eps == 1e-5
+    assert (
+        cfg.attention.name == "linear" and cfg.attention.feature_map == "relu" and cfg.attention.eps == 1e-5
+    )
     params = {key: value for key, value in cfg.attention.items() if key != "name"}
     assert build_attention(cfg.attention.name, head_dim=8, **params).feature_map == "relu"
     cfg = hydra_compose("+attention=performer")
-    assert dict(cfg.attention) == {"name": "performer", "features": 128, "redraw": False, "seed": 0, "chunk_size": 64}
+    assert dict(cfg.attention) == {
+        "name": "performer",
+        "features": 128,
+        "redraw": False,
+        "seed": 0,
+        "chunk_size": 64,
+    }
     with pytest.raises((ConfigCompositionException, ValidationError)) as error:
         hydra_compose("+attention=performer", "attention.features=many")
     assert "features" in str(error.value) + str(error.value.__cause__)
@@ -237,8 +252,13 @@ def test_broken_plugin_is_gone_after_the_test():
 def test_plugin_clashing_with_a_built_in_name_is_skipped(tmp_path):
     from conftest import activated, make_site
 
-    site = make_site(tmp_path, "attnlab-clash", "2.0", {"linear": "attnlab_example_plugin.sigmoid:SigmoidAttention"})
-    with activated(site), pytest.warns(UserWarning, match="'linear' .* skipped: the name is taken by a built-in"):
+    site = make_site(
+        tmp_path, "attnlab-clash", "2.0", {"linear": "attnlab_example_plugin.sigmoid:SigmoidAttention"}
+    )
+    with (
+        activated(site),
+        pytest.warns(UserWarning, match="'linear' .* skipped: the name is taken by a built-in"),
+    ):
         registry.rediscover()
     assert registry_entry("linear").source == "built-in"
 
@@ -247,7 +267,11 @@ def test_plugin_clashing_with_a_built_in_name_is_skipped(tmp_path):
 def run_variants(*args: str, sites=(EXAMPLE_SITE,)) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": plugin_pythonpath(*sites), "COLUMNS": "250", "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "attnlab.variants", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "attnlab.variants", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -272,4 +296,6 @@ def test_variants_cli_lists_plugins_and_broken_ones():
     assert "warning: attention plugin 'broken' failed to load" in after_table and "ImportError" in after_table
 
     clean = run_variants()
-    assert clean.returncode == 0 and "warning" not in clean.stdout + clean.stderr and "sigmoid" in clean.stdout
+    assert (
+        clean.returncode == 0 and "warning" not in clean.stdout + clean.stderr and "sigmoid" in clean.stdout
+    )

@@ -20,8 +20,14 @@ from attnlab.train import run
 # 48 training rows in batches of 8: 6 batches per epoch; validation (and last.ckpt) every 4 steps, so
 # checkpoints land mid-epoch and at epoch ends.
 SETUP = [
-    "logger=csv", "trainer.max_steps=24", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
-    "task.data.batch_size=8", "task.data.limit.train=48", "task.data.limit.validation=16", "task.data.limit.test=16",
+    "logger=csv",
+    "trainer.max_steps=24",
+    "trainer.val_check_interval=4",
+    "trainer.log_every_n_steps=1",
+    "task.data.batch_size=8",
+    "task.data.limit.train=48",
+    "task.data.limit.validation=16",
+    "task.data.limit.test=16",
     "callbacks.early_stopping=null",
 ]
 
@@ -78,16 +84,27 @@ def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(tmp_path):
         run(compose_run(tmp_path, [*SETUP, "ckpt_path=last"]))
 
 
-
-
-CLI_SETUP = [*SETUP, "trainer.max_steps=60", "model.d_model=32", "model.heads=2", "model.encoder_layers=1",
-             "callbacks.progress=null", "trainer.enable_progress_bar=false"]
+CLI_SETUP = [
+    *SETUP,
+    "trainer.max_steps=60",
+    "model.d_model=32",
+    "model.heads=2",
+    "model.encoder_layers=1",
+    "callbacks.progress=null",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.Popen([sys.executable, "-m", "attnlab", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "attnlab", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow

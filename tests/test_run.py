@@ -46,7 +46,15 @@ def test_callbacks_instantiate(tmp_path):
     cfg = compose_run(tmp_path, [], fast=False)
     built = {name: instantiate(c) for name, c in cfg.callbacks.items()}
     assert set(built) == {
-        "checkpoint", "latest", "early_stopping", "lr_monitor", "progress", "cost", "finite", "resume", "graceful_stop",
+        "checkpoint",
+        "latest",
+        "early_stopping",
+        "lr_monitor",
+        "progress",
+        "cost",
+        "finite",
+        "resume",
+        "graceful_stop",
     }
     assert built["checkpoint"].monitor == cfg.task.monitor == built["early_stopping"].monitor
 
@@ -56,7 +64,9 @@ def test_task_datamodule_and_module_instantiate(tmp_path, task):
     cfg = compose_run(tmp_path, [f"task={task}", *SMALL_DATA])
     datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
     datamodule.setup("fit")
-    module = instantiate(cfg.task.module, _recursive_=False)(datamodule=datamodule, model=cfg.model, attention=cfg.attention)
+    module = instantiate(cfg.task.module, _recursive_=False)(
+        datamodule=datamodule, model=cfg.model, attention=cfg.attention
+    )
     assert sum(p.numel() for p in module.parameters()) > 0
 
 
@@ -73,8 +83,12 @@ def test_short_run_writes_complete_results_and_checkpoints(tmp_path):
     cfg = compose_run(
         tmp_path,
         [
-            "logger=csv", "attention=linear", "trainer.max_steps=12", "trainer.val_check_interval=6",
-            "trainer.log_every_n_steps=1", *SMALL_DATA,
+            "logger=csv",
+            "attention=linear",
+            "trainer.max_steps=12",
+            "trainer.val_check_interval=6",
+            "trainer.log_every_n_steps=1",
+            *SMALL_DATA,
         ],
     )
     results = run(cfg)
@@ -86,21 +100,33 @@ def test_short_run_writes_complete_results_and_checkpoints(tmp_path):
     assert cost["train_tokens_per_s"] > 0 and cost["step_time_s"] > 0 and cost["peak_memory_mb"] > 0
     assert cost["peak_memory_kind"] == "cpu_peak_rss" and cost["attention_flops_per_token"] > 0
     assert saved["attention"] == results["attention"]
-    assert saved["attention"]["complexity"] == "O(N·d²)" and saved["attention"]["params"]["feature_map"] == "elu"
+    assert (
+        saved["attention"]["complexity"] == "O(N·d²)" and saved["attention"]["params"]["feature_map"] == "elu"
+    )
     assert saved["attention"]["capabilities"]["causal"] is True
     assert saved["config"]["attention"]["name"] == "linear"  # the resolved config
-    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "checkpoints" / "best.ckpt").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and (
+        run_dir / "checkpoints" / "best.ckpt"
+    ).exists()
     metrics_csv = (run_dir / "csv" / "metrics.csv").read_text()
     assert "cost/train_tokens_per_s" in metrics_csv and "train/loss_step" in metrics_csv
 
 
 def test_resume_from_checkpoint_continues_the_step_count(tmp_path):
-    first = compose_run(tmp_path / "a", ["logger=none", "trainer.max_steps=6", "trainer.val_check_interval=3", *SMALL_DATA])
+    first = compose_run(
+        tmp_path / "a", ["logger=none", "trainer.max_steps=6", "trainer.val_check_interval=3", *SMALL_DATA]
+    )
     run(first)
     last = Path(first.paths.run_dir) / "checkpoints" / "last.ckpt"
     resumed = compose_run(
         tmp_path / "b",
-        ["logger=none", "trainer.max_steps=9", "trainer.val_check_interval=3", f"ckpt_path={last}", *SMALL_DATA],
+        [
+            "logger=none",
+            "trainer.max_steps=9",
+            "trainer.val_check_interval=3",
+            f"ckpt_path={last}",
+            *SMALL_DATA,
+        ],
     )
     run(resumed)
     import torch
@@ -115,7 +141,13 @@ def test_wandb_offline_run_directory_holds_the_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key, so offline without a prompt
     cfg = compose_run(
         tmp_path,
-        ["logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", *SMALL_DATA],
+        [
+            "logger=wandb",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "trainer.log_every_n_steps=1",
+            *SMALL_DATA,
+        ],
     )
     run(cfg)
     runs = list((Path(cfg.paths.run_dir) / "wandb").glob("offline-run-*"))
@@ -129,7 +161,10 @@ def test_wandb_offline_run_directory_holds_the_metrics(tmp_path, monkeypatch):
 
 
 def test_files_source_run_on_jsonl_written_by_the_test(tmp_path):
-    rows = [{"review": f"{'good' if i % 2 else 'bad'} movie number {i}", "sentiment": "pos" if i % 2 else "neg"} for i in range(60)]
+    rows = [
+        {"review": f"{'good' if i % 2 else 'bad'} movie number {i}", "sentiment": "pos" if i % 2 else "neg"}
+        for i in range(60)
+    ]
     paths = {}
     for split, part in (("train", rows[:40]), ("validation", rows[40:50]), ("test", rows[50:])):
         paths[split] = tmp_path / f"{split}.jsonl"
@@ -137,9 +172,12 @@ def test_files_source_run_on_jsonl_written_by_the_test(tmp_path):
     cfg = compose_run(
         tmp_path,
         [
-            "trainer=debug", "logger=none", "task.data.source=files",
+            "trainer=debug",
+            "logger=none",
+            "task.data.source=files",
             *(f"task.data.{split}={path}" for split, path in paths.items()),
-            "task.data.columns.text=review", "task.data.columns.label=sentiment",
+            "task.data.columns.text=review",
+            "task.data.columns.label=sentiment",
         ],
     )
     results = run(cfg)
@@ -167,7 +205,15 @@ def test_cli_role_error_names_the_override(tmp_path):
 
 def test_cli_multirun_sweep_shares_a_directory(tmp_path):
     result = run_cli(
-        ["-m", "attention=full,linear", "trainer=debug", "logger=csv", *SMALL_DATA, "model.d_model=32", "model.heads=2"],
+        [
+            "-m",
+            "attention=full,linear",
+            "trainer=debug",
+            "logger=csv",
+            *SMALL_DATA,
+            "model.d_model=32",
+            "model.heads=2",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -25,10 +25,14 @@ def cpu_autocast_supports(dtype: torch.dtype) -> bool:
         return False
 
 
-def train_under_autocast(variant: str, dtype: torch.dtype, steps: int, n: int = 96, layers: int = 2) -> list[float]:
+def train_under_autocast(
+    variant: str, dtype: torch.dtype, steps: int, n: int = 96, layers: int = 2
+) -> list[float]:
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=32, heads=2, encoder_layers=layers, max_len=n, dropout=0.1)
-    model = Classifier(vocab_size=50, num_classes=4, cfg=cfg, spec=AttentionSpec.from_config(variant), pooling="mean")
+    model = Classifier(
+        vocab_size=50, num_classes=4, cfg=cfg, spec=AttentionSpec.from_config(variant), pooling="mean"
+    )
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(steps):
@@ -44,7 +48,9 @@ def train_under_autocast(variant: str, dtype: torch.dtype, steps: int, n: int = 
         optimiser.zero_grad()
         loss.backward()
         for name, p in model.named_parameters():
-            assert p.grad is None or torch.isfinite(p.grad).all(), f"{variant} {dtype}: gradient of {name} at step {step}"
+            assert p.grad is None or torch.isfinite(p.grad).all(), (
+                f"{variant} {dtype}: gradient of {name} at step {step}"
+            )
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         losses.append(loss.item())
@@ -93,16 +99,33 @@ def test_half_inputs_with_large_logits_stay_finite(variant, dtype):
 
 # ---- the NaN guard in a real run -------------------------------------------------------------------
 RUN = [
-    "model.d_model=32", "model.heads=2", "model.encoder_layers=1", "model.max_len=128", "callbacks.progress=null",
-    "trainer.enable_progress_bar=false", "logger=none", "trainer.max_steps=12", "trainer.val_check_interval=4",
-    "task.data.batch_size=8", "task.data.limit.train=64", "task.data.limit.validation=16", "task.data.limit.test=16",
+    "model.d_model=32",
+    "model.heads=2",
+    "model.encoder_layers=1",
+    "model.max_len=128",
+    "callbacks.progress=null",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
+    "task.data.batch_size=8",
+    "task.data.limit.train=64",
+    "task.data.limit.validation=16",
+    "task.data.limit.test=16",
 ]
 
 
 def test_nan_gradient_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    code, message = run_args([f"paths.run_dir={run_dir}", f"paths.data_cache={tmp_path / 'cache'}", *RUN,
-                              "attention=linear", "callbacks.finite.inject_nan_at_step=7"])
+    code, message = run_args(
+        [
+            f"paths.run_dir={run_dir}",
+            f"paths.data_cache={tmp_path / 'cache'}",
+            *RUN,
+            "attention=linear",
+            "callbacks.finite.inject_nan_at_step=7",
+        ]
+    )
     assert code == EXIT_USER_ERROR and "\n" not in message
     assert "non-finite gradient" in message and "at step 7" in message and "attention 'linear'" in message
     assert "last good checkpoint kept" in message
@@ -123,7 +146,17 @@ def test_nan_loss_stops_the_run_naming_step_and_variant(tmp_path, monkeypatch):
         return loss * float("inf") if self.global_step == 2 else loss
 
     monkeypatch.setattr(ClassifyTask, "training_step", poisoned)
-    code, message = run_args([f"paths.run_dir={tmp_path / 'run'}", f"paths.data_cache={tmp_path / 'cache'}", *RUN,
-                              "attention=performer"])
+    code, message = run_args(
+        [
+            f"paths.run_dir={tmp_path / 'run'}",
+            f"paths.data_cache={tmp_path / 'cache'}",
+            *RUN,
+            "attention=performer",
+        ]
+    )
     assert code == EXIT_USER_ERROR and "non-finite training loss" in message
-    assert "at step 3" in message and "attention 'performer'" in message and "no checkpoint was written yet" in message
+    assert (
+        "at step 3" in message
+        and "attention 'performer'" in message
+        and "no checkpoint was written yet" in message
+    )

@@ -98,7 +98,9 @@ class Attention(nn.Module):
             raise capability_error(type(self), "cross")
 
     # ---- incremental decoding ---------------------------------------------------------------------
-    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+    def init_state(
+        self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
+    ) -> State:
         """Empty decoding state for `batch` sequences (only for capabilities.incremental)."""
         raise capability_error(type(self), "incremental")
 
@@ -124,7 +126,9 @@ class KVCacheDecoding:
     honest cost of softmax attention), while recomputation of earlier positions is avoided.
     """
 
-    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+    def init_state(
+        self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
+    ) -> State:
         empty = torch.zeros(batch, heads, 0, head_dim, device=device, dtype=dtype)  # (B, H, 0, D)
         return {"k": empty, "v": empty.clone()}
 

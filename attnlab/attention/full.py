@@ -36,7 +36,9 @@ class FullAttention(KVCacheDecoding, Attention):
     ) -> Tensor:
         """The attention probabilities (B, H, Nq, Nk); rows with no visible key are all zero."""
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Nq, Nk)
-        allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+        allowed = allowed_keys(
+            q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device
+        )
         return masked_softmax(scores, allowed)
 
     def forward(

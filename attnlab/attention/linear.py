@@ -54,7 +54,9 @@ class LinearAttention(Attention):
     capabilities = Capabilities(causal=True, key_padding_mask=True, cross=True, incremental=True)
     reference_tolerance = None  # a different model (no softmax): checked against its RNN form instead
 
-    def __init__(self, *, feature_map: Literal["elu", "relu"] = "elu", eps: float = 1e-6, chunk_size: int = 64):
+    def __init__(
+        self, *, feature_map: Literal["elu", "relu"] = "elu", eps: float = 1e-6, chunk_size: int = 64
+    ):
         super().__init__()
         if eps <= 0:
             raise ValueError(f"attention.eps must be > 0, got {eps}")
@@ -76,15 +78,21 @@ class LinearAttention(Attention):
                 q32, k32, v32, self._chunk(q), self.eps, self.feature_map, key_padding_mask
             )  # (B, H, N, Dv)
         else:
-            out = linear_attention(q32, k32, v32, self.eps, self.feature_map, key_padding_mask)  # (B, H, Nq, Dv)
+            out = linear_attention(
+                q32, k32, v32, self.eps, self.feature_map, key_padding_mask
+            )  # (B, H, Nq, Dv)
         return out.to(q.dtype)
 
     def _chunk(self, q: Tensor) -> int:
         return max(self.chunk_size, q.shape[-1])  # C >= d keeps the chunk states within O(N·d)
 
-    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+    def init_state(
+        self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
+    ) -> State:
         return {
-            "kv": torch.zeros(batch, heads, head_dim, head_dim, device=device, dtype=torch.float32),  # (B, H, D, Dv)
+            "kv": torch.zeros(
+                batch, heads, head_dim, head_dim, device=device, dtype=torch.float32
+            ),  # (B, H, D, Dv)
             "k_sum": torch.zeros(batch, heads, head_dim, device=device, dtype=torch.float32),  # (B, H, D)
         }
 

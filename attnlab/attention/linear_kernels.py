@@ -115,7 +115,9 @@ def _finish_feature_grads(
         _feature_grad_(dk, kf, ctx.feature_map, spare)
 
 
-def _input_grads(grads: tuple[Tensor | None, ...], shapes: tuple[tuple[int, ...], ...]) -> tuple[Tensor | None, ...]:
+def _input_grads(
+    grads: tuple[Tensor | None, ...], shapes: tuple[tuple[int, ...], ...]
+) -> tuple[Tensor | None, ...]:
     """The backward's (dq, dk, dv), each viewed as its input's shape (None where not requested)."""
     return tuple(None if g is None else g.view(shape) for g, shape in zip(grads, shapes, strict=True))
 
@@ -142,7 +144,11 @@ class NonCausalLinearAttention(torch.autograd.Function):
         den = torch.bmm(qf, k_sum).add_(eps)  # (BH, Nq, 1)
         out = torch.bmm(qf, kv).div_(den)  # (BH, Nq, Dv)
         ctx.save_for_backward(qf, kf, vf, kv, k_sum, den, out)
-        ctx.feature_map, ctx.key_padding_mask, ctx.sizes = feature_map, key_padding_mask, (B, H, Nq, Nk, D, Dv)
+        ctx.feature_map, ctx.key_padding_mask, ctx.sizes = (
+            feature_map,
+            key_padding_mask,
+            (B, H, Nq, Nk, D, Dv),
+        )
         return out.view(B, H, Nq, Dv)
 
     @staticmethod
@@ -155,7 +161,9 @@ class NonCausalLinearAttention(torch.autograd.Function):
         grad_den = torch.linalg.vecdot(grad_num, out).neg_().unsqueeze(-1)  # (BH, Nq, 1)
         dq = dk = dv = None
         if need_q:
-            dq = torch.bmm(grad_num, kv.transpose(1, 2)).baddbmm_(grad_den, k_sum.transpose(1, 2))  # (BH, Nq, D)
+            dq = torch.bmm(grad_num, kv.transpose(1, 2)).baddbmm_(
+                grad_den, k_sum.transpose(1, 2)
+            )  # (BH, Nq, D)
         if need_k or need_v:
             d_kv = torch.bmm(qf.transpose(1, 2), grad_num)  # (BH, D, Dv)
         if need_k:

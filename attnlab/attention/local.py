@@ -74,7 +74,9 @@ class NeighbourWindows(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         B, H, nb, C, E, before, slots = ctx.sizes
         windows = grad.reshape(B, H, nb, slots, C, E)  # (B, H, nb, slots, C, E)
-        blocks = windows[:, :, :, before].clone(memory_format=torch.contiguous_format)  # (B, H, nb, C, E) own slot
+        blocks = windows[:, :, :, before].clone(
+            memory_format=torch.contiguous_format
+        )  # (B, H, nb, C, E) own slot
         for slot in range(slots):
             if slot != before:
                 shift, lo, hi = _window_span(slot, before, nb)
@@ -106,7 +108,9 @@ def sliding_window_attention(
     kw = NeighbourWindows.apply(k, C, before, after)  # (B, H·nb, W, D)
     vw = NeighbourWindows.apply(v, C, before, after)  # (B, H·nb, W, Dv)
     # Keys that exist and count: inside the sequence and not padded.
-    real = torch.ones(B, N, dtype=torch.bool, device=q.device) if key_padding_mask is None else ~key_padding_mask
+    real = (
+        torch.ones(B, N, dtype=torch.bool, device=q.device) if key_padding_mask is None else ~key_padding_mask
+    )
     real_w = F.pad(real, (before * C, pad + after * C), value=False).unfold(1, W, C)  # (B, nb, W)
     # Query r of block b sits at b·C + r, key s of its window at (b - before)·C + s: the offset
     # j - i = s - before·C - r does not depend on the block, so the band is one (C, W) mask.

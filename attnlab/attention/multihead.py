@@ -35,7 +35,9 @@ class MultiheadAttention(KVCacheDecoding, Attention):
         dropout = self.dropout if self.training else 0.0
         if key_padding_mask is None:  # the fast path: no explicit mask, flash kernels stay eligible
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
-        allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+        allowed = allowed_keys(
+            q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device
+        )
         empty_rows = ~allowed.any(dim=-1, keepdim=True)  # (B, 1, Nq, 1) queries that see no key
         # SDPA returns NaN for rows with no allowed key: let them see everything, then zero them.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty_rows, dropout_p=dropout)

@@ -98,7 +98,9 @@ class PerformerAttention(Attention):
         )
         generator = torch.Generator().manual_seed(seed)
         # A buffer: saved in the state_dict, moved with .to(), never trained.
-        self.register_buffer("projection", orthogonal_gaussian(features, head_dim, generator=generator))  # (r, d)
+        self.register_buffer(
+            "projection", orthogonal_gaussian(features, head_dim, generator=generator)
+        )  # (r, d)
         self.projection: Tensor
 
     def _exponents(self, x: Tensor) -> Tensor:
@@ -111,7 +113,9 @@ class PerformerAttention(Attention):
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # (B, H, N, d)
         scale = x.shape[-1] ** -0.25
         exponents = x @ (self.projection.to(x.dtype) * scale).T  # (B, H, N, r)
-        half_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() * (scale**2 / 2)  # (B, H, N, 1)
+        half_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() * (
+            scale**2 / 2
+        )  # (B, H, N, 1)
         return exponents.sub_(half_square)
 
     def _query_features(self, q: Tensor) -> Tensor:
@@ -149,14 +153,22 @@ class PerformerAttention(Attention):
         phi_k = self._key_features(k, key_padding_mask, causal=causal)  # (B, H, Nk, r), fp32
         v32 = v.to(phi_k.dtype)  # (B, H, Nk, Dv)
         if causal:
-            return causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD).to(q.dtype)  # (B, H, N, Dv)
+            return causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD).to(
+                q.dtype
+            )  # (B, H, N, Dv)
         return linear_attention(phi_q, phi_k, v32, GUARD).to(q.dtype)  # (B, H, Nq, Dv)
 
     # ---- incremental decoding: running sums, like `linear` ------------------------------------------
-    def init_state(self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype) -> State:
+    def init_state(
+        self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
+    ) -> State:
         return {
-            "kv": torch.zeros(batch, heads, self.features, head_dim, device=device, dtype=torch.float32),  # (B, H, r, Dv)
-            "k_sum": torch.zeros(batch, heads, self.features, device=device, dtype=torch.float32),  # (B, H, r)
+            "kv": torch.zeros(
+                batch, heads, self.features, head_dim, device=device, dtype=torch.float32
+            ),  # (B, H, r, Dv)
+            "k_sum": torch.zeros(
+                batch, heads, self.features, device=device, dtype=torch.float32
+            ),  # (B, H, r)
         }
 
     @fp32_accumulation

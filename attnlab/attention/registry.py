@@ -300,7 +300,9 @@ def build_attention(name: str, **params: Any) -> Attention:
     context = {key: params.pop(key) for key in CONTEXT_PARAMETERS if key in params}
     missing = [key for key in entry.context if key not in context]
     if missing:
-        raise ConfigError(f"attention '{name}' needs {', '.join(missing)} to be built (the layer passes them)")
+        raise ConfigError(
+            f"attention '{name}' needs {', '.join(missing)} to be built (the layer passes them)"
+        )
     hyper = validate_hyperparameters(name, params)
     return entry.cls(**hyper, **{key: context[key] for key in entry.context})
 

@@ -29,7 +29,9 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
-        self.kernel = build_attention(spec.name, **spec.params, head_dim=self.head_dim, heads=heads, max_len=max_len)
+        self.kernel = build_attention(
+            spec.name, **spec.params, head_dim=self.head_dim, heads=heads, max_len=max_len
+        )
 
     def split_heads(self, x: Tensor) -> Tensor:
         B, N, _ = x.shape
@@ -60,7 +62,9 @@ class MultiHeadAttention(nn.Module):
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One causal self-attention step: x (B, 1, C) -> (B, 1, C)."""
-        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B, H, 1, D)
+        q, k, v = (
+            self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )  # (B, H, 1, D)
         out, state = self.kernel.step(q, k, v, state)
         return self.out_proj(self.merge_heads(out)), state
 

@@ -53,7 +53,10 @@ class ModelConfig:
 class FeedForward(nn.Sequential):
     def __init__(self, d_model: int, ratio: int, dropout: float):
         super().__init__(
-            nn.Linear(d_model, ratio * d_model), nn.GELU(), nn.Linear(ratio * d_model, d_model), nn.Dropout(dropout)
+            nn.Linear(d_model, ratio * d_model),
+            nn.GELU(),
+            nn.Linear(ratio * d_model, d_model),
+            nn.Dropout(dropout),
         )
 
 
@@ -77,7 +80,9 @@ class TransformerBlock(nn.Module):
         self.cross_attention = None
         if cross_spec is not None:
             self.norm_cross = nn.LayerNorm(d_model)
-            self.cross_attention = MultiHeadAttention(d_model, heads, cross_spec, max_len=max_len, dropout=dropout)
+            self.cross_attention = MultiHeadAttention(
+                d_model, heads, cross_spec, max_len=max_len, dropout=dropout
+            )
         self.norm_mlp = nn.LayerNorm(d_model)
         self.mlp = FeedForward(d_model, mlp_ratio, dropout)
 
@@ -90,7 +95,9 @@ class TransformerBlock(nn.Module):
         memory: Tensor | None = None,
         memory_padding_mask: Tensor | None = None,
     ) -> Tensor:
-        x = x + self.self_attention(self.norm_self(x), causal=causal, key_padding_mask=None if causal else padding_mask)
+        x = x + self.self_attention(
+            self.norm_self(x), causal=causal, key_padding_mask=None if causal else padding_mask
+        )
         if self.cross_attention is not None:
             x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
         return x + self.mlp(self.norm_mlp(x))
@@ -106,7 +113,14 @@ class Encoder(nn.Module):
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg.d_model, cfg.heads, spec, max_len=cfg.max_len, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            TransformerBlock(
+                cfg.d_model,
+                cfg.heads,
+                spec,
+                max_len=cfg.max_len,
+                mlp_ratio=cfg.mlp_ratio,
+                dropout=cfg.dropout,
+            )
             for _ in range(cfg.encoder_layers)
         )
         self.norm = nn.LayerNorm(cfg.d_model)
@@ -130,8 +144,13 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                cfg.d_model, cfg.heads, self_spec, max_len=cfg.max_len, cross_spec=cross_spec,
-                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+                cfg.d_model,
+                cfg.heads,
+                self_spec,
+                max_len=cfg.max_len,
+                cross_spec=cross_spec,
+                mlp_ratio=cfg.mlp_ratio,
+                dropout=cfg.dropout,
             )
             for _ in range(cfg.decoder_layers)
         )
@@ -154,14 +173,19 @@ class Decoder(nn.Module):
         cross = [block.cross_attention.project_memory(memory) for block in self.blocks]
         selfs: list[State] | None = None
         if self.incremental:
-            selfs = [block.self_attention.init_state(B, device=memory.device, dtype=memory.dtype) for block in self.blocks]
+            selfs = [
+                block.self_attention.init_state(B, device=memory.device, dtype=memory.dtype)
+                for block in self.blocks
+            ]
         elif not self._warned_fallback:
             self._warned_fallback = True
             log.info(
                 "decoder self-attention '%s' has no incremental state: generation recomputes the prefix at every step",
                 self.blocks[0].self_attention.spec.name,
             )
-        return DecodingState(memory, memory_padding_mask, cross, selfs, ids=memory.new_zeros(B, 0, dtype=torch.long))
+        return DecodingState(
+            memory, memory_padding_mask, cross, selfs, ids=memory.new_zeros(B, 0, dtype=torch.long)
+        )
 
     def step(self, token: Tensor, state: DecodingState) -> tuple[Tensor, DecodingState]:
         """Feed one token per row: token (B,) -> next-token logits (B, V) and the new state."""
@@ -175,7 +199,9 @@ class Decoder(nn.Module):
         for block, self_state, (k, v) in zip(self.blocks, state.self_states, state.cross_kv):
             out, self_state = block.self_attention.step(block.norm_self(x), self_state)
             x = x + out
-            x = x + block.cross_attention.attend_projected(block.norm_cross(x), k, v, state.memory_padding_mask)
+            x = x + block.cross_attention.attend_projected(
+                block.norm_cross(x), k, v, state.memory_padding_mask
+            )
             x = x + block.mlp(block.norm_mlp(x))
             new_states.append(self_state)
         return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
@@ -200,7 +226,9 @@ class DecodingState:
             self.memory.index_select(0, index),
             None if self.memory_padding_mask is None else self.memory_padding_mask.index_select(0, index),
             [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
-            None if self.self_states is None else [Attention.reorder_state(s, index) for s in self.self_states],
+            None
+            if self.self_states is None
+            else [Attention.reorder_state(s, index) for s in self.self_states],
             self.ids.index_select(0, index),
         )
 
@@ -208,7 +236,9 @@ class DecodingState:
 class EncoderDecoder(nn.Module):
     """Sequence-to-sequence Transformer: encoder over the source, causal decoder over the target."""
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec, target_vocab_size: int | None = None):
+    def __init__(
+        self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec, target_vocab_size: int | None = None
+    ):
         super().__init__()
         self.encoder = Encoder(vocab_size, cfg, spec)
         self.decoder = Decoder(target_vocab_size or vocab_size, cfg, spec)

@@ -29,5 +29,7 @@ def test_causal_chunks_equal_the_recurrent_form_over_many_chunks():
     for t in range(45):
         state = state + phi_k[:, :, t, :, None] * v[:, :, t, None, :]  # (B, H, D, Dv)
         normaliser = normaliser + phi_k[:, :, t]
-        expected = (phi_q[:, :, t, None, :] @ state).squeeze(2) / ((phi_q[:, :, t] * normaliser).sum(-1, keepdim=True) + 1e-6)
+        expected = (phi_q[:, :, t, None, :] @ state).squeeze(2) / (
+            (phi_q[:, :, t] * normaliser).sum(-1, keepdim=True) + 1e-6
+        )
         torch.testing.assert_close(out[:, :, t], expected)  # fp64 in, fp64 accumulation

@@ -92,7 +92,9 @@ def test_non_causal_matches_autograd(feature_map, nq, nk):
 
 def test_gradcheck():
     q, k, v = inputs(11)
-    assert torch.autograd.gradcheck(lambda q, k, v: causal_linear_attention(q, k, v, 4, 1e-6, "elu"), (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: causal_linear_attention(q, k, v, 4, 1e-6, "elu"), (q, k, v)
+    )
 
 
 def test_only_requested_gradients_are_computed():
@@ -108,7 +110,9 @@ def test_only_requested_gradients_are_computed():
 @pytest.mark.parametrize("causal", [False, True])
 def test_a_retained_graph_gives_the_same_gradients_twice(causal):
     q, k, v = inputs(20)
-    out = causal_linear_attention(q, k, v, 8, 1e-6, "elu") if causal else linear_attention(q, k, v, 1e-6, "elu")
+    out = (
+        causal_linear_attention(q, k, v, 8, 1e-6, "elu") if causal else linear_attention(q, k, v, 1e-6, "elu")
+    )
     first = torch.autograd.grad(out.square().sum(), (q, k, v), retain_graph=True)
     second = torch.autograd.grad(out.square().sum(), (q, k, v))
     for a, b in zip(first, second, strict=True):

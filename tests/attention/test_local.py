@@ -154,7 +154,6 @@ def test_half_precision_is_finite_and_close(dtype, causal):
     torch.testing.assert_close(out.detach().double(), ref, rtol=0, atol=tolerance)
 
 
-
 def test_refuses_what_it_cannot_do():
     attn = build_attention("local", window=4)
     q, k, v = qkv(1, 1, 8, 4)

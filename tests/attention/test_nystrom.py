@@ -165,7 +165,6 @@ def test_half_precision_is_finite_and_close_to_fp32(dtype):
     )
 
 
-
 def test_refuses_causal():
     q = randn(1, 1, 64, 4)
     with pytest.raises(CapabilityError, match="causal"):

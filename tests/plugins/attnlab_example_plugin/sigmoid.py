@@ -35,9 +35,13 @@ class SigmoidAttention(Attention):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
-        scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1]) + self.bias  # (B, H, Nq, Nk)
+        scores = (
+            q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1]) + self.bias
+        )  # (B, H, Nq, Nk)
         weights = torch.sigmoid(scores)
-        allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+        allowed = allowed_keys(
+            q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device
+        )
         if allowed is not None:
             weights = weights.masked_fill(~allowed, 0.0)  # (B, H, Nq, Nk)
         return (weights @ v.float()).to(q.dtype)  # (B, H, Nq, Dv)
