@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def test_tiny_sweep_writes_csv_json_png(tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert len(data["rows"]) == len(rows) and data["summary"]
     assert data["environment"]["threads"] == 1  # the sweep's own conditions, not those restored after it
-    assert data["environment"]["cpu_allocation"]
+    if platform.libc_ver()[0] == "glibc":
+        assert data["environment"]["cpu_allocation"].startswith("glibc, freed memory kept")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
     rows = by_key(result["rows"])
@@ -80,8 +82,11 @@ def test_causal_decode_and_block_targets(tmp_path):
         "mode=[forward,decode]",
         "causal=[false,true]",
         "target=block",
+        "keep_freed_memory=false",
     )
     rows = by_key(run(cfg, out_dir=tmp_path, console=quiet())["rows"])
+    environment = json.loads((tmp_path / "bench.json").read_text())["environment"]
+    assert environment["cpu_allocation"] == "system default (keep_freed_memory=false)"
     assert {r["status"] for r in rows.values()} == {"ok"}
     assert {r["impl"] for r in rows.values()} <= {"attnlab.nn", "attnlab.bench"}
     # decoding is causal by nature: one decode setting, whatever `causal` says

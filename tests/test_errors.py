@@ -16,19 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import BROKEN_SITE, plugin_pythonpath
+from helpers import FAST as TINY_MODEL
 from helpers import run_cli
 
 from attnlab.app import EXIT_USER_ERROR, run_args
 from attnlab.errors import ConfigError
 
 FAST = [
-    "model.d_model=32",
-    "model.heads=2",
-    "model.encoder_layers=1",
-    "model.decoder_layers=1",
-    "model.max_len=128",
-    "callbacks.progress=null",
-    "trainer.enable_progress_bar=false",
+    *TINY_MODEL,
     "logger=none",
     "trainer=debug",
     "task.data.limit.train=64",

@@ -74,13 +74,12 @@ class LinearAttention(Attention):
         q32, k32, v32 = q.to(acc), k.to(acc), v.to(acc)
         # The kernels apply (and differentiate) phi themselves and zero padded keys' features.
         if causal:
+            # (B, H, N, Dv)
             out = causal_linear_attention(
                 q32, k32, v32, self._chunk(q), self.eps, self.feature_map, key_padding_mask
-            )  # (B, H, N, Dv)
-        else:
-            out = linear_attention(
-                q32, k32, v32, self.eps, self.feature_map, key_padding_mask
-            )  # (B, H, Nq, Dv)
+            )
+        else:  # (B, H, Nq, Dv)
+            out = linear_attention(q32, k32, v32, self.eps, self.feature_map, key_padding_mask)
         return out.to(q.dtype)
 
     def _chunk(self, q: Tensor) -> int:

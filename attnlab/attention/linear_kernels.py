@@ -161,9 +161,8 @@ class NonCausalLinearAttention(torch.autograd.Function):
         grad_den = torch.linalg.vecdot(grad_num, out).neg_().unsqueeze(-1)  # (BH, Nq, 1)
         dq = dk = dv = None
         if need_q:
-            dq = torch.bmm(grad_num, kv.transpose(1, 2)).baddbmm_(
-                grad_den, k_sum.transpose(1, 2)
-            )  # (BH, Nq, D)
+            # (BH, Nq, D)
+            dq = torch.bmm(grad_num, kv.transpose(1, 2)).baddbmm_(grad_den, k_sum.transpose(1, 2))
         if need_k or need_v:
             d_kv = torch.bmm(qf.transpose(1, 2), grad_num)  # (BH, D, Dv)
         if need_k:

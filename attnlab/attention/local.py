@@ -74,9 +74,8 @@ class NeighbourWindows(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         B, H, nb, C, E, before, slots = ctx.sizes
         windows = grad.reshape(B, H, nb, slots, C, E)  # (B, H, nb, slots, C, E)
-        blocks = windows[:, :, :, before].clone(
-            memory_format=torch.contiguous_format
-        )  # (B, H, nb, C, E) own slot
+        # (B, H, nb, C, E) own slot
+        blocks = windows[:, :, :, before].clone(memory_format=torch.contiguous_format)
         for slot in range(slots):
             if slot != before:
                 shift, lo, hi = _window_span(slot, before, nb)

@@ -113,9 +113,8 @@ class PerformerAttention(Attention):
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # (B, H, N, d)
         scale = x.shape[-1] ** -0.25
         exponents = x @ (self.projection.to(x.dtype) * scale).T  # (B, H, N, r)
-        half_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() * (
-            scale**2 / 2
-        )  # (B, H, N, 1)
+        # (B, H, N, 1)
+        half_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() * (scale**2 / 2)
         return exponents.sub_(half_square)
 
     def _query_features(self, q: Tensor) -> Tensor:
@@ -153,9 +152,8 @@ class PerformerAttention(Attention):
         phi_k = self._key_features(k, key_padding_mask, causal=causal)  # (B, H, Nk, r), fp32
         v32 = v.to(phi_k.dtype)  # (B, H, Nk, Dv)
         if causal:
-            return causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD).to(
-                q.dtype
-            )  # (B, H, N, Dv)
+            out = causal_linear_attention(phi_q, phi_k, v32, self.chunk_size, GUARD)  # (B, H, N, Dv)
+            return out.to(q.dtype)
         return linear_attention(phi_q, phi_k, v32, GUARD).to(q.dtype)  # (B, H, Nq, Dv)
 
     # ---- incremental decoding: running sums, like `linear` ------------------------------------------
