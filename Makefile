@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench bench-targets bench-reference clean
+.PHONY: install run test test-slow lint bench bench-targets bench-ceiling bench-reference clean
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 # The speed targets (README "Measured results"): one side-by-side sweep, then PASS/FAIL per target.
 bench-targets: $(STAMP)
 	$(BIN)/python benchmarks/speed_targets.py
+
+# How far causal linear can get ahead of causal multihead with this machine's matmuls (README).
+bench-ceiling: $(STAMP)
+	$(BIN)/python benchmarks/causal_linear_ceiling.py
 
 # Ours against the well-known pure-PyTorch implementations. The references are pinned to the versions
 # compared in the README and installed --no-deps, so they can never swap the installed torch.

@@ -1,8 +1,12 @@
-"""FLOP counting with `torch.utils.flop_counter`, completed for PyTorch's CPU attention kernel.
+"""FLOP counting with `torch.utils.flop_counter`, completed where it would count 0.
 
-FlopCounterMode knows the CUDA SDPA kernels but not `_scaled_dot_product_flash_attention_for_cpu`
-(what F.scaled_dot_product_attention runs on CPU), which it would count as 0. We register the same
-formula PyTorch uses for the CUDA kernels (dense: causal masking is not discounted, as upstream).
+- PyTorch's CPU attention kernel: FlopCounterMode knows the CUDA SDPA kernels but not
+  `_scaled_dot_product_flash_attention_for_cpu` (what F.scaled_dot_product_attention runs on CPU).
+  We register the formula PyTorch uses for the CUDA kernels (dense: causal masking is not
+  discounted, as upstream).
+- In-place products: its formulas are keyed by op, and `baddbmm_` / `addmm_` (the accumulating
+  products of the linear-attention kernels) are ops of their own, so they counted nothing: a third
+  of causal `linear`'s FLOPs. They get the formulas of `baddbmm` / `addmm`.
 """
 
 from __future__ import annotations
@@ -14,23 +18,29 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 _registered = False
+INPLACE_PRODUCTS = {"baddbmm_": "baddbmm", "addmm_": "addmm"}  # in-place op -> op with the same formula
 
 
-def _register_cpu_sdpa() -> None:
+def _register_missing_formulas() -> None:
     global _registered
     if _registered:
         return
     _registered = True
     aten = torch.ops.aten
+    for inplace, op in INPLACE_PRODUCTS.items():
+        packet = getattr(aten, inplace)
+        if packet not in flop_counter.flop_registry:  # the same arguments: (self, a, b, beta, alpha)
+            formula = flop_counter.flop_registry[getattr(aten, op)]
+            flop_counter.register_flop_formula(packet, get_raw=True)(formula)
     forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-    if forward is not None and forward.default not in flop_counter.flop_registry:
+    if forward is not None and forward not in flop_counter.flop_registry:
 
         @flop_counter.register_flop_formula(forward, get_raw=True)
         def _cpu_sdpa(query, key, value, *args, out_val=None, **kwargs) -> int:
             return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
 
-    if backward is not None and backward.default not in flop_counter.flop_registry:
+    if backward is not None and backward not in flop_counter.flop_registry:
 
         @flop_counter.register_flop_formula(backward, get_raw=True)
         def _cpu_sdpa_backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
@@ -39,7 +49,7 @@ def _register_cpu_sdpa() -> None:
 
 def count_flops(fn: Callable[[], object], *, module_suffix: str | None = None) -> int:
     """FLOPs of running fn(); with module_suffix, only those inside modules whose name ends with it."""
-    _register_cpu_sdpa()
+    _register_missing_formulas()
     with FlopCounterMode(display=False) as counter:
         fn()
     if module_suffix is None:

@@ -28,7 +28,6 @@ import argparse
 import importlib
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +37,7 @@ from torch import nn
 from attnlab.attention import build_attention, registry_entry
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting
-from attnlab.bench.measure import measure_point
+from attnlab.bench.measure import measure_point, paired_times
 from attnlab.bench.workload import Workload
 from attnlab.nn import AttentionSpec, MultiHeadAttention
 
@@ -126,25 +125,6 @@ def workload(
         out.backward(torch.ones_like(out))
 
     return Workload(label, n, Setting(mode, causal), call)
-
-
-def paired_times(
-    ours: Callable[[], object], ref: Callable[[], object], pairs: int
-) -> tuple[float, float, list[float]]:
-    """Median ms of each and the per-pair ratios ours/ref, the two called alternately (which one goes
-    first alternates too), so a machine that speeds up or slows down mid-run moves both alike."""
-    times: dict[str, list[float]] = {"ours": [], "ref": []}
-    ratios = []
-    for i in range(pairs):
-        order = [("ours", ours), ("ref", ref)]
-        pair = {}
-        for name, fn in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            fn()
-            pair[name] = time.perf_counter() - start
-            times[name].append(pair[name] * 1e3)
-        ratios.append(pair["ours"] / pair["ref"])
-    return statistics.median(times["ours"]), statistics.median(times["ref"]), ratios
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from attnlab.attention.registry import BUILTIN_MODULES, available_attentions
 from attnlab.bench import run
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.analysis import MEASURED
+from attnlab.bench.measure import paired_times
 
 BUILTINS = [m.rsplit(".", 1)[-1] for m in BUILTIN_MODULES]
 FULL_LENGTHS = [1024, 2048, 4096, 8192, 16384]
@@ -134,26 +134,22 @@ def check_layer_overhead(n: int, pairs: int) -> None:
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
         return layer.out_proj(out.transpose(1, 2).reshape(1, n, 256))
 
-    def timed(forward) -> float:
-        for p in params:
-            p.grad = None
-        start = time.perf_counter()
-        forward().backward(grad)
-        return time.perf_counter() - start
+    def step(forward):
+        def run() -> None:
+            for p in params:
+                p.grad = None
+            forward().backward(grad)
 
+        return run
+
+    layer_step, direct_step = step(lambda: layer(x)), step(direct)
     for _ in range(2):  # warm-up
-        timed(direct), timed(lambda: layer(x))
-    ratios, layer_t, direct_t = [], [], []
-    for i in range(pairs):  # interleaved, alternating which goes first
-        order = [("layer", lambda: layer(x)), ("direct", direct)]
-        times = dict((name, timed(fn)) for name, fn in (order if i % 2 == 0 else order[::-1]))
-        ratios.append(times["layer"] / times["direct"])
-        layer_t.append(times["layer"])
-        direct_t.append(times["direct"])
+        direct_step(), layer_step()
+    layer_ms, direct_ms, ratios = paired_times(layer_step, direct_step, pairs)
     overhead = statistics.median(ratios) - 1
     check(overhead <= 0.05, f"N={n}: multi-head layer adds {overhead * 100:+.1f}% over direct projections + SDPA "
-          f"(median of {pairs} paired ratios; {statistics.median(layer_t) * 1e3:.1f} ms vs "
-          f"{statistics.median(direct_t) * 1e3:.1f} ms; target <= 5%)")  # fmt: skip
+          f"(median of {pairs} paired ratios; {layer_ms:.1f} ms vs {direct_ms:.1f} ms; "
+          "target <= 5%)")  # fmt: skip
 
 
 def main() -> None:

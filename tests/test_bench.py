@@ -177,6 +177,23 @@ def test_ratios_on_hand_made_rows():
     assert rows[2]["speedup_vs_multihead"] is None  # no baseline measured at 2048
 
 
+def test_paired_times_alternate_which_goes_first_and_pair_the_ratios(monkeypatch):
+    clock, calls = [0.0], []
+
+    def takes(name: str, seconds: float):
+        def call() -> None:
+            calls.append(name)
+            clock[0] += seconds
+
+        return call
+
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+    first_ms, second_ms, ratios = measure.paired_times(takes("a", 0.002), takes("b", 0.008), pairs=3)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert (first_ms, second_ms) == pytest.approx((2.0, 8.0))
+    assert ratios == pytest.approx([0.25] * 3)
+
+
 def test_live_tensor_peak_counts_new_storages_once():
     x = torch.randn(256, 256)  # 256 KiB, existed before: not counted
     with LiveTensorPeak() as tracker:

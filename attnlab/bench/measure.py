@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,24 @@ def time_calls(workload: Workload, repeats: int, device: torch.device, deadline:
         if end > deadline:
             break
     return times
+
+
+def paired_times(
+    first: Callable[[], object], second: Callable[[], object], pairs: int
+) -> tuple[float, float, list[float]]:
+    """Median ms of each and the per-pair ratios first/second, the two called alternately (which one
+    goes first alternates too), so a machine that speeds up or slows down mid-run moves both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    ratios = []
+    for i in range(pairs):
+        pair = [0.0, 0.0]
+        for slot in (0, 1) if i % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            (first, second)[slot]()
+            pair[slot] = time.perf_counter() - start
+            times[slot].append(pair[slot] * 1e3)
+        ratios.append(pair[0] / pair[1])
+    return statistics.median(times[0]), statistics.median(times[1]), ratios
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
