@@ -47,6 +47,13 @@ def _register_missing_formulas() -> None:
             return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
 
 
+def counted(op: torch._ops.OpOverloadPacket) -> bool:
+    """Whether count_flops counts `op` (an aten op such as torch.ops.aten.bmm): FlopCounterMode's
+    formulas and the ones registered here."""
+    _register_missing_formulas()
+    return op in flop_counter.flop_registry
+
+
 def count_flops(fn: Callable[[], object], *, module_suffix: str | None = None) -> int:
     """FLOPs of running fn(); with module_suffix, only those inside modules whose name ends with it."""
     _register_missing_formulas()

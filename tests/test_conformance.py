@@ -12,6 +12,8 @@ or installed plugin) is tested for free. Per variant:
       explicit kernel, and every declared `reference_tolerance` vs `full` on smooth inputs
   (f) finite gradients for q, k, v and parameters
   (g) bf16 / fp16 outputs close to fp32 and finite
+  (h) cost accounting: every matrix product or attention kernel it runs, forward and backward, is
+      one the FLOP count (attnlab/flops.py) counts, so the bench and reports never undercount it
 
 Tolerances: fp32 comparisons of the same maths computed two ways use atol 1e-5; half precision
 vs fp32 uses atol 0.05 (bf16, 8-bit mantissa) and 0.01 (fp16) on unit-variance inputs.
@@ -20,14 +22,17 @@ vs fp32 uses atol 0.05 (bf16, 8-bit mantissa) and 0.01 (fp16) on unit-variance i
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from conftest import MAX_LEN, B, D, H, N, qkv, randn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab import available_attentions, build_attention, get_attention_class
 from attnlab.attention.base import REFERENCE_FIXTURE, Attention, describe
 from attnlab.errors import CapabilityError
+from attnlab.flops import counted
 
 VARIANTS = available_attentions()
 
@@ -470,3 +475,35 @@ def test_half_precision_close_to_fp32(name: str, dtype: torch.dtype):
         raise
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, atol=HALF_ATOL[dtype], rtol=0)
+
+
+# ---- (h) cost accounting ------------------------------------------------------------------------------
+PRODUCT_OPS = re.compile(r"mm|mv|dot|conv|attention")  # bmm, addmm, baddbmm_, vdot, convolution, SDPA...
+
+
+class OpLog(TorchDispatchMode):
+    """Records every aten op (overload packet) dispatched while active, backward included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[torch._ops.OpOverloadPacket] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(func._overloadpacket)
+        return func(*args, **(kwargs or {}))
+
+
+@parametrise
+@pytest.mark.parametrize("causal", [False, True])
+def test_every_matrix_product_is_counted_in_flops(name: str, causal: bool):
+    if causal and not capable(name, "causal"):
+        pytest.skip("not causal-capable")
+    q, k, v = inputs(name, grad=True)
+    attention = build(name).train()
+    with OpLog() as log:
+        attention(q, k, v, causal=causal).square().sum().backward()
+    products = {op for op in log.ops if PRODUCT_OPS.search(op.__name__)}
+    uncounted = sorted(op.__name__ for op in products if not counted(op))
+    assert not uncounted, (
+        f"FLOPs of {name} would leave out {uncounted}: give them a formula in attnlab/flops.py"
+    )
