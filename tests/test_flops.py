@@ -1,12 +1,14 @@
-"""FLOP counting (attnlab/flops.py): what FlopCounterMode alone would count as 0 is counted."""
+"""FLOP counting (attnlab/flops.py): what FlopCounterMode alone would count as 0 is counted, and a
+causal SDPA call counts the (query, key) pairs its mask keeps."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attnlab.attention import build_attention
-from attnlab.flops import count_flops
+from attnlab.flops import causal_pairs, count_flops, formulas
 
 
 @pytest.mark.parametrize(
@@ -35,3 +37,38 @@ def test_every_product_of_the_chunked_causal_forward_is_counted():
         + G * C * C * D  # scores times values (the in-place baddbmm_)
     )
     assert count_flops(lambda: attention(q, k, v, causal=True)) == expected
+
+
+@pytest.mark.parametrize(("nq", "nk"), [(1, 1), (2, 5), (5, 2), (7, 7)])
+def test_causal_pairs_count_the_top_left_mask(nq, nk):
+    assert causal_pairs(nq, nk) == int(torch.ones(nq, nk).tril().sum())
+
+
+def test_causal_sdpa_counts_the_pairs_its_mask_keeps_forward_and_backward():
+    B, H, N, D = 2, 3, 16, 8
+    q, k, v = (torch.randn(B, H, N, D, requires_grad=True) for _ in range(3))
+    dense = 4 * B * H * N * N * D  # QKᵀ and PV, 2 FLOPs per multiply-add
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == dense
+    causal = count_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    assert causal == 4 * B * H * D * N * (N + 1) // 2
+    both = count_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward())
+    assert 2 * both == 7 * causal  # the backward's 5 products (scores again, dV, dP, dQ, dK): 2.5x the 2
+    mask = torch.ones(N, N, dtype=torch.bool).tril()  # an explicit mask: the kernel computes every block
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) == dense
+
+
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        ("_scaled_dot_product_flash_attention", (0.0, True)),  # dropout_p, is_causal
+        ("_scaled_dot_product_efficient_attention", (None, False, 0.0, True)),  # attn_bias, lse, p, causal
+    ],
+)
+def test_the_cuda_kernels_formulas_are_causal_aware_too(op, args):
+    """No GPU needed: the formulas only read shapes and flags (meta tensors here)."""
+    q, k, v = (torch.empty(1, 2, 6, 4, device="meta") for _ in range(3))
+    formula = formulas()[getattr(torch.ops.aten, op)]
+    dense = formula(q, k, v, *args[:-1], False)
+    assert dense == 4 * 2 * 6 * 6 * 4
+    assert formula(q, k, v, *args) == dense * causal_pairs(6, 6) // 36
+    assert formula(q, k, v, *args[:-1], is_causal=True) == formula(q, k, v, *args)
