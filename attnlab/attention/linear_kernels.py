@@ -8,8 +8,9 @@ one for every intermediate and every gradient accumulation (feature-map derivati
 the cat of a ones column, pads, tril copies, cumsum and its flipped backward, the sum of each
 input's gradient contributions). Here each backward is written out: products accumulate into their
 output (`baddbmm_`), carried sums are scanned in place, the feature map's derivative is applied in
-place, and padded keys are zeroed in place. fwd+bwd at N=16K, B=1, H=4, d=64 on 2 CPU cores:
-causal ~96 ms against ~145 ms for the autograd version (README, "Cost of attention").
+place, and padded keys are zeroed in place. The elementwise passes between the products are in
+linear_passes.py: one pass over memory each, in C on CPU float32. fwd+bwd at N=16K, B=1, H=4, d=64
+on 2 CPU cores: causal ~80 ms against ~145 ms for the autograd version (README, "Cost of attention").
 
 Causal mode runs chunk by chunk: inside a chunk of C positions a masked C x C product; across chunks
 the carried sums S_c = Σ_{chunks before c} phi(k)ᵀ v (D x Dv) and z_c = Σ phi(k) (D), formed in place
@@ -29,61 +30,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-
-def _scan_steps(n: int) -> list[tuple[int, int, int]]:
-    """(target, source, stride) triples of an in-place inclusive scan of length n (Blelloch's
-    up-sweep, then its down-sweep for the inclusive result): x[target::stride] += x[source::stride],
-    as many elements on each side. Within one step targets and sources never overlap."""
-    steps, span = [], 1
-    while span < n:  # up-sweep: each element at 2s-1 (mod 2s) takes in its left sibling's total
-        steps.append((2 * span - 1, span - 1, 2 * span))
-        span *= 2
-    span //= 2
-    while span >= 1:  # down-sweep: the totals flow right to the elements still missing them
-        steps.append((3 * span - 1, 2 * span - 1, 2 * span))
-        span //= 2
-    return steps
-
-
-def inclusive_scan_(x: Tensor, *, reverse: bool = False) -> Tensor:
-    """In-place prefix sums of x (G, n, E) along dim 1: x[:, i] <- Σ_{j<=i} x[:, j] (reverse: j >= i).
-
-    2·log2(n) strided in-place adds, no allocation; torch.cumsum along a middle dimension is several
-    times slower on CPU and allocates its result. Each output sums only its own side of the sequence.
-    """
-    n = x.shape[1]
-    for target, source, stride in _scan_steps(n):
-        count = len(range(target, n, stride))
-        if count == 0:
-            continue
-        span = stride * (count - 1) + 1
-        if reverse:  # the same pairs on the mirrored index n - 1 - i
-            target, source = n - target - span, n - source - span
-        x[:, target : target + span : stride] += x[:, source : source + span : stride]
-    return x
-
-
-def elu_plus_one(x: Tensor) -> Tensor:
-    """phi(x) = elu(x) + 1 > 0, as a fresh contiguous tensor."""
-    if x.is_contiguous():
-        return F.elu(x).add_(1.0)
-    return F.elu_(x.contiguous()).add_(1.0)  # the copy is ours: no second buffer
+from attnlab.attention.linear_passes import (
+    add_rows_tril_,
+    elu_plus_one,
+    feature_grad_,
+    grad_prologue,
+    inclusive_scan_,
+    normalize_,
+    tril_rowsum_,
+)
 
 
 def relu(x: Tensor) -> Tensor:
     return F.relu(x.contiguous()) if not x.is_contiguous() else F.relu(x)
-
-
-def _feature_grad_(grad: Tensor, phi: Tensor, feature_map: str | None, spare: list[Tensor]) -> Tensor:
-    """grad w.r.t. phi -> grad w.r.t. the raw input, in place. `spare`: buffers of the backward no
-    longer needed, reused as scratch (never a saved tensor: a retained graph stays valid)."""
-    if feature_map == "elu":  # phi' = 1 for x > 0, exp(x) = phi otherwise: min(phi, 1)
-        free = next((t for t in spare if t.numel() >= phi.numel()), None)
-        scratch = None if free is None else free.view(-1)[: phi.numel()].view_as(phi)
-        grad.mul_(torch.clamp(phi, max=1.0, out=scratch))
-    elif feature_map == "relu":  # phi' = 1 where phi > 0 (PyTorch's relu'(0) = 0)
-        grad.masked_fill_(phi <= 0, 0.0)
-    return grad
 
 
 FEATURES = {"elu": elu_plus_one, "relu": relu}
@@ -101,18 +60,11 @@ def _features(
     return q, k
 
 
-def _finish_feature_grads(
-    ctx: FunctionCtx, dq: Tensor | None, dk: Tensor | None, qf: Tensor, kf: Tensor, spare: list[Tensor]
-) -> None:
-    """In place: padded keys get no gradient (their features were zeroed); then the feature map's
-    derivative. dq, dk, qf, kf are in (B, H, N, D) memory order, whatever their view."""
+def _zero_padded_keys_(ctx: FunctionCtx, dk: Tensor | None) -> None:
+    """Padded keys get no gradient (their features were zeroed); dk in (B, H, Nk, D) memory order."""
     mask = ctx.key_padding_mask  # (B, Nk) or None
     if dk is not None and mask is not None:
         dk.view(mask.shape[0], -1, mask.shape[1], dk.shape[-1]).masked_fill_(mask[:, None, :, None], 0.0)
-    if dq is not None:
-        _feature_grad_(dq, qf, ctx.feature_map, spare)
-    if dk is not None:
-        _feature_grad_(dk, kf, ctx.feature_map, spare)
 
 
 def _input_grads(
@@ -170,7 +122,10 @@ class NonCausalLinearAttention(torch.autograd.Function):
             dk = torch.bmm(vf, d_kv.transpose(1, 2)).add_(d_k_sum.transpose(1, 2))  # (BH, Nk, D)
         if need_v:
             dv = torch.bmm(kf, d_kv)  # (BH, Nk, Dv); zero rows for padded keys (their features are 0)
-        _finish_feature_grads(ctx, dq, dk, qf, kf, spare=[grad_num])
+        _zero_padded_keys_(ctx, dk)
+        for d, phi in ((dq, qf), (dk, kf)):  # grad w.r.t. the features -> w.r.t. the raw inputs
+            if d is not None:
+                feature_grad_(d, None, None, phi, ctx.feature_map, spare=[grad_num])
         return (*_input_grads((dq, dk, dv), ((B, H, Nq, D), (B, H, Nk, D), (B, H, Nk, Dv))), None, None, None)
 
 
@@ -205,12 +160,10 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         torch.sum(kc[:-1], dim=1, out=state_k[1:, :, 0])
         state_k.view(heads, nc, D)[:, 0].zero_()
         inclusive_scan_(state_k.view(heads, nc, D))
-        scores = torch.bmm(qc, kc.transpose(1, 2)).tril_()  # (G, C, C) in-chunk, causal
-        den = torch.linalg.vecdot(qc, state_k.view(G, 1, D)).unsqueeze_(-1)  # (G, C, 1); bmm: 2x slower
-        den += scores.sum(dim=-1, keepdim=True)
-        den += eps
+        scores = torch.bmm(qc, kc.transpose(1, 2))  # (G, C, C) in-chunk
+        in_chunk_den = tril_rowsum_(scores)  # (G, C, 1); scores now causal
         out = torch.bmm(qc, state).baddbmm_(scores, vc)  # (G, C, Dv) numerator
-        out /= den
+        den = normalize_(out, qc, state_k, in_chunk_den, eps)  # (G, C, 1); out /= den
         ctx.save_for_backward(qc, kc, vc, state, state_k, scores, den, out)
         ctx.sizes, ctx.feature_map, ctx.key_padding_mask = (B, H, N, D, Dv, nc), feature_map, key_padding_mask
         return out.view(B, H, N, Dv)
@@ -223,8 +176,8 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         G, C = qc.shape[:2]
         heads = B * H
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        grad_num = grad.reshape(G, C, Dv) / den  # (G, C, Dv) d loss / d numerator
-        grad_den = torch.linalg.vecdot(grad_num, out).neg_().unsqueeze(-1)  # (G, C, 1) = -Σ g·num / den²
+        # (G, C, Dv) d loss / d numerator, (G, C, 1) d loss / d den = -Σ g·num / den²
+        grad_num, grad_den = grad_prologue(grad.reshape(G, C, Dv), den, out)
         dq = dk = dv = None
         # Backward of the carried sums: slot c holds Σ over chunks after c of phi(q)ᵀ grad (mirror of
         # the forward's shift and scan).
@@ -236,20 +189,21 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
             dv = torch.bmm(kc, dstate).baddbmm_(scores.transpose(1, 2), grad_num)  # (G, C, Dv)
         if need_q or need_k:
             dscores = torch.bmm(grad_num, vc.transpose(1, 2))  # (G, C, C)
-            dscores += grad_den  # the in-chunk denominator is the row sum of the scores
-            dscores.tril_()
+            add_rows_tril_(dscores, grad_den)  # the in-chunk denominator is the row sum of the scores
         if need_q:
             dq = torch.bmm(grad_num, state.transpose(1, 2)).baddbmm_(dscores, kc)  # (G, C, D)
-            dq.addcmul_(grad_den, state_k.view(G, 1, D))  # carried denominator (an outer product)
         if need_k:
             dstate_k = qc.new_empty(G, 1, D)  # (G, 1, D) Σ over later chunks of grad_den·phi(q)
             torch.bmm(grad_den[1:].transpose(1, 2), qc[1:], out=dstate_k[:-1])
             dstate_k.view(heads, nc, D)[:, -1].zero_()
             inclusive_scan_(dstate_k.view(heads, nc, D), reverse=True)
             dk = torch.bmm(vc, dstate.transpose(1, 2)).baddbmm_(dscores.transpose(1, 2), qc)  # (G, C, D)
-            dk += dstate_k
         spare = [grad_num, dstate] + ([dscores] if need_q or need_k else [])
-        _finish_feature_grads(ctx, dq, dk, qc, kc, spare)
+        if dq is not None:  # + the carried denominator's term (an outer product), then phi'
+            feature_grad_(dq, grad_den, state_k.view(G, 1, D), qc, ctx.feature_map, spare)
+        if dk is not None:  # + the carried key sums' term, then phi'
+            feature_grad_(dk, None, dstate_k, kc, ctx.feature_map, spare)
+            _zero_padded_keys_(ctx, dk)
         shape = (B, H, N, D)
         return (*_input_grads((dq, dk, dv), (shape, shape, (B, H, N, Dv))), None, None, None, None)
 

@@ -1,0 +1,158 @@
+/* Fused elementwise passes of the chunked causal linear-attention kernel (linear_kernels.py), float32.
+ *
+ * Each function does in one pass over memory what eager PyTorch does in two or three (a pass over a
+ * 16 MB tensor costs about 1 ms on a 2-core CPU, there are about 20 of them per step at N=16K, and
+ * the matrix products between them stay with PyTorch). Arrays are contiguous, row-major; G chunks
+ * of C rows, D features, Dv value columns. Compiled and loaded at run time by linear_passes.py.
+ */
+#include <stdint.h>
+#include <string.h>
+
+typedef int64_t i64;
+
+/* exp(x) for x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a degree-7 Taylor series for
+ * e^r (truncation < 3e-9), times 2^n from the exponent bits. Within 2 ulp of expf down to
+ * x = -87; below, 2^-126 (1.2e-38) instead of a subnormal or 0. Written to vectorise. */
+static inline float exp_nonpositive(float x) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
+    x = x < -87.3f ? -87.3f : x;
+    float n = __builtin_rintf(x * log2e);
+    float r = x - n * ln2_hi;
+    r = r - n * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* phi = elu(x) + 1 = exp(min(x, 0)) + max(x, 0), n elements. */
+void elu_plus_one(const float *x, float *phi, i64 n) {
+#pragma omp parallel for simd schedule(static)
+    for (i64 i = 0; i < n; i++) {
+        float v = x[i];
+        float neg = v < 0.0f ? v : 0.0f;
+        phi[i] = exp_nonpositive(neg) + (v > 0.0f ? v : 0.0f);
+    }
+}
+
+/* scores (G, C, C) in place: entries above the diagonal set to 0; rowsum (G, C) = each row's sum. */
+void tril_rowsum(float *scores, float *rowsum, i64 G, i64 C) {
+#pragma omp parallel for schedule(static)
+    for (i64 g = 0; g < G; g++) {
+        for (i64 i = 0; i < C; i++) {
+            float *row = scores + (g * C + i) * C;
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (i64 j = 0; j <= i; j++) sum += row[j];
+            for (i64 j = i + 1; j < C; j++) row[j] = 0.0f;
+            rowsum[g * C + i] = sum;
+        }
+    }
+}
+
+/* den (G, C) = q (G, C, D) . zk (G, D) + rowsum (G, C) + eps, then out (G, C, Dv) /= den. */
+void normalize(float *out, float *den, const float *q, const float *zk, const float *rowsum, float eps, i64 G,
+               i64 C, i64 D, i64 Dv) {
+#pragma omp parallel for schedule(static)
+    for (i64 g = 0; g < G; g++) {
+        const float *z = zk + g * D;
+        for (i64 i = 0; i < C; i++) {
+            i64 row = g * C + i;
+            const float *qi = q + row * D;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (i64 d = 0; d < D; d++) dot += qi[d] * z[d];
+            float total = dot + rowsum[row] + eps;
+            den[row] = total;
+            float inv = 1.0f / total;
+            float *o = out + row * Dv;
+#pragma omp simd
+            for (i64 v = 0; v < Dv; v++) o[v] *= inv;
+        }
+    }
+}
+
+/* grad_num (R, Dv) = grad / den; grad_den (R) = -sum_v grad_num * out  (R = G*C rows). */
+void grad_prologue(const float *grad, const float *den, const float *out, float *grad_num, float *grad_den,
+                   i64 R, i64 Dv) {
+#pragma omp parallel for schedule(static)
+    for (i64 row = 0; row < R; row++) {
+        float inv = 1.0f / den[row];
+        const float *gr = grad + row * Dv, *o = out + row * Dv;
+        float *gn = grad_num + row * Dv;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (i64 v = 0; v < Dv; v++) {
+            float x = gr[v] * inv;
+            gn[v] = x;
+            dot += x * o[v];
+        }
+        grad_den[row] = -dot;
+    }
+}
+
+/* dscores (G, C, C) in place: + grad_den (G, C) of the row on and below the diagonal, 0 above. */
+void add_rows_tril(float *dscores, const float *grad_den, i64 G, i64 C) {
+#pragma omp parallel for schedule(static)
+    for (i64 g = 0; g < G; g++) {
+        for (i64 i = 0; i < C; i++) {
+            float *row = dscores + (g * C + i) * C;
+            float add = grad_den[g * C + i];
+#pragma omp simd
+            for (i64 j = 0; j <= i; j++) row[j] += add;
+            for (i64 j = i + 1; j < C; j++) row[j] = 0.0f;
+        }
+    }
+}
+
+/* x (G, C, D) in place: += scale (G, C; NULL: 1) times vec (G, D; NULL: no term), then times the feature
+ * map's derivative read off phi (G, C, D): feature_map 0 none, 1 elu+1 (min(phi, 1)), 2 relu (phi > 0). */
+void feature_grad(float *x, const float *scale, const float *vec, const float *phi, int feature_map, i64 G,
+                  i64 C, i64 D) {
+#pragma omp parallel for schedule(static)
+    for (i64 g = 0; g < G; g++) {
+        for (i64 i = 0; i < C; i++) {
+            i64 row = g * C + i;
+            float s = scale ? scale[row] : 1.0f;
+            float *xr = x + row * D;
+            const float *p = phi + row * D, *w = vec ? vec + g * D : 0;
+            if (w) {
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) xr[d] += s * w[d];
+            }
+            if (feature_map == 1) {
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) xr[d] *= p[d] < 1.0f ? p[d] : 1.0f;
+            } else if (feature_map == 2) {
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) xr[d] = p[d] > 0.0f ? xr[d] : 0.0f;
+            }
+        }
+    }
+}
+
+/* x (H, n, E) in place: x[h, i] <- sum over j <= i of x[h, j] (reverse: j >= i). Each thread walks a
+ * block of columns down the sequence: one read and one write per element. */
+void inclusive_scan(float *x, i64 H, i64 n, i64 E, int reverse) {
+    const i64 block = 256, blocks = (E + block - 1) / block;
+#pragma omp parallel for schedule(static)
+    for (i64 task = 0; task < H * blocks; task++) {
+        i64 h = task / blocks, lo = (task % blocks) * block, hi = lo + block < E ? lo + block : E;
+        float *base = x + h * n * E;
+        for (i64 step = 1; step < n; step++) {
+            i64 i = reverse ? n - 1 - step : step, prev = reverse ? i + 1 : i - 1;
+            float *row = base + i * E;
+            const float *before = base + prev * E;
+#pragma omp simd
+            for (i64 e = lo; e < hi; e++) row[e] += before[e];
+        }
+    }
+}

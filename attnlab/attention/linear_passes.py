@@ -1,0 +1,242 @@
+"""The elementwise passes of chunked causal linear attention, each one pass over memory on CPU.
+
+Between its matrix products, the causal kernel (linear_kernels.py) runs about twenty elementwise
+passes over (N, d)-sized tensors: the feature map, the causal mask, the normaliser, and their
+gradients. In eager PyTorch many take two or three passes (`tril_` then `sum`; `vecdot`, `+=`, `/=`;
+`clamp` then `mul_`), and at N=16K each pass costs about 1 ms on a 2-core CPU. linear_passes.c does each
+in one pass for contiguous float32 CPU tensors; everything else (float64, GPU, non-contiguous
+inputs, tensor subclasses such as fake tensors, or no C compiler) takes the PyTorch version beside
+it, which computes the same thing.
+
+The C file is compiled on first use with the system's C compiler (`cc`, or $CC; -O3 -march=native)
+into ~/.cache/attnlab (or $XDG_CACHE_HOME/attnlab), keyed by source, compiler, flags and CPU, and
+loaded with ctypes. A failed build warns once and leaves the PyTorch passes in place.
+ATTNLAB_FUSED_CPU=0 turns the C passes off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("linear_passes.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
+FEATURE_MAPS = {None: 0, "elu": 1, "relu": 2}  # linear_passes.c's feature_map codes
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+SIGNATURES = {
+    "elu_plus_one": [_P, _P, _I],
+    "tril_rowsum": [_P, _P, _I, _I],
+    "normalize": [_P, _P, _P, _P, _P, ctypes.c_float, _I, _I, _I, _I],
+    "grad_prologue": [_P, _P, _P, _P, _P, _I, _I],
+    "add_rows_tril": [_P, _P, _I, _I],
+    "feature_grad": [_P, _P, _P, _P, ctypes.c_int, _I, _I, _I],
+    "inclusive_scan": [_P, _I, _I, _I, ctypes.c_int],
+}
+
+
+def _cpu_signature() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags where Linux tells them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine() + platform.processor()
+    keys = ("model name", "flags", "Features", "CPU part")
+    return platform.machine() + "".join(sorted({line for line in lines if line.startswith(keys)}))
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        subprocess.run(
+            [compiler, *FLAGS, "-o", str(built), str(SOURCE)], check=True, capture_output=True, text=True
+        )
+        os.replace(built, target)  # atomic: processes building at once all end with a whole file
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled passes, or None (turned off, or no compiler / a failed build: warned once)."""
+    if os.environ.get("ATTNLAB_FUSED_CPU", "1") == "0":
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    try:
+        if compiler is None:
+            raise OSError(f"no C compiler found ({os.environ.get('CC', 'cc')!r} is not on PATH)")
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+        key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _cpu_signature()]).encode())
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnlab"
+        target = cache / f"linear_passes-{key.hexdigest()[:16]}.so"
+        if not target.exists():
+            _build(compiler, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        warnings.warn(
+            f"attnlab: could not build the fused CPU passes of causal linear attention ({detail}); "
+            "running their PyTorch versions instead (slower on CPU). ATTNLAB_FUSED_CPU=0 skips the attempt.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    for name, argtypes in SIGNATURES.items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = None
+    return lib
+
+
+def _fused(*tensors: Tensor | None) -> ctypes.CDLL | None:
+    """The library if every tensor is a plain contiguous float32 CPU tensor, else None."""
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != torch.float32:
+            return None
+        if not t.is_contiguous():
+            return None
+    return library()
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _scan_steps(n: int) -> list[tuple[int, int, int]]:
+    """(target, source, stride) triples of an in-place inclusive scan of length n (Blelloch's
+    up-sweep, then its down-sweep for the inclusive result): x[target::stride] += x[source::stride],
+    as many elements on each side. Within one step targets and sources never overlap."""
+    steps, span = [], 1
+    while span < n:  # up-sweep: each element at 2s-1 (mod 2s) takes in its left sibling's total
+        steps.append((2 * span - 1, span - 1, 2 * span))
+        span *= 2
+    span //= 2
+    while span >= 1:  # down-sweep: the totals flow right to the elements still missing them
+        steps.append((3 * span - 1, 2 * span - 1, 2 * span))
+        span //= 2
+    return steps
+
+
+def inclusive_scan_(x: Tensor, *, reverse: bool = False) -> Tensor:
+    """In-place prefix sums of x (G, n, E) along dim 1: x[:, i] <- Σ_{j<=i} x[:, j] (reverse: j >= i).
+
+    In C: one walk down the sequence per block of columns. In PyTorch: 2·log2(n) strided in-place
+    adds, no allocation (torch.cumsum along a middle dimension is several times slower on CPU and
+    allocates its result). Each output sums only its own side of the sequence.
+    """
+    H, n = x.shape[:2]
+    lib = _fused(x)
+    if lib is not None:
+        lib.inclusive_scan(_ptr(x), H, n, x[0, 0].numel(), int(reverse))
+        return x
+    for target, source, stride in _scan_steps(n):
+        count = len(range(target, n, stride))
+        if count == 0:
+            continue
+        span = stride * (count - 1) + 1
+        if reverse:  # the same pairs on the mirrored index n - 1 - i
+            target, source = n - target - span, n - source - span
+        x[:, target : target + span : stride] += x[:, source : source + span : stride]
+    return x
+
+
+def elu_plus_one(x: Tensor) -> Tensor:
+    """phi(x) = elu(x) + 1 > 0, as a fresh contiguous tensor."""
+    own = x.contiguous()  # a copy (ours to overwrite) when x is a strided view
+    lib = _fused(own)
+    if lib is None:
+        return F.elu_(own).add_(1.0) if own is not x else F.elu(x).add_(1.0)
+    phi = own if own is not x else torch.empty_like(x)
+    lib.elu_plus_one(_ptr(own), _ptr(phi), x.numel())  # in place on our copy
+    return phi
+
+
+def tril_rowsum_(scores: Tensor) -> Tensor:
+    """scores (G, C, C) in place: zero above the diagonal; returns the row sums (G, C, 1)."""
+    G, C = scores.shape[:2]
+    lib = _fused(scores)
+    if lib is None:
+        return scores.tril_().sum(dim=-1, keepdim=True)
+    rowsum = scores.new_empty(G, C, 1)
+    lib.tril_rowsum(_ptr(scores), _ptr(rowsum), G, C)
+    return rowsum
+
+
+def normalize_(out: Tensor, q: Tensor, zk: Tensor, rowsum: Tensor, eps: float) -> Tensor:
+    """den = q · zk + rowsum + eps, then out /= den in place; returns den (G, C, 1).
+    out (G, C, Dv), q (G, C, D), zk (G, D, 1), rowsum (G, C, 1)."""
+    (G, C, D), Dv = q.shape, out.shape[-1]
+    lib = _fused(out, q, zk, rowsum)
+    if lib is None:
+        den = torch.linalg.vecdot(q, zk.view(G, 1, D)).unsqueeze_(-1)  # (G, C, 1); bmm: 2x slower
+        den += rowsum
+        den += eps
+        out /= den
+        return den
+    den = q.new_empty(G, C, 1)
+    lib.normalize(_ptr(out), _ptr(den), _ptr(q), _ptr(zk), _ptr(rowsum), eps, G, C, D, Dv)
+    return den
+
+
+def grad_prologue(grad: Tensor, den: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+    """(grad / den, -Σ (grad / den)·out over the last dim): the gradients w.r.t. the numerator
+    (G, C, Dv) and the denominator (G, C, 1) of out = numerator / den."""
+    lib = _fused(grad, den, out)
+    if lib is None:
+        grad_num = grad / den
+        return grad_num, torch.linalg.vecdot(grad_num, out).neg_().unsqueeze(-1)
+    grad_num, grad_den = torch.empty_like(out), den.new_empty(den.shape)
+    lib.grad_prologue(
+        _ptr(grad), _ptr(den), _ptr(out), _ptr(grad_num), _ptr(grad_den), den.numel(), out.shape[-1]
+    )
+    return grad_num, grad_den
+
+
+def add_rows_tril_(dscores: Tensor, grad_den: Tensor) -> Tensor:
+    """dscores (G, C, C) in place: + grad_den (G, C, 1) row-wise, then zero above the diagonal."""
+    G, C = dscores.shape[:2]
+    lib = _fused(dscores, grad_den)
+    if lib is None:
+        dscores += grad_den
+        return dscores.tril_()
+    lib.add_rows_tril(_ptr(dscores), _ptr(grad_den), G, C)
+    return dscores
+
+
+def feature_grad_(
+    x: Tensor,
+    scale: Tensor | None,
+    vec: Tensor | None,
+    phi: Tensor,
+    feature_map: str | None,
+    spare: list[Tensor],
+) -> Tensor:
+    """x (G, C, D) in place: += scale (G, C, 1; None: 1) times vec (G, 1, D; None: no term), then times
+    the feature map's derivative read off phi = feature_map(input) (G, C, D). `spare`: buffers of the
+    backward no longer needed, which the PyTorch version may overwrite (never a saved tensor: a
+    retained graph stays valid)."""
+    G, C, D = x.shape
+    lib = _fused(x, scale, vec, phi)
+    if lib is not None:
+        lib.feature_grad(_ptr(x), _ptr(scale), _ptr(vec), _ptr(phi), FEATURE_MAPS[feature_map], G, C, D)
+        return x
+    if vec is not None:
+        x.addcmul_(scale, vec) if scale is not None else x.add_(vec)
+    if feature_map == "elu":  # phi' = 1 for x > 0, exp(x) = phi otherwise: min(phi, 1)
+        free = next((t for t in spare if t.numel() >= phi.numel()), None)
+        scratch = None if free is None else free.view(-1)[: phi.numel()].view_as(phi)
+        x.mul_(torch.clamp(phi, max=1.0, out=scratch))
+    elif feature_map == "relu":  # phi' = 1 where phi > 0 (PyTorch's relu'(0) = 0)
+        x.masked_fill_(phi <= 0, 0.0)
+    return x

@@ -1,0 +1,130 @@
+"""The elementwise passes of causal linear attention (attention/linear_passes.py): each compiled C
+pass equals its PyTorch version, the kernel gives the same outputs and gradients either way, and a
+missing or failing compiler, or ATTNLAB_FUSED_CPU=0, leaves the PyTorch versions in place."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.attention import linear_passes as passes
+from attnlab.attention.linear_kernels import causal_linear_attention
+
+requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
+G, C, D, DV = 6, 8, 5, 7
+
+
+@pytest.fixture
+def torch_passes(monkeypatch):
+    """A context in which every pass takes its PyTorch version."""
+
+    def use_torch():
+        monkeypatch.setattr(passes, "_fused", lambda *tensors: None)
+
+    return use_torch
+
+
+def randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@requires_c
+def test_elu_plus_one_is_within_two_ulp_contiguous_or_not():
+    x = torch.cat([randn(3997) * 4, torch.tensor([-100.0, -87.5, -87.0, -1e-8, 0.0, 1e-8, 30.0])])
+    expected = F.elu(x.double()) + 1
+    for inp in (x, x.view(-1, 7).t()):  # contiguous, and a strided view
+        phi = passes.elu_plus_one(inp)
+        assert phi.is_contiguous() and phi.shape == inp.shape
+        reference = expected.view(-1, 7).t() if inp is not x else expected
+        tiny = reference < 2e-38  # below -87.3: 2^-126 instead of a subnormal
+        relative = ((phi.double() - reference).abs() / reference)[~tiny]
+        assert relative.max() < 2.5e-7
+        assert (phi[tiny] > 0).all() and (phi[tiny] < 2e-38).all()
+
+
+@requires_c
+def test_each_pass_equals_its_pytorch_version(torch_passes):
+    scores, dscores = randn(G, C, C, seed=1), randn(G, C, C, seed=2)
+    out, q, grad = randn(G, C, DV, seed=3), randn(G, C, D, seed=4).exp(), randn(G, C, DV, seed=5)
+    zk, rowsum = randn(G, D, 1, seed=6).exp(), randn(G, C, 1, seed=7).exp()
+    den, grad_den, vec = randn(G, C, 1, seed=8).exp() + 1, randn(G, C, 1, seed=9), randn(G, 1, D, seed=10)
+    scan = randn(3, 13, 300, seed=11)  # columns beyond one block of 256
+
+    def run_all():
+        results = {}
+        s = scores.clone()
+        results["tril_rowsum"] = (passes.tril_rowsum_(s), s)
+        o = out.clone()
+        results["normalize"] = (passes.normalize_(o, q, zk, rowsum, 1e-6), o)
+        results["grad_prologue"] = passes.grad_prologue(grad, den, out)
+        results["add_rows_tril"] = passes.add_rows_tril_(dscores.clone(), grad_den)
+        for fm in (None, "elu", "relu"):
+            for scale, v in ((None, None), (grad_den, vec), (None, vec)):
+                x = grad[..., :D].contiguous()
+                key = f"feature_grad {fm} {scale is not None} {v is not None}"
+                results[key] = passes.feature_grad_(x, scale, v, q - 1.5, fm, spare=[])
+        for reverse in (False, True):
+            results[f"scan {reverse}"] = passes.inclusive_scan_(scan.clone(), reverse=reverse)
+        return results
+
+    fused = run_all()
+    torch_passes()
+    reference = run_all()
+    for key, value in reference.items():
+        torch.testing.assert_close(fused[key], value, msg=key)
+
+
+@requires_c
+@pytest.mark.parametrize("feature_map", [None, "elu", "relu"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_causal_kernel_is_the_same_with_either_passes(torch_passes, feature_map, padded):
+    q, k, v = (randn(2, 3, 40, 8, seed=s).requires_grad_() for s in range(3))
+    if feature_map is None:  # already positive features (performer's)
+        q, k = (t.detach().exp().requires_grad_() for t in (q, k))
+    mask = torch.arange(40)[None, :] >= torch.tensor([40, 29])[:, None] if padded else None
+    grad = randn(2, 3, 40, 8, seed=9)
+
+    def outputs_and_grads():
+        out = causal_linear_attention(q, k, v, 16, 1e-6, feature_map, mask)
+        return (out, *torch.autograd.grad(out, (q, k, v), grad))
+
+    fused = outputs_and_grads()
+    torch_passes()
+    for a, b in zip(fused, outputs_and_grads(), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_a_missing_compiler_warns_once_and_keeps_the_pytorch_passes(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler-attnlab")
+    passes.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C compiler found.*ATTNLAB_FUSED_CPU=0"):
+            assert passes.library() is None
+        x = randn(3, 4)
+        torch.testing.assert_close(passes.elu_plus_one(x), F.elu(x) + 1)  # the PyTorch version
+    finally:
+        passes.library.cache_clear()
+
+
+@requires_c
+def test_a_failing_build_warns_with_the_compiler_output(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(passes, "FLAGS", (*passes.FLAGS, "-fno-such-flag-attnlab"))
+    passes.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no-such-flag-attnlab"):
+            assert passes.library() is None
+        assert not list((tmp_path / "attnlab").glob("*.so"))  # nothing half-written left behind
+    finally:
+        passes.library.cache_clear()
+
+
+def test_attnlab_fused_cpu_0_turns_the_c_passes_off(monkeypatch):
+    monkeypatch.setenv("ATTNLAB_FUSED_CPU", "0")
+    passes.library.cache_clear()
+    try:
+        assert passes.library() is None
+    finally:
+        passes.library.cache_clear()
