@@ -32,7 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("linear_passes.c")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
+# Threads through torch's own OpenMP runtime (already loaded: the same libgomp/libomp serves both);
+# where torch does not use OpenMP, or the compiler has none (Apple clang), one thread.
+PARALLEL, SERIAL = ("-fopenmp",), ("-fopenmp-simd",)
 FEATURE_MAPS = {None: 0, "elu": 1, "relu": 2}  # linear_passes.c's feature_map codes
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {
@@ -56,14 +59,32 @@ def _cpu_signature() -> str:
     return platform.machine() + "".join(sorted({line for line in lines if line.startswith(keys)}))
 
 
-def _build(compiler: str, target: Path) -> None:
+def _flag_sets() -> list[tuple[str, ...]]:
+    serial = (*FLAGS, *SERIAL)
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        return [(*FLAGS, *PARALLEL), serial]
+    return [serial]
+
+
+def _build(compiler: str, flags: tuple[str, ...], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
         subprocess.run(
-            [compiler, *FLAGS, "-o", str(built), str(SOURCE)], check=True, capture_output=True, text=True
+            [compiler, *flags, "-o", str(built), str(SOURCE)], check=True, capture_output=True, text=True
         )
         os.replace(built, target)  # atomic: processes building at once all end with a whole file
+
+
+def _load(compiler: str, flags: tuple[str, ...]) -> ctypes.CDLL:
+    """The library built with `flags`, from the cache (built there first if need be)."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *flags, version, _cpu_signature()]).encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnlab"
+    target = cache / f"linear_passes-{key.hexdigest()[:16]}.so"
+    if not target.exists():
+        _build(compiler, flags, target)
+    return ctypes.CDLL(str(target))
 
 
 @functools.cache
@@ -72,18 +93,16 @@ def library() -> ctypes.CDLL | None:
     if os.environ.get("ATTNLAB_FUSED_CPU", "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
-    try:
-        if compiler is None:
-            raise OSError(f"no C compiler found ({os.environ.get('CC', 'cc')!r} is not on PATH)")
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-        key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _cpu_signature()]).encode())
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnlab"
-        target = cache / f"linear_passes-{key.hexdigest()[:16]}.so"
-        if not target.exists():
-            _build(compiler, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = getattr(exc, "stderr", None) or exc
+    error: BaseException = OSError(f"no C compiler found ({os.environ.get('CC', 'cc')!r} is not on PATH)")
+    lib = None
+    for flags in _flag_sets() if compiler else []:
+        try:
+            lib = _load(compiler, flags)
+            break
+        except (OSError, subprocess.CalledProcessError) as exc:
+            error = exc
+    if lib is None:
+        detail = getattr(error, "stderr", None) or error
         warnings.warn(
             f"attnlab: could not build the fused CPU passes of causal linear attention ({detail}); "
             "running their PyTorch versions instead (slower on CPU). ATTNLAB_FUSED_CPU=0 skips the attempt.",

@@ -111,7 +111,7 @@ def test_a_missing_compiler_warns_once_and_keeps_the_pytorch_passes(monkeypatch,
 @requires_c
 def test_a_failing_build_warns_with_the_compiler_output(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(passes, "FLAGS", (*passes.FLAGS, "-fno-such-flag-attnlab"))
+    monkeypatch.setattr(passes, "FLAGS", (*passes.FLAGS, "-fno-such-flag-attnlab"))  # every flag set fails
     passes.library.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no-such-flag-attnlab"):
@@ -126,5 +126,18 @@ def test_attnlab_fused_cpu_0_turns_the_c_passes_off(monkeypatch):
     passes.library.cache_clear()
     try:
         assert passes.library() is None
+    finally:
+        passes.library.cache_clear()
+
+
+@requires_c
+def test_without_openmp_the_passes_are_built_for_one_thread(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(passes, "PARALLEL", ("-fno-such-openmp-attnlab",))  # as with Apple clang
+    passes.library.cache_clear()
+    try:
+        assert passes.library() is not None
+        x = randn(5, 8)
+        torch.testing.assert_close(passes.elu_plus_one(x), F.elu(x) + 1)
     finally:
         passes.library.cache_clear()
