@@ -12,7 +12,7 @@ typedef int64_t i64;
 
 /* exp(x) for x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a degree-7 Taylor series for
  * e^r (truncation < 3e-9), times 2^n from the exponent bits. Within 2 ulp of expf down to
- * x = -87; below, 2^-126 (1.2e-38) instead of a subnormal or 0. Written to vectorise. */
+ * x = -87; below, 2^-126 (1.2e-38) instead of a subnormal or 0; NaN stays NaN. Written to vectorise. */
 static inline float exp_nonpositive(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
     x = x < -87.3f ? -87.3f : x;
@@ -27,19 +27,19 @@ static inline float exp_nonpositive(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    int32_t bits = ((int32_t)(n == n ? n : 0.0f) + 127) << 23; /* NaN: p carries it */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
 
-/* phi = elu(x) + 1 = exp(min(x, 0)) + max(x, 0), n elements. */
+/* phi = elu(x) + 1 = exp(min(x, 0)) + max(x, 0), n elements (NaN in, NaN out, as F.elu). */
 void elu_plus_one(const float *x, float *phi, i64 n) {
 #pragma omp parallel for simd schedule(static)
     for (i64 i = 0; i < n; i++) {
         float v = x[i];
-        float neg = v < 0.0f ? v : 0.0f;
-        phi[i] = exp_nonpositive(neg) + (v > 0.0f ? v : 0.0f);
+        float neg = v > 0.0f ? 0.0f : v, pos = v > 0.0f ? v : 0.0f;
+        phi[i] = exp_nonpositive(neg) + pos;
     }
 }
 
@@ -130,10 +130,10 @@ void feature_grad(float *x, const float *scale, const float *vec, const float *p
             }
             if (feature_map == 1) {
 #pragma omp simd
-                for (i64 d = 0; d < D; d++) xr[d] *= p[d] < 1.0f ? p[d] : 1.0f;
+                for (i64 d = 0; d < D; d++) xr[d] *= p[d] > 1.0f ? 1.0f : p[d]; /* NaN kept, as clamp */
             } else if (feature_map == 2) {
 #pragma omp simd
-                for (i64 d = 0; d < D; d++) xr[d] = p[d] > 0.0f ? xr[d] : 0.0f;
+                for (i64 d = 0; d < D; d++) xr[d] = p[d] <= 0.0f ? 0.0f : xr[d]; /* as masked_fill */
             }
         }
     }

@@ -5,8 +5,8 @@ passes over (N, d)-sized tensors: the feature map, the causal mask, the normalis
 gradients. In eager PyTorch many take two or three passes (`tril_` then `sum`; `vecdot`, `+=`, `/=`;
 `clamp` then `mul_`), and at N=16K each pass costs about 1 ms on a 2-core CPU. linear_passes.c does each
 in one pass for contiguous float32 CPU tensors; everything else (float64, GPU, non-contiguous
-inputs, tensor subclasses such as fake tensors, or no C compiler) takes the PyTorch version beside
-it, which computes the same thing.
+inputs, tensor subclasses such as fake tensors, a call autograd records, or no C compiler) takes
+the PyTorch version beside it, which computes the same thing.
 
 The C file is compiled on first use with the system's C compiler (`cc`, or $CC; -O3 -march=native)
 into ~/.cache/attnlab (or $XDG_CACHE_HOME/attnlab), keyed by source, compiler, flags and CPU, and
@@ -117,13 +117,15 @@ def library() -> ctypes.CDLL | None:
 
 
 def _fused(*tensors: Tensor | None) -> ctypes.CDLL | None:
-    """The library if every tensor is a plain contiguous float32 CPU tensor, else None."""
+    """The library if every tensor is a plain contiguous float32 CPU tensor that autograd is not
+    recording (the C passes are invisible to it), else None."""
+    recording = torch.is_grad_enabled()
     for t in tensors:
         if t is None:
             continue
         if type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != torch.float32:
             return None
-        if not t.is_contiguous():
+        if not t.is_contiguous() or (recording and t.requires_grad):
             return None
     return library()
 
@@ -157,7 +159,7 @@ def inclusive_scan_(x: Tensor, *, reverse: bool = False) -> Tensor:
     H, n = x.shape[:2]
     lib = _fused(x)
     if lib is not None:
-        lib.inclusive_scan(_ptr(x), H, n, x[0, 0].numel(), int(reverse))
+        lib.inclusive_scan(_ptr(x), H, n, x.shape[2:].numel(), int(reverse))
         return x
     for target, source, stride in _scan_steps(n):
         count = len(range(target, n, stride))

@@ -44,6 +44,30 @@ def test_elu_plus_one_is_within_two_ulp_contiguous_or_not():
 
 
 @requires_c
+def test_nan_stays_nan_as_in_pytorch(torch_passes):
+    x = torch.tensor([float("nan"), -1.0, 2.0, float("inf"), float("-inf")])
+    phi = torch.tensor([[[float("nan"), 0.5, -1.0, 2.0, 0.0]]])  # a NaN feature, and relu's cases
+
+    def run():
+        grads = [
+            passes.feature_grad_(torch.ones(1, 1, 5), None, None, phi, fm, spare=[]) for fm in ("elu", "relu")
+        ]
+        return [passes.elu_plus_one(x), *grads]
+
+    fused = run()
+    torch_passes()
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True, atol=2e-38, rtol=1e-6)
+
+
+def test_a_call_autograd_records_keeps_its_gradient():
+    x = randn(4, 6).requires_grad_()
+    phi = passes.elu_plus_one(x)  # outside the kernels' autograd.Functions: PyTorch's version
+    (grad,) = torch.autograd.grad(phi.sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad((F.elu(x) + 1).sum(), x)[0])
+
+
+@requires_c
 def test_each_pass_equals_its_pytorch_version(torch_passes):
     scores, dscores = randn(G, C, C, seed=1), randn(G, C, C, seed=2)
     out, q, grad = randn(G, C, DV, seed=3), randn(G, C, D, seed=4).exp(), randn(G, C, DV, seed=5)
