@@ -441,15 +441,21 @@ def test_performer_causal_stabiliser_is_data_independent():
 
 
 # ---- (f) gradients ------------------------------------------------------------------------------------
-@parametrise
-@pytest.mark.parametrize("causal", [False, True])
-def test_gradients_are_finite(name: str, causal: bool):
+def train_step(name: str, causal: bool) -> tuple[Attention, tuple[torch.Tensor, ...]]:
+    """One forward + backward of a square loss in train mode: (the attention, (q, k, v)); skips
+    where the variant cannot do `causal`."""
     if causal and not capable(name, "causal"):
         pytest.skip("not causal-capable")
     q, k, v = inputs(name, grad=True)
     attention = build(name).train()
-    out = attention(q, k, v, causal=causal)
-    out.square().sum().backward()
+    attention(q, k, v, causal=causal).square().sum().backward()
+    return attention, (q, k, v)
+
+
+@parametrise
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradients_are_finite(name: str, causal: bool):
+    attention, (q, k, v) = train_step(name, causal)
     for which, x in zip("qkv", (q, k, v)):
         assert x.grad is not None and torch.isfinite(x.grad).all(), which
     assert v.grad.abs().sum() > 0
@@ -496,12 +502,8 @@ class OpLog(TorchDispatchMode):
 @parametrise
 @pytest.mark.parametrize("causal", [False, True])
 def test_every_matrix_product_is_counted_in_flops(name: str, causal: bool):
-    if causal and not capable(name, "causal"):
-        pytest.skip("not causal-capable")
-    q, k, v = inputs(name, grad=True)
-    attention = build(name).train()
     with OpLog() as log:
-        attention(q, k, v, causal=causal).square().sum().backward()
+        train_step(name, causal)
     products = {op for op in log.ops if PRODUCT_OPS.search(op.__name__)}
     uncounted = sorted(op.__name__ for op in products if not counted(op))
     assert not uncounted, (
