@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -30,10 +29,15 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from attnlab.errors import AttnlabError
+from attnlab.results import (
+    SWEEP_SUMMARY_FILE,
+    read_failure,
+    results_path,
+    write_failure_record,
+    write_json_atomic,
+)
 
 log = logging.getLogger("attnlab")
-FAILED_FILE = "failed.json"
-SWEEP_SUMMARY_FILE = "sweep_summary.json"
 
 
 class NumericalError(AttnlabError, FloatingPointError):
@@ -293,12 +297,11 @@ def write_failure(run_dir: Path | None, error: BaseException, message: str) -> N
     with open(run_dir / "run.log", "a") as handle:
         handle.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
     record = {
-        "status": "failed",
         "error": type(error).__name__,
         "message": message,
         "user_error": isinstance(error, AttnlabError),
     }
-    (run_dir / FAILED_FILE).write_text(json.dumps(record, indent=2))
+    write_failure_record(run_dir, record)
 
 
 def find_resumable_run(base: Path) -> Path | None:
@@ -311,13 +314,12 @@ def summarise_sweep(sweep_dir: Path) -> dict[str, Any]:
     """{ok, failed: [{job, message}]} over a sweep's job directories; written to sweep_summary.json."""
     ok, failed = [], []
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        if (job / "results.json").exists():
+        if results_path(job).exists():
             ok.append(job.name)
-        elif (job / FAILED_FILE).exists():
-            record = json.loads((job / FAILED_FILE).read_text())
+        elif (record := read_failure(job)) is not None:
             failed.append({"job": job.name, "message": record.get("message", "")})
     summary = {"ok": ok, "failed": failed}
-    (sweep_dir / SWEEP_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    write_json_atomic(sweep_dir / SWEEP_SUMMARY_FILE, summary)
     return summary
 
 

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.errors import AttnlabError
-
-RESULTS = "results.json"
+from attnlab.results import RESULTS_FILE
 
 
 @dataclass(frozen=True)
@@ -93,19 +92,19 @@ def find_results(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_file() and path.name == RESULTS:
+        if path.is_file() and path.name == RESULTS_FILE:
             hits = [path]
         elif path.is_dir():
-            hits = sorted(path.rglob(RESULTS))
+            hits = sorted(path.rglob(RESULTS_FILE))
         elif path.exists():
-            raise AttnlabError(f"{path} is not a run directory or a {RESULTS} file")
+            raise AttnlabError(f"{path} is not a run directory or a {RESULTS_FILE} file")
         else:
             raise AttnlabError(
-                f"{path} does not exist; give run directories, sweep directories or {RESULTS} files"
+                f"{path} does not exist; give run directories, sweep directories or {RESULTS_FILE} files"
             )
         if not hits:
             raise AttnlabError(
-                f"no {RESULTS} under {path}: give a run directory (outputs/...) or a sweep directory (multirun/...)"
+                f"no {RESULTS_FILE} under {path}: give a run directory (outputs/...) or a sweep directory (multirun/...)"
             )
         found += [h for h in hits if h not in found]
     return found

@@ -6,7 +6,6 @@ is the thin @hydra.main wrapper.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -21,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.attention import describe, get_attention_class
 from attnlab.callbacks import CostMeter
 from attnlab.config_checks import check_config
+from attnlab.results import RESULTS_FILE, write_results
 from attnlab.tracking import ensure_wandb_mode
 
 log = logging.getLogger(__name__)
-RESULTS_FILE = "results.json"
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -183,12 +182,6 @@ def finish_loggers(loggers: list) -> None:
         finish = getattr(getattr(logger, "_experiment", None), "finish", None)  # only a started wandb run
         if finish is not None:
             finish()
-
-
-def write_results(run_dir: Path, results: dict) -> None:
-    tmp = run_dir / (RESULTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    tmp.replace(run_dir / RESULTS_FILE)  # atomic: a crash never leaves a half-written result
 
 
 def log_summary(logger: Any, results: dict) -> None:

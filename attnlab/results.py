@@ -1,0 +1,105 @@
+"""The one home of a run's result files: their names, their schema, reading and writing them.
+
+A run directory holds exactly one of
+
+    results.json   a finished run: quality metrics, cost figures, the variant, the resolved config
+    failed.json    a run that stopped with an error: {status: "failed", error, message, user_error}
+
+The run (`attnlab.train`), the sweep summary (`attnlab.reliability`), the report (`attnlab.report`)
+and the study (`attnlab.study`) all go through this module; none spells a file name itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+FAILED_FILE = "failed.json"
+SWEEP_SUMMARY_FILE = "sweep_summary.json"
+
+# The top-level keys of results.json, in the order they are written. A reader may rely on these.
+RESULTS_KEYS = (
+    "status",  # "ok"
+    "task",  # the task's name (classify, translate, summarise, lm, mqar, ...)
+    "primary_metric",  # e.g. "test/acc"
+    "primary_mode",  # "max" or "min"
+    "metrics",  # {"train/...", "val/...", "test/...": float}
+    "cost",  # {"train_tokens_per_s", "step_time_s", "peak_memory_mb", "attention_flops_per_token", ...}
+    "attention",  # attnlab.attention.describe(cls) + {"params": {...}}
+    "parameters",  # trainable parameter count
+    "max_len",  # model.max_len
+    "seed",
+    "best_checkpoint",
+    "run_dir",
+    "config",  # the full resolved config
+)
+
+
+def results_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / RESULTS_FILE
+
+
+def failed_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / FAILED_FILE
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """True when the run directory holds a readable results.json with status "ok"."""
+    data = read_results(run_dir)
+    return data is not None and data.get("status") == "ok"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a crash never leaves a half-written file (write a sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
+    """Write results.json (atomically) and remove a failed.json left by an earlier attempt."""
+    missing = [key for key in RESULTS_KEYS if key not in results]
+    if missing:
+        raise ValueError(f"results are missing {missing}; see attnlab.results.RESULTS_KEYS")
+    ordered = {key: results[key] for key in RESULTS_KEYS} | {
+        k: v for k, v in results.items() if k not in RESULTS_KEYS
+    }
+    path = results_path(run_dir)
+    write_json_atomic(path, ordered)
+    failed_path(run_dir).unlink(missing_ok=True)
+    return path
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's results.json as a dict, or None when there is none (or it cannot be read)."""
+    return read_json(results_path(run_dir))
+
+
+def write_failure_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    path = failed_path(run_dir)
+    write_json_atomic(path, {"status": "failed", **record})
+    return path
+
+
+def read_failure(run_dir: str | Path) -> dict[str, Any] | None:
+    return read_json(failed_path(run_dir))
+
+
+def find_results_files(root: str | Path) -> list[Path]:
+    """Every results.json at or below `root` (a run dir, a sweep dir, or a results.json itself)."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if root.name == RESULTS_FILE else []
+    return sorted(root.rglob(RESULTS_FILE)) if root.is_dir() else []
