@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -56,16 +57,31 @@ def test_loss_counts_only_the_masked_in_positions():
     assert none.item() == 0.0 and none.requires_grad
 
 
+@pytest.mark.parametrize("token_shift", [False, True])
 @pytest.mark.parametrize("attention", ["multihead", "linear", "local"])
-def test_incremental_steps_match_the_full_forward(attention):
+def test_incremental_steps_match_the_full_forward(attention, token_shift):
     torch.manual_seed(0)
-    model = CausalLM(50, TINY_LM, AttentionSpec.from_config(attention)).eval()
+    cfg = dataclasses.replace(TINY_LM, token_shift=token_shift)
+    model = CausalLM(50, cfg, AttentionSpec.from_config(attention)).eval()
     ids = torch.randint(0, 50, (2, 12))
     full = model(ids)  # (B, N, V)
     state = model.start(2, device=ids.device, dtype=torch.float32)
     for t in range(ids.shape[1]):
         logits, state = model.step(ids[:, t], state)
         assert torch.allclose(logits, full[:, t], atol=1e-4), f"step {t}"
+
+
+def test_token_shift_hands_each_block_the_previous_position_only():
+    torch.manual_seed(0)
+    model = CausalLM(50, dataclasses.replace(TINY_LM, token_shift=True), AttentionSpec.from_config("linear"))
+    ids = torch.randint(0, 50, (1, 10))
+    changed = ids.clone()
+    changed[0, 6] = (ids[0, 6] + 1) % 50
+    before, after = model.eval()(ids), model(changed)
+    assert torch.equal(before[:, :6], after[:, :6])  # still causal
+    assert not torch.allclose(before[:, 6:], after[:, 6:])
+    assert len(model.shifts) == len(model.blocks)
+    assert CausalLM(50, TINY_LM, AttentionSpec.from_config("linear")).shifts is None  # off by default
 
 
 def test_decoder_only_model_has_no_cross_attention_and_rejects_non_causal_variants():

@@ -51,6 +51,12 @@ class CausalLM(nn.Module):
             )
             for _ in range(cfg.decoder_layers)
         )
+        # token_shift (ModelConfig): per block, a map of the previous position's residual stream
+        self.shifts = (
+            nn.ModuleList(nn.Linear(cfg.d_model, cfg.d_model) for _ in range(cfg.decoder_layers))
+            if cfg.token_shift
+            else None
+        )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         self.lm_head.weight = self.embed.weight  # tied input/output embeddings
@@ -64,7 +70,10 @@ class CausalLM(nn.Module):
         """The final (normalised) representations, before the output head: ids (B, N) -> (B, N, C).
         A loss over a few positions applies `lm_head` to those rows only (MQAR: its answers)."""
         x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.shifts is not None:
+                previous = nn.functional.pad(x, (0, 0, 1, 0))[:, :-1]  # (B, N, C): position t holds x[t-1]
+                x = x + self.shifts[i](previous)
             x = block(x, causal=True)
         return self.norm(x)
 
@@ -82,7 +91,11 @@ class CausalLM(nn.Module):
                 "self-attention '%s' has no incremental state: generation recomputes the prefix at every step",
                 self.blocks[0].self_attention.spec.name,
             )
-        return LMState(selfs, ids=torch.zeros(batch, 0, dtype=torch.long, device=device))
+        previous = None
+        if self.shifts is not None:  # the residual stream before each block at the previous position
+            width = self.embed.embedding_dim
+            previous = [torch.zeros(batch, 1, width, device=device, dtype=dtype) for _ in self.blocks]
+        return LMState(selfs, ids=torch.zeros(batch, 0, dtype=torch.long, device=device), previous=previous)
 
     def step(self, token: Tensor, state: LMState) -> tuple[Tensor, LMState]:
         """Feed one token per row: token (B,) -> next-token logits (B, V) and the new state."""
@@ -91,13 +104,19 @@ class CausalLM(nn.Module):
             return self.forward(ids)[:, -1], state.replace(ids=ids)
         t = state.ids.shape[1]
         x = self.embed(token[:, None]) * self.embed_scale + self.positions(1, offset=t)  # (B, 1, C)
-        new_states = []
-        for block, self_state in zip(self.blocks, state.self_states):
+        new_states, new_previous = [], []
+        for i, (block, self_state) in enumerate(zip(self.blocks, state.self_states)):
+            if self.shifts is not None:
+                new_previous.append(x)
+                x = x + self.shifts[i](state.previous[i])  # (B, 1, C)
             out, self_state = block.self_attention.step(block.norm_self(x), self_state)
             x = x + out
             x = x + block.mlp(block.norm_mlp(x))
             new_states.append(self_state)
-        return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
+        changes = {"ids": ids, "self_states": new_states}
+        if self.shifts is not None:
+            changes["previous"] = new_previous
+        return self.lm_head(self.norm(x))[:, -1], state.replace(**changes)
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int) -> Tensor:
@@ -120,6 +139,7 @@ class CausalLM(nn.Module):
 class LMState:
     self_states: list[State] | None  # per layer variant state; None = recompute the prefix
     ids: Tensor  # (B, t) tokens fed so far
+    previous: list[Tensor] | None = None  # token_shift: per block, the input at the last position (B, 1, C)
 
     def replace(self, **changes) -> LMState:
         return LMState(**{**self.__dict__, **changes})
@@ -131,4 +151,5 @@ class LMState:
             if self.self_states is None
             else [Attention.reorder_state(s, index) for s in self.self_states]
         )
-        return LMState(states, self.ids.index_select(0, index))
+        previous = None if self.previous is None else [p.index_select(0, index) for p in self.previous]
+        return LMState(states, self.ids.index_select(0, index), previous)
