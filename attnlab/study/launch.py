@@ -1,0 +1,78 @@
+"""Run the cells that have no finished run, as ONE Hydra multirun of the app (never training here).
+
+The multirun is `python -m attnlab -m ... +study_cell=<cell>,<cell>,...` in a child process, the
+command a user would type: the app's own checks, plugins, failure records (a failing member writes
+failed.json and the others go on) and sweep summary apply unchanged, and so does whichever
+`hydra/launcher=` the overrides choose (local, joblib `parallel`, submitit `slurm`). A child process
+also keeps Hydra's global state and the launchers' worker pools out of the study, which reads the
+results back afterwards whatever the sweep's exit status.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from attnlab.results import is_finished, read_failure
+from attnlab.study.plan import CELL_GROUP, Cell, Study, shared_overrides, write_cell_configs
+
+
+@dataclass
+class Todo:
+    """The cells of a study by what their run directories hold."""
+
+    finished: list[Cell] = field(default_factory=list)
+    failed: list[tuple[Cell, str]] = field(default_factory=list)  # with the earlier attempt's message
+    missing: list[Cell] = field(default_factory=list)
+
+    @property
+    def to_run(self) -> list[Cell]:
+        return [c for c, _ in self.failed] + self.missing
+
+
+def todo(study: Study) -> Todo:
+    state = Todo()
+    for cell in study.cells:
+        run_dir = study.run_dir(cell)
+        if is_finished(run_dir):
+            state.finished.append(cell)
+        elif (record := read_failure(run_dir)) is not None:
+            state.failed.append((cell, str(record.get("message", "")).splitlines()[0][:200]))
+        else:
+            state.missing.append(cell)
+    return state
+
+
+def describe(study: Study, state: Todo) -> list[str]:
+    """What the study is about to do, for the console."""
+    cells = study.cells
+    lines = [
+        f"study {study.task}: {len(cells)} cells ({len(study.variants)} variants × {len(study.lengths)} "
+        f"lengths × {len(study.seeds)} seeds) in {study.out}",
+        f"skipped {len(state.finished)} finished cell(s); running {len(state.to_run)} "
+        f"({len(state.missing)} new, {len(state.failed)} failed before and retried)",
+    ]
+    lines += [f"  retrying {cell.name} (failed before: {message})" for cell, message in state.failed]
+    return lines
+
+
+def multirun_argv(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> list[str]:
+    """`python -m attnlab` arguments for one multirun over `cells` (their configs already written)."""
+    names = ",".join(cell.name for cell in cells)
+    return [
+        "-m",
+        *shared_overrides(study, study.cells_dir, wandb_group=wandb_group),
+        f"+{CELL_GROUP}={names}",
+    ]
+
+
+def launch(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> int:
+    """Write the cells' configs under the study directory and run them; the multirun's exit status."""
+    if not cells:
+        return 0
+    write_cell_configs(study, cells, study.cells_dir)
+    argv = multirun_argv(study, cells, wandb_group=wandb_group)
+    print("running: python -m attnlab " + " ".join(argv), file=sys.stderr, flush=True)
+    return subprocess.run([sys.executable, "-m", "attnlab", *argv], check=False).returncode
