@@ -180,3 +180,32 @@ def test_a_non_causal_variant_is_refused_for_a_causal_model():
     with pytest.raises(ConfigError, match="attention 'nystrom' does not support causal") as err:
         check_variants("lm", ["multihead", "nystrom"], ("decoder_self",))
     assert "drop 'nystrom' from variants=" in str(err.value) and "multihead" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_study_on_the_parallel_launcher_shares_one_wandb_group(tmp_path, capfd, monkeypatch):
+    from helpers import read_wandb_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "study"
+    tiny = [a for a in TINY if a != "logger=csv"]  # the app's default logger: wandb (offline)
+    argv = ["task=classify", f"out={out}", "variants=[multihead,local]", "lengths=[24,48]", "seeds=[0,1]"]
+    argv += [*tiny, "hydra/launcher=parallel", f"paths.data_cache={tmp_path / 'cache'}"]
+    assert main(argv) == 0
+    captured = capfd.readouterr()
+    assert "study: 8/8 cells finished, 0 failed or missing" in captured.err
+    rows = read_csv(out / "study.csv")
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}
+    assert re.search(r"\| local \| \d\.\d{3} ± \d\.\d{3} \|", (out / "study.md").read_text())
+
+    runs = sorted((out / "runs").glob("*/wandb/offline-run-*/*.wandb"))
+    assert len(runs) == 8
+    assert {read_wandb_offline_run(r)["run"]["group"] for r in runs} == {"study-classify-study"}
+    (own,) = (out / "wandb").glob("offline-run-*/*.wandb")
+    logged = read_wandb_offline_run(own)
+    assert logged["run"] == {"group": "study-classify-study", "job_type": "study"}
+    for key in ("study/runs", "study/plot"):  # a Table and an Image: nested keys (study/runs/_type, ...)
+        assert any(k.startswith(key + "/") for k in logged["history"]), sorted(logged["history"])
+
+    assert main(argv) == 0  # nothing left to run
+    assert "skipped 8 finished cell(s); running 0" in capfd.readouterr().err

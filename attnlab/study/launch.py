@@ -75,4 +75,14 @@ def launch(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> int:
     write_cell_configs(study, cells, study.cells_dir)
     argv = multirun_argv(study, cells, wandb_group=wandb_group)
     print("running: python -m attnlab " + " ".join(argv), file=sys.stderr, flush=True)
-    return subprocess.run([sys.executable, "-m", "attnlab", *argv], check=False).returncode
+    process = subprocess.Popen([sys.executable, "-m", "attnlab", *argv])
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # the child got the Ctrl-C too: its running cell saves a checkpoint and stops
+        print("\nCtrl-C: waiting for the running cell to stop (Ctrl-C again to kill it)", file=sys.stderr)
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+            process.wait()
+        raise

@@ -29,6 +29,7 @@ def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) 
     )
     for i, variant in enumerate(study.variants):
         color = colors(i % 10)
+        dodge = 2 ** (0.02 * (i - (len(study.variants) - 1) / 2))  # equal accuracies stay visible
         for ax, cost_key, _ in panels:
             xs, ys, errs = [], [], []
             for length in study.lengths:
@@ -41,13 +42,15 @@ def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) 
             if not xs:
                 continue
             if cost_key is None:
+                xs = [x * dodge for x in xs]
                 ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=4, label=variant, color=color)
             else:
                 ax.plot(xs, ys, marker="o", label=variant, color=color)
     for ax, cost_key, label in panels:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(study.lengths), [str(n) for n in study.lengths])
-        if cost_key is not None and ax.has_data():
+        low, high = ax.get_ylim() if ax.has_data() else (0.0, 0.0)
+        if cost_key is not None and low > 0 and high / low > 10:
             ax.set_yscale("log")
         ax.set_xlabel("sequence length")
         ax.set_ylabel(label)
