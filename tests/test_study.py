@@ -209,3 +209,26 @@ def test_a_study_on_the_parallel_launcher_shares_one_wandb_group(tmp_path, capfd
 
     assert main(argv) == 0  # nothing left to run
     assert "skipped 8 finished cell(s); running 0" in capfd.readouterr().err
+
+
+def test_a_rerun_with_other_overrides_warns_that_finished_cells_are_kept(tmp_path):
+    from attnlab.results import RESULTS_KEYS, write_results
+    from attnlab.study import launch
+    from attnlab.study.plan import plan
+
+    def study(*overrides):
+        return plan(
+            "classify", variants=["linear"], lengths=[32], seeds=[0], overrides=overrides, out=tmp_path
+        )
+
+    first = study("trainer.max_steps=4")
+    (cell,) = first.cells
+    launch.record_launch(first, [cell])
+    write_results(first.run_dir(cell), {key: "ok" if key == "status" else None for key in RESULTS_KEYS})
+    assert not any("warning" in line for line in launch.describe(first, launch.todo(first)))
+    again = study("trainer.max_steps=8")
+    lines = launch.describe(again, launch.todo(again))
+    assert "skipped 1 finished cell(s); running 0" in lines[1]
+    assert (
+        "warning: 1 finished cell(s) ran with other overrides than this command's (linear-L32-s0)" in lines[2]
+    )

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from attnlab.results import is_finished, read_failure
+from attnlab.results import is_finished, read_failure, read_json, write_json_atomic
 from attnlab.study.plan import CELL_GROUP, Cell, Study, shared_overrides, write_cell_configs
+
+LAUNCHED_FILE = "launched.json"  # in the study directory: {cell: the overrides it was last run with}
 
 
 @dataclass
@@ -55,7 +57,25 @@ def describe(study: Study, state: Todo) -> list[str]:
         f"({len(state.missing)} new, {len(state.failed)} failed before and retried)",
     ]
     lines += [f"  retrying {cell.name} (failed before: {message})" for cell, message in state.failed]
+    launched = read_json(study.out / LAUNCHED_FILE) or {}
+    stale = [
+        c.name for c in state.finished if launched.get(c.name, list(study.overrides)) != list(study.overrides)
+    ]
+    if stale:
+        lines.append(
+            f"warning: {len(stale)} finished cell(s) ran with other overrides than this command's "
+            f"({', '.join(stale[:4])}{', ...' if len(stale) > 4 else ''}); they are kept as they are: give a new "
+            "out=DIR to run the whole grid with these overrides"
+        )
     return lines
+
+
+def record_launch(study: Study, cells: Sequence[Cell]) -> None:
+    """Remember the overrides each launched cell runs with (the next rerun warns when they changed)."""
+    path = study.out / LAUNCHED_FILE
+    launched = read_json(path) or {}
+    launched.update({cell.name: list(study.overrides) for cell in cells})
+    write_json_atomic(path, launched)
 
 
 def multirun_argv(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> list[str]:
@@ -73,6 +93,7 @@ def launch(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> int:
     if not cells:
         return 0
     write_cell_configs(study, cells, study.cells_dir)
+    record_launch(study, cells)
     argv = multirun_argv(study, cells, wandb_group=wandb_group)
     print("running: python -m attnlab " + " ".join(argv), file=sys.stderr, flush=True)
     process = subprocess.Popen([sys.executable, "-m", "attnlab", *argv])
