@@ -232,3 +232,23 @@ def test_a_rerun_with_other_overrides_warns_that_finished_cells_are_kept(tmp_pat
     assert (
         "warning: 1 finished cell(s) ran with other overrides than this command's (linear-L32-s0)" in lines[2]
     )
+
+
+def test_a_stopped_cell_with_a_checkpoint_resumes_and_a_failed_one_starts_again(tmp_path):
+    from attnlab.results import write_failure_record
+    from attnlab.study import launch
+    from attnlab.study.plan import cell_config, plan
+
+    study = plan("classify", variants=["linear"], lengths=[32, 64], seeds=[0], out=tmp_path)
+    stopped, failed = study.cells
+    for cell, error in ((stopped, launch.INTERRUPTED), (failed, "NumericalError")):
+        write_failure_record(study.run_dir(cell), {"error": error, "message": f"{error} at step 3"})
+        launch.last_checkpoint(study.run_dir(cell)).parent.mkdir()
+        launch.last_checkpoint(study.run_dir(cell)).write_bytes(b"")
+    state = launch.todo(study)
+    assert state.to_run == [stopped, failed] and state.resume == [stopped]
+    lines = launch.describe(study, state)
+    assert "  resuming linear-L32-s0 from its checkpoint (it was stopped before finishing)" in lines
+    assert "  retrying linear-L64-s0 (failed before: NumericalError at step 3)" in lines
+    assert "ckpt_path: last" in cell_config(study, stopped, resume=True)
+    assert "ckpt_path" not in cell_config(study, failed)

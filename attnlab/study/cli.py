@@ -106,7 +106,7 @@ def study(argv: Sequence[str]) -> int:
     spec.out.mkdir(parents=True, exist_ok=True)
     interrupted = False
     try:
-        launch.launch(spec, state.to_run, wandb_group=use_wandb)
+        launch.launch(spec, state.to_run, wandb_group=use_wandb, resume=state.resume)
     except KeyboardInterrupt:
         interrupted = True
     cells = collect.collect(spec)

@@ -118,11 +118,12 @@ def csv_rows(cells: Sequence[CellResult]) -> list[list[Any]]:
 # ---- aggregation over seeds ----------------------------------------------------------------------
 @dataclass
 class Point:
-    """One (variant, length): the seeds' mean and standard deviation, and how many seeds failed."""
+    """One (variant, length): the seeds' mean and standard deviation, and how many seeds failed or did not run."""
 
     quality: list[float]
     cost: dict[str, list[float]]
     failed: int
+    missing: int
     seeds: int
 
     @property
@@ -140,7 +141,7 @@ class Point:
 
 def points(study: Study, cells: Sequence[CellResult]) -> dict[tuple[str, int], Point]:
     grid = {
-        (v, n): Point(quality=[], cost={k: [] for k in COST_KEYS}, failed=0, seeds=0)
+        (v, n): Point(quality=[], cost={k: [] for k in COST_KEYS}, failed=0, missing=0, seeds=0)
         for v in study.variants
         for n in study.lengths
     }
@@ -148,7 +149,8 @@ def points(study: Study, cells: Sequence[CellResult]) -> dict[tuple[str, int], P
         point = grid[(c.cell.variant, c.cell.length)]
         point.seeds += 1
         if c.status != "ok":
-            point.failed += 1
+            point.failed += c.status == "failed"
+            point.missing += c.status == "missing"
             continue
         if c.quality is not None:
             point.quality.append(c.quality)
@@ -161,10 +163,12 @@ def points(study: Study, cells: Sequence[CellResult]) -> dict[tuple[str, int], P
 # ---- study.md ------------------------------------------------------------------------------------
 def quality_text(point: Point) -> str:
     if not point.quality:
-        return "failed" if point.failed else "-"
+        return "failed" if point.failed else ("not run" if point.missing else "-")
     text = f"{point.mean:.3f}" if point.spread is None else f"{point.mean:.3f} ± {point.spread:.3f}"
     if point.failed:
         text += f" ({point.failed}/{point.seeds} failed)"
+    if point.missing:
+        text += f" ({point.missing}/{point.seeds} not run)"
     return text
 
 

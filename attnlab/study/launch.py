@@ -14,11 +14,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from attnlab.results import is_finished, read_failure, read_json, write_json_atomic
 from attnlab.study.plan import CELL_GROUP, Cell, Study, shared_overrides, write_cell_configs
 
 LAUNCHED_FILE = "launched.json"  # in the study directory: {cell: the overrides it was last run with}
+INTERRUPTED = "SIGTERMException"  # failed.json's error of a run stopped by Ctrl-C/SIGTERM (attnlab.app)
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Todo:
     finished: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)  # with the earlier attempt's message
     missing: list[Cell] = field(default_factory=list)
+    resume: list[Cell] = field(default_factory=list)  # stopped (not failed) with a checkpoint: continue it
 
     @property
     def to_run(self) -> list[Cell]:
@@ -40,11 +43,21 @@ def todo(study: Study) -> Todo:
         run_dir = study.run_dir(cell)
         if is_finished(run_dir):
             state.finished.append(cell)
-        elif (record := read_failure(run_dir)) is not None:
-            state.failed.append((cell, str(record.get("message", "")).splitlines()[0][:200]))
-        else:
+            continue
+        record = read_failure(run_dir)
+        if record is None:
             state.missing.append(cell)
+        else:
+            state.failed.append((cell, str(record.get("message", "")).splitlines()[0][:200]))
+        stopped = record is None or record.get("error") == INTERRUPTED  # interrupted or killed, not an error
+        if stopped and last_checkpoint(run_dir).exists():
+            state.resume.append(cell)
     return state
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where a run keeps its newest state (conf/callbacks/default.yaml; `ckpt_path=last` reads it)."""
+    return run_dir / "checkpoints" / "last.ckpt"
 
 
 def describe(study: Study, state: Todo) -> list[str]:
@@ -56,7 +69,16 @@ def describe(study: Study, state: Todo) -> list[str]:
         f"skipped {len(state.finished)} finished cell(s); running {len(state.to_run)} "
         f"({len(state.missing)} new, {len(state.failed)} failed before and retried)",
     ]
-    lines += [f"  retrying {cell.name} (failed before: {message})" for cell, message in state.failed]
+    resumed = {c.name for c in state.resume}
+    lines += [
+        f"  retrying {cell.name} (failed before: {message})"
+        for cell, message in state.failed
+        if cell.name not in resumed
+    ]
+    lines += [
+        f"  resuming {cell.name} from its checkpoint (it was stopped before finishing)"
+        for cell in state.resume
+    ]
     launched = read_json(study.out / LAUNCHED_FILE) or {}
     stale = [
         c.name for c in state.finished if launched.get(c.name, list(study.overrides)) != list(study.overrides)
@@ -88,11 +110,12 @@ def multirun_argv(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> 
     ]
 
 
-def launch(study: Study, cells: Sequence[Cell], *, wandb_group: bool) -> int:
-    """Write the cells' configs under the study directory and run them; the multirun's exit status."""
+def launch(study: Study, cells: Sequence[Cell], *, wandb_group: bool, resume: Sequence[Cell] = ()) -> int:
+    """Write the cells' configs under the study directory and run them (`resume`: from their last
+    checkpoint); the multirun's exit status."""
     if not cells:
         return 0
-    write_cell_configs(study, cells, study.cells_dir)
+    write_cell_configs(study, cells, study.cells_dir, resume=resume)
     record_launch(study, cells)
     argv = multirun_argv(study, cells, wandb_group=wandb_group)
     print("running: python -m attnlab " + " ".join(argv), file=sys.stderr, flush=True)

@@ -229,8 +229,9 @@ def length_overrides(study: Study, length: int) -> list[str]:
     return [t.format(length=length, half=length // 2) for t in study.length_overrides]
 
 
-def cell_config(study: Study, cell: Cell) -> str:
-    """The cell's `# @package _global_` config: its variant, seed, length overrides and run directory."""
+def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
+    """The cell's `# @package _global_` config: its variant, seed, length overrides and run directory
+    (`resume`: continue from the run directory's last checkpoint, `ckpt_path: last`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from attnlab.config_checks import config_groups
@@ -244,16 +245,20 @@ def cell_config(study: Study, cell: Cell) -> str:
                 f"config value (key=value), not a config group or a sweep"
             )
         OmegaConf.update(values, key, override.value(), force_add=True)  # `+` or not: a config may add keys
+    if resume:
+        OmegaConf.update(values, "ckpt_path", "last")
     OmegaConf.update(values, "hydra.sweep.subdir", cell.name, force_add=True)
     body = OmegaConf.to_yaml(values)
     return f"# @package _global_\n# study cell {cell.name}\ndefaults:\n  - override /attention: {cell.variant}\n\n{body}"
 
 
-def write_cell_configs(study: Study, cells: Sequence[Cell], cells_dir: Path) -> Path:
+def write_cell_configs(
+    study: Study, cells: Sequence[Cell], cells_dir: Path, *, resume: Sequence[Cell] = ()
+) -> Path:
     group = cells_dir / CELL_GROUP
     group.mkdir(parents=True, exist_ok=True)
     for cell in cells:
-        (group / f"{cell.name}.yaml").write_text(cell_config(study, cell))
+        (group / f"{cell.name}.yaml").write_text(cell_config(study, cell, resume=cell in resume))
     return cells_dir
 
 
