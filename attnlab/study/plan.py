@@ -188,8 +188,8 @@ def _unique(values: Any) -> list[Any]:
 
 def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None:
     """Known variants (did-you-mean), each able to do what the task's model asks of its attention."""
-    from attnlab.attention.base import capability_error
-    from attnlab.attention.registry import get_attention_class
+    from attnlab.attention.base import Capabilities
+    from attnlab.attention.registry import get_attention_class, variants_with
     from attnlab.config_checks import check_attention_name
     from attnlab.nn.spec import ROLES
 
@@ -203,10 +203,12 @@ def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None
         for role in roles:
             for capability in ROLES[role][0]:
                 if not getattr(cls.capabilities, capability):
-                    base = capability_error(cls, capability)
+                    what = Capabilities.DESCRIPTIONS.get(capability, capability)
+                    able = ", ".join(variants_with(capability))
                     raise ConfigError(
-                        f"variants: task={task} needs it for its {role.replace('_', ' ')} attention: {base}; "
-                        f"drop '{name}' from variants=[...]"
+                        f"variants: attention '{name}' does not support {what}, which task={task} needs "
+                        f"(its {role.replace('_', ' ')} attention); drop '{name}' from variants=[...]; "
+                        f"variants that support it: {able}"
                     )
 
 
@@ -294,9 +296,8 @@ def preflight_cells(study: Study) -> DictConfig:
                 raise ConfigError(f"study cell {cell.name}: {err}") from None
             if cfg.model.max_len < cell.length:
                 raise ConfigError(
-                    f"study cell {cell.name}: length {cell.length} is above model.max_len={cfg.model.max_len} "
-                    f"(task.study.length_overrides does not set it here); lower lengths= to at most "
-                    f"{cfg.model.max_len}, or raise model.max_len=<n>"
+                    f"study cell {cell.name}: length {cell.length} is above model.max_len={cfg.model.max_len}; "
+                    f"lower lengths= to at most {cfg.model.max_len}, or raise (or drop) the model.max_len override"
                 )
             first = first if first is not None else cfg
     assert first is not None
