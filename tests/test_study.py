@@ -175,6 +175,26 @@ def test_unknown_study_keys_and_templates_are_refused():
     assert study_block("x", block(lengths=[64])).lengths == [64]
 
 
+@pytest.mark.parametrize("task", ["lm", "mqar"])
+def test_a_non_causal_variant_for_lm_or_mqar_is_a_one_line_error(tmp_path, capfd, task):
+    out = tmp_path / "study"
+    assert main([f"task={task}", f"out={out}", "variants=[multihead,nystrom]"]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("error: variants: attention 'nystrom' does not support causal")
+    assert f"task={task}" in line and "drop 'nystrom'" in line and not out.exists()
+
+
+@pytest.mark.parametrize("task", ["classify", "lm", "mqar"])
+def test_every_cell_is_composed_with_its_task_and_length(tmp_path, task):
+    from attnlab.study.launch import multirun_argv
+    from attnlab.study.plan import plan, preflight_cells
+
+    study = plan(task, variants=["linear"], lengths=[32], seeds=[0], out=tmp_path)
+    cfg = preflight_cells(study)
+    assert cfg.task.name == task and cfg.attention.name == "linear" and cfg.model.max_len == 32
+    assert f"task={task}" in multirun_argv(study, study.cells, wandb_group=False)
+
+
 def test_a_non_causal_variant_is_refused_for_a_causal_model():
     check_variants("lm", ["multihead", "linear", "nystrom"], ())  # no roles declared: the run checks
     with pytest.raises(ConfigError, match="attention 'nystrom' does not support causal .* task=lm") as err:
@@ -252,3 +272,25 @@ def test_a_stopped_cell_with_a_checkpoint_resumes_and_a_failed_one_starts_again(
     assert "  retrying linear-L64-s0 (failed before: NumericalError at step 3)" in lines
     assert "ckpt_path: last" in cell_config(study, stopped, resume=True)
     assert "ckpt_path" not in cell_config(study, failed)
+
+
+@pytest.mark.slow
+def test_an_mqar_study_records_accuracy_and_decode_state_per_length(tmp_path, capfd):
+    out = tmp_path / "study"
+    tiny = ["model.d_model=16", "model.heads=2", "model.decoder_layers=1", "task.data.builtin.vocab_size=64"]
+    tiny += [
+        "task.data.builtin.n_train=64",
+        "task.data.builtin.n_validation=16",
+        "task.data.builtin.n_test=16",
+    ]
+    tiny += [a for a in TINY if not a.startswith(("++", "model.", "task.data.batch_size"))]
+    argv = ["task=mqar", f"out={out}", "variants=[multihead,linear]", "lengths=[32,64]", *tiny]
+    assert main(argv) == 0
+    assert "study: 4/4 cells finished" in capfd.readouterr().err
+    rows = {(r["variant"], int(r["length"])): r for r in read_csv(out / "study.csv")}
+    assert all(0.0 <= float(r["test/acc"]) <= 1.0 for r in rows.values())
+    state = {key: float(r["decode_state_bytes"]) for key, r in rows.items()}
+    assert state[("multihead", 64)] == 2 * state[("multihead", 32)]  # the KV cache grows with N
+    assert state[("linear", 64)] == state[("linear", 32)]  # the running sums do not
+    md = (out / "study.md").read_text()
+    assert "decode state bytes @64" in md and "mqar, test/acc against sequence length" in md

@@ -273,6 +273,7 @@ def quote(value: str | Path) -> str:
 def shared_overrides(study: Study, cells_dir: Path, *, wandb_group: bool) -> list[str]:
     """What every cell's run gets, before its own `+study_cell=<cell>`."""
     argv = [
+        f"task={study.task}",
         f"hydra.searchpath=[{quote('file://' + str(cells_dir))}]",
         f"hydra.sweep.dir={quote(study.runs_dir)}",
         *study.overrides,
