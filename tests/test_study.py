@@ -32,9 +32,9 @@ TINY = [
     "trainer.val_check_interval=2",
     "callbacks.cost.warmup_steps=1",
     "task.data.batch_size=8",
-    "++task.data.builtin.n_train=32",
-    "++task.data.builtin.n_validation=8",
-    "++task.data.builtin.n_test=8",
+    "task.data.builtin.n_train=32",
+    "task.data.builtin.n_validation=8",
+    "task.data.builtin.n_test=8",
 ]
 
 
@@ -283,7 +283,7 @@ def test_an_mqar_study_records_accuracy_and_decode_state_per_length(tmp_path, ca
         "task.data.builtin.n_validation=16",
         "task.data.builtin.n_test=16",
     ]
-    tiny += [a for a in TINY if not a.startswith(("++", "model.", "task.data.batch_size"))]
+    tiny += [a for a in TINY if not a.startswith(("task.data.", "model."))]
     argv = ["task=mqar", f"out={out}", "variants=[multihead,linear]", "lengths=[32,64]", *tiny]
     assert main(argv) == 0
     assert "study: 4/4 cells finished" in capfd.readouterr().err
