@@ -175,7 +175,7 @@ def plan(
         seeds=tuple(seeds),
         length_overrides=tuple(str(t) for t in block.length_overrides),
         overrides=(*(str(o) for o in block.get("overrides") or ()), *overrides),
-        out=Path(out if out is not None else default_out(task)).resolve(),
+        out=Path(str(out) if out is not None else default_out(task)).expanduser().resolve(),
     )
 
 
