@@ -111,7 +111,7 @@ def build_loggers(cfg: DictConfig) -> list:
         extra: dict[str, Any] = {}
         if "WandbLogger" in str(logger_cfg.get("_target_", "")):
             ensure_wandb_mode()
-            extra["group"] = sweep_group(cfg)
+            extra["group"] = logger_cfg.get("group") or sweep_group(cfg)  # logger.wandb.group wins
             extra["tags"] = list(cfg.tags) + [f"task:{cfg.task.name}", f"attention:{cfg.attention.name}"]
         logger = instantiate(logger_cfg, **extra)
         logger.log_hyperparams(

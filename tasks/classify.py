@@ -109,6 +109,8 @@ class Classifier(nn.Module):
 
 
 class ClassifyTask(AttnlabTask):
+    attention_roles = ("encoder_self",)  # what the model asks of its attention (attnlab.nn.spec.ROLES)
+
     def __init__(
         self,
         *,

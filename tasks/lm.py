@@ -167,6 +167,8 @@ class Perplexity(MeanMetric):
 
 
 class LMTask(AttnlabTask):
+    attention_roles = ("decoder_self",)  # what the model asks of its attention (attnlab.nn.spec.ROLES)
+
     def __init__(
         self,
         *,

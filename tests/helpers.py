@@ -76,7 +76,7 @@ def run_if(*, min_gpus: int = 0, bf16: bool = False):
 
 
 def read_wandb_offline_run(path: Path) -> dict[str, dict]:
-    """History (last value per key) and summary of an offline run's `.wandb` file.
+    """History (last value per key), summary and run (group, job_type) of an offline run's `.wandb` file.
 
     wandb >= 0.2x no longer writes files/wandb-summary.json offline and ships no Python reader, so
     this decodes the record log directly: a 7-byte file header (":W&B", magic 0xBEE1, version), then
@@ -111,6 +111,8 @@ def read_wandb_offline_run(path: Path) -> dict[str, dict]:
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = {"group": record.run.run_group, "job_type": record.run.job_type}
         if kind in ("history", "summary"):
             items = record.history.item if kind == "history" else record.summary.update
             for item in items:

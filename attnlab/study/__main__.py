@@ -1,0 +1,5 @@
+import sys
+
+from attnlab.study.cli import main
+
+sys.exit(main())

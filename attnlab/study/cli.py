@@ -1,0 +1,161 @@
+"""`python -m attnlab.study key=value ...`: plan, check, run the missing cells, collect, draw."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from attnlab.errors import AttnlabError, ConfigError
+from attnlab.study import collect, launch, plan
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130
+STUDY_ARGS = ("task", "variants", "lengths", "seeds", "out")
+
+USAGE = """usage: python -m attnlab.study task=NAME [variants=[a,b]] [lengths=[64,128]] [seeds=[0,1]] [out=DIR] [OVERRIDE ...]
+
+The accuracy-vs-length study in one command: every variant × length × seed is one run of
+`python -m attnlab`, all cells in one Hydra multirun, then DIR/study.csv (one row per run),
+DIR/study.md (variant × length, mean ± std over seeds, cost columns) and DIR/study.png.
+
+  task=NAME        a task with a study: block in conf/task/NAME.yaml (it says how a length becomes overrides)
+  variants=[..]    attention variants (default: the task's study.variants)
+  lengths=[..]     sequence lengths (default: the task's study.lengths)
+  seeds=[..]       seeds per cell (default: the task's study.seeds)
+  out=DIR          the study's directory (default: studies/<task>/); runs go to DIR/runs/<variant>-L<length>-s<seed>
+  OVERRIDE         any other override goes to every run, after the task's study.overrides:
+                   trainer.max_steps=500  logger=csv  hydra/launcher=parallel  hydra/launcher=slurm
+
+Rerunning the same command runs only the cells without a finished run (failed ones are retried).
+Exit status: 0 when every cell finished, 2 when one failed or the input is wrong.
+
+  python -m attnlab.study task=mqar variants=[multihead,linear,performer,local] lengths=[64,128,256] seeds=[0,1] out=studies/mqar
+"""
+
+
+# ---- the command line ----------------------------------------------------------------------------
+def parse(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """(the study's own keys, the overrides passed to every run); one-line errors for what cannot work."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    own: dict[str, Any] = {}
+    passed: list[str] = []
+    for arg in argv:
+        if arg.startswith("-"):
+            raise ConfigError(
+                f"{arg}: the study takes key=value arguments only (it always runs a multirun; no -m); "
+                "see python -m attnlab.study --help"
+            )
+        try:
+            (override,) = OverridesParser.create().parse_overrides([arg])
+        except HydraException as err:
+            raise ConfigError(
+                f"cannot parse '{arg}': {' '.join(str(err).split())}; write key=value"
+            ) from None
+        key = override.key_or_group
+        if key in STUDY_ARGS:
+            own[key] = override.value()
+            continue
+        check_passed_override(key, arg, override.is_sweep_override())
+        passed.append(arg)
+    if "task" not in own:
+        raise ConfigError(
+            f"no task given; choose task= one of {', '.join(plan.tasks_with_study()) or '(none)'}, e.g. "
+            "python -m attnlab.study task=classify"
+        )
+    for key in ("variants", "lengths", "seeds"):
+        value = own.get(key)
+        if value is not None and not isinstance(value, list):
+            own[key] = list(value.list) if hasattr(value, "list") else [value]  # x=a or x=a,b
+    return own, passed
+
+
+def check_passed_override(key: str, arg: str, is_sweep: bool) -> None:
+    bare = key.lstrip("+~")
+    if bare == "attention" or bare == "seed":
+        plural = {"attention": "variants", "seed": "seeds"}[bare]
+        raise ConfigError(f"{arg}: the study sets {bare} per cell; list them with {plural}=[...] instead")
+    if bare.startswith(("hydra.sweep.", "hydra.searchpath", "paths.run_dir", "hydra.run.")):
+        raise ConfigError(f"{arg}: the study places every run under out=DIR; drop {bare}")
+    if is_sweep:
+        raise ConfigError(
+            f"{arg}: an override passed through applies to every run, so it cannot sweep; vary "
+            "variants=/lengths=/seeds=, or run one study per value with its own out=DIR"
+        )
+
+
+# ---- the study -----------------------------------------------------------------------------------
+def study(argv: Sequence[str]) -> int:
+    """Run the study `argv` describes; the exit status (0 all cells finished, 2 some failed)."""
+    own, passed = parse(argv)
+    spec = plan.plan(
+        str(own["task"]),
+        variants=own.get("variants"),
+        lengths=own.get("lengths"),
+        seeds=own.get("seeds"),
+        overrides=passed,
+        out=own.get("out"),
+    )
+    first = plan.preflight_cells(spec)
+    use_wandb = "wandb" in (first.get("logger") or {})
+    state = launch.todo(spec)
+    for line in launch.describe(spec, state):
+        print(line, file=sys.stderr)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    interrupted = False
+    try:
+        launch.launch(spec, state.to_run, wandb_group=use_wandb, resume=state.resume)
+    except KeyboardInterrupt:
+        interrupted = True
+    cells = collect.collect(spec)
+    default = collect.Metric(str(first.task.primary_metric), str(first.task.monitor_mode) != "min")
+    metric = collect.metric_of(cells, default)
+    outputs = write_outputs(spec, cells, metric)
+    if use_wandb and not interrupted:
+        project = str(first.logger.wandb.get("project") or "attnlab")
+        wandb_dir = track_study(spec, cells, metric, project, outputs)
+        print(f"wandb: the study's table and plot in {wandb_dir} (group {spec.group})", file=sys.stderr)
+    print(collect.tables_text(spec, cells, metric))
+    failed = collect.failures(cells)
+    for cell in failed:
+        print(f"  {cell.status} {cell.cell.name}: {cell.message}  ({cell.run_dir})", file=sys.stderr)
+    done = len(cells) - len(failed)
+    print(
+        f"study: {done}/{len(cells)} cells finished, {len(failed)} failed or missing; wrote "
+        + ", ".join(str(p) for p in outputs.values() if p is not None),
+        file=sys.stderr,
+    )
+    if interrupted:
+        print("interrupted: rerun the same command to run the remaining cells", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def write_outputs(spec: plan.Study, cells: list, metric: collect.Metric) -> dict[str, Path | None]:
+    from attnlab.study.plot import plot
+
+    csv_path = collect.write_csv(spec.out / "study.csv", cells, metric)
+    png = plot(spec.out / "study.png", spec, cells, metric)
+    md = spec.out / "study.md"
+    md.write_text(collect.markdown(spec, cells, metric, png))
+    return {"csv": csv_path, "md": md, "png": png}
+
+
+def track_study(spec: plan.Study, cells: list, metric: collect.Metric, project: str, outputs: dict) -> str:
+    from attnlab.study.track import log_study
+
+    return log_study(spec, cells, metric, project=project, plot=outputs["png"], markdown=outputs["md"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(USAGE)
+        return EXIT_OK
+    try:
+        return study(argv)
+    except AttnlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
