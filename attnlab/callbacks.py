@@ -10,7 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from attnlab.flops import count_flops
+from attnlab.attention import Attention
+from attnlab.flops import count_flops_inside
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -27,8 +28,9 @@ class CostMeter(L.Callback):
     Tokens are real (non-padding) tokens as counted by the task's `count_tokens(batch)`. Step time
     covers forward, backward and the optimiser step, CUDA-synchronised on GPU; the first
     `warmup_steps` steps are excluded. Attention FLOPs are measured once, on the first batch, with
-    torch.utils.flop_counter over the attention kernels only (modules named `*.kernel`), divided by
-    the number of positions processed (padding included: that is what the kernel computes on).
+    torch.utils.flop_counter inside the attention kernels only (every `attnlab.Attention` module of
+    the task, found by type, whatever attribute holds it), divided by the number of positions
+    processed (padding included: that is what the kernel computes on).
     """
 
     def __init__(self, warmup_steps: int = 5):
@@ -77,7 +79,7 @@ class CostMeter(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            flops = count_flops(lambda: pl_module.compute_loss(batch), module_suffix=".kernel")
+            flops = count_flops_inside(pl_module, Attention, lambda: pl_module.compute_loss(batch))
         pl_module.train(was_training)
         return flops / max(1, pl_module.count_positions(batch))
 
