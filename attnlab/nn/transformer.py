@@ -61,7 +61,10 @@ class FeedForward(nn.Sequential):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + MLP(LN x)."""
+    """Pre-norm block: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + MLP(LN x).
+
+    The one block of attnlab: the encoder, the decoder (forward and `step`) and the bench's
+    `target=block` all run it, so what is trained is what is decoded and measured."""
 
     def __init__(
         self,
@@ -101,6 +104,23 @@ class TransformerBlock(nn.Module):
         if self.cross_attention is not None:
             x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
         return x + self.mlp(self.norm_mlp(x))
+
+    def step(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        cross_kv: tuple[Tensor, Tensor] | None = None,
+        memory_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        """One causal decoding step of the same block: x (B, 1, C) -> (B, 1, C) and the new
+        self-attention state; `cross_kv` are the memory's keys/values (MultiHeadAttention.project_memory)."""
+        out, state = self.self_attention.step(self.norm_self(x), state)
+        x = x + out
+        if self.cross_attention is not None:
+            k, v = cross_kv
+            x = x + self.cross_attention.attend_projected(self.norm_cross(x), k, v, memory_padding_mask)
+        return x + self.mlp(self.norm_mlp(x)), state
 
 
 class Encoder(nn.Module):
@@ -196,13 +216,10 @@ class Decoder(nn.Module):
         t = state.ids.shape[1]
         x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
         new_states = []
-        for block, self_state, (k, v) in zip(self.blocks, state.self_states, state.cross_kv):
-            out, self_state = block.self_attention.step(block.norm_self(x), self_state)
-            x = x + out
-            x = x + block.cross_attention.attend_projected(
-                block.norm_cross(x), k, v, state.memory_padding_mask
+        for block, self_state, cross_kv in zip(self.blocks, state.self_states, state.cross_kv):
+            x, self_state = block.step(
+                x, self_state, cross_kv=cross_kv, memory_padding_mask=state.memory_padding_mask
             )
-            x = x + block.mlp(block.norm_mlp(x))
             new_states.append(self_state)
         return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
 
