@@ -71,8 +71,14 @@ def group_options(group: str) -> list[str]:
 
     conf_dir = Path(conf_package.__file__).parent
     found = {p.stem for p in (conf_dir / group).glob("*.yaml")} if (conf_dir / group).is_dir() else set()
-    with contextlib.suppress(OSError):  # no such group in the ConfigStore
-        found |= {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    with contextlib.suppress(
+        OSError
+    ):  # no such group in the ConfigStore; sub-groups (task/decode) are no options
+        found |= {
+            name.removesuffix(".yaml")
+            for name in ConfigStore.instance().list(group)
+            if name.endswith(".yaml")
+        }
     return sorted(found - HIDDEN_OPTIONS)
 
 
@@ -168,7 +174,7 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
     while causes[-1].__cause__ is not None and len(causes) < 5:
         causes.append(causes[-1].__cause__)
     text = " ".join(one_line(c) for c in causes)
-    match = re.search(r"Key '([^']+)' is not in struct", text)
+    match = re.search(r"Key '([^']+)' (?:is not in struct|not in '\w+')", text)  # a plain or a typed node
     if match:
         key = match.group(1)
         full = re.search(r"full_key: ([\w.]+)", text)
@@ -176,6 +182,10 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
         parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
         known = _known_keys(parent, argv)
         hint = did_you_mean(key, known)
+        if "is not in struct" not in match.group(
+            0
+        ):  # a typed node (ModelConfig, DecodeConfig) takes no new keys
+            return f"unknown config key '{dotted}'{hint}; the keys of {parent or 'the config'} are: {', '.join(known)}"
         return f"unknown config key '{dotted}'{hint}; to add a new key write +{dotted}=<value>"
     match = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if match:

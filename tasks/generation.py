@@ -15,10 +15,26 @@ Outputs are token id lists without BOS, EOS or padding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from attnlab.nn import Decoder
+
+
+@dataclass
+class DecodeConfig:
+    """How a generation task decodes (`task.decode`): the single source of these defaults, stored as
+    the config `task/decode/default` that translate and summarise list in their defaults."""
+
+    beam: int = 4  # test-time beam size (1 = greedy)
+    length_penalty: float = 1.0  # hypotheses ranked by log-prob / length**length_penalty
+    max_new_tokens: int = 128  # capped at model.max_len - 1
+    val_samples: int = 64  # the validation metric on the first N validation rows (keeps validation cheap)
+    val_beam: int = 1  # greedy during validation
+    test_samples: int | None = None  # None = every test row
+    table_rows: int = 50  # rows of the wandb samples table (all go to <run_dir>/samples_test.jsonl)
 
 
 def _budget(decoder: Decoder, max_new_tokens: int) -> int:
