@@ -109,6 +109,11 @@ class Classifier(nn.Module):
 
 
 class ClassifyTask(AttnlabTask):
+    """Logs {val,test}/{loss,acc,f1} and test/baseline_acc (the majority class)."""
+
+    PADDING_MASKS = ("padding_mask",)
+    METRICS = ("loss", "acc", "f1")
+
     def __init__(
         self,
         *,

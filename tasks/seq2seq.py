@@ -135,8 +135,7 @@ class Seq2SeqDataModule(EncodedDataModule):
 class Seq2SeqTask(AttnlabTask):
     """Encoder-decoder over any attention variant; subclasses name the metrics and the baseline."""
 
-    METRIC_NAMES: ClassVar[tuple[str, ...]] = ()
-    BASELINE_METRIC: ClassVar[str] = ""
+    PADDING_MASKS = ("src_padding_mask", "tgt_padding_mask")
 
     def __init__(
         self,

@@ -36,15 +36,19 @@ EXAMPLE_PLUGIN = (
 BROKEN_PLUGIN = ("attnlab-broken-plugin", "0.1", {"broken": "attnlab_broken_plugin:BrokenAttention"})
 # Declares causal=True but lets the future leak: only ever installed in a subprocess (test_check.py).
 LEAKY_PLUGIN = ("attnlab-leaky-plugin", "0.1", {"leaky": "attnlab_leaky_plugin:LeakyAttention"})
+# A task added from outside attnlab (one module + its config file): only installed in a subprocess.
+TINY_TASK_PLUGIN = ("attnlab-tiny-task", "0.1", {"tiny": "attnlab_tiny_task"}, "attnlab.tasks")
 
 
-def make_site(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> Path:
+def make_site(
+    site: Path, dist: str, version: str, entry_points: dict[str, str], group: str = "attnlab.attention"
+) -> Path:
     """Write the dist-info of an installed distribution `dist` declaring `entry_points` into `site`."""
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[attnlab.attention]\n{lines}")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
     return site
 
 
@@ -53,6 +57,7 @@ atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 EXAMPLE_SITE = make_site(_TMP / "site", *EXAMPLE_PLUGIN)
 BROKEN_SITE = make_site(_TMP / "broken-site", *BROKEN_PLUGIN)
 LEAKY_SITE = make_site(_TMP / "leaky-site", *LEAKY_PLUGIN)
+TINY_TASK_SITE = make_site(_TMP / "tiny-task-site", *TINY_TASK_PLUGIN)
 
 for path in (str(ROOT), str(PLUGIN_CODE), str(EXAMPLE_SITE)):
     if path not in sys.path:
