@@ -11,6 +11,7 @@ fp32 uses atol 0.05 (bf16, 8-bit mantissa) and 0.01 (fp16) on unit-variance inpu
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -177,6 +178,8 @@ def causality_chunks(name: str) -> None:
 
 # ---- key padding --------------------------------------------------------------------------------------
 def _padding(name: str, causal: bool) -> None:
+    if causal:
+        needs(name, "causal")
     lengths = [N, N - 5, 0]  # full, padded, fully padded
     mask = padding_mask(N, lengths)  # (3, N)
     q, k, v = qkv(len(lengths), heads_of(name), N, seed=3)
@@ -197,15 +200,10 @@ def _padding(name: str, causal: bool) -> None:
     require(torch.isfinite(out2).all(), "NaN/inf with large padded content")
 
 
-@check("padding", "padded keys never reach real outputs; fully padded rows finite (or refuses masks)")
-def padding(name: str) -> None:
-    _padding(name, causal=False)
-
-
-@check("padding-causal", "as padding, with causal=True")
-def padding_causal(name: str) -> None:
-    needs(name, "causal")
-    _padding(name, causal=True)
+check("padding", "padded keys never reach real outputs; fully padded rows finite (or refuses masks)")(
+    functools.partial(_padding, causal=False)
+)
+check("padding-causal", "as padding, with causal=True")(functools.partial(_padding, causal=True))
 
 
 @check("padding-gradients", "gradients finite, and zero on padded keys and values")
@@ -372,14 +370,10 @@ def _gradients(name: str, causal: bool) -> None:
         )
 
 
-@check("gradients", "finite gradients for q, k, v and every parameter")
-def gradients(name: str) -> None:
-    _gradients(name, causal=False)
-
-
-@check("gradients-causal", "as gradients, with causal=True")
-def gradients_causal(name: str) -> None:
-    _gradients(name, causal=True)
+check("gradients", "finite gradients for q, k, v and every parameter")(
+    functools.partial(_gradients, causal=False)
+)
+check("gradients-causal", "as gradients, with causal=True")(functools.partial(_gradients, causal=True))
 
 
 # ---- half precision -----------------------------------------------------------------------------------
@@ -401,14 +395,12 @@ def _half(name: str, dtype: torch.dtype) -> None:
     close(out.float(), expected, f"{dtype} output far from fp32", atol=HALF_ATOL[dtype])
 
 
-@check("dtype-bf16", "bfloat16 inputs give bfloat16 outputs close to fp32 (atol 0.05)")
-def dtype_bf16(name: str) -> None:
-    _half(name, torch.bfloat16)
-
-
-@check("dtype-fp16", "float16 inputs give float16 outputs close to fp32 (atol 0.01)")
-def dtype_fp16(name: str) -> None:
-    _half(name, torch.float16)
+check("dtype-bf16", "bfloat16 inputs give bfloat16 outputs close to fp32 (atol 0.05)")(
+    functools.partial(_half, dtype=torch.bfloat16)
+)
+check("dtype-fp16", "float16 inputs give float16 outputs close to fp32 (atol 0.01)")(
+    functools.partial(_half, dtype=torch.float16)
+)
 
 
 # ---- cost accounting ----------------------------------------------------------------------------------
@@ -439,11 +431,9 @@ def _flop_coverage(name: str, causal: bool) -> None:
     )
 
 
-@check("flop-coverage", "every matrix product, forward and backward, is one attnlab.flops counts")
-def flop_coverage(name: str) -> None:
-    _flop_coverage(name, causal=False)
-
-
-@check("flop-coverage-causal", "as flop-coverage, with causal=True")
-def flop_coverage_causal(name: str) -> None:
-    _flop_coverage(name, causal=True)
+check("flop-coverage", "every matrix product, forward and backward, is one attnlab.flops counts")(
+    functools.partial(_flop_coverage, causal=False)
+)
+check("flop-coverage-causal", "as flop-coverage, with causal=True")(
+    functools.partial(_flop_coverage, causal=True)
+)

@@ -89,6 +89,17 @@ class TransformerBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(d_model)
         self.mlp = FeedForward(d_model, mlp_ratio, dropout)
 
+    @classmethod
+    def stack(
+        cls, cfg: ModelConfig, layers: int, spec: AttentionSpec, *, cross_spec: AttentionSpec | None = None
+    ) -> nn.ModuleList:
+        """`layers` blocks sized by the model config (d_model, heads, max_len, mlp_ratio, dropout)."""
+        return nn.ModuleList(
+            cls(cfg.d_model, cfg.heads, spec, max_len=cfg.max_len, cross_spec=cross_spec,
+                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            for _ in range(layers)
+        )  # fmt: skip
+
     def forward(
         self,
         x: Tensor,
@@ -132,17 +143,7 @@ class Encoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                cfg.d_model,
-                cfg.heads,
-                spec,
-                max_len=cfg.max_len,
-                mlp_ratio=cfg.mlp_ratio,
-                dropout=cfg.dropout,
-            )
-            for _ in range(cfg.encoder_layers)
-        )
+        self.blocks = TransformerBlock.stack(cfg, cfg.encoder_layers, spec)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -162,18 +163,7 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                cfg.d_model,
-                cfg.heads,
-                self_spec,
-                max_len=cfg.max_len,
-                cross_spec=cross_spec,
-                mlp_ratio=cfg.mlp_ratio,
-                dropout=cfg.dropout,
-            )
-            for _ in range(cfg.decoder_layers)
-        )
+        self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec, cross_spec=cross_spec)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         self.lm_head.weight = self.embed.weight  # tied input/output embeddings
