@@ -95,8 +95,8 @@ def beam_search(
     eos_id: int,
     pad_id: int,
     max_new_tokens: int,
-    beam: int = 4,
-    length_penalty: float = 1.0,
+    beam: int = DecodeConfig.beam,
+    length_penalty: float = DecodeConfig.length_penalty,
 ) -> list[list[int]]:
     """Beam search: memory (B, N, C) -> B token lists (the best hypothesis of each row)."""
     if beam < 1:
@@ -154,7 +154,7 @@ def generate(
     pad_id: int,
     max_new_tokens: int,
     beam: int = 1,
-    length_penalty: float = 1.0,
+    length_penalty: float = DecodeConfig.length_penalty,
 ) -> list[list[int]]:
     """Greedy when beam == 1, beam search otherwise."""
     common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens}
