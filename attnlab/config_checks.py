@@ -36,6 +36,9 @@ def check_config(cfg: DictConfig) -> None:
         for split, limit in (data.get("limit") or {}).items():
             _positive(limit, f"task.data.limit.{split}", allow_none=True)
     check_device(trainer)
+    from attnlab.tasks.common import check_task_config
+
+    check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric
 
 
 def check_device(trainer: DictConfig) -> None:

@@ -141,6 +141,23 @@ def task_class_of(make_module: Callable[..., Any]) -> type:
     return owner if isinstance(owner, type) else type(owner)
 
 
+def check_task_config(task: Any) -> type:
+    """The task class `task.module` builds, checked against the contract (before any data is read)."""
+    from hydra.utils import instantiate
+
+    try:
+        make_module = instantiate(task.module, _recursive_=False)  # <Task>.from_datamodule, partial
+    except Exception as error:  # a task plugin whose module does not import, a misspelt _target_
+        cause = error.__cause__ or error
+        raise TaskError(
+            f"task '{task.get('name')}': task.module._target_={task.module.get('_target_')} cannot be "
+            f"loaded ({type(cause).__name__}: {' '.join(str(cause).split())}); fix the module or its config"
+        ) from error
+    cls = task_class_of(make_module)
+    check_task_class(cls, task)
+    return cls
+
+
 def check_task_class(cls: type, task: Mapping) -> None:
     """`cls` honours the AttnlabTask contract and `task.monitor`/`primary_metric` name metrics it logs."""
     where = f"task '{task.get('name')}': {cls.__module__}.{cls.__qualname__}"

@@ -103,3 +103,13 @@ def test_a_task_from_outside_attnlab_runs_end_to_end(tmp_path):
     assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and "val/loss" in results["metrics"]
     assert results["cost"]["train_tokens_per_s"] > 0 and results["cost"]["attention_flops_per_token"] > 0
     assert results["config"]["task"]["data"]["source"] == "builtin"  # the shared data block, merged
+
+
+def test_a_task_module_that_cannot_be_loaded_is_one_line(tmp_path):
+    target = "task.module._target_=attnlab.tasks.classify.Classifyer.from_datamodule"
+    status, message = run_args([*FAST, target, f"paths.run_dir={tmp_path / 'run'}"])
+    assert status == 2 and "\n" not in message
+    assert message.startswith(
+        "error: task 'classify': task.module._target_=attnlab.tasks.classify.Classifyer"
+    )
+    assert "cannot be loaded" in message and not (tmp_path / "run").exists()
