@@ -10,7 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from attnlab.flops import count_flops
+from attnlab.attention import Attention
+from attnlab.flops import count_flops_inside
 from attnlab.nn.state_size import decode_state_bytes
 
 
@@ -28,10 +29,11 @@ class CostMeter(L.Callback):
     Tokens are real (non-padding) tokens as counted by the task's `count_tokens(batch)`. Step time
     covers forward, backward and the optimiser step, CUDA-synchronised on GPU; the first
     `warmup_steps` steps are excluded. Attention FLOPs are measured once, on the first batch, with
-    torch.utils.flop_counter over the attention kernels only (modules named `*.kernel`), divided by
-    the number of positions processed (padding included: that is what the kernel computes on).
+    torch.utils.flop_counter inside the attention kernels only (every `attnlab.Attention` module of
+    the task, found by type, whatever attribute holds it), divided by the number of positions
+    processed (padding included: that is what the kernel computes on).
     The decoding state (attnlab.nn.state_size) is measured once training ends, at the context length
-    of the first training batch (its longest `*padding_mask` row: model.max_len for task=lm).
+    of the first training batch (its longest padding-mask row: model.max_len for task=lm).
     """
 
     def __init__(self, warmup_steps: int = 5):
@@ -88,7 +90,7 @@ class CostMeter(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            flops = count_flops(lambda: pl_module.compute_loss(batch), module_suffix=".kernel")
+            flops = count_flops_inside(pl_module, Attention, lambda: pl_module.compute_loss(batch))
         pl_module.train(was_training)
         return flops / max(1, pl_module.count_positions(batch))
 

@@ -36,6 +36,9 @@ def check_config(cfg: DictConfig) -> None:
         for split, limit in (data.get("limit") or {}).items():
             _positive(limit, f"task.data.limit.{split}", allow_none=True)
     check_device(trainer)
+    from attnlab.tasks.common import check_task_config
+
+    check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric
 
 
 def check_device(trainer: DictConfig) -> None:
@@ -71,8 +74,14 @@ def group_options(group: str) -> list[str]:
 
     conf_dir = Path(conf_package.__file__).parent
     found = {p.stem for p in (conf_dir / group).glob("*.yaml")} if (conf_dir / group).is_dir() else set()
-    with contextlib.suppress(OSError):  # no such group in the ConfigStore
-        found |= {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    with contextlib.suppress(
+        OSError
+    ):  # no such group in the ConfigStore; sub-groups (task/decode) are no options
+        found |= {
+            name.removesuffix(".yaml")
+            for name in ConfigStore.instance().list(group)
+            if name.endswith(".yaml")
+        }
     return sorted(found - HIDDEN_OPTIONS)
 
 
@@ -168,7 +177,7 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
     while causes[-1].__cause__ is not None and len(causes) < 5:
         causes.append(causes[-1].__cause__)
     text = " ".join(one_line(c) for c in causes)
-    match = re.search(r"Key '([^']+)' is not in struct", text)
+    match = re.search(r"Key '([^']+)' (?:is not in struct|not in '\w+')", text)  # a plain or a typed node
     if match:
         key = match.group(1)
         full = re.search(r"full_key: ([\w.]+)", text)
@@ -176,6 +185,10 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
         parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
         known = _known_keys(parent, argv)
         hint = did_you_mean(key, known)
+        if "is not in struct" not in match.group(
+            0
+        ):  # a typed node (ModelConfig, DecodeConfig) takes no new keys
+            return f"unknown config key '{dotted}'{hint}; the keys of {parent or 'the config'} are: {', '.join(known)}"
         return f"unknown config key '{dotted}'{hint}; to add a new key write +{dotted}=<value>"
     match = re.search(r"Key '([^']+)' not in '\w+' full_key: ([\w.]+)", text)
     if match:  # a typed (dataclass) node, e.g. model.* or task.data.builtin.*: its fields are all its keys

@@ -40,3 +40,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' when a close choice exists, else ''."""
     match = closest(word, choices)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+class TaskError(AttnlabError, TypeError):
+    """A task's Lightning module or data module does not honour the task contract (attnlab.tasks.common)."""

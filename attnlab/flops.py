@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -99,13 +100,40 @@ def counted(op: torch._ops.OpOverloadPacket) -> bool:
     return op in flop_counter.flop_registry or op in formulas()
 
 
-def count_flops(fn: Callable[[], object], *, module_suffix: str | None = None) -> int:
-    """FLOPs of running fn(); with module_suffix, only those inside modules whose name ends with it."""
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of running fn()."""
     with FlopCounterMode(display=False, custom_mapping=formulas()) as counter:
         fn()
-    if module_suffix is None:
-        return int(counter.get_total_flops())
-    counts = counter.get_flop_counts()
-    # Nested names repeat the counts of their children: keep only the innermost matching modules.
-    matching = [name for name in counts if name.endswith(module_suffix)]
-    return int(sum(sum(counts[name].values()) for name in matching))
+    return int(counter.get_total_flops())
+
+
+def count_flops_inside(root: nn.Module, kind: type[nn.Module], fn: Callable[[], object]) -> int:
+    """FLOPs of running fn() spent inside the forward of `root`'s submodules of type `kind` (e.g. every
+    `attnlab.Attention` kernel, whatever attribute holds it); a `kind` nested in another counts once."""
+    found = [m for m in root.modules() if isinstance(m, kind)]
+    depth, total, counter = 0, 0, None
+
+    def enter(module: nn.Module, args: Any) -> None:
+        nonlocal depth, counter
+        depth += 1
+        if depth == 1:
+            counter = FlopCounterMode(display=False, custom_mapping=formulas())
+            counter.__enter__()
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal depth, total
+        depth -= 1
+        if depth == 0:
+            counter.__exit__(None, None, None)
+            total += int(counter.get_total_flops())
+
+    handles = [m.register_forward_pre_hook(enter) for m in found]
+    handles += [m.register_forward_hook(leave) for m in found]
+    try:
+        fn()
+    finally:
+        for handle in handles:
+            handle.remove()
+        if depth > 0:  # fn raised inside a kernel: leave the counter's mode
+            counter.__exit__(None, None, None)
+    return total

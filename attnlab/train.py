@@ -21,6 +21,7 @@ from attnlab.attention import describe, get_attention_class
 from attnlab.callbacks import CostMeter
 from attnlab.config_checks import check_config
 from attnlab.results import RESULTS_FILE, write_results
+from attnlab.tasks.common import check_datamodule
 from attnlab.tracking import ensure_wandb_mode
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; write and return its results."""
-    check_config(cfg)
+    check_config(cfg)  # the task contract included (attnlab.tasks.common.check_task_config)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -36,6 +37,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")  # loads and validates the data before any training step
+    check_datamodule(datamodule, cfg.task)
     module = instantiate(cfg.task.module, _recursive_=False)(
         datamodule=datamodule, model=cfg.model, attention=cfg.attention
     )

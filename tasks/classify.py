@@ -109,6 +109,10 @@ class Classifier(nn.Module):
 
 
 class ClassifyTask(AttnlabTask):
+    """Logs {val,test}/{loss,acc,f1} and test/baseline_acc (the majority class)."""
+
+    PADDING_MASKS = ("padding_mask",)
+    METRICS = ("loss", "acc", "f1")
     attention_roles = ("encoder_self",)  # what the model asks of its attention (attnlab.nn.spec.ROLES)
 
     def __init__(

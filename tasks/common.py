@@ -1,16 +1,39 @@
-"""What every attnlab task shares: optimiser + schedule, and the cost hooks the CostMeter calls."""
+"""The task contract: what attnlab calls on a task's data module and Lightning module, declared here.
+
+A task is one module (a data module + a Lightning module subclassing the two classes below) and one
+config file (conf/task/<name>.yaml, or a plugin's; see docs/adding-a-task.md). `attnlab.train`
+checks both classes against this contract before any data is loaded (`check_task_class`) and the
+data module once it is set up (`check_datamodule`): a missing member is a one-line TaskError.
+
+EncodedDataModule (data module)
+    collate(items) -> batch        a list of encoded examples -> a dict of tensors
+    setup(stage)                   fills `encoded` with a list of examples per split (SPLITS)
+    data, batch_size               its `task.data` config and batch size
+AttnlabTask (Lightning module)
+    from_datamodule(*, datamodule, model, attention, **hparams)   classmethod building the module
+    compute_loss(batch) -> loss    the training loss (the cost meter counts attention FLOPs on it)
+    PADDING_MASKS                  the batch keys holding (B, N) padding masks (True = padding), from
+                                   which count_tokens/count_positions count; or override both
+    METRICS                        names the task logs as val/<name> and test/<name>: task.monitor
+                                   is one val/<name>, task.primary_metric one test/<name>
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from attnlab.data import SPLITS
+from attnlab.errors import ConfigError, TaskError, did_you_mean
+
 log = logging.getLogger(__name__)
+MONITOR_MODES = ("min", "max")
 
 
 class EncodedDataModule(L.LightningDataModule):
@@ -19,6 +42,7 @@ class EncodedDataModule(L.LightningDataModule):
     data: Any  # the task's data config (batch_size, num_workers, ...)
     batch_size: int
     encoded: dict[str, list]
+    REQUIRED: ClassVar[tuple[str, ...]] = ("collate", "setup")  # what a subclass must define
 
     def collate(self, items: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -45,24 +69,31 @@ class EncodedDataModule(L.LightningDataModule):
 class AttnlabTask(L.LightningModule):
     """Base LightningModule: AdamW with linear warm-up and cosine decay over the run's steps."""
 
+    PADDING_MASKS: ClassVar[tuple[str, ...]] = ()  # batch keys of (B, N) padding masks, True = padding
+    METRICS: ClassVar[tuple[str, ...]] = ()  # logged as val/<name> and test/<name>
+    REQUIRED: ClassVar[tuple[str, ...]] = ("from_datamodule", "compute_loss")  # what a subclass must define
+
     def __init__(self, *, lr: float, weight_decay: float, warmup_steps: int):
         super().__init__()
         if lr <= 0:
-            from attnlab.errors import ConfigError
-
             raise ConfigError(f"task.module.lr={lr} must be positive")
         self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+
+    @classmethod
+    def from_datamodule(cls, *, datamodule: EncodedDataModule, model: Mapping, attention: Mapping, **hparams):
+        """The module for a set-up data module (vocabulary, classes...), the model and attention configs."""
+        raise NotImplementedError
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
     def count_tokens(self, batch: dict[str, Any]) -> int:
         """Real (non-padding) tokens in a batch, for throughput."""
-        return int(sum((~mask).sum() for key, mask in batch.items() if key.endswith("padding_mask")))
+        return int(sum((~batch[key]).sum() for key in self.PADDING_MASKS))
 
     def count_positions(self, batch: dict[str, Any]) -> int:
         """Positions the model computes on, padding included (for FLOPs per token)."""
-        return int(sum(mask.numel() for key, mask in batch.items() if key.endswith("padding_mask")))
+        return int(sum(batch[key].numel() for key in self.PADDING_MASKS))
 
     def on_validation_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -90,3 +121,81 @@ class AttnlabTask(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# ---- the contract, checked ---------------------------------------------------------------------------
+def _defines(cls: type, member: str, base: type) -> bool:
+    """Whether `cls` or a class between it and `base` defines `member` (not `base` itself)."""
+    mro = cls.__mro__
+    return any(member in klass.__dict__ for klass in mro[: mro.index(base)])
+
+
+def _missing(cls: type, base: type) -> list[str]:
+    return [member for member in base.REQUIRED if not _defines(cls, member, base)]
+
+
+def task_class_of(make_module: Callable[..., Any]) -> type:
+    """The class a `task.module` config builds: its `_target_` is `<Class>.from_datamodule` (partial)."""
+    target = getattr(make_module, "func", make_module)  # functools.partial from `_partial_: true`
+    owner = getattr(target, "__self__", target)  # the class of a bound classmethod
+    return owner if isinstance(owner, type) else type(owner)
+
+
+def check_task_config(task: Any) -> type:
+    """The task class `task.module` builds, checked against the contract (before any data is read)."""
+    from hydra.utils import instantiate
+
+    try:
+        make_module = instantiate(task.module, _recursive_=False)  # <Task>.from_datamodule, partial
+    except Exception as error:  # a task plugin whose module does not import, a misspelt _target_
+        cause = error.__cause__ or error
+        raise TaskError(
+            f"task '{task.get('name')}': task.module._target_={task.module.get('_target_')} cannot be "
+            f"loaded ({type(cause).__name__}: {' '.join(str(cause).split())}); fix the module or its config"
+        ) from error
+    cls = task_class_of(make_module)
+    check_task_class(cls, task)
+    return cls
+
+
+def check_task_class(cls: type, task: Mapping) -> None:
+    """`cls` honours the AttnlabTask contract and `task.monitor`/`primary_metric` name metrics it logs."""
+    where = f"task '{task.get('name')}': {cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, AttnlabTask)):
+        raise TaskError(
+            f"{where} is not an attnlab.tasks.common.AttnlabTask; subclass it (docs/adding-a-task.md) "
+            "and point task.module._target_ at <Class>.from_datamodule"
+        )
+    missing = _missing(cls, AttnlabTask)
+    counts = _defines(cls, "count_tokens", AttnlabTask) and _defines(cls, "count_positions", AttnlabTask)
+    if not cls.PADDING_MASKS and not counts:
+        missing.append("PADDING_MASKS (or count_tokens and count_positions)")
+    if not cls.METRICS:
+        missing.append("METRICS")
+    if missing:
+        raise TaskError(f"{where} does not define {', '.join(missing)}; see attnlab.tasks.common.AttnlabTask")
+    for key, stage in (("monitor", "val"), ("primary_metric", "test")):
+        logged = [f"{stage}/{m}" for m in cls.METRICS]
+        if task.get(key) not in logged:
+            raise ConfigError(
+                f"task.{key}={task.get(key)}{did_you_mean(str(task.get(key)), logged)} is not a metric "
+                f"{cls.__name__} logs; choose one of {', '.join(logged)}"
+            )
+    if task.get("monitor_mode") not in MONITOR_MODES:
+        raise ConfigError(f"task.monitor_mode={task.get('monitor_mode')} must be min or max")
+
+
+def check_datamodule(datamodule: Any, task: Mapping) -> None:
+    """A set-up data module honours the EncodedDataModule contract: its members and every split."""
+    cls = type(datamodule)
+    where = f"task '{task.get('name')}': {cls.__module__}.{cls.__qualname__}"
+    if not isinstance(datamodule, EncodedDataModule):
+        raise TaskError(f"{where} is not an attnlab.tasks.common.EncodedDataModule; subclass it")
+    missing = _missing(cls, EncodedDataModule)
+    missing += [name for name in ("data", "batch_size") if not hasattr(datamodule, name)]
+    splits = getattr(datamodule, "encoded", None) or {}
+    missing += [f"encoded['{split}']" for split in SPLITS if split not in splits]
+    if missing:
+        raise TaskError(
+            f"{where} does not define {', '.join(missing)}; see attnlab.tasks.common.EncodedDataModule"
+        )

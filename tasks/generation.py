@@ -15,10 +15,26 @@ Outputs are token id lists without BOS, EOS or padding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from attnlab.nn import Decoder
+
+
+@dataclass
+class DecodeConfig:
+    """How a generation task decodes (`task.decode`): the single source of these defaults, stored as
+    the config `task/decode/default` that translate and summarise list in their defaults."""
+
+    beam: int = 4  # test-time beam size (1 = greedy)
+    length_penalty: float = 1.0  # hypotheses ranked by log-prob / length**length_penalty
+    max_new_tokens: int = 128  # capped at model.max_len - 1
+    val_samples: int = 64  # the validation metric on the first N validation rows (keeps validation cheap)
+    val_beam: int = 1  # greedy during validation
+    test_samples: int | None = None  # None = every test row
+    table_rows: int = 50  # rows of the wandb samples table (all go to <run_dir>/samples_test.jsonl)
 
 
 def _budget(decoder: Decoder, max_new_tokens: int) -> int:
@@ -79,8 +95,8 @@ def beam_search(
     eos_id: int,
     pad_id: int,
     max_new_tokens: int,
-    beam: int = 4,
-    length_penalty: float = 1.0,
+    beam: int = DecodeConfig.beam,
+    length_penalty: float = DecodeConfig.length_penalty,
 ) -> list[list[int]]:
     """Beam search: memory (B, N, C) -> B token lists (the best hypothesis of each row)."""
     if beam < 1:
@@ -138,7 +154,7 @@ def generate(
     pad_id: int,
     max_new_tokens: int,
     beam: int = 1,
-    length_penalty: float = 1.0,
+    length_penalty: float = DecodeConfig.length_penalty,
 ) -> list[list[int]]:
     """Greedy when beam == 1, beam search otherwise."""
     common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens}

@@ -167,6 +167,10 @@ class Perplexity(MeanMetric):
 
 
 class LMTask(AttnlabTask):
+    """Logs {val,test}/{loss,ppl,acc} over counted positions, and test/unigram_ppl, test/baseline_acc."""
+
+    PADDING_MASKS = ("padding_mask",)
+    METRICS = ("loss", "ppl", "acc")
     attention_roles = ("decoder_self",)  # what the model asks of its attention (attnlab.nn.spec.ROLES)
 
     def __init__(

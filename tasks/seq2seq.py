@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,10 +27,10 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 
 from attnlab.data import SPLITS, build_tokenizer, encode_texts, load_splits, pad_batch
-from attnlab.errors import ConfigError, DataError
+from attnlab.errors import ConfigError, DataError, did_you_mean
 from attnlab.nn import AttentionSpec, EncoderDecoder, ModelConfig
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule
-from attnlab.tasks.generation import generate
+from attnlab.tasks.generation import DecodeConfig, generate
 
 log = logging.getLogger(__name__)
 SAMPLES_FILE = "samples_{stage}.jsonl"
@@ -134,8 +135,7 @@ class Seq2SeqDataModule(EncodedDataModule):
 class Seq2SeqTask(AttnlabTask):
     """Encoder-decoder over any attention variant; subclasses name the metrics and the baseline."""
 
-    METRIC_NAMES: ClassVar[tuple[str, ...]] = ()
-    BASELINE_METRIC: ClassVar[str] = ""
+    PADDING_MASKS = ("src_padding_mask", "tgt_padding_mask")
 
     def __init__(
         self,
@@ -325,25 +325,16 @@ class Seq2SeqTask(AttnlabTask):
         return path
 
 
-DECODE_KEYS = {
-    "beam",
-    "length_penalty",
-    "max_new_tokens",
-    "val_samples",
-    "val_beam",
-    "test_samples",
-    "table_rows",
-}
-
-
 def check_decode(decode: Mapping) -> dict[str, Any]:
+    """`task.decode` over DecodeConfig's defaults, with its ranges checked."""
     decode = dict(decode)
-    unknown = set(decode) - DECODE_KEYS
+    allowed = [f.name for f in fields(DecodeConfig)]
+    unknown = sorted(set(decode) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown task.decode key(s) {sorted(unknown)}; allowed: {sorted(DECODE_KEYS)}")
-    defaults = {"beam": 4, "length_penalty": 1.0, "max_new_tokens": 128, "val_samples": 64, "val_beam": 1,
-                "test_samples": None, "table_rows": 50}  # fmt: skip
-    decode = defaults | decode
+        raise ConfigError(
+            f"unknown task.decode key(s) {unknown}{did_you_mean(unknown[0], allowed)}; allowed: {allowed}"
+        )
+    decode = asdict(DecodeConfig(**decode))
     for key in ("beam", "max_new_tokens", "val_samples", "val_beam"):
         if not isinstance(decode[key], int) or isinstance(decode[key], bool) or decode[key] < 1:
             raise ConfigError(f"task.decode.{key}={decode[key]!r} must be a positive integer")

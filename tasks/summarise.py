@@ -26,5 +26,7 @@ class SummariseDataModule(Seq2SeqDataModule):
 class SummariseTask(Seq2SeqTask):
     """Logs val/rougeL (…1/2) on task.decode.val_samples rows, test/rouge1/2/L and test/baseline_rouge*."""
 
+    METRICS = ("loss", "rouge1", "rouge2", "rougeL")
+
     def score(self, hyps: list[str], refs: list[str]) -> dict[str, float]:
         return summarisation_metrics(hyps, refs)

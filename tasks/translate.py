@@ -24,5 +24,7 @@ class TranslateDataModule(Seq2SeqDataModule):
 class TranslateTask(Seq2SeqTask):
     """Logs val/bleu, val/chrf (on task.decode.val_samples rows), test/bleu, test/chrf, test/baseline_*."""
 
+    METRICS = ("loss", "bleu", "chrf")
+
     def score(self, hyps: list[str], refs: list[str]) -> dict[str, float]:
         return translation_metrics(hyps, refs)

@@ -1,4 +1,4 @@
-"""Shared test setup: a simulated plugin installation, and the helpers of the conformance suite.
+"""Shared test setup: a simulated plugin installation, and the conformance suite's inputs.
 
 Plugins are "installed" the way pip would leave them, through entry-point METADATA only: at import
 time (before any test module is collected) a temporary site directory receives
@@ -34,15 +34,21 @@ EXAMPLE_PLUGIN = (
     {"sigmoid": "attnlab_example_plugin.sigmoid:SigmoidAttention"},
 )
 BROKEN_PLUGIN = ("attnlab-broken-plugin", "0.1", {"broken": "attnlab_broken_plugin:BrokenAttention"})
+# Declares causal=True but lets the future leak: only ever installed in a subprocess (test_check.py).
+LEAKY_PLUGIN = ("attnlab-leaky-plugin", "0.1", {"leaky": "attnlab_leaky_plugin:LeakyAttention"})
+# A task added from outside attnlab (one module + its config file): only installed in a subprocess.
+TINY_TASK_PLUGIN = ("attnlab-tiny-task", "0.1", {"tiny": "attnlab_tiny_task"}, "attnlab.tasks")
 
 
-def make_site(site: Path, dist: str, version: str, entry_points: dict[str, str]) -> Path:
+def make_site(
+    site: Path, dist: str, version: str, entry_points: dict[str, str], group: str = "attnlab.attention"
+) -> Path:
     """Write the dist-info of an installed distribution `dist` declaring `entry_points` into `site`."""
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[attnlab.attention]\n{lines}")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
     return site
 
 
@@ -50,6 +56,8 @@ _TMP = Path(tempfile.mkdtemp(prefix="attnlab-test-plugins-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 EXAMPLE_SITE = make_site(_TMP / "site", *EXAMPLE_PLUGIN)
 BROKEN_SITE = make_site(_TMP / "broken-site", *BROKEN_PLUGIN)
+LEAKY_SITE = make_site(_TMP / "leaky-site", *LEAKY_PLUGIN)
+TINY_TASK_SITE = make_site(_TMP / "tiny-task-site", *TINY_TASK_PLUGIN)
 
 for path in (str(ROOT), str(PLUGIN_CODE), str(EXAMPLE_SITE)):
     if path not in sys.path:
@@ -100,27 +108,5 @@ def plugin_pythonpath(*sites: Path) -> str:
     return ":".join(str(p) for p in (ROOT, PLUGIN_CODE, *sites))
 
 
-# ---- the conformance suite's inputs ------------------------------------------------------------------
-B, H, N, D = 2, 2, 12, 16  # small shapes: the suite runs every variant, plugins included
-MAX_LEN = 64
-
-
-def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
-
-
-def qkv(
-    batch: int = B,
-    heads: int = H,
-    nq: int = N,
-    nk: int | None = None,
-    *,
-    seed: int = 0,
-    qk_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Seeded q (B, H, Nq, D), k, v (B, H, Nk, D); q and k multiplied by qk_scale."""
-    nk = nq if nk is None else nk
-    q = randn(batch, heads, nq, D, seed=seed, scale=qk_scale)  # (B, H, Nq, D)
-    k = randn(batch, heads, nk, D, seed=seed + 1, scale=qk_scale)  # (B, H, Nk, D)
-    v = randn(batch, heads, nk, D, seed=seed + 2)  # (B, H, Nk, D)
-    return q, k, v
+# ---- the conformance suite's inputs: shipped with the package (attnlab/check/inputs.py) ---------------
+from attnlab.check.inputs import MAX_LEN, B, D, H, N, qkv, randn  # noqa: E402, F401

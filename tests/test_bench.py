@@ -88,7 +88,7 @@ def test_causal_decode_and_block_targets(tmp_path):
     environment = json.loads((tmp_path / "bench.json").read_text())["environment"]
     assert environment["cpu_allocation"] == "system default (keep_freed_memory=false)"
     assert {r["status"] for r in rows.values()} == {"ok"}
-    assert {r["impl"] for r in rows.values()} <= {"attnlab.nn", "attnlab.bench"}
+    assert {r["impl"] for r in rows.values()} == {"attnlab.nn"}
     # decoding is causal by nature: one decode setting, whatever `causal` says
     assert ("linear", 32, "decode", True) in rows and ("linear", 32, "decode", False) not in rows
 
@@ -226,19 +226,20 @@ def test_hydra_entry_point_reports_a_bad_config_in_one_line(tmp_path):
     assert "\n" not in message  # one line, no traceback
 
 
-def test_minimal_block_fallback_matches_the_block_contract():
-    """The stand-in used when attnlab.nn is unavailable: same shapes, causal, and one decoding step."""
-    from attnlab.bench.block import MinimalBlock, block_step
+def test_block_step_equals_the_causal_forward():
+    """The one pre-norm block (attnlab.nn.TransformerBlock) the bench measures: decoding token by
+    token with `step` reproduces its causal forward pass."""
+    from attnlab.nn import AttentionSpec, TransformerBlock
 
     torch.manual_seed(0)
-    block = MinimalBlock(32, 4, "full", {}, max_len=8).eval()  # full: one head of width 32
+    block = TransformerBlock(32, 4, AttentionSpec("full"), max_len=8).eval()  # full: one head of width 32
     x = torch.randn(2, 8, 32)
     causal = block(x, causal=True)
     assert causal.shape == (2, 8, 32)
-    state = block.self_attention.kernel.init_state(2, 1, 32, device=x.device, dtype=x.dtype)
+    state = block.self_attention.init_state(2, device=x.device, dtype=x.dtype)
     steps = []
     with torch.no_grad():
         for t in range(8):  # decoding token by token reproduces the causal forward pass
-            out, state = block_step(block, x[:, t : t + 1], state)
+            out, state = block.step(x[:, t : t + 1], state)
             steps.append(out)
     torch.testing.assert_close(torch.cat(steps, dim=1), causal.detach(), atol=1e-5, rtol=1e-4)

@@ -72,3 +72,28 @@ def test_the_cuda_kernels_formulas_are_causal_aware_too(op, args):
     assert dense == 4 * 2 * 6 * 6 * 4
     assert formula(q, k, v, *args) == dense * causal_pairs(6, 6) // 36
     assert formula(q, k, v, *args[:-1], is_causal=True) == formula(q, k, v, *args)
+
+
+def test_kernels_are_found_by_type_not_by_attribute_name():
+    """A model that keeps its attention under any attribute name still has its FLOPs counted."""
+    from torch import nn
+
+    from attnlab.attention import Attention
+    from attnlab.flops import count_flops_inside
+
+    class Mixer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 8)  # not attention: never counted
+            self.mixer = build_attention("linear", chunk_size=4)
+
+        def forward(self, x):  # x (B, H, N, D)
+            x = self.proj(x)
+            return self.mixer(x, x, x, causal=True)
+
+    model, x = Mixer(), torch.randn(1, 2, 16, 8)
+    kernel_only = count_flops(lambda: model.mixer(*(model.proj(x),) * 3, causal=True)) - count_flops(
+        lambda: model.proj(x)
+    )
+    assert count_flops_inside(model, Attention, lambda: model(x)) == kernel_only > 0
+    assert count_flops_inside(model, nn.Linear, lambda: model(x)) == count_flops(lambda: model.proj(x))

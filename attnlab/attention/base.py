@@ -72,7 +72,7 @@ class Attention(nn.Module):
     # How close the variant claims to be to exact softmax attention (`full`, per head): the largest
     # absolute output difference on the conformance suite's smooth-input fixture, see
     # REFERENCE_FIXTURE. None = no claim (a different model, e.g. linear, local, lowrank); exact
-    # variants claim ~1e-5 (fp32 round-off). The suite (tests/test_conformance.py) enforces it.
+    # variants claim ~1e-5 (fp32 round-off). The conformance suite (`python -m attnlab.check`) enforces it.
     reference_tolerance: ClassVar[float | None] = None
 
     def forward(

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from attnlab.attention import KVCacheDecoding, build_attention, get_attention_class
 from attnlab.attention.base import Attention, State, capability_error
-from attnlab.bench.block import block_step, build_block
 from attnlab.bench.config import BenchConfig, Setting
+from attnlab.nn import AttentionSpec, TransformerBlock
 
 
 class BudgetExceeded(Exception):
@@ -31,7 +31,7 @@ class Workload:
     n: int
     setting: Setting
     fn: Callable[[], Any]
-    impl: str = ""  # which module implements the target (block: attnlab.nn or attnlab.bench)
+    impl: str = ""  # which module implements the target (block: attnlab.nn, the block tasks train)
     keep: list[Any] = field(default_factory=list)  # tensors the callable needs alive
 
 
@@ -119,14 +119,18 @@ def attention_workload(cfg: BenchConfig, name: str, n: int, setting: Setting) ->
 
 def block_workload(cfg: BenchConfig, name: str, n: int, setting: Setting) -> Workload:
     d_model = cfg.heads * cfg.head_dim
-    block, impl = build_block(d_model, cfg.heads, name, cfg.params[name], max_len=n)
+    spec = AttentionSpec(name, dict(cfg.params[name]))
+    block = TransformerBlock(
+        d_model, cfg.heads, spec, max_len=n, mlp_ratio=4, dropout=0.0
+    )  # what tasks train
     block = _cast(block, cfg).eval()
+    impl = "attnlab.nn"
     B = cfg.batch
     if setting.mode == "decode":
         heads, head_dim = kernel_shape(cfg, name)
         state = _prefill(block.self_attention.kernel, cfg, heads, head_dim, n)
         x1 = _randn(cfg, B, 1, d_model)  # (B, 1, C)
-        return Workload(name, n, setting, _no_grad(lambda: block_step(block, x1, state)), impl)
+        return Workload(name, n, setting, _no_grad(lambda: block.step(x1, state)), impl)
     grad = setting.mode == "forward+backward"
     x = _randn(cfg, B, n, d_model, grad=grad)  # (B, N, C)
 

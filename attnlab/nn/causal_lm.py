@@ -40,17 +40,7 @@ class CausalLM(nn.Module):
         self.embed_scale = math.sqrt(cfg.d_model)
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                cfg.d_model,
-                cfg.heads,
-                self_spec,
-                max_len=cfg.max_len,
-                mlp_ratio=cfg.mlp_ratio,
-                dropout=cfg.dropout,
-            )
-            for _ in range(cfg.decoder_layers)
-        )
+        self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec)
         # token_shift (ModelConfig): per block, a map of the previous position's residual stream
         self.shifts = (
             nn.ModuleList(nn.Linear(cfg.d_model, cfg.d_model) for _ in range(cfg.decoder_layers))
@@ -109,9 +99,7 @@ class CausalLM(nn.Module):
             if self.shifts is not None:
                 new_previous.append(x)
                 x = x + self.shifts[i](state.previous[i])  # (B, 1, C)
-            out, self_state = block.self_attention.step(block.norm_self(x), self_state)
-            x = x + out
-            x = x + block.mlp(block.norm_mlp(x))
+            x, self_state = block.step(x, self_state)  # the same pre-norm block as in training
             new_states.append(self_state)
         changes = {"ids": ids, "self_states": new_states}
         if self.shifts is not None:

@@ -66,7 +66,10 @@ class FeedForward(nn.Sequential):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + MLP(LN x)."""
+    """Pre-norm block: x + SelfAttn(LN x) [+ CrossAttn(LN x, memory)] + MLP(LN x).
+
+    The one block of attnlab: the encoder, the decoder (forward and `step`) and the bench's
+    `target=block` all run it, so what is trained is what is decoded and measured."""
 
     def __init__(
         self,
@@ -91,6 +94,17 @@ class TransformerBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(d_model)
         self.mlp = FeedForward(d_model, mlp_ratio, dropout)
 
+    @classmethod
+    def stack(
+        cls, cfg: ModelConfig, layers: int, spec: AttentionSpec, *, cross_spec: AttentionSpec | None = None
+    ) -> nn.ModuleList:
+        """`layers` blocks sized by the model config (d_model, heads, max_len, mlp_ratio, dropout)."""
+        return nn.ModuleList(
+            cls(cfg.d_model, cfg.heads, spec, max_len=cfg.max_len, cross_spec=cross_spec,
+                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            for _ in range(layers)
+        )  # fmt: skip
+
     def forward(
         self,
         x: Tensor,
@@ -107,6 +121,23 @@ class TransformerBlock(nn.Module):
             x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
         return x + self.mlp(self.norm_mlp(x))
 
+    def step(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        cross_kv: tuple[Tensor, Tensor] | None = None,
+        memory_padding_mask: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        """One causal decoding step of the same block: x (B, 1, C) -> (B, 1, C) and the new
+        self-attention state; `cross_kv` are the memory's keys/values (MultiHeadAttention.project_memory)."""
+        out, state = self.self_attention.step(self.norm_self(x), state)
+        x = x + out
+        if self.cross_attention is not None:
+            k, v = cross_kv
+            x = x + self.cross_attention.attend_projected(self.norm_cross(x), k, v, memory_padding_mask)
+        return x + self.mlp(self.norm_mlp(x)), state
+
 
 class Encoder(nn.Module):
     """Token embedding + positions + N bidirectional blocks. ids (B, N) -> (B, N, C)."""
@@ -117,17 +148,7 @@ class Encoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                cfg.d_model,
-                cfg.heads,
-                spec,
-                max_len=cfg.max_len,
-                mlp_ratio=cfg.mlp_ratio,
-                dropout=cfg.dropout,
-            )
-            for _ in range(cfg.encoder_layers)
-        )
+        self.blocks = TransformerBlock.stack(cfg, cfg.encoder_layers, spec)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -147,18 +168,7 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                cfg.d_model,
-                cfg.heads,
-                self_spec,
-                max_len=cfg.max_len,
-                cross_spec=cross_spec,
-                mlp_ratio=cfg.mlp_ratio,
-                dropout=cfg.dropout,
-            )
-            for _ in range(cfg.decoder_layers)
-        )
+        self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec, cross_spec=cross_spec)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         self.lm_head.weight = self.embed.weight  # tied input/output embeddings
@@ -201,13 +211,10 @@ class Decoder(nn.Module):
         t = state.ids.shape[1]
         x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
         new_states = []
-        for block, self_state, (k, v) in zip(self.blocks, state.self_states, state.cross_kv):
-            out, self_state = block.self_attention.step(block.norm_self(x), self_state)
-            x = x + out
-            x = x + block.cross_attention.attend_projected(
-                block.norm_cross(x), k, v, state.memory_padding_mask
+        for block, self_state, cross_kv in zip(self.blocks, state.self_states, state.cross_kv):
+            x, self_state = block.step(
+                x, self_state, cross_kv=cross_kv, memory_padding_mask=state.memory_padding_mask
             )
-            x = x + block.mlp(block.norm_mlp(x))
             new_states.append(self_state)
         return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
 
