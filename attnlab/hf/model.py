@@ -1,0 +1,135 @@
+"""transformers models inside attnlab's tasks (`model=hf`): built from a config, or loaded pretrained.
+
+    model:
+      family: hf
+      pretrained: null          # a directory saved with save_pretrained, or a hub id; null = from `config`
+      config: {model_type: llama, hidden_size: 64, ...}   # any transformers config (when not pretrained)
+      max_len: 512
+
+A model built from `config` gets the task's vocabulary size and `max_len` positions. A pretrained
+model keeps its weights; its embedding table grows when the task's vocabulary is larger. Either way
+the run's `attention` variant replaces the model's attention (attnlab.hf.use), and a variant that
+cannot serve the model (not causal-capable in a decoder, no padding support) is refused here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnlab.attention import get_attention_class
+from attnlab.attention.base import capability_error
+from attnlab.errors import ConfigError, did_you_mean
+from attnlab.hf import use
+
+log = logging.getLogger(__name__)
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg or {})
+
+
+def load_model(model_cfg: Mapping[str, Any], *, vocab_size: int, causal_lm: bool) -> nn.Module:
+    """The transformers model of `model_cfg`: an LM-head model when causal_lm, else the bare model."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    auto = AutoModelForCausalLM if causal_lm else AutoModel
+    max_len = int(model_cfg["max_len"])
+    pretrained = model_cfg.get("pretrained")
+    if pretrained:
+        model = _from_pretrained(auto, str(pretrained))
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            log.info("growing %s's embedding table to the task's vocabulary (%d)", pretrained, vocab_size)
+            model.resize_token_embeddings(vocab_size)
+        positions = _max_positions(model.config)
+        if positions is not None and positions < max_len:
+            raise ConfigError(
+                f"model.max_len={max_len} exceeds {pretrained}'s {positions} positions; set model.max_len<={positions}"
+            )
+        return model
+    settings = _plain(model_cfg.get("config"))
+    model_type = settings.pop("model_type", None)
+    if not model_type:
+        raise ConfigError("model.config.model_type is missing; set e.g. model.config.model_type=llama")
+    try:
+        config = AutoConfig.for_model(model_type, **settings)
+    except ValueError as error:
+        from transformers import CONFIG_MAPPING
+
+        raise ConfigError(
+            f"model.config.model_type={model_type} is not a transformers architecture"
+            f"{did_you_mean(model_type, CONFIG_MAPPING.keys())}; e.g. llama, gpt2, bert"
+        ) from error
+    config.vocab_size = vocab_size
+    config.max_position_embeddings = max_len  # gpt2 maps it to n_positions
+    return auto.from_config(config)
+
+
+def _from_pretrained(auto: Any, source: str) -> nn.Module:
+    try:
+        return auto.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        where = "the directory" if Path(source).exists() else "a local directory or a hub id"
+        reason = " ".join(str(error).split())[:300]
+        raise ConfigError(
+            f"model.pretrained={source} could not be loaded as {where} of a transformers model ({reason}); "
+            "give a directory written by save_pretrained, or a hub id reachable from here"
+        ) from error
+
+
+def _max_positions(config: Any) -> int | None:
+    from attnlab.hf.attention import max_positions
+
+    return max_positions(config)
+
+
+def attach_attention(model: nn.Module, attention: Mapping[str, Any], *, needs: tuple[str, ...]) -> bool:
+    """Give `model` the run's attention variant; returns whether its self-attention is causal.
+
+    `needs`: capabilities the task always asks for (key_padding_mask for padded batches); causal is
+    added when the model turns out to be a decoder.
+    """
+    settings = _plain(attention)
+    cls = get_attention_class(str(settings["name"]))
+    for capability in needs:
+        if not getattr(cls.capabilities, capability):
+            raise capability_error(cls, capability)
+    use(model, settings)  # builds the kernels: a decoder with a non-causal variant fails here
+    return any(getattr(m, "is_causal", False) for m in model.modules() if hasattr(m, "attnlab"))
+
+
+class HFEncoder(nn.Module):
+    """A transformers model as attnlab's encoder: ids (B, N), padding_mask (B, N) -> (B, N, C)."""
+
+    def __init__(self, vocab_size: int, model_cfg: Mapping[str, Any], attention: Mapping[str, Any]):
+        super().__init__()
+        self.model = load_model(model_cfg, vocab_size=vocab_size, causal_lm=False)
+        self.causal = attach_attention(self.model, attention, needs=("key_padding_mask",))
+        self.d_model = int(self.model.config.hidden_size)
+
+    def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        keep = None if padding_mask is None else (~padding_mask).long()  # (B, N) 1 = real token
+        return self.model(input_ids=ids, attention_mask=keep).last_hidden_state  # (B, N, C)
+
+
+class HFCausalLM(nn.Module):
+    """A transformers causal LM: ids (B, T), padding_mask (B, T) -> next-token logits (B, T, V)."""
+
+    def __init__(self, vocab_size: int, model_cfg: Mapping[str, Any], attention: Mapping[str, Any]):
+        super().__init__()
+        self.model = load_model(model_cfg, vocab_size=vocab_size, causal_lm=True)
+        if not attach_attention(self.model, attention, needs=("causal", "key_padding_mask")):
+            raise ConfigError(
+                f"{type(self.model).__name__} is not a causal decoder, so it cannot be a language model; "
+                "choose a decoder architecture (model.config.model_type=llama or gpt2)"
+            )
+
+    def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        keep = None if padding_mask is None else (~padding_mask).long()  # (B, T) 1 = real token
+        return self.model(input_ids=ids, attention_mask=keep).logits  # (B, T, V)
