@@ -274,6 +274,21 @@ def test_model_hf_classify_runs_end_to_end(tmp_path):
 
 
 @needs_transformers
+def test_model_hf_loads_a_saved_pretrained_encoder(tmp_path):
+    """model.pretrained=<dir written by save_pretrained> (a hub id takes the same path, untestable
+    offline): a BERT-style encoder is bidirectional, so a non-causal variant serves it; its embedding
+    table (40 ids) grows to the task's byte vocabulary."""
+    from attnlab.results import read_results
+
+    build("bert").save_pretrained(tmp_path / "bert")
+    overrides = run_overrides(tmp_path, "task=classify", "attention=lowrank", "attention.k=16")
+    status, error = run_args([*overrides, f"model.pretrained={tmp_path / 'bert'}"])
+    assert (status, error) == (0, "")
+    results = read_results(tmp_path / "run")
+    assert results["attention"]["name"] == "lowrank" and results["metrics"]["test/acc"] >= 0.0
+
+
+@needs_transformers
 def test_model_hf_with_a_variant_the_model_cannot_use_is_one_line(tmp_path):
     status, error = run_args(run_overrides(tmp_path, "task=classify", "attention=lowrank"))
     assert status == 2 and "\n" not in error

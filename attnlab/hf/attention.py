@@ -188,7 +188,8 @@ def make_attention_function(variant: str) -> Callable[..., tuple[Tensor, None]]:
             query = query * (scaling * math.sqrt(D))
         if dropout and takes_dropout:
             kernel.dropout = dropout  # the model's attention dropout (0 in eval)
-        elif dropout and kernel.training:
+        elif dropout and not getattr(kernel, "_warned_dropout", False):
+            kernel._warned_dropout = True  # once per kernel
             log.warning(
                 "attention '%s' has no attention-probability dropout: the model's p=%s is not applied",
                 variant,

@@ -73,7 +73,9 @@ def load_model(model_cfg: Mapping[str, Any], *, vocab_size: int, causal_lm: bool
 
 def _from_pretrained(auto: Any, source: str) -> nn.Module:
     try:
-        return auto.from_pretrained(source)
+        return auto.from_pretrained(
+            source
+        ).train()  # from_pretrained returns eval mode; Lightning keeps modes
     except (OSError, ValueError) as error:
         where = "the directory" if Path(source).exists() else "a local directory or a hub id"
         reason = " ".join(str(error).split())[:300]
