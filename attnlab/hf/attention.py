@@ -115,7 +115,7 @@ def key_padding_from_mask(attention_mask: Tensor | None, variant: str) -> Tensor
         return None
     if attention_mask.dtype != torch.bool or attention_mask.dim() != 4 or attention_mask.shape[1:3] != (1, 1):
         raise CapabilityError(
-            f"attention 'attnlab_{variant}' takes padding as a 2D attention_mask (batch, keys); "
+            f"attn_implementation='attnlab_{variant}' takes padding as a 2D attention_mask (batch, keys); "
             f"got a prepared {tuple(attention_mask.shape)} {attention_mask.dtype} mask: pass the 2D mask instead"
         )
     return ~attention_mask[:, 0, 0, :]  # (B, Nk)
@@ -229,7 +229,7 @@ def attnlab_mask(
     if mask_function is causal_mask_function:
         if kv_offset != 0 or kv_length != q_offset + q_length:
             raise CapabilityError(
-                f"attention 'attnlab_{variant}' aligns the newest query with the newest key, but this cache "
+                f"attn_implementation='attnlab_{variant}' aligns the newest query with the newest key, but this cache "
                 f"holds {kv_length} key slots for {q_offset + q_length} tokens (a static or sliding cache); "
                 "use the default dynamic cache (cache_implementation=None)"
             )
