@@ -238,6 +238,23 @@ def test_use_validates_hyperparameters_and_save_pretrained_keeps_them(tmp_path):
         attnlab.hf.use(model, "linear", featuremap="relu")
 
 
+@needs_transformers
+def test_load_restores_the_variant_and_its_trained_kernel_weights(tmp_path):
+    """from_pretrained alone drops kernel weights (the kernels do not exist yet); attnlab.hf.load
+    builds them first, then restores lowrank's projections from the checkpoint."""
+    import attnlab.hf
+
+    model = attnlab.hf.use(build("bert"), "lowrank", k=8)
+    model.save_pretrained(tmp_path)
+    ids = batch("bert")
+    loaded = attnlab.hf.load(str(tmp_path), type(model)).eval()
+    torch.testing.assert_close(logits(loaded, ids), logits(model, ids), atol=0, rtol=0)
+    base = attnlab.hf.load(str(tmp_path)).eval()  # AutoModel: the saved keys carry the head's prefix
+    with torch.no_grad():
+        expected = model.bert(input_ids=ids).last_hidden_state
+        torch.testing.assert_close(base(input_ids=ids).last_hidden_state, expected, atol=0, rtol=0)
+
+
 # ---- model=hf in attnlab's own runs ------------------------------------------------------------------
 def run_overrides(tmp_path, *extra: str) -> list[str]:
     return [

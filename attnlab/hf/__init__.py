@@ -4,6 +4,8 @@
     model = AutoModelForCausalLM.from_pretrained("my/model", attn_implementation="attnlab_linear")
     # or, with hyperparameters, on a model already built:
     attnlab.hf.use(model, "performer", features=64)
+    model.save_pretrained(path)
+    model = attnlab.hf.load(path, AutoModelForCausalLM)  # the variant, its hyperparameters and weights
 
 Importing this module needs transformers; the rest of attnlab never imports it.
 """
@@ -105,4 +107,6 @@ def build_kernels(model: nn.Module) -> None:
 
 register()
 
-__all__ = ["INSTALL_HINT", "build_kernels", "kernel_for", "register", "use"]
+from attnlab.hf.saved import load  # noqa: E402  (needs `use`, defined above)
+
+__all__ = ["INSTALL_HINT", "build_kernels", "kernel_for", "load", "register", "use"]

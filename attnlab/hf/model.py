@@ -25,6 +25,7 @@ from attnlab.attention import get_attention_class
 from attnlab.attention.base import capability_error
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf import use
+from attnlab.hf.saved import restore_kernel_weights, saved_attention
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +92,24 @@ def _max_positions(config: Any) -> int | None:
     return max_positions(config)
 
 
-def attach_attention(model: nn.Module, attention: Mapping[str, Any], *, needs: tuple[str, ...]) -> bool:
+def attach_attention(
+    model: nn.Module, attention: Mapping[str, Any], *, needs: tuple[str, ...], source: str | None
+) -> bool:
     """Give `model` the run's attention variant; returns whether its self-attention is causal.
 
     `needs`: capabilities the task always asks for (key_padding_mask for padded batches); causal is
-    added when the model turns out to be a decoder.
+    added when the model turns out to be a decoder. A model loaded from `source` that was saved with
+    the same variant and hyperparameters gets its trained kernel weights back.
     """
     settings = _plain(attention)
     cls = get_attention_class(str(settings["name"]))
     for capability in needs:
         if not getattr(cls.capabilities, capability):
             raise capability_error(cls, capability)
+    saved = saved_attention(model.config)
     use(model, settings)  # builds the kernels: a decoder with a non-causal variant fails here
+    if source and saved == model.config.attnlab_attention:
+        restore_kernel_weights(model, source)
     return any(getattr(m, "is_causal", False) for m in model.modules() if hasattr(m, "attnlab"))
 
 
@@ -112,7 +119,8 @@ class HFEncoder(nn.Module):
     def __init__(self, vocab_size: int, model_cfg: Mapping[str, Any], attention: Mapping[str, Any]):
         super().__init__()
         self.model = load_model(model_cfg, vocab_size=vocab_size, causal_lm=False)
-        self.causal = attach_attention(self.model, attention, needs=("key_padding_mask",))
+        source = model_cfg.get("pretrained")
+        self.causal = attach_attention(self.model, attention, needs=("key_padding_mask",), source=source)
         self.d_model = int(self.model.config.hidden_size)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -126,7 +134,8 @@ class HFCausalLM(nn.Module):
     def __init__(self, vocab_size: int, model_cfg: Mapping[str, Any], attention: Mapping[str, Any]):
         super().__init__()
         self.model = load_model(model_cfg, vocab_size=vocab_size, causal_lm=True)
-        if not attach_attention(self.model, attention, needs=("causal", "key_padding_mask")):
+        source = model_cfg.get("pretrained")
+        if not attach_attention(self.model, attention, needs=("causal", "key_padding_mask"), source=source):
             raise ConfigError(
                 f"{type(self.model).__name__} is not a causal decoder, so it cannot be a language model; "
                 "choose a decoder architecture (model.config.model_type=llama or gpt2)"
