@@ -14,6 +14,7 @@ cannot serve the model (not causal-capable in a decoder, no padding support) is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,18 +59,31 @@ def load_model(model_cfg: Mapping[str, Any], *, vocab_size: int, causal_lm: bool
     model_type = settings.pop("model_type", None)
     if not model_type:
         raise ConfigError("model.config.model_type is missing; set e.g. model.config.model_type=llama")
-    try:
-        config = AutoConfig.for_model(model_type, **settings)
-    except ValueError as error:
-        from transformers import CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING
 
+    if model_type not in CONFIG_MAPPING:
         raise ConfigError(
             f"model.config.model_type={model_type} is not a transformers architecture"
             f"{did_you_mean(model_type, CONFIG_MAPPING.keys())}; e.g. llama, gpt2, bert"
-        ) from error
+        )
+    check_config_keys(model_type, CONFIG_MAPPING[model_type], settings)
+    config = AutoConfig.for_model(model_type, **settings)
     config.vocab_size = vocab_size
     config.max_position_embeddings = max_len  # gpt2 maps it to n_positions
     return auto.from_config(config)
+
+
+def check_config_keys(model_type: str, config_class: type, settings: Mapping[str, Any]) -> None:
+    """transformers keeps unknown config keys as attributes nobody reads: a typo would vanish."""
+    if not dataclasses.is_dataclass(config_class):
+        return  # older configs are plain classes: nothing reliable to check against
+    known = {f.name for f in dataclasses.fields(config_class)} | set(config_class.attribute_map)
+    for key in settings:
+        if key not in known:
+            raise ConfigError(
+                f"model.config.{key} is not a {model_type} config key{did_you_mean(key, known)}; "
+                f"remove it with ~model.config.{key}, or choose a preset made for {model_type} (model=hf_gpt2, model=hf_bert)"
+            )
 
 
 def _from_pretrained(auto: Any, source: str) -> nn.Module:
