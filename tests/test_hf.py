@@ -278,6 +278,32 @@ def run_overrides(tmp_path, *extra: str) -> list[str]:
 
 
 @needs_transformers
+@pytest.mark.parametrize(("preset", "causal"), [("hf", True), ("hf_gpt2", True), ("hf_bert", False)])
+def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool, tmp_path):
+    from helpers import compose_run
+
+    from attnlab.hf_models import hf_encoder
+
+    cfg = compose_run(tmp_path, [f"model={preset}", "model.max_len=64", "attention=linear"], fast=False)
+    encoder = hf_encoder(VOCAB, cfg.model, cfg.attention)
+    assert encoder.causal is causal
+    ids = batch("llama")
+    padding = torch.zeros_like(ids, dtype=torch.bool)
+    assert encoder(ids, padding).shape == (*ids.shape, encoder.d_model)
+
+
+@needs_transformers
+def test_a_config_key_the_architecture_lacks_is_an_error(tmp_path):
+    from helpers import compose_run
+
+    from attnlab.hf_models import hf_encoder
+
+    cfg = compose_run(tmp_path, ["model=hf", "model.config.model_type=bert"], fast=False)
+    with pytest.raises(ConfigError, match="model.config.num_key_value_heads is not a bert config key"):
+        hf_encoder(VOCAB, cfg.model, cfg.attention)
+
+
+@needs_transformers
 def test_model_hf_classify_runs_end_to_end(tmp_path):
     from attnlab.results import read_results
 
