@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from helpers import compose_run
 
 from attnlab.app import preflight, run_args
 from attnlab.attention import available_attentions, get_attention_class
@@ -280,8 +281,6 @@ def run_overrides(tmp_path, *extra: str) -> list[str]:
 @needs_transformers
 @pytest.mark.parametrize(("preset", "causal"), [("hf", True), ("hf_gpt2", True), ("hf_bert", False)])
 def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool, tmp_path):
-    from helpers import compose_run
-
     from attnlab.hf_models import hf_encoder
 
     cfg = compose_run(tmp_path, [f"model={preset}", "model.max_len=64", "attention=linear"], fast=False)
@@ -294,8 +293,6 @@ def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool,
 
 @needs_transformers
 def test_a_config_key_the_architecture_lacks_is_an_error(tmp_path):
-    from helpers import compose_run
-
     from attnlab.hf_models import hf_encoder
 
     cfg = compose_run(tmp_path, ["model=hf", "model.config.model_type=bert"], fast=False)
