@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from attnlab.flops import count_flops
+from attnlab.nn.state_size import decode_state_bytes
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -29,6 +30,8 @@ class CostMeter(L.Callback):
     `warmup_steps` steps are excluded. Attention FLOPs are measured once, on the first batch, with
     torch.utils.flop_counter over the attention kernels only (modules named `*.kernel`), divided by
     the number of positions processed (padding included: that is what the kernel computes on).
+    The decoding state (attnlab.nn.state_size) is measured once training ends, at the context length
+    of the first training batch (its longest `*padding_mask` row: model.max_len for task=lm).
     """
 
     def __init__(self, warmup_steps: int = 5):
@@ -40,6 +43,8 @@ class CostMeter(L.Callback):
         self.timed_seconds = 0.0
         self.timed_tokens = 0
         self.attention_flops_per_token: float | None = None
+        self.context_length: int | None = None
+        self.decode_state: dict[str, Any] = {}
         self._start = 0.0
 
     def _sync(self, pl_module: L.LightningModule) -> None:
@@ -51,6 +56,8 @@ class CostMeter(L.Callback):
     ) -> None:
         if self.attention_flops_per_token is None:
             self.attention_flops_per_token = self.measure_attention_flops(pl_module, batch)
+            widths = [mask.shape[-1] for key, mask in batch.items() if key.endswith("padding_mask")]
+            self.context_length = max(widths, default=None)
         self._sync(pl_module)
         self._start = time.perf_counter()
 
@@ -72,6 +79,10 @@ class CostMeter(L.Callback):
             batch_size=1,
         )
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.context_length is not None:
+            self.decode_state = decode_state_bytes(pl_module, self.context_length)
+
     @staticmethod
     def measure_attention_flops(pl_module: L.LightningModule, batch: Any) -> float:
         was_training = pl_module.training
@@ -91,4 +102,5 @@ class CostMeter(L.Callback):
             "peak_memory_mb": peak,
             "peak_memory_kind": method,
             "attention_flops_per_token": self.attention_flops_per_token,
+            **self.decode_state,  # decode_state_bytes, decode_state_kind, decode_state_length
         }

@@ -182,6 +182,12 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
         known = _known_keys(parent, argv)
         hint = did_you_mean(key, known)
         return f"unknown config key '{dotted}'{hint}; to add a new key write +{dotted}=<value>"
+    match = re.search(r"Key '([^']+)' not in '\w+' full_key: ([\w.]+)", text)
+    if match:  # a typed (dataclass) node, e.g. model.* or task.data.builtin.*: its fields are all its keys
+        key, dotted = match.groups()
+        parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
+        known = _known_keys(parent, argv)
+        return f"unknown config key '{dotted}'{did_you_mean(key, known)}; {parent or 'the config'} has: {', '.join(known)}"
     match = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if match:
         full = re.search(r"full_key: ([\w.]+)", text)

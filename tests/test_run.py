@@ -226,8 +226,9 @@ def test_cli_multirun_sweep_shares_a_directory(tmp_path):
 def test_experiment_options_compose(tmp_path, experiment):
     cfg = compose_run(tmp_path, [f"experiment={experiment}"], fast=False)
     assert experiment in cfg.tags
-    from attnlab.data import listops
+    from attnlab.data.generators import generator_params, get_generator
 
-    small = dict(cfg.task.data.builtin) | {"n_train": 4, "n_validation": 2, "n_test": 2}
-    rows = listops(**small)
-    assert all(len(r["text"]) <= cfg.model.max_len for r in rows["train"])
+    name, params = generator_params(cfg.task.data.builtin)
+    rows = get_generator(name)(**params | {"n_train": 4, "n_validation": 2, "n_test": 2})
+    lengths = [len(r["text"]) if "text" in r else len(r["ids"]) - 1 for r in rows["train"]]
+    assert all(n <= cfg.model.max_len for n in lengths)

@@ -19,10 +19,10 @@ from attnlab.train import run
 
 CAUSAL = [n for n in available_attentions() if get_attention_class(n).capabilities.causal]
 TASKS = {
-    "translate": ["+task.data.builtin.n_train=48", "+task.data.builtin.n_validation=8", "+task.data.builtin.n_test=8",
-                  "+task.data.builtin.max_words=8"],
-    "summarise": ["+task.data.builtin.n_train=48", "+task.data.builtin.n_validation=8", "+task.data.builtin.n_test=8",
-                  "+task.data.builtin.max_sentences=5"],
+    "translate": ["task.data.builtin.n_train=48", "task.data.builtin.n_validation=8", "task.data.builtin.n_test=8",
+                  "task.data.builtin.max_words=8"],
+    "summarise": ["task.data.builtin.n_train=48", "task.data.builtin.n_validation=8", "task.data.builtin.n_test=8",
+                  "task.data.builtin.max_sentences=5"],
 }  # fmt: skip
 SMALL = ["model.d_model=32", "model.heads=2", "model.encoder_layers=1", "model.decoder_layers=1", "model.max_len=128",
          "task.data.batch_size=8", "task.decode.max_new_tokens=8", "task.decode.beam=2", "task.decode.val_samples=4",

@@ -18,7 +18,8 @@ Split rules, the same for the hub and for files:
 Built-in generators (source=builtin) are callables with keyword-only parameters — the split sizes
 n_train/n_validation/n_test, a seed, and their own knobs — returning {split: rows} with the logical
 column names already; task.data.builtin is passed to them as keyword arguments (unknown names are
-an error), and `columns` is not used for them.
+an error), and `columns` is not used for them. Their knobs are ordinary config keys, typed and
+defaulted by the signature: see attnlab.data.generators.
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ def _builtin_tables(
             "this task has no built-in dataset; use task.data.source=files task.data.path=<file> "
             "or task.data.source=hf task.data.name=<hub dataset>"
         )
-    params = _plain(_get(data, "builtin") or {})
+    from attnlab.data.generators import generator_params
+
+    _, params = generator_params(_plain(_get(data, "builtin") or {}))  # the `generator` field is no knob
     signature = inspect.signature(builtin)
     accepted = [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
     if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):

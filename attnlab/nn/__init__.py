@@ -1,5 +1,6 @@
 """Plain torch modules built around any registered attention variant."""
 
+from attnlab.nn.causal_lm import CausalLM, LMState
 from attnlab.nn.layer import MultiHeadAttention
 from attnlab.nn.positional import PositionalEmbedding
 from attnlab.nn.spec import AttentionSpec
@@ -19,6 +20,8 @@ __all__ = [
     "DecoderRoles",
     "EncoderRoles",
     "AttentionSpec",
+    "CausalLM",
+    "LMState",
     "Decoder",
     "DecodingState",
     "Encoder",

@@ -1,0 +1,124 @@
+"""Decoder-only causal language model: the decoder stack without cross attention.
+
+    ids (B, N) -> logits (B, N, V); position t sees tokens 0..t only.
+
+Its depth is `model.decoder_layers`, and its self-attention is the run's `attention` unless
+`model.decoder.self_attention` names another variant; that variant must be causal-capable (the
+`decoder_self` role checks it when the model is built, with a one-line error otherwise).
+Generation goes through `start` / `step`, as the seq2seq `Decoder`: a per-layer variant state when
+the variant has one (KV cache, running sums, rolling window), else recomputation of the prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention.base import Attention, State
+from attnlab.nn.positional import PositionalEmbedding
+from attnlab.nn.spec import AttentionSpec
+from attnlab.nn.transformer import ModelConfig, TransformerBlock
+
+log = logging.getLogger(__name__)
+
+
+class CausalLM(nn.Module):
+    """Token embedding + positions + N causal blocks + tied output head. ids (B, N) -> (B, N, V)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec):
+        super().__init__()
+        self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
+        self.max_len = cfg.max_len
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                cfg.d_model,
+                cfg.heads,
+                self_spec,
+                max_len=cfg.max_len,
+                mlp_ratio=cfg.mlp_ratio,
+                dropout=cfg.dropout,
+            )
+            for _ in range(cfg.decoder_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.lm_head.weight = self.embed.weight  # tied input/output embeddings
+        self.incremental = self_spec.capabilities.incremental
+        self._warned_fallback = False
+
+    def forward(self, ids: Tensor) -> Tensor:
+        x = self.dropout(self.embed(ids) + self.positions(ids.shape[1]))  # (B, N, C)
+        for block in self.blocks:
+            x = block(x, causal=True)
+        return self.lm_head(self.norm(x))  # (B, N, V)
+
+    # ---- generation -----------------------------------------------------------------------------
+    def start(self, batch: int, *, device: torch.device, dtype: torch.dtype) -> LMState:
+        """The state before the first token."""
+        selfs: list[State] | None = None
+        if self.incremental:
+            selfs = [
+                block.self_attention.init_state(batch, device=device, dtype=dtype) for block in self.blocks
+            ]
+        elif not self._warned_fallback:
+            self._warned_fallback = True
+            log.info(
+                "self-attention '%s' has no incremental state: generation recomputes the prefix at every step",
+                self.blocks[0].self_attention.spec.name,
+            )
+        return LMState(selfs, ids=torch.zeros(batch, 0, dtype=torch.long, device=device))
+
+    def step(self, token: Tensor, state: LMState) -> tuple[Tensor, LMState]:
+        """Feed one token per row: token (B,) -> next-token logits (B, V) and the new state."""
+        ids = torch.cat([state.ids, token[:, None]], dim=1)  # (B, t)
+        if state.self_states is None:  # recomputation fallback for variants without a state
+            return self.forward(ids)[:, -1], state.replace(ids=ids)
+        t = state.ids.shape[1]
+        x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
+        new_states = []
+        for block, self_state in zip(self.blocks, state.self_states):
+            out, self_state = block.self_attention.step(block.norm_self(x), self_state)
+            x = x + out
+            x = x + block.mlp(block.norm_mlp(x))
+            new_states.append(self_state)
+        return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, max_new_tokens: int) -> Tensor:
+        """Greedy continuation: prompt (B, P) -> (B, P + max_new_tokens), capped at max_len tokens."""
+        state = self.start(prompt.shape[0], device=prompt.device, dtype=self.embed.weight.dtype)
+        logits = None
+        for t in range(prompt.shape[1]):
+            logits, state = self.step(prompt[:, t], state)
+        out = prompt
+        for _ in range(min(max_new_tokens, self.max_len - prompt.shape[1])):
+            token = logits.argmax(-1)  # (B,)
+            out = torch.cat([out, token[:, None]], dim=1)
+            if out.shape[1] >= self.max_len:
+                break
+            logits, state = self.step(token, state)
+        return out
+
+
+@dataclass
+class LMState:
+    self_states: list[State] | None  # per layer variant state; None = recompute the prefix
+    ids: Tensor  # (B, t) tokens fed so far
+
+    def replace(self, **changes) -> LMState:
+        return LMState(**{**self.__dict__, **changes})
+
+    def select(self, index: Tensor) -> LMState:
+        """Reorder/select batch rows (beam search)."""
+        states = (
+            None
+            if self.self_states is None
+            else [Attention.reorder_state(s, index) for s in self.self_states]
+        )
+        return LMState(states, self.ids.index_select(0, index))

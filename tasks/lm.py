@@ -1,0 +1,270 @@
+"""Causal language modelling: a decoder-only stack (attnlab.nn.CausalLM); next-token loss, perplexity
+and token accuracy, beside a unigram baseline.
+
+Two kinds of rows, chosen by the data config's `columns`:
+
+- text (`columns: {text: ...}`; built-in: the shipped Python-docs corpus; or any hub set / local
+  file): tokenized (bytes or BPE), PACKED into one stream with an EOS after each document and cut
+  into windows of model.max_len + 1 tokens (attnlab.data.packing says why packing, not chunking);
+  every token is a target.
+- pre-tokenized (`columns: {ids: ..., loss_mask: ...}`; built-in: MQAR, task=mqar): each row is
+  one example of at most model.max_len + 1 ids, over a vocabulary of `task.data.vocab_size`, with
+  a per-token loss mask saying which tokens count (MQAR: only the answers).
+
+Batches: {ids (B, N) inputs, targets (B, N) the next tokens, loss_mask (B, N) True where a target
+counts, padding_mask (B, N) True where padded}. Loss, perplexity (exp of the mean loss) and
+accuracy (argmax = target) are over the counted positions only.
+
+Baselines, logged at test time: test/unigram_ppl, the perplexity of the train targets' token
+frequencies (add-one smoothed over the vocabulary) on the test targets; test/baseline_acc, the
+accuracy of a uniform guess among the tokens that are targets in train (for MQAR: chance among the
+values).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from attnlab.data import build_tokenizer, load_splits
+from attnlab.data.generators import generator_params, get_generator
+from attnlab.data.packing import Window, pack, windows
+from attnlab.errors import ConfigError, DataError
+from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
+from attnlab.tasks.common import AttnlabTask, EncodedDataModule
+
+log = logging.getLogger(__name__)
+STAGES = ("train", "val", "test")
+TEXT_COLUMNS, TOKENIZED_COLUMNS = ("text",), ("ids", "loss_mask")
+
+
+class LMDataModule(EncodedDataModule):
+    """Rows -> windows of at most max_len + 1 tokens -> {ids, targets, loss_mask, padding_mask}."""
+
+    def __init__(self, data: Mapping, *, max_len: int, cache_dir: str | None = None):
+        super().__init__()
+        self.data, self.max_len, self.cache_dir = data, max_len, cache_dir
+        self.batch_size = int(data["batch_size"])
+        self.columns = {k: v for k, v in dict(data["columns"]).items() if v is not None}
+        if set(self.columns) not in (set(TEXT_COLUMNS), set(TOKENIZED_COLUMNS)):
+            raise ConfigError(
+                f"task.data.columns has {sorted(self.columns)}; a language model reads either {{text: <column>}} "
+                f"(text, packed) or {{ids: <column>, loss_mask: <column>}} (pre-tokenized rows with a loss mask)"
+            )
+        self.tokenized = "ids" in self.columns
+        self.tokenizer = None
+        self.vocab_size = 0
+        self.pad_id = 0
+        self.encoded: dict[str, list[Window]] = {}
+        self.baselines: dict[str, float] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.encoded:
+            return
+        name, _ = generator_params(self.data.get("builtin") or {})
+        builtin = get_generator(name) if name else None
+        rows = load_splits(self.data, columns=self.columns, builtin=builtin, cache_dir=self.cache_dir)
+        self.encoded = self._tokenized_windows(rows) if self.tokenized else self._text_windows(rows)
+        self.baselines = unigram_baselines(self.encoded["train"], self.encoded["test"], self.vocab_size)
+        log.info(
+            "lm data: %s windows of <= %d tokens; %s targets; vocab %d; test unigram ppl %.4g",
+            ", ".join(f"{s}={len(v)}" for s, v in self.encoded.items()),
+            self.max_len + 1,
+            ", ".join(f"{s}={sum(sum(m) for _, m in v)}" for s, v in self.encoded.items()),
+            self.vocab_size,
+            self.baselines["unigram_ppl"],
+        )
+
+    def _text_windows(self, rows: dict[str, list[dict]]) -> dict[str, list[Window]]:
+        self.tokenizer = build_tokenizer(
+            self.data["tokenizer"],
+            train_texts=(str(r["text"]) for r in rows["train"]),
+            vocab_size=self.data["vocab_size"],
+            cache_dir=self.cache_dir,
+        )
+        self.vocab_size, self.pad_id = self.tokenizer.vocab_size, self.tokenizer.pad_id
+        out = {}
+        for split, split_rows in rows.items():
+            texts = [str(r["text"]) for r in split_rows]
+            ids = self.tokenizer.encode_batch(texts) if hasattr(self.tokenizer, "encode_batch") else None
+            ids = ids if ids is not None else [self.tokenizer.encode(t) for t in texts]
+            stream, mask = pack(ids, eos_id=self.tokenizer.eos_id)
+            out[split] = windows(stream, mask, size=self.max_len + 1)
+            if not out[split]:
+                raise DataError(f"the {split} split has no text to model; check task.data.columns.text")
+        return out
+
+    def _tokenized_windows(self, rows: dict[str, list[dict]]) -> dict[str, list[Window]]:
+        self.vocab_size = int(self.data["vocab_size"])
+        out = {}
+        for split, split_rows in rows.items():
+            out[split] = []
+            for i, row in enumerate(split_rows):
+                ids, mask = [int(t) for t in row["ids"]], [bool(m) for m in row["loss_mask"]]
+                where = f"row {i} of the {split} split"
+                if len(ids) != len(mask):
+                    raise DataError(f"{where}: ids ({len(ids)}) and loss_mask ({len(mask)}) differ in length")
+                if len(ids) > self.max_len + 1:
+                    raise DataError(
+                        f"{where} has {len(ids)} tokens, more than model.max_len + 1 = {self.max_len + 1}; "
+                        f"pre-tokenized rows are not cut: set model.max_len={len(ids) - 1} or more"
+                    )
+                if ids and not 0 <= min(ids) <= max(ids) < self.vocab_size:
+                    raise DataError(
+                        f"{where} has token ids outside [0, task.data.vocab_size={self.vocab_size}); "
+                        f"set task.data.vocab_size={max(ids) + 1} or more"
+                    )
+                out[split].extend(windows(ids, mask, size=self.max_len + 1))
+            if not out[split]:
+                raise DataError(
+                    f"the {split} split has no position in its loss_mask; nothing to learn or score"
+                )
+        return out
+
+    def collate(self, items: Sequence[Window]) -> dict[str, torch.Tensor]:
+        n = max(len(ids) for ids, _ in items) - 1
+        ids = torch.full((len(items), n + 1), self.pad_id, dtype=torch.long)  # (B, N + 1)
+        counted = torch.zeros(len(items), n + 1, dtype=torch.bool)  # (B, N + 1)
+        padding_mask = torch.ones(len(items), n, dtype=torch.bool)  # (B, N)
+        for row, (window_ids, window_mask) in enumerate(items):
+            ids[row, : len(window_ids)] = torch.as_tensor(window_ids)
+            counted[row, : len(window_mask)] = torch.as_tensor(window_mask)
+            padding_mask[row, : len(window_ids) - 1] = False
+        return {
+            "ids": ids[:, :-1],
+            "targets": ids[:, 1:],
+            "loss_mask": counted[:, 1:],
+            "padding_mask": padding_mask,
+        }
+
+
+def unigram_baselines(train: Sequence[Window], test: Sequence[Window], vocab_size: int) -> dict[str, float]:
+    """test/unigram_ppl (add-one smoothed train target frequencies) and test/baseline_acc (see the module doc)."""
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    for ids, mask in train:
+        counted = torch.as_tensor(ids)[torch.as_tensor(mask)]
+        counts += torch.bincount(counted, minlength=vocab_size).double()
+    log_p = torch.log((counts + 1.0) / (counts.sum() + vocab_size))  # (V,)
+    test_targets = torch.cat([torch.as_tensor(ids)[torch.as_tensor(mask)] for ids, mask in test])
+    return {
+        "unigram_ppl": math.exp(-float(log_p[test_targets].mean())),
+        "baseline_acc": 1.0 / max(1, int((counts > 0).sum())),
+    }
+
+
+class Perplexity(MeanMetric):
+    """exp of the mean of the per-token losses it is given (token-weighted over the epoch)."""
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(super().compute())
+
+
+class LMTask(AttnlabTask):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        model: Mapping,
+        attention: Mapping,
+        baselines: Mapping[str, float] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+    ):
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+        self.save_hyperparameters()
+        self.model = CausalLM(
+            vocab_size, ModelConfig.from_config(model), AttentionSpec.from_config(attention)
+        )
+        # per counted token: its negative log-likelihood (-> perplexity) and whether argmax was right
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{name}": cls()
+                for stage in STAGES
+                for name, cls in (("ppl", Perplexity), ("acc", MeanMetric))
+            }
+        )
+
+    @classmethod
+    def from_datamodule(cls, *, datamodule: LMDataModule, model: Mapping, attention: Mapping, **hparams: Any):
+        from omegaconf import OmegaConf
+
+        as_dict = (lambda c: OmegaConf.to_container(c, resolve=True)) if OmegaConf.is_config(model) else dict
+        return cls(
+            vocab_size=datamodule.vocab_size,
+            baselines=dict(datamodule.baselines),
+            model=as_dict(model),
+            attention=as_dict(attention),
+            **hparams,
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["ids"])  # (B, N, V)
+
+    @staticmethod
+    def token_losses(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+        """Next-token cross entropy at the counted positions: logits (B, N, V) -> (M,)."""
+        return F.cross_entropy(logits[loss_mask].float(), targets[loss_mask], reduction="none")
+
+    @classmethod
+    def masked_loss(
+        cls, logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean next-token cross entropy over the counted positions (0, with a gradient, when none count)."""
+        if not loss_mask.any():
+            return logits.sum() * 0.0
+        return cls.token_losses(logits, targets, loss_mask).mean()
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.masked_loss(self(batch), batch["targets"], batch["loss_mask"])
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        logits = self(batch)  # (B, N, V)
+        mask, targets = batch["loss_mask"], batch["targets"]  # (B, N)
+        counted = int(mask.sum())
+        if counted:
+            losses = self.token_losses(logits, targets, mask)  # (M,)
+            loss = losses.mean()
+            self.metrics[f"{stage}_ppl"].update(losses.detach())
+            correct = logits.detach()[mask].argmax(-1) == targets[mask]  # (M,)
+            self.metrics[f"{stage}_acc"].update(correct.float())
+        else:
+            loss = logits.sum() * 0.0
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage != "test",
+            batch_size=max(1, counted),  # the epoch value is the mean over counted tokens
+            on_step=stage == "train",
+            on_epoch=True,
+            sync_dist=True,
+        )
+        for name in ("ppl", "acc"):
+            self.log(
+                f"{stage}/{name}",
+                self.metrics[f"{stage}_{name}"],
+                prog_bar=stage == "val",
+                on_step=False,
+                on_epoch=True,
+            )
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        for name, value in (self.hparams.baselines or {}).items():  # beside the model's figures
+            self.log(f"test/{name}", float(value))
