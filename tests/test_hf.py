@@ -314,6 +314,27 @@ def test_model_hf_classify_runs_end_to_end(tmp_path):
 
 
 @needs_transformers
+def test_model_hf_lm_runs_end_to_end(tmp_path):
+    from attnlab.results import read_results
+
+    status, error = run_args(run_overrides(tmp_path, "task=lm", "attention=linear"))
+    assert (status, error) == (0, "")
+    results = read_results(tmp_path / "run")
+    assert results["task"] == "lm" and results["attention"]["name"] == "linear"
+    assert 1.0 < results["metrics"]["test/ppl"] < float("inf")
+    assert results["cost"]["attention_flops_per_token"] > 0
+
+
+@needs_transformers
+def test_an_encoder_cannot_be_a_language_model(tmp_path):
+    from attnlab.hf_models import hf_causal_lm
+
+    cfg = compose_run(tmp_path, ["model=hf_bert", "task=lm", "attention=linear"], fast=False)
+    with pytest.raises(ConfigError, match="is not a causal decoder, so it cannot be a language model"):
+        hf_causal_lm(VOCAB, cfg.model, cfg.attention)
+
+
+@needs_transformers
 def test_model_hf_loads_a_saved_pretrained_encoder(tmp_path):
     """model.pretrained=<dir written by save_pretrained> (a hub id takes the same path, untestable
     offline): a BERT-style encoder is bidirectional, so a non-causal variant serves it; its embedding
