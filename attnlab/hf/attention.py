@@ -72,16 +72,15 @@ def max_positions(config: Any) -> int | None:
     return None
 
 
-def kernel_for(
-    module: nn.Module, variant: str, *, heads: int, head_dim: int, params: dict | None = None
-) -> Attention:
-    """The kernel of `variant` on this attention module, built (with `params`) on first use."""
+def kernel_for(module: nn.Module, variant: str, *, heads: int, head_dim: int) -> Attention:
+    """The kernel of `variant` on this attention module, built on first use with the hyperparameters
+    attnlab.hf.use stored in the model's config (the variant's defaults otherwise)."""
     slots = getattr(module, "attnlab", None)
     if slots is None:
         slots = nn.ModuleDict()
         module.attnlab = slots  # a submodule: trains, moves and saves with the model
     if variant not in slots:
-        params = dict(params if params is not None else configured_params(module, variant))
+        params = configured_params(module, variant)
         context: dict[str, Any] = {"heads": heads, "head_dim": head_dim}
         if "max_len" in registry_entry(variant).context:
             max_len = max_positions(getattr(module, "config", None))
@@ -101,7 +100,7 @@ def kernel_for(
 
 
 def configured_params(module: nn.Module, variant: str) -> dict[str, Any]:
-    """Hyperparameters of `variant` set with attnlab.hf.configure on this module's model, else {}."""
+    """Hyperparameters of `variant` stored by attnlab.hf.use in this module's config, else {}."""
     config = getattr(module, "config", None)
     settings = getattr(config, "attnlab_attention", None) or {}
     if settings.get("name") == variant:
