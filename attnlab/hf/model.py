@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from attnlab.attention import get_attention_class
@@ -138,12 +139,14 @@ class HFEncoder(nn.Module):
         self.d_model = int(self.model.config.hidden_size)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        keep = None if padding_mask is None else (~padding_mask).long()  # (B, N) 1 = real token
-        return self.model(input_ids=ids, attention_mask=keep).last_hidden_state  # (B, N, C)
+        return self.model(input_ids=ids, attention_mask=_keep(padding_mask)).last_hidden_state  # (B, N, C)
 
 
 class HFCausalLM(nn.Module):
-    """A transformers causal LM: ids (B, T), padding_mask (B, T) -> next-token logits (B, T, V)."""
+    """A transformers causal LM: ids (B, T), padding_mask (B, T) -> next-token logits (B, T, V).
+
+    Also split as attnlab.nn.CausalLM is: `hidden` (B, T, C), then `lm_head` on the rows that count.
+    """
 
     def __init__(self, vocab_size: int, model_cfg: Mapping[str, Any], attention: Mapping[str, Any]):
         super().__init__()
@@ -152,9 +155,36 @@ class HFCausalLM(nn.Module):
         if not attach_attention(self.model, attention, needs=("causal", "key_padding_mask"), source=source):
             raise ConfigError(
                 f"{type(self.model).__name__} is not a causal decoder, so it cannot be a language model; "
-                "choose a decoder architecture (model.config.model_type=llama or gpt2)"
+                "choose a decoder architecture (model=hf or model=hf_gpt2)"
             )
+        self._check_head_is_last()
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        keep = None if padding_mask is None else (~padding_mask).long()  # (B, T) 1 = real token
-        return self.model(input_ids=ids, attention_mask=keep).logits  # (B, T, V)
+        return self.model(input_ids=ids, attention_mask=_keep(padding_mask)).logits  # (B, T, V)
+
+    def hidden(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """The final hidden states (B, T, C), before the output head."""
+        return self.model.base_model(input_ids=ids, attention_mask=_keep(padding_mask)).last_hidden_state
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    @torch.no_grad()
+    def _check_head_is_last(self) -> None:
+        """lm_head(hidden) must be the model's logits: some architectures rescale or soft-cap after it."""
+        was_training = self.training
+        self.eval()
+        ids = torch.zeros(1, 2, dtype=torch.long, device=next(self.parameters()).device)
+        split = self.lm_head(self.hidden(ids))  # (1, 2, V)
+        self.train(was_training)
+        if not torch.allclose(split, self(ids), atol=1e-5, rtol=1e-4):
+            raise ConfigError(
+                f"{type(self.model).__name__} transforms its logits after the output head (a scale or soft-cap), "
+                "which task=lm's head on the counted positions would skip; choose another architecture"
+            )
+
+
+def _keep(padding_mask: Tensor | None) -> Tensor | None:
+    """transformers' attention_mask (1 = real token) from attnlab's padding mask (True = padding)."""
+    return None if padding_mask is None else (~padding_mask).long()  # (B, N)
