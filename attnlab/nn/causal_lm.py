@@ -12,6 +12,7 @@ the variant has one (KV cache, running sums, rolling window), else recomputation
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,11 @@ class CausalLM(nn.Module):
         super().__init__()
         self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
         self.max_len = cfg.max_len
+        # Vaswani et al./fairseq scaling for a tied head: rows N(0, 1/d) scaled by √d on the way in, so the
+        # token signal matches the positions' while the initial logits are O(1) (loss ≈ ln V, not ~50).
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model**-0.5)
+        self.embed_scale = math.sqrt(cfg.d_model)
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
@@ -53,10 +58,15 @@ class CausalLM(nn.Module):
         self._warned_fallback = False
 
     def forward(self, ids: Tensor) -> Tensor:
-        x = self.dropout(self.embed(ids) + self.positions(ids.shape[1]))  # (B, N, C)
+        return self.lm_head(self.hidden(ids))  # (B, N, V)
+
+    def hidden(self, ids: Tensor) -> Tensor:
+        """The final (normalised) representations, before the output head: ids (B, N) -> (B, N, C).
+        A loss over a few positions applies `lm_head` to those rows only (MQAR: its answers)."""
+        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
         for block in self.blocks:
             x = block(x, causal=True)
-        return self.lm_head(self.norm(x))  # (B, N, V)
+        return self.norm(x)
 
     # ---- generation -----------------------------------------------------------------------------
     def start(self, batch: int, *, device: torch.device, dtype: torch.dtype) -> LMState:
@@ -80,7 +90,7 @@ class CausalLM(nn.Module):
         if state.self_states is None:  # recomputation fallback for variants without a state
             return self.forward(ids)[:, -1], state.replace(ids=ids)
         t = state.ids.shape[1]
-        x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
+        x = self.embed(token[:, None]) * self.embed_scale + self.positions(1, offset=t)  # (B, 1, C)
         new_states = []
         for block, self_state in zip(self.blocks, state.self_states):
             out, self_state = block.self_attention.step(block.norm_self(x), self_state)
