@@ -22,6 +22,7 @@ HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(
     not HAS_TRANSFORMERS, reason="transformers is not installed (pip install 'attnlab[hf]')"
 )
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds contention
 VOCAB, PAD, BOS, EOS = 40, 0, 1, 2
 ATOL = 2e-5  # fp32 round-off through two layers
 
@@ -268,9 +269,9 @@ def run_overrides(tmp_path, *extra: str) -> list[str]:
         "model.max_len=64",
         "model.config.hidden_size=32",
         "model.config.intermediate_size=64",
-        "task.data.limit.train=64",
-        "task.data.limit.validation=32",
-        "task.data.limit.test=32",
+        "task.data.limit.train=32",
+        "task.data.limit.validation=16",
+        "task.data.limit.test=16",
         "task.data.batch_size=16",
         f"paths.run_dir={tmp_path / 'run'}",
         f"paths.data_cache={tmp_path / 'cache'}",
