@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from attnlab.errors import ConfigError, did_you_mean
+from attnlab.hf_models import is_hf_model, require_transformers
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
@@ -25,10 +26,14 @@ def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: boo
 
 def check_config(cfg: DictConfig) -> None:
     model, trainer = cfg.model, cfg.trainer
-    for key in ("d_model", "heads", "max_len", "encoder_layers", "mlp_ratio"):
-        _positive(model[key], f"model.{key}")
-    if not 0.0 <= model.dropout < 1.0:
-        raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
+    if is_hf_model(model):  # a transformers model: its own config holds the sizes (attnlab.hf.model)
+        require_transformers()
+        _positive(model.max_len, "model.max_len")
+    else:
+        for key in ("d_model", "heads", "max_len", "encoder_layers", "mlp_ratio"):
+            _positive(model[key], f"model.{key}")
+        if not 0.0 <= model.dropout < 1.0:
+            raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
     _positive(trainer.max_steps, "trainer.max_steps", allow_minus_one=True)
     data = cfg.task.get("data")
     if data is not None:

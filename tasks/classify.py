@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from attnlab.data import build_tokenizer, check_labels, encode_texts, load_splits, pad_batch
 from attnlab.data.listops import listops
 from attnlab.errors import ConfigError, DataError
+from attnlab.hf_models import hf_encoder, is_hf_model
 from attnlab.nn import AttentionSpec, Encoder, ModelConfig
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 
@@ -91,12 +92,20 @@ class Classifier(nn.Module):
     """Encoder -> pooled representation -> class logits. ids (B, N) -> (B, classes)."""
 
     def __init__(
-        self, vocab_size: int, num_classes: int, cfg: ModelConfig, spec: AttentionSpec, pooling: str
+        self,
+        vocab_size: int,
+        num_classes: int,
+        cfg: ModelConfig | None,
+        spec: AttentionSpec | None,
+        pooling: str,
+        *,
+        encoder: nn.Module | None = None,
     ):
         super().__init__()
-        self.encoder = Encoder(vocab_size, cfg, spec)
+        # model=hf hands in a transformers encoder (attnlab.hf_models.hf_encoder) with its width `d_model`
+        self.encoder = encoder if encoder is not None else Encoder(vocab_size, cfg, spec)
         self.pooling = pooling
-        self.head = nn.Linear(cfg.d_model, num_classes)
+        self.head = nn.Linear(cfg.d_model if encoder is None else encoder.d_model, num_classes)
 
     def forward(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         h = self.encoder(ids, padding_mask)  # (B, N, C)
@@ -131,8 +140,17 @@ class ClassifyTask(AttnlabTask):
     ):
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
         self.save_hyperparameters()
-        spec = AttentionSpec.from_config(attention)
-        self.model = Classifier(vocab_size, num_classes, ModelConfig.from_config(model), spec, pooling)
+        if is_hf_model(model):
+            encoder = hf_encoder(vocab_size, model, attention)
+            if encoder.causal and pooling == "cls":
+                raise ConfigError(
+                    "task.pooling=cls reads the first token, which a causal model computes from itself alone; "
+                    "use task.pooling=mean, or a bidirectional model (model.config.model_type=bert)"
+                )
+            self.model = Classifier(vocab_size, num_classes, None, None, pooling, encoder=encoder)
+        else:
+            spec = AttentionSpec.from_config(attention)
+            self.model = Classifier(vocab_size, num_classes, ModelConfig.from_config(model), spec, pooling)
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),

@@ -37,6 +37,7 @@ from attnlab.data import build_tokenizer, load_splits
 from attnlab.data.generators import generator_params, get_generator
 from attnlab.data.packing import Window, pack, windows
 from attnlab.errors import ConfigError, DataError
+from attnlab.hf_models import hf_causal_lm, is_hf_model
 from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 
@@ -186,9 +187,12 @@ class LMTask(AttnlabTask):
     ):
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
         self.save_hyperparameters()
-        self.model = CausalLM(
-            vocab_size, ModelConfig.from_config(model), AttentionSpec.from_config(attention)
-        )
+        if is_hf_model(model):  # model=hf: a transformers causal LM, ids (B, N) -> logits (B, N, V)
+            self.model = hf_causal_lm(vocab_size, model, attention)
+        else:
+            self.model = CausalLM(
+                vocab_size, ModelConfig.from_config(model), AttentionSpec.from_config(attention)
+            )
         # per counted token: its negative log-likelihood (-> perplexity) and whether argmax was right
         self.metrics = nn.ModuleDict(
             {

@@ -51,7 +51,10 @@ def files_source(tmp_path: Path, *, train_rows=None, label="label") -> list[str]
 CATALOGUE = {
     "unknown attention": (["attention=lineer"], ["unknown attention 'lineer'", "did you mean 'linear'"]),
     "unknown task": (["task=clasify"], ["unknown task 'clasify'", "did you mean 'classify'", "task="]),
-    "unknown model": (["model=tny"], ["unknown model 'tny'", "did you mean 'tiny'", "base, small, tiny"]),
+    "unknown model": (
+        ["model=tny"],
+        ["unknown model 'tny'", "did you mean 'tiny'", "base, hf, hf_bert, hf_gpt2, small, tiny"],
+    ),
     "unknown trainer": (["trainer=gpuu"], ["unknown trainer 'gpuu'", "did you mean 'gpu'"]),
     "unknown logger": (["logger=wandbb"], ["unknown logger 'wandbb'", "did you mean 'wandb'"]),
     "unknown attention in a role": (

@@ -25,7 +25,10 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("trainer", [t for t in options("trainer") if t != "default"])
 def test_model_and_trainer_options_compose_and_instantiate(tmp_path, model, trainer):
     cfg = compose_run(tmp_path, [f"model={model}", f"trainer={trainer}"], fast=False)
-    assert cfg.model.d_model % cfg.model.heads == 0
+    if cfg.model.get("family") == "hf":  # a transformers model (model=hf*): its own config holds the sizes
+        assert cfg.model.config.hidden_size % cfg.model.config.num_attention_heads == 0
+    else:
+        assert cfg.model.d_model % cfg.model.heads == 0
     if cfg.trainer.accelerator == "gpu":  # composes everywhere; instantiating needs a GPU
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         return
