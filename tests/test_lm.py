@@ -32,21 +32,28 @@ MQAR_FAST = [
 ]
 
 
+def tiny_task(vocab: int = 11) -> LMTask:
+    model = {"d_model": 32, "heads": 2, "decoder_layers": 2, "max_len": 8, "dropout": 0.0}
+    return LMTask(vocab_size=vocab, model=model, attention={"name": "multihead"}).eval()
+
+
 def test_loss_counts_only_the_masked_in_positions():
     torch.manual_seed(0)
-    logits = torch.randn(2, 5, 11, requires_grad=True)  # (B, N, V)
+    task = tiny_task()
+    ids = torch.randint(0, 11, (2, 5))
     targets = torch.randint(0, 11, (2, 5))
     mask = torch.tensor([[False, True, False, True, False], [True, False, False, False, False]])
-    loss = LMTask.masked_loss(logits, targets, mask)
-    loss.backward()
-    touched = logits.grad.abs().sum(-1) > 0  # (B, N)
-    assert torch.equal(touched, mask)
-    changed = logits.detach().clone()
-    changed[~mask] += 100 * torch.randn_like(changed[~mask])
-    assert torch.allclose(LMTask.masked_loss(changed, targets, mask), loss)
-    expected = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
-    assert torch.allclose(loss, expected)
-    assert LMTask.masked_loss(logits, targets, torch.zeros_like(mask)).item() == 0.0
+    batch = {"ids": ids, "targets": targets, "loss_mask": mask, "padding_mask": torch.zeros_like(mask)}
+    loss = task.compute_loss(batch)
+    logits = task(batch)  # (B, N, V), the full forward
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits[mask], targets[mask]), atol=1e-6)
+    other_targets = targets.masked_scatter(~mask, torch.randint(0, 11, (int((~mask).sum()),)))
+    assert torch.equal(task.compute_loss(batch | {"targets": other_targets}), loss)  # ignored positions
+    moved = mask.clone()
+    moved[0, 2] = True
+    assert not torch.allclose(task.compute_loss(batch | {"loss_mask": moved}), loss)
+    none = task.compute_loss(batch | {"loss_mask": torch.zeros_like(mask)})
+    assert none.item() == 0.0 and none.requires_grad
 
 
 @pytest.mark.parametrize("attention", ["multihead", "linear", "local"])

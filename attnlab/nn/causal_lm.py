@@ -58,10 +58,15 @@ class CausalLM(nn.Module):
         self._warned_fallback = False
 
     def forward(self, ids: Tensor) -> Tensor:
+        return self.lm_head(self.hidden(ids))  # (B, N, V)
+
+    def hidden(self, ids: Tensor) -> Tensor:
+        """The final (normalised) representations, before the output head: ids (B, N) -> (B, N, C).
+        A loss over a few positions applies `lm_head` to those rows only (MQAR: its answers)."""
         x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
         for block in self.blocks:
             x = block(x, causal=True)
-        return self.lm_head(self.norm(x))  # (B, N, V)
+        return self.norm(x)
 
     # ---- generation -----------------------------------------------------------------------------
     def start(self, batch: int, *, device: torch.device, dtype: torch.dtype) -> LMState:
