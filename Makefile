@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	bash .ci/install-torch $(BIN)/pip
-	$(BIN)/pip install -e ".[dev,scale]"
+	$(BIN)/pip install -e ".[dev,scale,hf]"
 	touch $(STAMP)
 
 install: $(STAMP)
