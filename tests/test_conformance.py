@@ -31,6 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnlab import available_attentions, build_attention, get_attention_class
 from attnlab.attention.base import REFERENCE_FIXTURE, Attention, describe
+from attnlab.attention.gates import with_example_gates
 from attnlab.errors import CapabilityError
 from attnlab.flops import counted
 
@@ -43,7 +44,7 @@ HALF_ATOL = {torch.bfloat16: 0.05, torch.float16: 0.01}
 def build(name: str, **params) -> Attention:
     torch.manual_seed(0)  # variants with learned parameters (lowrank) start the same every time
     attention = build_attention(name, head_dim=D, heads=H, max_len=MAX_LEN, **params)
-    return attention.eval()
+    return with_example_gates(attention.eval())  # gated variants get gates derived from the keys
 
 
 def heads_of(name: str) -> int:
