@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.attention import KVCacheDecoding, build_attention, get_attention_class
 from attnlab.attention.base import Attention, State, capability_error
+from attnlab.attention.gates import with_example_gates
 from attnlab.bench.block import block_step, build_block
 from attnlab.bench.config import BenchConfig, Setting
 
@@ -100,6 +101,7 @@ def attention_workload(cfg: BenchConfig, name: str, n: int, setting: Setting) ->
     kernel = _cast(
         build_attention(name, **cfg.params[name], head_dim=head_dim, heads=heads, max_len=n), cfg
     ).eval()
+    kernel = with_example_gates(kernel)  # a gated kernel, called without a layer, gets key-derived gates
     B = cfg.batch
     if setting.mode == "decode":
         state = _prefill(kernel, cfg, heads, head_dim, n)
