@@ -19,6 +19,75 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+
+class UnitLowerInverse(torch.autograd.Function):
+    """T = A⁻¹ for unit lower-triangular A (..., C, C), by forward substitution, one row per step
+    (T_i,:i = -A_i,:i T_:i,:i), each a product batched over every chunk: on CPU, batched
+    torch.linalg.solve_triangular of many small systems was ~100x slower. The backward is two
+    products, dA = -strict_lower(Tᵀ dT Tᵀ)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, A: Tensor) -> Tensor:
+        C = A.shape[-1]
+        A3 = A.reshape(-1, C, C)  # (G, C, C)
+        T = torch.eye(C, dtype=A.dtype, device=A.device).repeat(A3.shape[0], 1, 1)  # (G, C, C)
+        for i in range(1, C):
+            T[:, i, :i] = torch.bmm(A3[:, i : i + 1, :i], T[:, :i, :i]).squeeze(1).neg_()
+        T = T.view(A.shape)
+        ctx.save_for_backward(T)
+        return T
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> Tensor:
+        (T,) = ctx.saved_tensors
+        Tt = T.transpose(-2, -1)
+        return (Tt @ grad @ Tt).neg_().tril_(-1)  # A's diagonal and upper part are constants
+
+
+class DeltaChunkScan(torch.autograd.Function):
+    """The chunk-by-chunk part of the chunked delta rule, chunks first: u (nc, G, C, Dv), w, k
+    (nc, G, C, D), a (nc, G, 1, 1) or None, S_0 (G, D, Dv) -> the corrections written by each chunk
+    new_c = u_c - w_c S_c (nc, G, C, Dv) and the states (nc + 1, G, D, Dv), slot c the state before
+    chunk c, S_{c+1} = a_c S_c + k_cᵀ new_c. Two products per chunk each way, into preallocated
+    memory; the products that need no recurrence (dk, dw, da) are batched after the backward loop."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, u: Tensor, w: Tensor, k: Tensor, a: Tensor | None, S0: Tensor):
+        nc, G, C, Dv = u.shape
+        new = torch.empty_like(u)
+        states = u.new_empty(nc + 1, G, k.shape[-1], Dv)
+        states[0] = S0
+        kt = k.transpose(-2, -1)  # (nc, G, D, C)
+        for c in range(nc):
+            torch.baddbmm(u[c], w[c], states[c], alpha=-1.0, out=new[c])
+            carried = states[c] if a is None else states[c] * a[c]
+            torch.baddbmm(carried, kt[c], new[c], out=states[c + 1])
+        ctx.save_for_backward(w, k, a, new, states)
+        return new, states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, d_new: Tensor, d_states: Tensor):
+        w, k, a, new, states = ctx.saved_tensors
+        nc = w.shape[0]
+        d_new = d_new.clone(memory_format=torch.contiguous_format)  # completed in place, chunk by chunk
+        dS = d_states.clone(memory_format=torch.contiguous_format)
+        wt = w.transpose(-2, -1)  # (nc, G, D, C)
+        for c in range(nc - 1, -1, -1):
+            d_new[c].baddbmm_(k[c], dS[c + 1])  # S_{c+1} = a S_c + kᵀ new_c
+            if a is None:
+                dS[c].add_(dS[c + 1])
+            else:
+                dS[c].addcmul_(dS[c + 1], a[c])
+            dS[c].baddbmm_(wt[c], d_new[c], alpha=-1.0)  # new_c = u_c - w_c S_c
+        d_u = d_new
+        d_w = -(d_new @ states[:-1].transpose(-2, -1))  # (nc, G, C, D)
+        d_k = new @ dS[1:].transpose(-2, -1)  # (nc, G, C, D)
+        d_a = None if a is None else (states[:-1] * dS[1:]).sum((-2, -1), keepdim=True)
+        return d_u, d_w, d_k, d_a, dS[0]
 
 
 def naive_recurrent_delta_rule(
@@ -92,23 +161,28 @@ def chunk_delta_rule(
         decay = (b - b.transpose(-2, -1)).masked_fill(~past, float("-inf")).exp()  # (B, H, nc, C, C)
         b_last = b[:, :, :, -1:]  # (B, H, nc, 1, 1)
         k_write = kc * (b_last - b).exp()  # decay from j (exclusive) to the chunk end
-        carries = b_last.exp().unbind(2)  # nc x (B, H, 1, 1)
+        carries = b_last.exp()  # (B, H, nc, 1, 1)
         w_rhs = k_beta * b.exp()
         q_inter = qc * b.exp()  # the carried state decays from the chunk start to i
     # Unit lower-triangular system: (I + strict_lower(diag(β) K Kᵀ ⊙ Γ)) [u w] = [diag(β) V, w_rhs].
     system = eye + ((k_beta @ kc.transpose(-2, -1)) * decay).tril(-1)  # (B, H, nc, C, C)
-    uw = torch.linalg.solve_triangular(
-        system, torch.cat([vc * bc, w_rhs], dim=-1), upper=False, unitriangular=True
-    )  # (B, H, nc, C, Dv + D)
-    u, w = uw.split([Dv, D], dim=-1)
-    S = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
-    starts, news = [], []
-    for c, (u_c, w_c, k_c) in enumerate(zip(u.unbind(2), w.unbind(2), k_write.unbind(2), strict=True)):
-        new = u_c - w_c @ S  # (B, H, C, Dv) the corrections this chunk writes
-        starts.append(S)
-        news.append(new)
-        S = (S if carries is None else S * carries[c]) + k_c.transpose(-2, -1) @ new
-    new = torch.stack(news, dim=2)  # (B, H, nc, C, Dv)
+    T = UnitLowerInverse.apply(system)  # (B, H, nc, C, C)
+    u, w = T @ (vc * bc), T @ w_rhs  # (B, H, nc, C, Dv), (B, H, nc, C, D)
+    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+
+    def chunks_first(x: Tensor) -> Tensor:  # (B, H, nc, ...) -> (nc, B·H, ...), contiguous
+        return x.flatten(0, 1).transpose(0, 1).contiguous()
+
+    new, states = DeltaChunkScan.apply(
+        chunks_first(u),
+        chunks_first(w),
+        chunks_first(k_write),
+        None if carries is None else chunks_first(carries),
+        S0.reshape(B * H, D, Dv),
+    )  # (nc, B·H, C, Dv), (nc + 1, B·H, D, Dv)
+    new = new.transpose(0, 1).reshape(B, H, nc, C, Dv)
+    S = states[-1].view(B, H, D, Dv)
+    starts = states[:-1].transpose(0, 1).reshape(B, H, nc, D, Dv)
     scores = (qc @ kc.transpose(-2, -1)) * decay  # (B, H, nc, C, C)
-    out = q_inter @ torch.stack(starts, dim=2) + scores @ new  # (B, H, nc, C, Dv)
+    out = q_inter @ starts + scores @ new  # (B, H, nc, C, Dv)
     return out.reshape(B, H, nc * C, Dv)[:, :, :N], S
