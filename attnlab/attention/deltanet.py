@@ -5,7 +5,7 @@ Transformers with the Delta Rule over Sequence Length").
 The (D, Dv) state is corrected towards each new value instead of only added to:
 S_t = S_{t-1} + β_t k_t (v_t - S_{t-1}ᵀ k_t)ᵀ, o_t = q_tᵀ S_t / √d, with the writing strength
 β_t = sigmoid(beta_t) projected by the layer from the token (gate `beta`, one per head). q and k go
-through SiLU then L2 normalisation first (fla's DeltaNet defaults qk_activation=silu, qk_norm=l2; with
+through SiLU then L2 normalisation first (qk_silu, qk_norm: fla's DeltaNet defaults qk_activation=silu, qk_norm=l2; with
 |k| = 1 and β in (0, 1) each step is a contraction, the stability condition of the delta rule).
 Same recurrence as fla's `delta_rule_recurrence` on the normalised q, k; differences: output_norm=true
 (default) RMS-normalises each head's output (fla's layer: o_norm; output_norm=false is exactly the op).
@@ -14,8 +14,6 @@ loop (tests).
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +24,11 @@ from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_de
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
 
-QK_ACTIVATIONS = {"silu": F.silu, "identity": lambda x: x}
 
-
-def normalise_qk(q: Tensor, k: Tensor, activation: str, l2: bool) -> tuple[Tensor, Tensor]:
-    """The delta rule's q, k: activation, then unit L2 norm per head vector when `l2`."""
-    q, k = QK_ACTIVATIONS[activation](q), QK_ACTIVATIONS[activation](k)
+def normalise_qk(q: Tensor, k: Tensor, silu: bool, l2: bool) -> tuple[Tensor, Tensor]:
+    """The delta rule's q, k: SiLU when `silu`, then unit L2 norm per head vector when `l2`."""
+    if silu:
+        q, k = F.silu(q), F.silu(k)
     if l2:
         q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
     return q, k
@@ -47,7 +44,7 @@ class DeltaNet(RecurrentAttention):
     def __init__(
         self,
         *,
-        qk_activation: Literal["silu", "identity"] = "silu",
+        qk_silu: bool = True,
         qk_norm: bool = True,
         output_norm: bool = True,
         chunk_size: int = 64,
@@ -55,13 +52,13 @@ class DeltaNet(RecurrentAttention):
         super().__init__()
         if chunk_size < 1:
             raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
-        self.qk_activation, self.qk_norm = qk_activation, qk_norm
+        self.qk_silu, self.qk_norm = qk_silu, qk_norm
         self.output_norm, self.chunk_size = output_norm, chunk_size
 
     def prepare(
         self, q: Tensor, k: Tensor, gates: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        q, k = normalise_qk(q, k, self.qk_activation, self.qk_norm)
+        q, k = normalise_qk(q, k, self.qk_silu, self.qk_norm)
         return q, k, {"beta": torch.sigmoid(gates["beta"])}  # (B, H, N)
 
     def chunk(self, q: Tensor, k: Tensor, v: Tensor, gates: dict[str, Tensor]) -> Tensor:

@@ -14,7 +14,6 @@ with decays (ops/delta_rule.chunk_delta_rule), recurrent step on a (D, Dv) fp32 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +37,7 @@ class GatedDeltaNet(RecurrentAttention):
         self,
         *,
         heads: int,
-        qk_activation: Literal["silu", "identity"] = "silu",
+        qk_silu: bool = True,
         qk_norm: bool = True,
         dt_min: float = 0.001,
         dt_max: float = 0.1,
@@ -52,7 +51,7 @@ class GatedDeltaNet(RecurrentAttention):
             raise ValueError(
                 f"attention.dt_min/dt_max must satisfy 0 < dt_min <= dt_max, got {dt_min}, {dt_max}"
             )
-        self.qk_activation, self.qk_norm, self.dt_min, self.dt_max = qk_activation, qk_norm, dt_min, dt_max
+        self.qk_silu, self.qk_norm, self.dt_min, self.dt_max = qk_silu, qk_norm, dt_min, dt_max
         self.output_norm, self.chunk_size = output_norm, chunk_size
         self.A_log = nn.Parameter(torch.empty(heads).uniform_(0, 16).clamp_min(1e-4).log())  # (H,)
         dt = torch.exp(torch.rand(heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
@@ -62,7 +61,7 @@ class GatedDeltaNet(RecurrentAttention):
     def prepare(
         self, q: Tensor, k: Tensor, gates: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        q, k = normalise_qk(q, k, self.qk_activation, self.qk_norm)
+        q, k = normalise_qk(q, k, self.qk_silu, self.qk_norm)
         A, dt_bias = self.A_log.to(q.dtype).exp()[:, None], self.dt_bias.to(q.dtype)[:, None]  # (H, 1)
         g = -A * F.softplus(gates["g"] + dt_bias)  # (B, H, N) log decay <= 0
         return q, k, {"g": g, "beta": torch.sigmoid(gates["beta"])}

@@ -91,7 +91,7 @@ def test_deltanet_equals_fla_delta_rule_recurrence():
     naive = fla_naive("delta_rule").delta_rule_recurrence
     q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N))
     ours = build_attention("deltanet", output_norm=False)(q, k, v, causal=True, beta=raw)
-    qn, kn = normalise_qk(q, k, "silu", True)
+    qn, kn = normalise_qk(q, k, True, True)
     theirs = naive(qn, kn, v, torch.sigmoid(raw))[0]
     assert_same(ours, theirs, [q, k, v, raw])
 
@@ -102,7 +102,7 @@ def test_gated_deltanet_equals_fla_naive_recurrent_gated_delta_rule():
     torch.manual_seed(0)
     attention = build_attention("gated_deltanet", heads=H, output_norm=False)
     ours = attention(q, k, v, causal=True, g=raw_g, beta=raw_beta)
-    qn, kn = normalise_qk(q, k, "silu", True)
+    qn, kn = normalise_qk(q, k, True, True)
     g = -attention.A_log.exp()[:, None] * F.softplus(raw_g + attention.dt_bias[:, None])  # (B, H, N)
     theirs = btHd(
         naive(btHd(qn), btHd(kn), btHd(v), torch.sigmoid(raw_beta).transpose(1, 2), g.transpose(1, 2))[0]
