@@ -80,3 +80,31 @@ def test_registration_checks_the_gate_declaration():
 
     with pytest.raises(PluginError, match="GateSpec"):
         register_attention("test_gate_not_a_spec")(NotASpec)
+
+
+@pytest.mark.parametrize("target", ["attention", "block"])
+def test_the_bench_measures_gated_variants(tmp_path, target):
+    """The bench calls kernels bare (target=attention) and pre-fills decoding states by stepping the
+    kernel (both targets): gated variants get key-derived gates there, the layer's gates in a block."""
+    import os
+
+    from hydra import compose, initialize_config_module
+    from rich.console import Console
+
+    from attnlab.bench import run
+
+    with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="bench",
+            overrides=[
+                "variants=[gla,gated_deltanet]", "lengths=[16,32]", "mode=[forward+backward,decode]",
+                "causal=true", f"target={target}", "baselines=[linear]", "crossover_baseline=linear",
+                "repeats=1", "warmup=1", "logger=none", "threads=1", "device=cpu", "time_budget_s=600",
+            ],
+        )  # fmt: skip
+    rows = run(cfg, out_dir=tmp_path, console=Console(file=open(os.devnull, "w"), width=200))["rows"]  # noqa: SIM115
+    assert {r["status"] for r in rows} == {"ok"} and {r["variant"] for r in rows} == {
+        "linear",
+        "gla",
+        "gated_deltanet",
+    }
