@@ -166,3 +166,29 @@ def test_decoding_state_does_not_grow(name):
         out, state = attention.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state,
                                     **{n: g[:, :, t : t + 1] for n, g in gates.items()})  # fmt: skip
     assert {key: value.shape for key, value in state.items()} == sizes and out.dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY)
+def test_three_hundred_bf16_training_steps_stay_finite(name):
+    """Autocast bf16 on CPU, one causal layer learning a running sum mod 16: loss and gradient norm
+    finite at every step (the decays and the delta rule are where fla's users report NaNs)."""
+    from attnlab.nn.layer import MultiHeadAttention
+    from attnlab.nn.spec import AttentionSpec
+
+    torch.manual_seed(0)
+    V, C, n = 16, 64, 64
+    emb, layer = torch.nn.Embedding(V, C), MultiHeadAttention(C, 4, AttentionSpec(name, {}), max_len=n)
+    norm, head = torch.nn.LayerNorm(C), torch.nn.Linear(C, V)
+    params = [p for m in (emb, layer, norm, head) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    for _ in range(300):
+        x = torch.randint(0, V, (8, n))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = emb(x)
+            logits = head(h + layer(norm(h), causal=True))
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), (x.cumsum(1) % V).reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(torch.nn.utils.clip_grad_norm_(params, 1.0))
+        opt.step()
