@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench bench-targets bench-ceiling bench-reference clean
+.PHONY: install run test test-slow lint bench bench-targets bench-ceiling bench-reference test-fla-reference clean
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ REFERENCES := performer-pytorch==1.1.4 linformer==0.2.3 nystrom-attention==0.0.1
 bench-reference: $(STAMP)
 	$(BIN)/pip install --no-deps $(REFERENCES)
 	$(BIN)/python benchmarks/compare_reference.py
+
+# retention/gla/deltanet/gated_deltanet/based against flash-linear-attention's naive.py files (pinned,
+# installed --no-deps: fla-core's own dependencies would bring Triton and another torch).
+FLA_REFERENCE := fla-core==0.5.2 einops==0.8.2
+test-fla-reference: $(STAMP)
+	$(BIN)/python -m pip install --no-deps $(FLA_REFERENCE)
+	$(BIN)/python -m pytest -q tests/attention/test_fla_reference.py
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ Public plugin API:
 from attnlab.attention import (
     Attention,
     Capabilities,
+    GateSpec,
     available_attentions,
     build_attention,
     get_attention_class,
@@ -20,6 +21,7 @@ __all__ = [
     "Attention",
     "AttnlabError",
     "Capabilities",
+    "GateSpec",
     "available_attentions",
     "build_attention",
     "get_attention_class",

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnlab import available_attentions, build_attention, get_attention_class
+from attnlab.attention.gates import with_example_gates
 
 VARIANTS = available_attentions()
 MAX_LEN = 64  # lowrank needs its default k=64 <= max_len
@@ -20,7 +21,7 @@ SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)
 
 def build(name: str):
     attention = build_attention(name, head_dim=D, heads=heads_of(name), max_len=MAX_LEN)
-    return attention.eval()
+    return with_example_gates(attention.eval())  # gated variants get gates derived from the keys
 
 
 def heads_of(name: str) -> int:

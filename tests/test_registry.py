@@ -23,7 +23,10 @@ from attnlab.attention.registry import (
 )
 from attnlab.errors import CapabilityError, ConfigError, PluginError
 
-BUILT_INS = ["full", "multihead", "linear", "lowrank", "nystrom", "performer", "local"]
+BUILT_INS = [
+    "full", "multihead", "linear", "lowrank", "nystrom", "performer", "local",
+    "retention", "gla", "deltanet", "gated_deltanet", "based",
+]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

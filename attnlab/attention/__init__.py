@@ -1,6 +1,6 @@
 """Attention variants and their registry. Knows nothing of tasks, Lightning or Hydra's app."""
 
-from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, State, describe
+from attnlab.attention.base import Attention, Capabilities, GateSpec, KVCacheDecoding, State, describe
 from attnlab.attention.registry import (
     available_attentions,
     broken_plugins,
@@ -14,6 +14,7 @@ from attnlab.attention.registry import (
 __all__ = [
     "Attention",
     "Capabilities",
+    "GateSpec",
     "KVCacheDecoding",
     "State",
     "available_attentions",

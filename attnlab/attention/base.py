@@ -9,6 +9,19 @@ A variant is a kernel over per-head tensors; it never owns the input/output proj
 Hyperparameters are keyword-only, typed arguments with defaults: the registry turns the signature
 into the structured config, so they are declared exactly once. Three keyword names are *context*,
 filled in by the layer rather than by the user: `head_dim`, `heads` and `max_len`.
+
+Gates. A variant that needs projections of the token representation beside q, k and v (a decay,
+a writing strength β) declares them, by name, in the class attribute `gates`:
+
+    gates = {"g": GateSpec(per_dim=True), "beta": GateSpec()}
+
+The layer (attnlab.nn.MultiHeadAttention) then owns one projection per gate, built by the variant's
+`gate_projection` (a Linear of the layer input by default; a variant may override it, e.g. low rank),
+computes it from the input of each token, and passes it to `forward` and `step` as a keyword tensor of
+that name: (B, H, N) per head, (B, H, N, D) with per_dim. Gate tensors are unconstrained real values
+(pre-activation); the variant maps them to its own domain (sigmoid, log decay...). Variants with no
+gates, and plugins, see no change. Code that calls a gated kernel without a layer (tests, the bench's
+attention target) wraps it in attnlab.attention.gates.KeyDerivedGates. docs/writing-a-variant-gates.md.
 """
 
 from __future__ import annotations
@@ -35,6 +48,17 @@ REFERENCE_FIXTURE = {"batch": 2, "heads": 2, "length": 64, "head_dim": 16, "qk_s
 
 # Incremental decoding state: named tensors whose dim 0 is the batch (so beams can be reordered).
 State = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A projection of the layer input a variant takes beside q, k, v: one value per head and token,
+    (B, H, N), or one per head dimension too, (B, H, N, D), when `per_dim`."""
+
+    per_dim: bool = False
+
+    def shape(self, batch: int, heads: int, length: int, head_dim: int) -> tuple[int, ...]:
+        return (batch, heads, length, head_dim) if self.per_dim else (batch, heads, length)
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,22 @@ class Attention(nn.Module):
     # REFERENCE_FIXTURE. None = no claim (a different model, e.g. linear, local, lowrank); exact
     # variants claim ~1e-5 (fp32 round-off). The conformance suite (`python -m attnlab.check`) enforces it.
     reference_tolerance: ClassVar[float | None] = None
+    # Projections of the layer input the variant takes as keyword tensors of these names (see above).
+    gates: ClassVar[dict[str, GateSpec]] = {}
+
+    def gate_projection(self, name: str, d_model: int, heads: int, head_dim: int) -> nn.Module:
+        """The module the layer owns for gate `name`: (B, N, d_model) -> (B, N, heads·(head_dim|1))."""
+        return nn.Linear(d_model, heads * (head_dim if type(self).gates[name].per_dim else 1))
+
+    def require_gates(self, **given: Tensor | None) -> None:
+        """Raise a clear error when a declared gate was not passed (a gated kernel called bare)."""
+        missing = [name for name, value in given.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"attention '{type(self).name}' needs its gate tensor(s) {', '.join(missing)}: call it through "
+                "attnlab.nn.MultiHeadAttention (which projects them from the layer input), or wrap it in "
+                "attnlab.attention.gates.KeyDerivedGates"
+            )
 
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, make_dataclass
 from importlib import metadata
 from typing import Any, Literal, TypeVar
 
-from attnlab.attention.base import CONTEXT_PARAMETERS, Attention, Capabilities
+from attnlab.attention.base import CONTEXT_PARAMETERS, Attention, Capabilities, GateSpec
 from attnlab.errors import ConfigError, PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "attnlab.attention"
@@ -38,6 +38,11 @@ BUILTIN_MODULES = (
     "attnlab.attention.nystrom",
     "attnlab.attention.performer",
     "attnlab.attention.local",
+    "attnlab.attention.retention",
+    "attnlab.attention.gla",
+    "attnlab.attention.deltanet",
+    "attnlab.attention.gated_deltanet",
+    "attnlab.attention.based",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 
@@ -104,9 +109,24 @@ def _register(name: str, cls: type[Attention], source: str) -> None:
         )
     if not isinstance(cls.capabilities, Capabilities):
         raise PluginError(f"attention '{name}': `capabilities` must be an attnlab.Capabilities instance")
+    _check_gates(name, cls)
     params, context = _signature_of(name, cls)
     cls.name = name
     _registry[name] = Entry(cls, source, params, context, _make_config_class(name, cls, params))
+
+
+def _check_gates(name: str, cls: type[Attention]) -> None:
+    """Declared gates are GateSpecs whose names `forward` and `step` take as keywords."""
+    gates = cls.gates
+    if not isinstance(gates, dict) or not all(isinstance(spec, GateSpec) for spec in gates.values()):
+        raise PluginError(f"attention '{name}': `gates` must map names to attnlab.GateSpec instances")
+    for gate in gates:
+        for method in ("forward", "step") if cls.capabilities.incremental else ("forward",):
+            parameter = inspect.signature(getattr(cls, method)).parameters.get(gate)
+            if parameter is None or parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise PluginError(
+                    f"attention '{name}': gate '{gate}' must be a keyword-only parameter of {method}()"
+                )
 
 
 def _signature_of(name: str, cls: type[Attention]) -> tuple[dict[str, Hyperparameter], tuple[str, ...]]:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.attention import KVCacheDecoding, build_attention, get_attention_class
 from attnlab.attention.base import Attention, State, capability_error
+from attnlab.attention.gates import with_example_gates
 from attnlab.bench.config import BenchConfig, Setting
 from attnlab.nn import AttentionSpec, TransformerBlock
 
@@ -100,6 +101,7 @@ def attention_workload(cfg: BenchConfig, name: str, n: int, setting: Setting) ->
     kernel = _cast(
         build_attention(name, **cfg.params[name], head_dim=head_dim, heads=heads, max_len=n), cfg
     ).eval()
+    kernel = with_example_gates(kernel)  # a gated kernel, called without a layer, gets key-derived gates
     B = cfg.batch
     if setting.mode == "decode":
         state = _prefill(kernel, cfg, heads, head_dim, n)
@@ -128,7 +130,8 @@ def block_workload(cfg: BenchConfig, name: str, n: int, setting: Setting) -> Wor
     B = cfg.batch
     if setting.mode == "decode":
         heads, head_dim = kernel_shape(cfg, name)
-        state = _prefill(block.self_attention.kernel, cfg, heads, head_dim, n)
+        # The state's content does not change the step's cost: a gated kernel is pre-filled with key-derived gates.
+        state = _prefill(with_example_gates(block.self_attention.kernel), cfg, heads, head_dim, n)
         x1 = _randn(cfg, B, 1, d_model)  # (B, 1, C)
         return Workload(name, n, setting, _no_grad(lambda: block.step(x1, state)), impl)
     grad = setting.mode == "forward+backward"

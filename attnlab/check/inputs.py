@@ -11,6 +11,7 @@ import torch
 
 from attnlab.attention import Attention, build_attention, get_attention_class
 from attnlab.attention.base import REFERENCE_FIXTURE
+from attnlab.attention.gates import with_example_gates
 
 B, H, N, D = 2, 2, 12, 16
 MAX_LEN = 64
@@ -43,7 +44,7 @@ def build(name: str, **params) -> Attention:
     """The variant with default hyperparameters (plus `params`), in eval mode, seeded."""
     torch.manual_seed(0)  # variants with learned parameters (lowrank) start the same every time
     attention = build_attention(name, head_dim=D, heads=H, max_len=MAX_LEN, **params)
-    return attention.eval()
+    return with_example_gates(attention.eval())  # gated variants get gates derived from the keys
 
 
 def heads_of(name: str) -> int:

@@ -1,4 +1,10 @@
-"""Multi-head attention layer: projections, head split/merge and masks around any registered kernel."""
+"""Multi-head attention layer: projections, head split/merge and masks around any registered kernel.
+
+A kernel that declares gates (`Attention.gates`, e.g. GLA's decay, DeltaNet's β) gets them from here:
+the layer owns one projection per gate (built by the kernel's `gate_projection`), applies it to the
+input of each token, and passes the result as a keyword tensor, (B, H, N) or (B, H, N, D), to the
+kernel's forward and step. Kernels without gates are called exactly as before.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,27 @@ class MultiHeadAttention(nn.Module):
         self.kernel = build_attention(
             spec.name, **spec.params, head_dim=self.head_dim, heads=heads, max_len=max_len
         )
+        gates = type(self.kernel).gates
+        # Only gated kernels get the (possibly empty) module: other layers' state dicts are unchanged.
+        self.gate_proj = (
+            nn.ModuleDict(
+                {name: self.kernel.gate_projection(name, d_model, heads, self.head_dim) for name in gates}
+            )
+            if gates
+            else None
+        )
+
+    def gates_of(self, x: Tensor) -> dict[str, Tensor]:
+        """The kernel's gates projected from x (B, N, C): {name: (B, H, N) or (B, H, N, D)}."""
+        if self.gate_proj is None:
+            return {}
+        B, N, _ = x.shape
+        specs = type(self.kernel).gates
+        out = {}
+        for name, proj in self.gate_proj.items():
+            gate = proj(x).view(B, N, self.heads, -1).transpose(1, 2)  # (B, H, N, D|1)
+            out[name] = gate if specs[name].per_dim else gate.squeeze(-1)
+        return out
 
     def split_heads(self, x: Tensor) -> Tensor:
         B, N, _ = x.shape
@@ -53,7 +80,9 @@ class MultiHeadAttention(nn.Module):
         q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
         k = self.split_heads(self.k_proj(source))  # (B, H, Nk, D)
         v = self.split_heads(self.v_proj(source))  # (B, H, Nk, D)
-        out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask)  # (B, H, Nq, D)
+        gates = self.gates_of(source)  # per key/value token: the step that token's state update takes
+        # (B, H, Nq, D)
+        out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **gates)
         return self.dropout(self.out_proj(self.merge_heads(out)))
 
     # ---- incremental decoding -------------------------------------------------------------------
@@ -65,7 +94,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (
             self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj)
         )  # (B, H, 1, D)
-        out, state = self.kernel.step(q, k, v, state)
+        out, state = self.kernel.step(q, k, v, state, **self.gates_of(x))
         return self.out_proj(self.merge_heads(out)), state
 
     def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attnlab.attention.gates import with_example_gates
 from attnlab.nn.layer import MultiHeadAttention
 
 INCREMENTAL, RECOMPUTE = "incremental_state", "recompute_kv"
@@ -49,11 +50,12 @@ def layer_state_bytes(layer: MultiHeadAttention, length: int, *, dtype: torch.dt
             [], dtype=dtype
         ).element_size(), RECOMPUTE
     generator = torch.Generator(device="cpu").manual_seed(0)
+    kernel = with_example_gates(layer.kernel)  # a gated variant's state does not depend on the gates' values
     state = layer.kernel.init_state(1, layer.heads, layer.head_dim, device=device, dtype=dtype)
     shape = (length, 1, layer.heads, 1, layer.head_dim)
     q, k, v = (0.25 * torch.randn(shape, generator=generator).to(device, dtype) for _ in range(3))
     for t in range(length):  # (1, H, 1, D) per step
-        _, state = layer.kernel.step(q[t], k[t], v[t], state)
+        _, state = kernel.step(q[t], k[t], v[t], state)
     return sum(tensor.numel() * tensor.element_size() for tensor in state.values()), INCREMENTAL
 
 

@@ -8,6 +8,7 @@ import torch
 from helpers import LargestTensor
 
 from attnlab.attention import available_attentions, build_attention, get_attention_class, registry_entry
+from attnlab.attention.gates import with_example_gates
 
 N = 4096
 # Settings that exercise each variant's optional paths (nystrom's conv residual).
@@ -24,7 +25,9 @@ def test_no_quadratic_tensor_forward_or_backward(name):
     q, k, v = (torch.randn(1, 1, N, 16, requires_grad=True) for _ in range(3))
     mask = torch.zeros(1, N, dtype=torch.bool)
     mask[:, -100:] = True
-    attention = build_attention(name, head_dim=16, heads=1, max_len=N, **PARAMS.get(name, {}))
+    attention = with_example_gates(
+        build_attention(name, head_dim=16, heads=1, max_len=N, **PARAMS.get(name, {}))
+    )
     for causal in (False, True) if caps.causal else (False,):
         with LargestTensor() as largest:
             out = attention(q, k, v, causal=causal, key_padding_mask=mask if caps.key_padding_mask else None)

@@ -1,0 +1,103 @@
+"""`gated_deltanet`: the delta rule with a decay gate (Yang, Kautz and Hatamizadeh 2024, "Gated Delta
+Networks: Improving Mamba2 with Delta Rule").
+
+S_t = α_t S_{t-1} + β_t k_t (v_t - α_t S_{t-1}ᵀ k_t)ᵀ, o_t = q_tᵀ S_t / √d: DeltaNet's targeted
+correction plus Mamba2's forgetting. Both gates come from the token through the layer (one per head):
+β_t = sigmoid(beta_t), log α_t = -exp(A_log_h) · softplus(g_t + dt_bias_h), with A_log and dt_bias
+learned per head and initialised as fla's GatedDeltaNet layer (A ~ U(0, 16), dt log-uniform in
+[1e-3, 0.1]). q and k: SiLU then L2 normalisation (fla's defaults). Same recurrence as fla's
+`naive_recurrent_gated_delta_rule`; differences: output_norm=true (default) RMS-normalises each head's
+output (fla: a gated RMSNorm in the layer; output_norm=false is exactly the op). Forms: chunked WY/UT
+with decays (ops/delta_rule.chunk_delta_rule), recurrent step on a (D, Dv) fp32 state, naive loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.attention.base import GateSpec, State, fp32_accumulation
+from attnlab.attention.deltanet import normalise_qk
+from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
+from attnlab.attention.recurrent import RecurrentAttention
+from attnlab.attention.registry import register_attention
+
+
+@register_attention("gated_deltanet")
+class GatedDeltaNet(RecurrentAttention):
+    """The delta rule with a data-dependent decay (gated DeltaNet)."""
+
+    complexity = "O(N·C·d + N·d²)"
+    gates = {"g": GateSpec(), "beta": GateSpec()}
+
+    def __init__(
+        self,
+        *,
+        heads: int,
+        qk_silu: bool = True,
+        qk_norm: bool = True,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        output_norm: bool = True,
+        chunk_size: int = 64,
+    ):
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(
+                f"attention.dt_min/dt_max must satisfy 0 < dt_min <= dt_max, got {dt_min}, {dt_max}"
+            )
+        self.qk_silu, self.qk_norm, self.dt_min, self.dt_max = qk_silu, qk_norm, dt_min, dt_max
+        self.output_norm, self.chunk_size = output_norm, chunk_size
+        self.A_log = nn.Parameter(torch.empty(heads).uniform_(0, 16).clamp_min(1e-4).log())  # (H,)
+        dt = torch.exp(torch.rand(heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp_min(1e-4)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt), (H,)
+
+    def prepare(
+        self, q: Tensor, k: Tensor, gates: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        q, k = normalise_qk(q, k, self.qk_silu, self.qk_norm)
+        A, dt_bias = self.A_log.to(q.dtype).exp()[:, None], self.dt_bias.to(q.dtype)[:, None]  # (H, 1)
+        g = -A * F.softplus(gates["g"] + dt_bias)  # (B, H, N) log decay <= 0
+        return q, k, {"g": g, "beta": torch.sigmoid(gates["beta"])}
+
+    def chunk(self, q: Tensor, k: Tensor, v: Tensor, gates: dict[str, Tensor]) -> Tensor:
+        scale = q.shape[-1] ** -0.5
+        return chunk_delta_rule(q, k, v, gates["beta"], gates["g"], scale=scale, chunk_size=self.chunk_size)[
+            0
+        ]
+
+    def recurrent_step(self, q, k, v, gates, S):
+        return recurrent_step_delta_rule(q, k, v, gates["beta"], gates["g"], S, scale=q.shape[-1] ** -0.5)
+
+    @fp32_accumulation
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        g: Tensor | None = None,
+        beta: Tensor | None = None,
+    ) -> Tensor:
+        return self.run(q, k, v, {"g": g, "beta": beta}, causal=causal, key_padding_mask=key_padding_mask)
+
+    @fp32_accumulation
+    def step(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        state: State,
+        *,
+        g: Tensor | None = None,
+        beta: Tensor | None = None,
+    ) -> tuple[Tensor, State]:
+        return self.run_step(q, k, v, {"g": g, "beta": beta}, state)

@@ -1,0 +1,86 @@
+"""`gla`: gated linear attention (Yang et al. 2023, "Gated Linear Attention Transformers with
+Hardware-Efficient Training").
+
+Linear attention whose (D, Dv) state decays by a data-dependent gate per key dimension:
+S_t = diag(α_t) S_{t-1} + k_t v_tᵀ, o_t = q_tᵀ S_t / √d. α_t comes from the token: the layer projects
+its input through a low-rank map (gate `g`, rank `gate_rank`, as fla's GLA layer), and here
+log α_t = max(logsigmoid(g_t) / gate_temperature, min_log_decay) (fla's gate_logit_normalizer = 16
+and clamp_min). The clamp keeps the chunked form's in-chunk factors within fp32 range (|log α| <= 5
+over sub-blocks of 16 positions; ops/gated_linear.py). Same recurrence as fla's
+`naive_recurrent_gla`; differences: output_norm=true (default) RMS-normalises each head's output
+(fla's layer has an RMSNorm there; output_norm=false is exactly the op), and the clamp is on by
+default (fla's clamp_min is off by default). Forms: chunked (ops/gated_linear.chunk_gla), recurrent
+step on a (D, Dv) fp32 state, naive loop (tests).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.attention.base import GateSpec, State, fp32_accumulation
+from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
+from attnlab.attention.recurrent import RecurrentAttention
+from attnlab.attention.registry import register_attention
+
+
+@register_attention("gla")
+class GatedLinearAttention(RecurrentAttention):
+    """Linear attention with a data-dependent decay per key dimension (GLA)."""
+
+    complexity = "O(N·d²)"
+    gates = {"g": GateSpec(per_dim=True)}
+
+    def __init__(
+        self,
+        *,
+        gate_rank: int = 16,
+        gate_temperature: float = 16.0,
+        min_log_decay: float = -4.0,
+        output_norm: bool = True,
+        chunk_size: int = 64,
+    ):
+        super().__init__()
+        if gate_rank < 1 or gate_temperature <= 0 or chunk_size < 1:
+            raise ValueError("attention.gate_rank and chunk_size must be >= 1, gate_temperature > 0")
+        if not -5.0 <= min_log_decay < 0:
+            raise ValueError(f"attention.min_log_decay must be in [-5, 0), got {min_log_decay}")
+        self.gate_rank, self.gate_temperature, self.min_log_decay = gate_rank, gate_temperature, min_log_decay
+        self.output_norm, self.chunk_size = output_norm, chunk_size
+
+    def gate_projection(self, name: str, d_model: int, heads: int, head_dim: int) -> nn.Module:
+        # Low rank, as fla's GLA: d_model -> gate_rank -> heads·head_dim.
+        return nn.Sequential(
+            nn.Linear(d_model, self.gate_rank, bias=False), nn.Linear(self.gate_rank, heads * head_dim)
+        )
+
+    def prepare(
+        self, q: Tensor, k: Tensor, gates: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        g = (F.logsigmoid(gates["g"]) / self.gate_temperature).clamp(min=self.min_log_decay)  # (B, H, N, D)
+        return q, k, {"g": g}
+
+    def chunk(self, q: Tensor, k: Tensor, v: Tensor, gates: dict[str, Tensor]) -> Tensor:
+        return chunk_gla(q, k, v, gates["g"], scale=q.shape[-1] ** -0.5, chunk_size=self.chunk_size)[0]
+
+    def recurrent_step(self, q, k, v, gates, S):
+        return recurrent_step_gla(q, k, v, gates["g"], S, scale=q.shape[-1] ** -0.5)
+
+    @fp32_accumulation
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        g: Tensor | None = None,
+    ) -> Tensor:
+        return self.run(q, k, v, {"g": g}, causal=causal, key_padding_mask=key_padding_mask)
+
+    @fp32_accumulation
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, g: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        return self.run_step(q, k, v, {"g": g}, state)

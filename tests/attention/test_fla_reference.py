@@ -1,0 +1,120 @@
+"""Held to outside references: flash-linear-attention's pure-PyTorch naive implementations.
+
+fla's package import needs Triton, so each `fla/ops/<name>/naive.py` is loaded directly by path from
+the installed distribution (pinned, test-only: `make test-fla-reference`, or
+`pip install --no-deps fla-core==0.5.2 einops==0.8.2`); without it these tests skip, saying so.
+Outputs AND gradients (w.r.t. q, k, v and the raw gates) must agree in fp32 within 1e-5.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.attention import build_attention
+from attnlab.attention.deltanet import normalise_qk
+from attnlab.attention.ops import chunk_gla
+
+FLA_VERSION = "0.5.2"
+INSTALL = f"pip install --no-deps fla-core=={FLA_VERSION} einops==0.8.2 (or: make test-fla-reference)"
+B, H, N, D = 2, 3, 70, 16  # several chunks of 64... and a ragged one; 16-wide sub-blocks
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def fla_naive(op: str):
+    """fla/ops/<op>/naive.py of the installed fla-core, loaded by path (no Triton import)."""
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"flash-linear-attention (fla-core) is not installed: {INSTALL}")
+    if importlib.util.find_spec("einops") is None:
+        pytest.skip(f"einops (imported by fla's naive.py files) is not installed: {INSTALL}")
+    path = Path(spec.submodule_search_locations[0]) / "ops" / op / "naive.py"
+    module_spec = importlib.util.spec_from_file_location(f"fla_naive_{op}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def leaves(*shapes, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=gen).requires_grad_() for shape in shapes]
+
+
+def assert_same(ours: torch.Tensor, theirs: torch.Tensor, inputs: list[torch.Tensor]):
+    """Equal outputs, and equal gradients of the same random projection of them."""
+    torch.testing.assert_close(ours, theirs, **TOL)
+    weight = torch.randn(ours.shape, generator=torch.Generator().manual_seed(99))
+    ours_grads = torch.autograd.grad((ours * weight).sum(), inputs, retain_graph=True)
+    theirs_grads = torch.autograd.grad((theirs * weight).sum(), inputs)
+    for a, b in zip(ours_grads, theirs_grads, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+def btHd(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, N, ·) <-> (B, N, H, ·): fla's recurrent ops take time before heads."""
+    return x.transpose(1, 2)
+
+
+def test_retention_equals_fla_naive_retention():
+    naive = fla_naive("retention").naive_retention
+    q, k, v = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D))
+    ours = build_attention("retention", heads=H, output_norm=False)(q, k, v, causal=True)
+    assert_same(ours, naive(q, k, v), [q, k, v])
+
+
+def test_gla_equals_fla_naive_recurrent_gla():
+    naive = fla_naive("gla").naive_recurrent_gla
+    q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D))
+    attention = build_attention("gla", output_norm=False)
+    ours = attention(q, k, v, causal=True, g=raw * 8)  # wide gates: the clamp is reached too
+    gk = (F.logsigmoid(raw * 8) / attention.gate_temperature).clamp(min=attention.min_log_decay)
+    theirs = btHd(naive(btHd(q), btHd(k), btHd(v), btHd(gk))[0])
+    assert_same(ours, theirs, [q, k, v, raw])
+
+
+def test_scalar_gated_chunk_equals_fla_naive_recurrent_simple_gla():
+    naive = fla_naive("simple_gla").naive_recurrent_simple_gla
+    q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N))
+    g = F.logsigmoid(raw)  # (B, H, N)
+    ours = chunk_gla(q, k, v, g, scale=D**-0.5, chunk_size=16)[0]
+    theirs = btHd(naive(btHd(q), btHd(k), btHd(v), g.transpose(1, 2))[0])
+    assert_same(ours, theirs, [q, k, v, raw])
+
+
+def test_deltanet_equals_fla_delta_rule_recurrence():
+    naive = fla_naive("delta_rule").delta_rule_recurrence
+    q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N))
+    ours = build_attention("deltanet", output_norm=False)(q, k, v, causal=True, beta=raw)
+    qn, kn = normalise_qk(q, k, True, True)
+    theirs = naive(qn, kn, v, torch.sigmoid(raw))[0]
+    assert_same(ours, theirs, [q, k, v, raw])
+
+
+def test_gated_deltanet_equals_fla_naive_recurrent_gated_delta_rule():
+    naive = fla_naive("gated_delta_rule").naive_recurrent_gated_delta_rule
+    q, k, v, raw_g, raw_beta = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N), (B, H, N))
+    torch.manual_seed(0)
+    attention = build_attention("gated_deltanet", heads=H, output_norm=False)
+    ours = attention(q, k, v, causal=True, g=raw_g, beta=raw_beta)
+    qn, kn = normalise_qk(q, k, True, True)
+    g = -attention.A_log.exp()[:, None] * F.softplus(raw_g + attention.dt_bias[:, None])  # (B, H, N)
+    theirs = btHd(
+        naive(btHd(qn), btHd(kn), btHd(v), torch.sigmoid(raw_beta).transpose(1, 2), g.transpose(1, 2))[0]
+    )
+    assert_same(ours, theirs, [q, k, v, raw_g, raw_beta])
+
+
+def test_based_linear_part_equals_fla_naive_parallel_based():
+    naive = fla_naive("based").naive_parallel_based
+    q, k, v = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D))
+    torch.manual_seed(0)
+    attention = build_attention("based", head_dim=D, feature_dim=8, window=0)
+    ours = attention(q, k, v, causal=True)
+    fq, fk = attention.features(q, k)  # the learned projections to feature_dim
+    assert_same(ours, naive(fq, fk, v), [q, k, v])

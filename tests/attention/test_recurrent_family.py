@@ -1,0 +1,194 @@
+"""retention, gla, deltanet, gated_deltanet, based: three forms of each op agree (naive loop, chunked,
+decoding step), padded tokens are identity steps, the non-causal pass is the two directions summed,
+extreme gates stay finite. (Outside references: test_fla_reference.py; the contract: test_gates.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.attention import build_attention
+from attnlab.attention.gates import random_gates
+from attnlab.attention.ops import (
+    chunk_based,
+    chunk_delta_rule,
+    chunk_gla,
+    naive_recurrent_based,
+    naive_recurrent_delta_rule,
+    naive_recurrent_gla,
+    recurrent_step_based,
+    recurrent_step_delta_rule,
+    recurrent_step_gla,
+)
+from attnlab.attention.registry import get_attention_class
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+B, H, N, D = 2, 2, 37, 8
+FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
+
+
+def tensors(*shapes, seed=0, grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*s, generator=gen, dtype=torch.float64).requires_grad_(grad) for s in shapes]
+
+
+def same_with_grads(a, b, inputs):
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+    for x, y in zip(
+        torch.autograd.grad(a.sum(), inputs, retain_graph=True),
+        torch.autograd.grad(b.sum(), inputs, retain_graph=True),
+        strict=True,
+    ):
+        torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-8)
+
+
+def stepped(step, q, k, v, state, *gates):
+    outs = []
+    for t in range(q.shape[2]):
+        out, state = step(
+            q[:, :, t : t + 1],
+            k[:, :, t : t + 1],
+            v[:, :, t : t + 1],
+            *(g[:, :, t : t + 1] for g in gates),
+            state,
+        )
+        outs.append(out)
+    return torch.cat(outs, dim=2), state
+
+
+@pytest.mark.parametrize("per_dim", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
+def test_gla_forms_agree(per_dim, chunk_size):
+    q, k, v, raw = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D) if per_dim else (B, H, N))
+    g = torch.nn.functional.logsigmoid(raw)
+    naive, S = naive_recurrent_gla(q, k, v, g, scale=0.3)
+    chunk, S_chunk = chunk_gla(q, k, v, g, scale=0.3, chunk_size=chunk_size)
+    same_with_grads(chunk, naive, [q, k, v, raw])
+    torch.testing.assert_close(S_chunk, S)
+    step = lambda q, k, v, g, s: recurrent_step_gla(q, k, v, g, s, scale=0.3)  # noqa: E731
+    torch.testing.assert_close(stepped(step, q, k, v, torch.zeros(B, H, D, D, dtype=q.dtype), g)[0], naive)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 5, 64])
+def test_delta_rule_forms_agree(gated, chunk_size):
+    q, k, v, raw_beta, raw_g = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N), (B, H, N))
+    k_unit, beta = torch.nn.functional.normalize(k, dim=-1), torch.sigmoid(raw_beta)
+    g = torch.nn.functional.logsigmoid(raw_g) if gated else None
+    naive, S = naive_recurrent_delta_rule(q, k_unit, v, beta, g, scale=0.3)
+    chunk, S_chunk = chunk_delta_rule(q, k_unit, v, beta, g, scale=0.3, chunk_size=chunk_size)
+    same_with_grads(chunk, naive, [q, k, v, raw_beta] + ([raw_g] if gated else []))
+    torch.testing.assert_close(S_chunk, S)
+    gates = (beta,) if g is None else (beta, g)
+
+    def step(q, k, v, *rest):
+        *gate, state = rest
+        return recurrent_step_delta_rule(q, k, v, gate[0], gate[1] if gated else None, state, scale=0.3)
+
+    torch.testing.assert_close(
+        stepped(step, q, k_unit, v, torch.zeros(B, H, D, D, dtype=q.dtype), *gates)[0], naive
+    )
+
+
+def test_based_forms_agree():
+    q, k, v = tensors((B, H, N, 4), (B, H, N, 4), (B, H, N, D))
+    naive, _ = naive_recurrent_based(q, k, v, scale=0.5)
+    same_with_grads(chunk_based(q, k, v, scale=0.5, chunk_size=8), naive, [q, k, v])
+    F = 1 + 4 + 10
+    state = (torch.zeros(B, H, F, D, dtype=q.dtype), torch.zeros(B, H, F, dtype=q.dtype))
+    step = lambda q, k, v, s: recurrent_step_based(q, k, v, s, scale=0.5)  # noqa: E731
+    torch.testing.assert_close(stepped(step, q, k, v, state)[0], naive)
+
+
+def build(name, **params):
+    torch.manual_seed(0)
+    return build_attention(name, head_dim=D, heads=H, max_len=64, **params).eval()
+
+
+def gates_for(name, n, batch=B, seed=1):
+    return random_gates(get_attention_class(name), batch, H, n, D, seed=seed)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_padded_tokens_anywhere_are_identity_steps(name):
+    """A sequence with padded tokens inserted gives, at its real tokens, the output of the sequence
+    without them (causal and non-causal), whatever the padded tokens hold."""
+    attention = build(name, window=0) if name == "based" else build(name)
+    q, k, v = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), grad=False)
+    gates = gates_for(name, N)
+    padded = torch.zeros(B, N, dtype=torch.bool)
+    padded[:, 3:9] = True
+    padded[1, 20:22] = True
+    for causal in (True, False):
+        out = attention(q, k, v, causal=causal, key_padding_mask=padded, **gates)
+        for b in range(B):
+            real = ~padded[b]
+            alone = attention(
+                q[b : b + 1, :, real], k[b : b + 1, :, real], v[b : b + 1, :, real], causal=causal,
+                **{n: t[b : b + 1, :, real] for n, t in gates.items()},
+            )  # fmt: skip
+            torch.testing.assert_close(out[b : b + 1, :, real], alone, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["retention", "gla", "deltanet", "gated_deltanet"])
+def test_non_causal_is_both_directions_summed(name):
+    attention = build(name, output_norm=False)
+    q, k, v = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), grad=False)
+    gates = gates_for(name, N)
+    forward = attention(q, k, v, causal=True, **gates)
+    flipped = {n: t.flip(2) for n, t in gates.items()}
+    backward = attention(q.flip(2), k.flip(2), v.flip(2), causal=True, **flipped).flip(2)
+    torch.testing.assert_close(attention(q, k, v, **gates), forward + backward)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extreme_gates_and_long_sequences_stay_finite(name, dtype):
+    attention = build(name)
+    q, k, v = (x.to(dtype) * 10 for x in tensors((1, H, 512, D), (1, H, 512, D), (1, H, 512, D), grad=False))
+    gates = {n: (t * 100).to(dtype).requires_grad_() for n, t in gates_for(name, 512, batch=1).items()}
+    out = attention(q.requires_grad_(), k, v, causal=True, **gates)
+    out.float().square().sum().backward()
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    for grad in [q.grad, *(t.grad for t in gates.values())]:
+        assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_decoding_state_does_not_grow(name):
+    attention = build(name)
+    state = attention.init_state(B, H, D, device=torch.device("cpu"), dtype=torch.bfloat16)
+    sizes = {key: value.shape for key, value in state.items()}
+    assert all(v.dtype in (torch.float32, torch.long) for v in state.values()), "state kept in fp32"
+    q, k, v = (x.to(torch.bfloat16) for x in tensors((B, H, 40, D), (B, H, 40, D), (B, H, 40, D), grad=False))
+    gates = {n: t.to(torch.bfloat16) for n, t in gates_for(name, 40).items()}
+    for t in range(40):
+        out, state = attention.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state,
+                                    **{n: g[:, :, t : t + 1] for n, g in gates.items()})  # fmt: skip
+    assert {key: value.shape for key, value in state.items()} == sizes and out.dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY)
+def test_three_hundred_bf16_training_steps_stay_finite(name):
+    """Autocast bf16 on CPU, one causal layer learning a running sum mod 16: loss and gradient norm
+    finite at every step (the decays and the delta rule are where fla's users report NaNs)."""
+    from attnlab.nn.layer import MultiHeadAttention
+    from attnlab.nn.spec import AttentionSpec
+
+    torch.manual_seed(0)
+    V, C, n = 16, 64, 64
+    emb, layer = torch.nn.Embedding(V, C), MultiHeadAttention(C, 4, AttentionSpec(name, {}), max_len=n)
+    norm, head = torch.nn.LayerNorm(C), torch.nn.Linear(C, V)
+    params = [p for m in (emb, layer, norm, head) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    for _ in range(300):
+        x = torch.randint(0, V, (8, n))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = emb(x)
+            logits = head(h + layer(norm(h), causal=True))
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), (x.cumsum(1) % V).reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(torch.nn.utils.clip_grad_norm_(params, 1.0))
+        opt.step()
