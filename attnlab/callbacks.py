@@ -29,18 +29,44 @@ class CostMeter(L.Callback):
     `warmup_steps` steps are excluded. Attention FLOPs are measured once, on the first batch, with
     torch.utils.flop_counter over the attention kernels only (modules named `*.kernel`), divided by
     the number of positions processed (padding included: that is what the kernel computes on).
+
+    A resumed run reports one set of figures: the meter's state travels in the checkpoint
+    (`state_dict`), so FLOPs per token stay those of the run's first batch, tokens/s and step time
+    merge the timed steps of every segment (each segment skips its own `warmup_steps`), and peak
+    memory is the maximum over the segments.
     """
 
     def __init__(self, warmup_steps: int = 5):
         if warmup_steps < 0:
             raise ValueError(f"callbacks.cost.warmup_steps must be >= 0, got {warmup_steps}")
         self.warmup_steps = warmup_steps
-        self.steps = 0
+        self.steps = 0  # in this process (segment); warm-up is skipped per segment
         self.timed_steps = 0
         self.timed_seconds = 0.0
         self.timed_tokens = 0
         self.attention_flops_per_token: float | None = None
+        self.earlier_peak_memory_mb = 0.0  # the peak of the segments before a resume
+        self.segments = 1
+        self._device = torch.device("cpu")
         self._start = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "timed_steps": self.timed_steps,
+            "timed_seconds": self.timed_seconds,
+            "timed_tokens": self.timed_tokens,
+            "attention_flops_per_token": self.attention_flops_per_token,
+            "peak_memory_mb": self.peak_memory()[0],
+            "segments": self.segments,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.timed_steps = int(state_dict["timed_steps"])
+        self.timed_seconds = float(state_dict["timed_seconds"])
+        self.timed_tokens = int(state_dict["timed_tokens"])
+        self.attention_flops_per_token = state_dict["attention_flops_per_token"]
+        self.earlier_peak_memory_mb = float(state_dict["peak_memory_mb"])
+        self.segments = int(state_dict["segments"]) + 1
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
@@ -49,6 +75,7 @@ class CostMeter(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._device = pl_module.device
         if self.attention_flops_per_token is None:
             self.attention_flops_per_token = self.measure_attention_flops(pl_module, batch)
         self._sync(pl_module)
@@ -81,8 +108,13 @@ class CostMeter(L.Callback):
         pl_module.train(was_training)
         return flops / max(1, pl_module.count_positions(batch))
 
+    def peak_memory(self, device: torch.device | None = None) -> tuple[float, str]:
+        """Peak memory over every segment of the run, and how it was measured."""
+        peak, method = peak_memory_mb(device or self._device)
+        return max(peak, self.earlier_peak_memory_mb), method
+
     def summary(self, device: torch.device) -> dict[str, Any]:
-        peak, method = peak_memory_mb(device)
+        peak, method = self.peak_memory(device)
         timed = self.timed_steps > 0
         return {
             "train_tokens_per_s": self.timed_tokens / self.timed_seconds if timed else None,
@@ -91,4 +123,5 @@ class CostMeter(L.Callback):
             "peak_memory_mb": peak,
             "peak_memory_kind": method,
             "attention_flops_per_token": self.attention_flops_per_token,
+            "segments": self.segments,  # 1, or 1 + the number of resumes
         }

@@ -20,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.attention import describe, get_attention_class
 from attnlab.callbacks import CostMeter
 from attnlab.config_checks import check_config
-from attnlab.results import RESULTS_FILE, write_results
-from attnlab.tracking import ensure_wandb_mode
+from attnlab.reliability import already_finished_message
+from attnlab.results import RESULTS_FILE, read_finished, write_results
+from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; write and return its results."""
     check_config(cfg)
     run_dir = Path(cfg.paths.run_dir)
+    if cfg.ckpt_path == "last" and (finished := read_finished(run_dir)) is not None:
+        log.info(already_finished_message(run_dir))  # never re-run, never rewritten
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -73,10 +77,11 @@ def fit_and_test(
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
     # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.startswith("cost/")}
+    train_cost = cost.summary(module.device)  # before test: loading the best checkpoint rewinds the meter
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
-    results = collect_results(cfg, module, metrics, cost.summary(module.device), best)
+    results = collect_results(cfg, module, metrics, train_cost, best)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:
         log.info(
@@ -113,7 +118,9 @@ def build_loggers(cfg: DictConfig) -> list:
             ensure_wandb_mode()
             extra["group"] = sweep_group(cfg)
             extra["tags"] = list(cfg.tags) + [f"task:{cfg.task.name}", f"attention:{cfg.attention.name}"]
+            extra["id"] = wandb_run_id(cfg.paths.run_dir)  # a resumed run continues its wandb run
         logger = instantiate(logger_cfg, **extra)
+        quiet_wandb_init(logger)
         logger.log_hyperparams(
             {"config": OmegaConf.to_container(cfg, resolve=True)}
         )  # the full resolved config

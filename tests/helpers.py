@@ -75,8 +75,8 @@ def run_if(*, min_gpus: int = 0, bf16: bool = False):
     return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))
 
 
-def read_wandb_offline_run(path: Path) -> dict[str, dict]:
-    """History (last value per key) and summary of an offline run's `.wandb` file.
+def read_wandb_offline_run(path: Path) -> dict:
+    """History (last value per key), summary and run id of an offline run's `.wandb` file.
 
     wandb >= 0.2x no longer writes files/wandb-summary.json offline and ships no Python reader, so
     this decodes the record log directly: a 7-byte file header (":W&B", magic 0xBEE1, version), then
@@ -106,11 +106,13 @@ def read_wandb_offline_run(path: Path) -> dict[str, dict]:
         pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
         if kind in (1, 4):
             payloads.append(pending)
-    out: dict[str, dict] = {"history": {}, "summary": {}}
+    out: dict = {"history": {}, "summary": {}, "run_id": None}
     for payload in payloads:
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run_id"] = record.run.run_id
         if kind in ("history", "summary"):
             items = record.history.item if kind == "history" else record.summary.update
             for item in items:
