@@ -49,12 +49,11 @@ def main(cfg: DictConfig) -> float | None:
     """Train + evaluate; returns the monitored validation metric (what sweepers optimise)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from attnlab.console import quiet_frameworks
     from attnlab.reliability import write_failure
     from attnlab.train import run
 
-    # one handler (Hydra's console + run.log), no duplicates
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
+    quiet_frameworks()  # one handler (Hydra's console + run.log), no duplicates, no framework noise
     multirun = _is_multirun()
     try:
         results = run(cfg)

@@ -14,14 +14,16 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
+from attnlab.bench.allocator import keep_freed_memory
 from attnlab.callbacks import CostMeter
 from attnlab.config_checks import check_config
 from attnlab.reliability import already_finished_message
 from attnlab.results import RESULTS_FILE, read_finished, write_results
+from attnlab.threads import training_threads
 from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.fast_dev_run:  # a check that the config runs: no checkpoints (Lightning's save_last would)
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     cost = next((c for c in callbacks if isinstance(c, CostMeter)), None) or CostMeter()
     if cost not in callbacks:
         callbacks.append(cost)
@@ -56,10 +60,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
     )
-    try:
-        return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
-    finally:
-        finish_loggers(loggers)  # flush wandb files; a sweep's next run must not reuse this wandb run
+    on_cpu = trainer.strategy.root_device.type == "cpu"
+    with (
+        training_threads(cfg.threads) as threads,
+        keep_freed_memory(on_cpu and cfg.keep_freed_memory) as allocation,
+    ):
+        log.info("%s; memory: %s", threads, allocation)
+        try:
+            return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
+        finally:
+            finish_loggers(loggers)  # flush wandb files; a sweep's next run must not reuse this wandb run
 
 
 def fit_and_test(
@@ -77,7 +87,8 @@ def fit_and_test(
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
     # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.startswith("cost/")}
-    train_cost = cost.summary(module.device)  # before test: loading the best checkpoint rewinds the meter
+    # before test: loading the best checkpoint rewinds the meter
+    train_cost = cost.summary(module.device) | {"threads": torch.get_num_threads()}
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
