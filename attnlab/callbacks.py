@@ -33,7 +33,8 @@ class CostMeter(L.Callback):
     A resumed run reports one set of figures: the meter's state travels in the checkpoint
     (`state_dict`), so FLOPs per token stay those of the run's first batch, tokens/s and step time
     merge the timed steps of every segment (each segment skips its own `warmup_steps`), and peak
-    memory is the maximum over the segments.
+    memory is the maximum over the segments. It also records the data's real sequence lengths
+    (`seq_len_mean`, `seq_len_max`), which the report shows beside the model's `max_len`.
     """
 
     def __init__(self, warmup_steps: int = 5):
@@ -47,6 +48,9 @@ class CostMeter(L.Callback):
         self.attention_flops_per_token: float | None = None
         self.earlier_peak_memory_mb = 0.0  # the peak of the segments before a resume
         self.segments = 1
+        self.sequences = 0  # the data's real lengths, over every training batch: see sequence_lengths
+        self.sequence_tokens = 0
+        self.longest_sequence = 0
         self._device = torch.device("cpu")
         self._start = 0.0
 
@@ -58,6 +62,9 @@ class CostMeter(L.Callback):
             "attention_flops_per_token": self.attention_flops_per_token,
             "peak_memory_mb": self.peak_memory()[0],
             "segments": self.segments,
+            "sequences": self.sequences,
+            "sequence_tokens": self.sequence_tokens,
+            "longest_sequence": self.longest_sequence,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -67,6 +74,9 @@ class CostMeter(L.Callback):
         self.attention_flops_per_token = state_dict["attention_flops_per_token"]
         self.earlier_peak_memory_mb = float(state_dict["peak_memory_mb"])
         self.segments = int(state_dict["segments"]) + 1
+        self.sequences = int(state_dict.get("sequences", 0))
+        self.sequence_tokens = int(state_dict.get("sequence_tokens", 0))
+        self.longest_sequence = int(state_dict.get("longest_sequence", 0))
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
@@ -87,6 +97,11 @@ class CostMeter(L.Callback):
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._start
         self.steps += 1
+        lengths = sequence_lengths(batch)
+        if lengths is not None:
+            self.sequences += lengths.numel()
+            self.sequence_tokens += int(lengths.sum())
+            self.longest_sequence = max(self.longest_sequence, int(lengths.max()))
         if self.steps <= self.warmup_steps:
             return
         self.timed_steps += 1
@@ -124,4 +139,19 @@ class CostMeter(L.Callback):
             "peak_memory_kind": method,
             "attention_flops_per_token": self.attention_flops_per_token,
             "segments": self.segments,  # 1, or 1 + the number of resumes
+            # real (non-padding) tokens per training example, its longest sequence (seq2seq: source or target)
+            "seq_len_mean": self.sequence_tokens / self.sequences if self.sequences else None,
+            "seq_len_max": self.longest_sequence if self.sequences else None,
         }
+
+
+def sequence_lengths(batch: Any) -> torch.Tensor | None:
+    """Real tokens of each example's longest sequence (B,), from the batch's `*padding_mask` entries
+    (True = padding), or None when the batch has none."""
+    if not isinstance(batch, dict):
+        return None
+    masks = [m for key, m in batch.items() if key.endswith("padding_mask") and isinstance(m, torch.Tensor)]
+    if not masks:
+        return None
+    real = [(~m.bool()).sum(dim=-1) for m in masks]  # each (B,)
+    return torch.stack(real).amax(dim=0)  # (B,)

@@ -88,6 +88,7 @@ def test_crash_and_resume_matches_the_uninterrupted_run(tmp_path, monkeypatch, c
     assert (cost["segments"], ref_cost["segments"]) == (2, 1)
     assert cost["timed_steps"] == ref_cost["timed_steps"] == 24  # warmup_steps=0: every step is timed
     assert timed_tokens(cost) == pytest.approx(timed_tokens(ref_cost), rel=1e-9)  # the same batches
+    assert (cost["seq_len_mean"], cost["seq_len_max"]) == (ref_cost["seq_len_mean"], ref_cost["seq_len_max"])
     assert 0.2 < cost["train_tokens_per_s"] / ref_cost["train_tokens_per_s"] < 5  # timing on a shared machine
 
     # one wandb run: both segments' offline files carry the id stored in the run directory
