@@ -51,6 +51,7 @@ def test_callbacks_instantiate(tmp_path):
         "early_stopping",
         "lr_monitor",
         "progress",
+        "summary",
         "cost",
         "finite",
         "resume",
