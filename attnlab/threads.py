@@ -5,8 +5,8 @@ two things make a CPU run collapse rather than slow down:
 
 - OpenMP busy-waiting. Between parallel regions PyTorch's OpenMP threads spin, waiting for work. When
   another process holds one of the cores, the spinning threads and the descheduled one wait on each
-  other at every barrier: on 2 cores with other work running, a training step of the default config
-  took 3.9 s with 2 spinning threads and 0.36 s with 2 passive ones (docs/threads.md). The runtime
+  other at every barrier: on 2 shared cores a training step of the default config took seconds with
+  spinning threads and a tenth of that with passive ones (docs/runs.md has the figures). The runtime
   reads its wait policy once, when it starts (when torch is imported), so `prefer_passive_openmp()`
   runs at `import attnlab`, before attnlab imports torch: OMP_WAIT_POLICY=PASSIVE (GNU and LLVM
   OpenMP) and KMP_BLOCKTIME=0 (Intel OpenMP) unless the user has set them.

@@ -94,20 +94,12 @@ def test_crash_and_resume_matches_the_uninterrupted_run(tmp_path, monkeypatch, c
     # one wandb run: both segments' offline files carry the id stored in the run directory
     logs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(logs) == 2, logs
-    ids = {wandb_run_id_of(log) for log in logs}
+    ids = {read_wandb_offline_run(log)["run_id"] for log in logs}
     assert ids == {(run_dir / "wandb" / "run_id").read_text().strip()}
 
 
 def timed_tokens(cost: dict) -> float:
     return cost["train_tokens_per_s"] * cost["step_time_s"] * cost["timed_steps"]
-
-
-def wandb_run_id_of(log: Path, timeout: float = 60) -> str | None:
-    """The run id in an offline `.wandb` file; wandb's service may still be writing it."""
-    start = time.monotonic()
-    while (run_id := read_wandb_offline_run(log)["run_id"]) is None and time.monotonic() - start < timeout:
-        time.sleep(0.5)
-    return run_id
 
 
 def test_a_finished_run_is_neither_rerun_nor_rewritten_by_ckpt_path_last(tmp_path):
