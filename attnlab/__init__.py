@@ -5,7 +5,11 @@ Public plugin API:
     from attnlab import Attention, Capabilities, register_attention, build_attention, available_attentions
 """
 
-from attnlab.attention import (
+from attnlab.threads import prefer_passive_openmp
+
+prefer_passive_openmp()  # before torch is imported: OpenMP reads its wait policy once (attnlab/threads.py)
+
+from attnlab.attention import (  # noqa: E402
     Attention,
     Capabilities,
     GateSpec,
@@ -14,7 +18,7 @@ from attnlab.attention import (
     get_attention_class,
     register_attention,
 )
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

@@ -49,12 +49,11 @@ def main(cfg: DictConfig) -> float | None:
     """Train + evaluate; returns the monitored validation metric (what sweepers optimise)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from attnlab.console import quiet_frameworks
     from attnlab.reliability import write_failure
     from attnlab.train import run
 
-    # one handler (Hydra's console + run.log), no duplicates
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).handlers.clear()
+    quiet_frameworks()  # one handler (Hydra's console + run.log), no duplicates, no framework noise
     multirun = _is_multirun()
     try:
         results = run(cfg)
@@ -111,14 +110,24 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     return cfg
 
 
-def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
-    """`ckpt_path=last`: continue the newest run of the same task/attention in its own directory."""
-    if cfg.get("ckpt_path") != "last" or any(
-        a.startswith(("hydra.run.dir=", "paths.run_dir=")) for a in argv
-    ):
-        return []
-    from attnlab.reliability import find_resumable_run
+class RunFinished(Exception):
+    """`ckpt_path=last` names a run that already finished: say so, run nothing, exit 0."""
 
+
+def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
+    """`ckpt_path=last`: continue the newest run of the same task/attention in its own directory.
+
+    Raises RunFinished when that run (or the run directory given explicitly) already finished."""
+    if cfg.get("ckpt_path") != "last":
+        return []
+    from attnlab.reliability import already_finished_message, find_resumable_run
+    from attnlab.results import is_finished
+
+    explicit = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
+    if explicit:
+        if is_finished(explicit[-1]):
+            raise RunFinished(already_finished_message(Path(explicit[-1])))
+        return []
     base = Path(cfg.hydra.run.dir).parent
     found = find_resumable_run(base)
     if found is None:
@@ -126,6 +135,8 @@ def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
             f"ckpt_path=last: no run with checkpoints/last.ckpt under {base}/; start a fresh run (drop ckpt_path) "
             f"or give a checkpoint file: ckpt_path=<run_dir>/checkpoints/last.ckpt"
         )
+    if is_finished(found):
+        raise RunFinished(already_finished_message(found))
     print(f"resuming {found}", file=sys.stderr)
     return [f"hydra.run.dir={found}"]
 
@@ -159,6 +170,9 @@ def entry() -> None:
     except AttnlabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except RunFinished as finished:
+        print(finished, file=sys.stderr)
+        sys.exit(0)
     main()
     from attnlab.reliability import SweepSummary
 

@@ -34,20 +34,56 @@ class CostMeter(L.Callback):
     processed (padding included: that is what the kernel computes on).
     The decoding state (attnlab.nn.state_size) is measured once training ends, at the context length
     of the first training batch (its longest padding-mask row: model.max_len for task=lm).
+
+    A resumed run reports one set of figures: the meter's state travels in the checkpoint
+    (`state_dict`), so FLOPs per token stay those of the run's first batch, tokens/s and step time
+    merge the timed steps of every segment (each segment skips its own `warmup_steps`), and peak
+    memory is the maximum over the segments. It also records the data's real sequence lengths
+    (`seq_len_mean`, `seq_len_max`), which the report shows beside the model's `max_len`.
     """
 
     def __init__(self, warmup_steps: int = 5):
         if warmup_steps < 0:
             raise ValueError(f"callbacks.cost.warmup_steps must be >= 0, got {warmup_steps}")
         self.warmup_steps = warmup_steps
-        self.steps = 0
+        self.steps = 0  # in this process (segment); warm-up is skipped per segment
         self.timed_steps = 0
         self.timed_seconds = 0.0
         self.timed_tokens = 0
         self.attention_flops_per_token: float | None = None
         self.context_length: int | None = None
         self.decode_state: dict[str, Any] = {}
+        self.earlier_peak_memory_mb = 0.0  # the peak of the segments before a resume
+        self.segments = 1
+        self.sequences = 0  # the data's real lengths, over every training batch: see sequence_lengths
+        self.sequence_tokens = 0
+        self.longest_sequence = 0
+        self._device = torch.device("cpu")
         self._start = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "timed_steps": self.timed_steps,
+            "timed_seconds": self.timed_seconds,
+            "timed_tokens": self.timed_tokens,
+            "attention_flops_per_token": self.attention_flops_per_token,
+            "peak_memory_mb": self.peak_memory()[0],
+            "segments": self.segments,
+            "sequences": self.sequences,
+            "sequence_tokens": self.sequence_tokens,
+            "longest_sequence": self.longest_sequence,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.timed_steps = int(state_dict["timed_steps"])
+        self.timed_seconds = float(state_dict["timed_seconds"])
+        self.timed_tokens = int(state_dict["timed_tokens"])
+        self.attention_flops_per_token = state_dict["attention_flops_per_token"]
+        self.earlier_peak_memory_mb = float(state_dict["peak_memory_mb"])
+        self.segments = int(state_dict["segments"]) + 1
+        self.sequences = int(state_dict.get("sequences", 0))
+        self.sequence_tokens = int(state_dict.get("sequence_tokens", 0))
+        self.longest_sequence = int(state_dict.get("longest_sequence", 0))
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
@@ -56,8 +92,10 @@ class CostMeter(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._device = pl_module.device
         if self.attention_flops_per_token is None:
             self.attention_flops_per_token = self.measure_attention_flops(pl_module, batch)
+        if self.context_length is None:  # each segment of a resumed run measures it again
             widths = [mask.shape[-1] for key, mask in batch.items() if key.endswith("padding_mask")]
             self.context_length = max(widths, default=None)
         self._sync(pl_module)
@@ -69,6 +107,11 @@ class CostMeter(L.Callback):
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._start
         self.steps += 1
+        lengths = sequence_lengths(batch)
+        if lengths is not None:
+            self.sequences += lengths.numel()
+            self.sequence_tokens += int(lengths.sum())
+            self.longest_sequence = max(self.longest_sequence, int(lengths.max()))
         if self.steps <= self.warmup_steps:
             return
         self.timed_steps += 1
@@ -94,8 +137,13 @@ class CostMeter(L.Callback):
         pl_module.train(was_training)
         return flops / max(1, pl_module.count_positions(batch))
 
+    def peak_memory(self, device: torch.device | None = None) -> tuple[float, str]:
+        """Peak memory over every segment of the run, and how it was measured."""
+        peak, method = peak_memory_mb(device or self._device)
+        return max(peak, self.earlier_peak_memory_mb), method
+
     def summary(self, device: torch.device) -> dict[str, Any]:
-        peak, method = peak_memory_mb(device)
+        peak, method = self.peak_memory(device)
         timed = self.timed_steps > 0
         return {
             "train_tokens_per_s": self.timed_tokens / self.timed_seconds if timed else None,
@@ -105,4 +153,20 @@ class CostMeter(L.Callback):
             "peak_memory_kind": method,
             "attention_flops_per_token": self.attention_flops_per_token,
             **self.decode_state,  # decode_state_bytes, decode_state_kind, decode_state_length
+            "segments": self.segments,  # 1, or 1 + the number of resumes
+            # real (non-padding) tokens per training example, its longest sequence (seq2seq: source or target)
+            "seq_len_mean": self.sequence_tokens / self.sequences if self.sequences else None,
+            "seq_len_max": self.longest_sequence if self.sequences else None,
         }
+
+
+def sequence_lengths(batch: Any) -> torch.Tensor | None:
+    """Real tokens of each example's longest sequence (B,), from the batch's `*padding_mask` entries
+    (True = padding), or None when the batch has none."""
+    if not isinstance(batch, dict):
+        return None
+    masks = [m for key, m in batch.items() if key.endswith("padding_mask") and isinstance(m, torch.Tensor)]
+    if not masks:
+        return None
+    real = [(~m.bool()).sum(dim=-1) for m in masks]  # each (B,)
+    return torch.stack(real).amax(dim=0)  # (B,)

@@ -7,6 +7,9 @@
   uninterrupted run would have used.
 - `GracefulStop`: SIGTERM, or a first Ctrl-C, stops at the next step boundary and writes
   `checkpoints/last.ckpt`; the message says how to resume (`ckpt_path=last`).
+- `ckpt_path=last` continues the newest run of the task/attention in its own directory; a run that
+  already finished (results.json, status ok) is reported and left untouched: nothing is re-run or
+  rewritten. `ckpt_path=<file>` starts a new run directory from any checkpoint.
 - `SweepSummary`: a Hydra callback; after a multirun it lists the failed members (each has a
   `failed.json`, never a `results.json`) in `<sweep dir>/sweep_summary.json`.
 """
@@ -32,6 +35,7 @@ from attnlab.errors import AttnlabError
 from attnlab.results import (
     SWEEP_SUMMARY_FILE,
     read_failure,
+    read_finished,
     results_path,
     write_failure_record,
     write_json_atomic,
@@ -308,6 +312,18 @@ def find_resumable_run(base: Path) -> Path | None:
     """The newest run directory under `base` (outputs/<task>/<attention>) holding checkpoints/last.ckpt."""
     found = sorted(base.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     return found[-1].parent.parent if found else None
+
+
+def already_finished_message(run_dir: Path) -> str:
+    """What `ckpt_path=last` says of a run that has finished: it is neither re-run nor rewritten."""
+    results = read_finished(run_dir) or {}
+    metric = results.get("primary_metric")
+    value = (results.get("metrics") or {}).get(metric)
+    return (
+        f"{run_dir} already finished ({metric} = {value}), nothing to resume; its results: "
+        f"{results_path(run_dir)}. To train on from it in a new run directory: "
+        f"ckpt_path={Path(run_dir) / 'checkpoints' / 'last.ckpt'} with a larger trainer.max_steps"
+    )
 
 
 def summarise_sweep(sweep_dir: Path) -> dict[str, Any]:

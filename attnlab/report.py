@@ -163,9 +163,19 @@ COLUMNS = [
     "train tokens/s",
     "peak memory MB",
     "attention FLOPs/token",
-    "seq len",
+    "tokens/example (mean/max)",
     "seed",
 ]
+
+
+def sequence_length(run: Run) -> str:
+    """The data's real tokens per example (mean/max over the training batches), as the run measured
+    them; runs recorded before that show the model's limit, `≤max_len`."""
+    cost = run.data.get("cost") or {}
+    mean, longest = _number(cost.get("seq_len_mean")), _number(cost.get("seq_len_max"))
+    if mean is not None and longest is not None:
+        return f"{mean:.0f}/{longest:.0f}"
+    return f"≤{run.data['max_len']}" if run.data.get("max_len") is not None else "-"
 
 
 def task_rows(runs: Sequence[Run]) -> list[list[str]]:
@@ -180,7 +190,7 @@ def task_rows(runs: Sequence[Run]) -> list[list[str]]:
                 _fmt(_number(cost.get("train_tokens_per_s")), "int"),
                 _fmt(_number(cost.get("peak_memory_mb"))),
                 _fmt(_number(cost.get("attention_flops_per_token")), "sci"),
-                str(run.data.get("max_len", "-")),
+                sequence_length(run),
                 str(run.data.get("seed", "-")),
             ]
         )
@@ -258,7 +268,6 @@ def write_plot(path: Path, runs: Sequence[Run], axis: CostAxis) -> Path | None:
                 {"color": "tab:red", "s": 60, "zorder": 3} if run.on_front else {"color": "tab:gray", "s": 30}
             )
             ax.scatter([x], [y], **style)
-            ax.annotate(run.label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = sorted((r.cost(axis), r.quality()) for r in task_runs if r.on_front)
         if len(front) > 1:
             ax.plot(*zip(*front), color="tab:red", alpha=0.5, label="Pareto front")
@@ -271,9 +280,59 @@ def write_plot(path: Path, runs: Sequence[Run], axis: CostAxis) -> Path | None:
         ax.set_title(task)
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
+    for ax, task_runs in zip(axes[0], tasks.values()):
+        label_points(ax, [(r.label, r.cost(axis), r.quality()) for r in task_runs])
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+LABEL_LINE_PT = 12  # a label's step up or down, in points (the 8 pt labels are ~11 pt tall)
+
+
+def label_points(ax: Any, points: Sequence[tuple[str, float, float]]) -> None:
+    """Label each point without two labels overlapping or leaving the panel: a label that would goes
+    to the point's left, then up or down a line at a time, joined to its point by a thin line."""
+    renderer = ax.figure.canvas.get_renderer()
+    panel = ax.get_window_extent(renderer)
+    steps = [0] + [s for k in range(1, 16) for s in (k, -k)]
+    placed: list[Any] = []  # window extents of the labels so far
+    for label, x, y in sorted(points, key=lambda p: (p[2], p[1])):
+        first_inside = None
+        for step in steps:
+            for side in (1, -1):  # right of the point, else left of it
+                position = (5 * side, 3 + LABEL_LINE_PT * step)
+                text = _annotate(ax, label, (x, y), position, side)
+                box = _text_box(text, renderer)
+                inside = (
+                    panel.x0 <= box.x0 and box.x1 <= panel.x1 and panel.y0 <= box.y0 and box.y1 <= panel.y1
+                )
+                if inside and not any(box.overlaps(other) for other in placed):
+                    break
+                first_inside = first_inside or (position, side) if inside else first_inside
+                text.remove()
+            else:
+                continue
+            break
+        else:  # crowded: the nearest place inside the panel, overlaps or not
+            position, side = first_inside or ((5, 3), 1)
+            text = _annotate(ax, label, (x, y), position, side)
+        placed.append(_text_box(text, renderer))
+
+
+def _text_box(annotation: Any, renderer: Any) -> Any:
+    """The window extent of an annotation's text alone (its own extent includes the arrow)."""
+    from matplotlib.text import Text
+
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer)
+
+
+def _annotate(ax: Any, label: str, point: tuple[float, float], offset: tuple[float, float], side: int) -> Any:
+    return ax.annotate(
+        label, point, textcoords="offset points", xytext=offset, fontsize=8, ha="left" if side > 0 else "right",
+        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if offset[1] != 3 else None,
+    )  # fmt: skip
 
 
 def print_tables(runs: Sequence[Run], axis: CostAxis) -> None:

@@ -47,8 +47,13 @@ def failed_path(run_dir: str | Path) -> Path:
 
 def is_finished(run_dir: str | Path) -> bool:
     """True when the run directory holds a readable results.json with status "ok"."""
+    return read_finished(run_dir) is not None
+
+
+def read_finished(run_dir: str | Path) -> dict[str, Any] | None:
+    """The results of a finished run (results.json with status "ok"), else None."""
     data = read_results(run_dir)
-    return data is not None and data.get("status") == "ok"
+    return data if data is not None and data.get("status") == "ok" else None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

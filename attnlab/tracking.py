@@ -1,11 +1,19 @@
-"""Experiment tracking set-up: wandb offline unless the user has configured a key; never a prompt."""
+"""Experiment tracking set-up: wandb offline unless the user has configured a key; never a prompt.
+
+A run directory keeps its wandb run id in `wandb/run_id`, so a resumed run (`ckpt_path=last`)
+continues the same wandb run (Lightning's WandbLogger passes `resume="allow"` with the id) instead
+of splitting its history over two.
+"""
 
 from __future__ import annotations
 
 import logging
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +36,29 @@ def ensure_wandb_mode() -> str:
         )
     os.environ.setdefault("WANDB_SILENT", "true")
     return os.environ.get("WANDB_MODE", "online")
+
+
+WANDB_ID_FILE = Path("wandb") / "run_id"  # inside the run directory
+ID_ALPHABET = string.ascii_lowercase + string.digits  # wandb's own ids: 8 of these
+
+
+def wandb_run_id(run_dir: str | Path) -> str:
+    """The run directory's wandb run id: read from `wandb/run_id`, or made and stored there once."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file() and (stored := path.read_text().strip()):
+        return stored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # exclusive create: with several ranks starting at once, the first one's id wins
+        with open(path, "x") as handle:
+            handle.write("".join(secrets.choice(ID_ALPHABET) for _ in range(8)) + "\n")
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+def quiet_wandb_init(logger: Any) -> None:
+    """Drop the `anonymous=None` that Lightning's WandbLogger always passes to wandb.init: wandb
+    >= 0.19 warns about any value of that deprecated setting ("The anonymous setting has no effect")."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)

@@ -14,15 +14,18 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
+from attnlab.bench.allocator import keep_freed_memory
 from attnlab.callbacks import CostMeter
 from attnlab.config_checks import check_config
-from attnlab.results import RESULTS_FILE, write_results
+from attnlab.reliability import already_finished_message
+from attnlab.results import RESULTS_FILE, read_finished, write_results
 from attnlab.tasks.common import check_datamodule
-from attnlab.tracking import ensure_wandb_mode
+from attnlab.threads import training_threads
+from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; write and return its results."""
     check_config(cfg)  # the task contract included (attnlab.tasks.common.check_task_config)
     run_dir = Path(cfg.paths.run_dir)
+    if cfg.ckpt_path == "last" and (finished := read_finished(run_dir)) is not None:
+        log.info(already_finished_message(run_dir))  # never re-run, never rewritten
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
 
@@ -45,6 +51,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.trainer.fast_dev_run:  # a check that the config runs: no checkpoints (Lightning's save_last would)
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     cost = next((c for c in callbacks if isinstance(c, CostMeter)), None) or CostMeter()
     if cost not in callbacks:
         callbacks.append(cost)
@@ -54,10 +62,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
     )
-    try:
-        return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
-    finally:
-        finish_loggers(loggers)  # flush wandb files; a sweep's next run must not reuse this wandb run
+    on_cpu = trainer.strategy.root_device.type == "cpu"
+    with (
+        training_threads(cfg.threads) as threads,
+        keep_freed_memory(on_cpu and cfg.keep_freed_memory) as allocation,
+    ):
+        log.info("%s; memory: %s", threads, allocation)
+        try:
+            return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
+        finally:
+            finish_loggers(loggers)  # flush wandb files; a sweep's next run must not reuse this wandb run
 
 
 def fit_and_test(
@@ -75,10 +89,12 @@ def fit_and_test(
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
     # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.startswith("cost/")}
+    # before test: loading the best checkpoint rewinds the meter
+    train_cost = cost.summary(module.device) | {"threads": torch.get_num_threads()}
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
-    results = collect_results(cfg, module, metrics, cost.summary(module.device), best)
+    results = collect_results(cfg, module, metrics, train_cost, best)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:
         log.info(
@@ -115,7 +131,9 @@ def build_loggers(cfg: DictConfig) -> list:
             ensure_wandb_mode()
             extra["group"] = logger_cfg.get("group") or sweep_group(cfg)  # logger.wandb.group wins
             extra["tags"] = list(cfg.tags) + [f"task:{cfg.task.name}", f"attention:{cfg.attention.name}"]
+            extra["id"] = wandb_run_id(cfg.paths.run_dir)  # a resumed run continues its wandb run
         logger = instantiate(logger_cfg, **extra)
+        quiet_wandb_init(logger)
         logger.log_hyperparams(
             {"config": OmegaConf.to_container(cfg, resolve=True)}
         )  # the full resolved config

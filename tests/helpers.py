@@ -75,14 +75,30 @@ def run_if(*, min_gpus: int = 0, bf16: bool = False):
     return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons))
 
 
-def read_wandb_offline_run(path: Path) -> dict[str, dict]:
-    """History (last value per key), summary and run (group, job_type) of an offline run's `.wandb` file.
+def read_wandb_offline_run(path: Path, *, wait_s: float = 60) -> dict:
+    """History (last value per key), summary, run id and run (group, job_type) of an offline run's `.wandb` file.
+
+    wandb's service may still be writing the file when `finish()` has returned: the file is read
+    again (up to `wait_s`) until it holds the run's exit record and stops growing.
 
     wandb >= 0.2x no longer writes files/wandb-summary.json offline and ships no Python reader, so
     this decodes the record log directly: a 7-byte file header (":W&B", magic 0xBEE1, version), then
     32 KiB blocks of records, each with a 7-byte header (crc32, length, type: full/first/middle/last)
     holding a serialized `wandb_internal_pb2.Record`.
     """
+    import time
+
+    deadline, size = time.monotonic() + wait_s, -1
+    while True:
+        out = _read_wandb_records(path)
+        complete = out.pop("complete") and path.stat().st_size == size  # an exit record, and no more writes
+        if complete or time.monotonic() > deadline:
+            return out
+        size = path.stat().st_size
+        time.sleep(0.5)
+
+
+def _read_wandb_records(path: Path) -> dict:
     import json
     import struct
 
@@ -106,13 +122,15 @@ def read_wandb_offline_run(path: Path) -> dict[str, dict]:
         pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
         if kind in (1, 4):
             payloads.append(pending)
-    out: dict[str, dict] = {"history": {}, "summary": {}}
+    out: dict = {"history": {}, "summary": {}, "run_id": None, "complete": False}
     for payload in payloads:
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["run"] = {"group": record.run.run_group, "job_type": record.run.job_type}
+            out["run_id"] = record.run.run_id
+        out["complete"] = out["complete"] or kind == "exit"
         if kind in ("history", "summary"):
             items = record.history.item if kind == "history" else record.summary.update
             for item in items:

@@ -243,3 +243,30 @@ def test_block_step_equals_the_causal_forward():
             out, state = block.step(x[:, t : t + 1], state)
             steps.append(out)
     torch.testing.assert_close(torch.cat(steps, dim=1), causal.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_the_plot_marks_points_without_a_measurement(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from attnlab.bench import plot as bench_plot
+
+    rows = [
+        {"variant": v, "N": n, "mode": "forward", "causal": False, "status": status,
+         "time_ms_median": 1.0 * n if status == "ok" else None, "peak_mem_mb": 2.0 * n if status == "ok" else None}
+        for v, n, status in [("full", 256, "ok"), ("full", 512, "oom"), ("full", 1024, "skipped"),
+                             ("linear", 256, "ok"), ("linear", 512, "ok"), ("linear", 1024, "ok"),
+                             ("performer", 256, "unsupported"), ("performer", 512, "unsupported")]
+    ]  # fmt: skip
+    figures = []
+    original_close = plt.close
+    bench_plot.plt.close = figures.append  # keep the figure to look at it
+    try:
+        bench_plot.plot(rows, tmp_path / "bench.png")
+    finally:
+        bench_plot.plt.close = original_close
+    (fig,) = figures
+    for ax in fig.axes:
+        labels = set(ax.get_legend_handles_labels()[1])
+        assert {"full: oom", "full: skipped", "performer: unsupported"} <= labels, labels
+        assert "linear: ok" not in labels
+    original_close(fig)

@@ -123,3 +123,40 @@ def test_a_path_without_results_is_a_one_line_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: unknown cost axis
         main([str(tmp_path), "--cost", "speed"])
+
+
+def test_the_length_column_shows_the_data_s_real_tokens_per_example(tmp_path):
+    measured = write_run(tmp_path / "a", "linear", acc=0.7, flops=1e5, tokens_per_s=1000)
+    data = json.loads((measured / "results.json").read_text())
+    data["cost"] |= {"seq_len_mean": 97.4, "seq_len_max": 128}
+    (measured / "results.json").write_text(json.dumps(data))
+    write_run(tmp_path / "b", "full", acc=0.8, flops=4e5, tokens_per_s=500)  # recorded before: max_len only
+    report([str(tmp_path)], out=str(tmp_path / "out"))
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "tokens/example (mean/max)" in markdown
+    assert "| 97/128 |" in markdown and "| ≤512 |" in markdown
+
+
+def test_plot_labels_of_nearby_runs_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attnlab.report import _text_box, label_points
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    points = [(f"variant{i}(k={i})", 1e5 + 500 * i, 0.7 + 0.001 * (i % 3)) for i in range(8)] + [
+        ("multihead", 4e5, 0.8)
+    ]
+    ax.scatter([p[1] for p in points], [p[2] for p in points])
+    fig.tight_layout()
+    label_points(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [_text_box(t, renderer) for t in ax.texts]  # the text, not its leader line
+    assert len(boxes) == len(points)
+    panel = ax.get_window_extent(renderer)
+    for i, box in enumerate(boxes):
+        assert panel.x0 <= box.x0 and box.x1 <= panel.x1, ax.texts[i].get_text()
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :]), ax.texts[i].get_text()
+    plt.close(fig)

@@ -13,8 +13,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import compose_run, run_cli
+from helpers import compose_run, read_wandb_offline_run, run_cli
 
+from attnlab.reliability import write_failure
 from attnlab.train import run
 
 # 48 training rows in batches of 8: 6 batches per epoch; validation (and last.ckpt) every 4 steps, so
@@ -52,9 +53,11 @@ def quality(results: dict) -> dict:
 # mid-epoch (last.ckpt at step 8) and at an epoch end (step 12)
 @pytest.mark.parametrize("crash_step", [10, pytest.param(12, marks=pytest.mark.slow)])
 def test_crash_and_resume_matches_the_uninterrupted_run(tmp_path, monkeypatch, crash_step):
-    reference = run(compose_run(tmp_path / "ref", SETUP))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    setup = [*SETUP, "logger=wandb", "callbacks.cost.warmup_steps=0"]
+    reference = run(compose_run(tmp_path / "ref", setup))
 
-    cfg = compose_run(tmp_path / "crash", SETUP)
+    cfg = compose_run(tmp_path / "crash", setup)
     from attnlab import train
 
     original = train.instantiate
@@ -65,16 +68,59 @@ def test_crash_and_resume_matches_the_uninterrupted_run(tmp_path, monkeypatch, c
         return original(config, *args, **kwargs)
 
     monkeypatch.setattr(train, "instantiate", with_crash)
-    with pytest.raises(Crash):
+    with pytest.raises(Crash) as crash:
         run(cfg)
     monkeypatch.setattr(train, "instantiate", original)
-    last = Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt"
+    run_dir = Path(cfg.paths.run_dir)
+    write_failure(run_dir, crash.value, str(crash.value))  # what `python -m attnlab` records
+    last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == crash_step // 4 * 4
-    assert not (Path(cfg.paths.run_dir) / "results.json").exists()
+    assert not (run_dir / "results.json").exists()
 
-    resumed = run(compose_run(tmp_path / "crash", [*SETUP, "ckpt_path=last"]))
+    resumed = run(compose_run(tmp_path / "crash", [*setup, "ckpt_path=last"]))
     assert quality(resumed) == pytest.approx(quality(reference), abs=1e-6)
     assert quality(resumed).keys() == quality(reference).keys() and "test/acc" in quality(resumed)
+    assert not (run_dir / "failed.json").exists(), "a stale failed.json beside results.json"
+
+    # one set of cost figures: FLOPs of the same first batch; every step timed once, over both segments
+    cost, ref_cost = resumed["cost"], reference["cost"]
+    assert cost["attention_flops_per_token"] == ref_cost["attention_flops_per_token"]
+    assert (cost["segments"], ref_cost["segments"]) == (2, 1)
+    assert cost["timed_steps"] == ref_cost["timed_steps"] == 24  # warmup_steps=0: every step is timed
+    assert timed_tokens(cost) == pytest.approx(timed_tokens(ref_cost), rel=1e-9)  # the same batches
+    assert (cost["seq_len_mean"], cost["seq_len_max"]) == (ref_cost["seq_len_mean"], ref_cost["seq_len_max"])
+    assert 0.2 < cost["train_tokens_per_s"] / ref_cost["train_tokens_per_s"] < 5  # timing on a shared machine
+
+    # one wandb run: both segments' offline files carry the id stored in the run directory
+    logs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(logs) == 2, logs
+    ids = {read_wandb_offline_run(log)["run_id"] for log in logs}
+    assert ids == {(run_dir / "wandb" / "run_id").read_text().strip()}
+
+
+def timed_tokens(cost: dict) -> float:
+    return cost["train_tokens_per_s"] * cost["step_time_s"] * cost["timed_steps"]
+
+
+def test_a_finished_run_is_neither_rerun_nor_rewritten_by_ckpt_path_last(tmp_path):
+    run_dir = tmp_path / "outputs" / "classify" / "multihead" / "2026-01-01_00-00-00"
+    setup = [*SETUP, "logger=none", "trainer.max_steps=4", f"paths.run_dir={run_dir}"]
+    run(compose_run(tmp_path, setup))
+    results = run_dir / "results.json"
+    before, mtime = results.read_bytes(), results.stat().st_mtime_ns
+
+    again = run(compose_run(tmp_path, [*setup, "ckpt_path=last"]))  # in process: the results, untouched
+    assert again == json.loads(before)
+    assert (results.read_bytes(), results.stat().st_mtime_ns) == (before, mtime)
+
+    # the command line: one line saying where the results are, exit 0, no new run directory
+    done = run_cli([*CLI_SETUP, "logger=none", "trainer.max_steps=4", "ckpt_path=last"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already finished" in lines[0], done.stderr
+    assert str(results.relative_to(tmp_path)) in lines[0] and "ckpt_path=" in lines[0]
+    assert (results.read_bytes(), results.stat().st_mtime_ns) == (before, mtime)
+    assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
 
 
 def test_ckpt_path_last_without_a_checkpoint_is_a_clear_error(tmp_path):

@@ -54,6 +54,7 @@ def test_callbacks_instantiate(tmp_path):
         "early_stopping",
         "lr_monitor",
         "progress",
+        "summary",
         "cost",
         "finite",
         "resume",

@@ -1,4 +1,9 @@
-"""bench.png: time and peak memory against N on log-log axes, one line per variant, one row per setting."""
+"""bench.png: time and peak memory against N on log-log axes, one line per variant, one row per setting.
+
+Points without a measurement (unsupported, oom, error, skipped) are not left out silently: each is an
+x in the variant's colour along the bottom of the panel, at its N, and the legend says why
+(`performer: unsupported`).
+"""
 
 from __future__ import annotations
 
@@ -33,8 +38,11 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
                 if points:
                     ns, ys = zip(*points)
                     ax.plot(ns, ys, marker="o", label=variant, color=colors(j % 10))
+                _mark_unmeasured(ax, rows, variant, (mode, causal), row=j, color=colors(j % 10))
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            if any(r["status"] not in MEASURED and (r["mode"], r["causal"]) == (mode, causal) for r in rows):
+                _room_below(ax, len(variants))
             ax.set_xlabel("sequence length N")
             ax.set_ylabel(label)
             ax.set_title(f"{label.split(' (')[0]} — {mode}{', causal' if causal else ''}")
@@ -47,3 +55,34 @@ def plot(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+STATUS_MARKERS = {"unsupported": "x", "oom": "v", "error": "X", "skipped": "1"}  # else "x"
+
+
+def _mark_unmeasured(
+    ax: Any, rows: list[dict[str, Any]], variant: str, setting: tuple, *, row: int, color: Any
+) -> None:
+    """A marker per N the variant has no measurement at, along the bottom (one band per variant)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    missing: dict[str, list[int]] = {}
+    for r in rows:
+        if r["variant"] == variant and (r["mode"], r["causal"]) == setting and r["status"] not in MEASURED:
+            missing.setdefault(r["status"], []).append(r["N"])
+    band = blended_transform_factory(ax.transData, ax.transAxes)  # x: N, y: a fraction of the panel
+    for status, ns in missing.items():
+        ax.scatter(ns, [0.03 + 0.04 * row] * len(ns), transform=band, marker=STATUS_MARKERS.get(status, "x"),
+                   s=40, color=color, label=f"{variant}: {status}", clip_on=False)  # fmt: skip
+
+
+def _room_below(ax: Any, bands: int) -> None:
+    """Lower the (log) y-axis so that the bottom bands of markers sit below the measured lines."""
+    import math
+
+    low, high = ax.get_ylim()
+    if low <= 0 or high <= low:
+        return
+    fraction = min(0.5, 0.04 * bands + 0.04)  # of the panel's height, kept free at the bottom
+    span = math.log(high / low)
+    ax.set_ylim(low / math.exp(span * fraction / (1 - fraction)), high)
