@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attnlab.errors import ConfigError, did_you_mean
 
@@ -23,19 +24,286 @@ def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: boo
         raise ConfigError(f"{key}={value} must be a positive number; set {key}=<n> with n > 0{also}")
 
 
+_ABSENT = object()
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    """The value at dotted `key` (interpolations resolved), or _ABSENT when the config has no such key."""
+    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+
+
+def check_number(
+    value: Any,
+    key: str,
+    *,
+    kind: type = int,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    also: tuple[Any, ...] = (),
+    example: Any = None,
+) -> None:
+    """`value` (at config `key`) must be an int (kind=int) or a finite number (kind=float) inside the
+    bounds, or one of `also` (None, -1, 'auto' ...); else a one-line ConfigError with an example."""
+    if value is _ABSENT or any(value is a or (value == a and type(value) is type(a)) for a in also):
+        return
+    number = not isinstance(value, bool) and isinstance(value, int if kind is int else int | float)
+    bounds = [
+        f"{op} {_bound(b)}" for op, b in ((">=", ge), (">", gt), ("<=", le), ("<", lt)) if b is not None
+    ]
+    noun = "an integer" if kind is int else "a number"
+    inside = (
+        number
+        and math.isfinite(value)
+        and (ge is None or value >= ge)
+        and (gt is None or value > gt)
+        and (le is None or value <= le)
+        and (lt is None or value < lt)
+    )
+    if not inside:
+        allowed = f"{noun} {' and '.join(bounds)}".strip()
+        extra = f" (or {', '.join('null' if a is None else str(a) for a in also)})" if also else ""
+        hint = f"; e.g. {key}={example}" if example is not None else ""
+        raise ConfigError(f"{key}={_show(value)} must be {allowed}{extra}{hint}")
+
+
+def _bound(b: float) -> str:
+    return str(int(b)) if float(b).is_integer() else f"{b:g}"
+
+
+def check_choice(value: Any, key: str, choices: tuple[Any, ...]) -> None:
+    if value is _ABSENT or value in choices:
+        return
+    shown = list(dict.fromkeys(str(c) for c in choices))
+    raise ConfigError(
+        f"{key}={_show(value)} is not allowed{did_you_mean(str(value), shown)}; choose {key}= one of {', '.join(shown)}"
+    )
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value) if not isinstance(value, str) or value else "''"
+
+
 def check_config(cfg: DictConfig) -> None:
+    """Every value of a composed app config that Hydra's types cannot check, before anything is built."""
     model, trainer = cfg.model, cfg.trainer
     for key in ("d_model", "heads", "max_len", "encoder_layers", "mlp_ratio"):
         _positive(model[key], f"model.{key}")
     if not 0.0 <= model.dropout < 1.0:
         raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
+    check_number(model.get("decoder_layers", _ABSENT), "model.decoder_layers", ge=1, example=2)
+    check_choice(model.get("positional", _ABSENT), "model.positional", POSITIONAL)
+    check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
     _positive(trainer.max_steps, "trainer.max_steps", allow_minus_one=True)
+    check_trainer(trainer)
     data = cfg.task.get("data")
     if data is not None:
         _positive(data.batch_size, "task.data.batch_size")
         for split, limit in (data.get("limit") or {}).items():
             _positive(limit, f"task.data.limit.{split}", allow_none=True)
+        check_data(data)
+    check_task_module(cfg.task)
+    check_decode(cfg.task.get("decode"))
+    check_callbacks(cfg.get("callbacks"))
+    check_attention(cfg)
     check_device(trainer)
+
+
+POSITIONAL = ("sinusoidal", "learned")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", 32, "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", 16)
+PRECISIONS += ("64-true", "64", 64)
+TOKENIZERS = ("bytes", "bpe")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """The Lightning Trainer's arguments this project's configs set; Lightning's own errors are
+    multi-line and come only once training starts (val_check_interval=0 after the first step)."""
+    check_choice(trainer.get("accelerator", _ABSENT), "trainer.accelerator", ACCELERATORS)
+    check_choice(trainer.get("precision", _ABSENT), "trainer.precision", PRECISIONS)
+    devices = trainer.get("devices", _ABSENT)
+    if isinstance(devices, str) and devices != "auto":
+        ids = devices.replace(",", " ").split()
+        if not ids or not all(i.isdigit() for i in ids):
+            raise ConfigError(
+                f"trainer.devices={devices} is not allowed; give a count (trainer.devices=1), -1 or auto for all, "
+                f"or device ids (trainer.devices=[0,1])"
+            )
+    elif OmegaConf.is_list(devices) or isinstance(devices, list):
+        for i in devices:
+            check_number(i, "trainer.devices[]", ge=0, example=0)
+    else:
+        check_number(devices, "trainer.devices", ge=1, also=(-1, "auto"), example=1)
+    check_number(trainer.get("max_epochs", _ABSENT), "trainer.max_epochs", ge=1, also=(-1, None), example=-1)
+    interval = trainer.get("val_check_interval", _ABSENT)
+    if isinstance(interval, float):
+        check_number(interval, "trainer.val_check_interval", kind=float, gt=0, le=1, example=0.25)
+    else:
+        check_number(interval, "trainer.val_check_interval", ge=1, also=(None,), example=250)
+    for key in ("check_val_every_n_epoch",):
+        check_number(trainer.get(key, _ABSENT), f"trainer.{key}", ge=1, also=(None,), example=1)
+    check_number(trainer.get("log_every_n_steps", _ABSENT), "trainer.log_every_n_steps", ge=1, example=25)
+    check_number(
+        trainer.get("gradient_clip_val", _ABSENT),
+        "trainer.gradient_clip_val",
+        kind=float,
+        ge=0,
+        also=(None,),
+        example=1.0,
+    )
+    check_number(
+        trainer.get("accumulate_grad_batches", _ABSENT), "trainer.accumulate_grad_batches", ge=1, example=1
+    )
+    for stage in ("train", "val", "test"):
+        key = f"limit_{stage}_batches"
+        limit = trainer.get(key, _ABSENT)
+        if isinstance(limit, float):
+            check_number(limit, f"trainer.{key}", kind=float, ge=0, le=1, example=0.5)
+        else:
+            check_number(limit, f"trainer.{key}", ge=0, also=(None,), example=10)
+    fast = trainer.get("fast_dev_run", _ABSENT)
+    if not isinstance(fast, bool):
+        check_number(fast, "trainer.fast_dev_run", ge=0, example="true")
+    for key in ("enable_progress_bar", "enable_checkpointing", "enable_model_summary"):
+        flag = trainer.get(key, _ABSENT)
+        if flag is not _ABSENT and not isinstance(flag, bool):
+            raise ConfigError(f"trainer.{key}={_show(flag)} must be true or false")
+    deterministic = trainer.get("deterministic", _ABSENT)
+    if deterministic is not _ABSENT and deterministic not in (True, False, None, "warn"):
+        raise ConfigError(f"trainer.deterministic={_show(deterministic)} must be true, false or warn")
+
+
+def check_data(data: DictConfig) -> None:
+    check_number(data.get("num_workers", _ABSENT), "task.data.num_workers", ge=0, example=0)
+    check_choice(data.get("tokenizer", _ABSENT), "task.data.tokenizer", TOKENIZERS)
+    if data.get("tokenizer") == "bpe":
+        check_number(data.get("vocab_size", _ABSENT), "task.data.vocab_size", ge=262, example=8000)
+    columns = data.get("columns", _ABSENT)
+    if columns is not _ABSENT and columns is not None:
+        if not OmegaConf.is_dict(columns):
+            raise ConfigError(
+                f"task.data.columns={_show(columns)} must map names to columns, e.g. task.data.columns.text=review"
+            )
+        for name, column in columns.items():
+            if not isinstance(column, str) or not column:
+                raise ConfigError(
+                    f"task.data.columns.{name}={_show(column)} must be a column name, e.g. task.data.columns.{name}={name}"
+                )
+
+
+# Ranges of the task modules' common hyperparameters (their types come from the task's signature).
+TASK_MODULE_RANGES: dict[str, dict[str, Any]] = {
+    "lr": {"kind": float, "gt": 0, "example": "1e-3"},
+    "weight_decay": {"kind": float, "ge": 0, "example": 0.01},
+    "warmup_steps": {"kind": int, "ge": 0, "example": 100},
+    "label_smoothing": {"kind": float, "ge": 0, "lt": 1, "example": 0.1},
+}
+
+
+def check_task_module(task: DictConfig) -> None:
+    """`task.module.*` against the task class's typed __init__: unknown keys and wrong types (lr=fast)
+    fail here, before training, not when the optimiser first reads them."""
+    module = task.get("module")
+    if module is None:
+        return
+    hints = _task_hints(str(module.get("_target_", "")))
+    for key in module:
+        if str(key).startswith("_"):
+            continue
+        value = _select(module, str(key))
+        where = f"task.module.{key}"
+        if hints is not None and key not in hints:
+            known = sorted(str(k) for k in module if str(k) in hints)  # what the task's YAML sets
+            raise ConfigError(
+                f"unknown config key '{where}'{did_you_mean(str(key), known)}; this task's module takes: {', '.join(known)}"
+            )
+        spec = TASK_MODULE_RANGES.get(str(key))
+        if spec is not None:
+            check_number(value, where, **spec)
+        elif hints is not None and hints[key] in (int, float, bool, str):
+            _check_type(value, where, hints[key])
+
+
+def _check_type(value: Any, key: str, kind: type) -> None:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+        raise ConfigError(f"{key}={_show(value)} is not valid: expected {noun}; set {key}=<{noun}>")
+
+
+def _task_hints(target: str) -> dict[str, Any] | None:
+    """Type hints of the task class named by `target` (`pkg.Class.from_datamodule`); None if unknown."""
+    import importlib
+    import typing
+
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name, None)
+        owner = getattr(obj, "__self__", obj)  # a classmethod's class
+        if not isinstance(owner, type):
+            return None
+        try:
+            hints = typing.get_type_hints(owner.__init__)
+        except Exception:
+            return None
+        import inspect
+
+        params = inspect.signature(owner.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return None
+        return {name: hints.get(name, Any) for name in params if name != "self"}
+    return None
+
+
+def check_decode(decode: DictConfig | None) -> None:
+    """task.decode (translate, summarise): beam widths, lengths and sample counts."""
+    if decode is None:
+        return
+    check_number(decode.get("beam", _ABSENT), "task.decode.beam", ge=1, example=4)
+    check_number(decode.get("val_beam", _ABSENT), "task.decode.val_beam", ge=1, example=1)
+    check_number(decode.get("max_new_tokens", _ABSENT), "task.decode.max_new_tokens", ge=1, example=128)
+    check_number(
+        decode.get("length_penalty", _ABSENT), "task.decode.length_penalty", kind=float, ge=0, example=1.0
+    )
+    for key in ("val_samples", "test_samples"):
+        check_number(decode.get(key, _ABSENT), f"task.decode.{key}", ge=1, also=(None,), example=64)
+    check_number(decode.get("table_rows", _ABSENT), "task.decode.table_rows", ge=0, example=50)
+
+
+def check_callbacks(callbacks: DictConfig | None) -> None:
+    if not callbacks:
+        return
+    early = callbacks.get("early_stopping")
+    if early is not None:
+        check_number(early.get("patience", _ABSENT), "callbacks.early_stopping.patience", ge=0, example=5)
+    cost = callbacks.get("cost")
+    if cost is not None:
+        check_number(cost.get("warmup_steps", _ABSENT), "callbacks.cost.warmup_steps", ge=0, example=5)
+
+
+def check_attention(cfg: DictConfig) -> None:
+    """The attention's declared ranges, and its resource bounds against model.max_len, for the main
+    variant and every role override (model.decoder.self_attention=... takes that variant's defaults)."""
+    from attnlab.attention import registry
+
+    max_len = cfg.model.max_len
+    attention = OmegaConf.to_container(cfg.attention, resolve=True)
+    name = attention.pop("name")
+    registry.validate_hyperparameters(name, attention, max_len=max_len)
+    for part in ("encoder", "decoder"):
+        roles = cfg.model.get(part) or {}
+        for variant in roles.values():
+            if variant not in (None, name):
+                check_attention_name(str(variant))
+                registry.validate_hyperparameters(str(variant), {}, max_len=max_len)
 
 
 def check_device(trainer: DictConfig) -> None:
