@@ -57,7 +57,8 @@ class Range:
     ge / gt / le / lt: inclusive / exclusive bounds (None = unbounded).
     max_len_ratio: the value may be at most this multiple of model.max_len: a resource bound (a
         landmark, feature or rank count far beyond the sequence buys nothing and can exhaust time or
-        memory); checked wherever max_len is known (the composed config, `build_attention(max_len=)`).
+        memory); checked against the run's model.max_len before anything is built, and by
+        `build_attention(max_len=...)` for variants that take max_len (their weights depend on it).
     odd: the value must be odd (a centred convolution kernel).
     also: values accepted outside the range, e.g. `also=(0,)` for "0 = off".
     """

@@ -359,8 +359,7 @@ def _coerce(name: str, p: Hyperparameter, value: Any) -> Any:
 
 def build_attention(name: str, **params: Any) -> Attention:
     """Build variant `name`. Context keywords (head_dim, heads, max_len) are passed on only to
-    variants that declare them; every other keyword must be one of the variant's hyperparameters.
-    A given max_len also bounds the hyperparameters declared relative to it (Range.max_len_ratio)."""
+    variants that declare them; every other keyword must be one of the variant's hyperparameters."""
     entry = registry_entry(name)
     context = {key: params.pop(key) for key in CONTEXT_PARAMETERS if key in params}
     missing = [key for key in entry.context if key not in context]
@@ -368,7 +367,11 @@ def build_attention(name: str, **params: Any) -> Attention:
         raise ConfigError(
             f"attention '{name}' needs {', '.join(missing)} to be built (the layer passes them)"
         )
-    hyper = validate_hyperparameters(name, params, max_len=context.get("max_len"))
+    # Resource bounds (Range.max_len_ratio) are checked here only for variants built for a max_len
+    # (their weights depend on it); for the others, max_len is a property of the run's config, checked
+    # there (attnlab.config_checks), so the bench may measure any length.
+    built_for = context.get("max_len") if "max_len" in entry.context else None
+    hyper = validate_hyperparameters(name, params, max_len=built_for)
     return entry.cls(**hyper, **{key: context[key] for key in entry.context})
 
 

@@ -98,7 +98,20 @@ def check_labels(rows: Sequence[Mapping], *, column: str = "label", split: str =
         label = row.get(column)
         if label is None:
             raise DataError(f"row {i} of the {split} split has no '{column}' label; fill it or drop the row")
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)  # 1.0 from a CSV/parquet float column is class 1
+        if isinstance(label, float) or not isinstance(label, str | int):
+            raise DataError(
+                f"row {i} of the {split} split has label {label!r} in '{column}': a class must be an integer or a "
+                f"name, not a {type(label).__name__}; this looks like a regression target or the wrong column "
+                f"(set task.data.columns.label=<column of class ids or names>)"
+            )
         counts[label] = counts.get(label, 0) + 1
+    if len(counts) == len(rows) >= 10:
+        raise DataError(
+            f"every row of the {split} split has its own '{column}' value ({len(rows)} classes for {len(rows)} rows); "
+            f"that is not a label column: set task.data.columns.label=<column of class ids or names>"
+        )
     if len(counts) < 2:
         only = next(iter(counts), None)
         raise DataError(
