@@ -430,7 +430,7 @@ def one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())
 
 
-def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
+def hydra_error_message(error: BaseException, argv: list[str] = (), *, config_name: str = "config") -> str:
     """One line for a Hydra/OmegaConf composition error, naming the override and the fix."""
     causes = [error]
     while causes[-1].__cause__ is not None and len(causes) < 5:
@@ -442,7 +442,7 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
         full = re.search(r"full_key: ([\w.]+)", text)
         dotted = full.group(1) if full else key
         parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
-        known = _known_keys(parent, argv)
+        known = _known_keys(parent, argv, config_name)
         hint = did_you_mean(key, known)
         return f"unknown config key '{dotted}'{hint}; to add a new key write +{dotted}=<value>"
     match = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
@@ -459,7 +459,7 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
     return one_line(causes[0])
 
 
-def _known_keys(parent: str, argv: list[str]) -> list[str]:
+def _known_keys(parent: str, argv: list[str], config_name: str = "config") -> list[str]:
     """Keys of the composed config node `parent` (best effort; [] when composition itself fails)."""
     try:
         from hydra import compose, initialize_config_module
@@ -469,7 +469,7 @@ def _known_keys(parent: str, argv: list[str]) -> list[str]:
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
             cfg = compose(
-                config_name="config",
+                config_name=config_name,
                 overrides=[a for a in argv if a.split("=")[0] in ("task", "model", "trainer", "attention")],
             )
         node = OmegaConf.select(cfg, parent) if parent else cfg

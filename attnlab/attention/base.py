@@ -71,11 +71,11 @@ class Range:
     odd: bool = False
     also: tuple[Any, ...] = ()
 
-    def describe(self) -> str:
-        """'>= 1', '> 0 and < 1', 'odd and >= 1 (or 0)'; '' for no constraint."""
+    def describe(self, *, max_len: bool = True) -> str:
+        """'>= 1', '> 0 and < 1', 'odd and >= 1 (or 0)', '>= 1 and <= model.max_len'; '' for none."""
         parts = [f"{op} {bound:g}" for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
                  if bound is not None]  # fmt: skip
-        if self.max_len_ratio is not None:
+        if self.max_len_ratio is not None and max_len:
             parts.append(
                 "<= " + ("" if self.max_len_ratio == 1 else f"{self.max_len_ratio:g} x ") + "model.max_len"
             )
@@ -97,7 +97,7 @@ class Range:
             and (self.lt is None or value < self.lt)
             and (not self.odd or int(value) % 2 == 1)
         )
-        return None if inside else f"must be {self.describe()}"
+        return None if inside else f"must be {self.describe(max_len=False)}"
 
     def example(self, value: float, default: Any) -> Any:
         """A valid value to suggest instead of `value`: the next odd number for an even one, else the default."""

@@ -303,11 +303,12 @@ def default_hyperparameters(name: str) -> dict[str, Any]:
 
 # ---- building -----------------------------------------------------------------------------------
 def validate_hyperparameters(
-    name: str, params: dict[str, Any], *, max_len: int | None = None
+    name: str, params: dict[str, Any], *, max_len: int | None = None, prefix: str = "attention."
 ) -> dict[str, Any]:
     """Check names, types, choices and declared ranges of `params` for variant `name`; return them
     with defaults filled. With `max_len` (the model's positional size) the resource bounds of the
-    declared ranges (`Range(max_len_ratio=...)`) are checked too, defaults included."""
+    declared ranges (`Range(max_len_ratio=...)`) are checked too, defaults included. Messages name
+    each key as `<prefix><key>` (the bench passes `params.<name>.`)."""
     entry = registry_entry(name)
     allowed = entry.hyperparameters
     resolved = default_hyperparameters(name)
@@ -317,7 +318,7 @@ def validate_hyperparameters(
             raise ConfigError(
                 f"attention '{name}' has no parameter '{key}'{did_you_mean(key, allowed)}; its parameters: {listing}"
             )
-        resolved[key] = _coerce(name, allowed[key], value)
+        resolved[key] = _coerce(name, allowed[key], value, prefix)
     if max_len is not None:
         for key, p in allowed.items():
             value = resolved[key]
@@ -326,15 +327,15 @@ def validate_hyperparameters(
                 bound = int(p.range.max_len_ratio * max_len)
                 example = min(p.default, bound) if p.default is not None else bound
                 raise ConfigError(
-                    f"attention.{key}={value} {why}; choose attention.{key}={example} or raise model.max_len "
+                    f"{prefix}{key}={value} {why}; choose {prefix}{key}={example} or raise model.max_len "
                     f"('{name}': a count far beyond the sequence costs more than it buys)"
                 )
     return resolved
 
 
-def _coerce(name: str, p: Hyperparameter, value: Any) -> Any:
+def _coerce(name: str, p: Hyperparameter, value: Any, prefix: str = "attention.") -> Any:
     def bad(reason: str) -> ConfigError:
-        return ConfigError(f"attention.{p.name}={value!r} is invalid for '{name}': {reason}")
+        return ConfigError(f"{prefix}{p.name}={value!r} is invalid for '{name}': {reason}")
 
     if value is None:
         if p.optional:
@@ -351,9 +352,7 @@ def _coerce(name: str, p: Hyperparameter, value: Any) -> Any:
     why = None if p.range is None else p.range.violation(value)
     if why is not None:
         example = p.range.example(value, p.default)
-        raise ConfigError(
-            f"attention.{p.name}={value!r} {why} for '{name}'; e.g. attention.{p.name}={example!r}"
-        )
+        raise ConfigError(f"{prefix}{p.name}={value!r} {why} for '{name}'; e.g. {prefix}{p.name}={example!r}")
     return value
 
 
