@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,7 @@ def _bound(b: float) -> str:
 def check_choice(value: Any, key: str, choices: tuple[Any, ...]) -> None:
     if value is _ABSENT or value in choices:
         return
-    shown = list(dict.fromkeys(str(c) for c in choices))
+    shown = list(dict.fromkeys(_show(c) for c in choices))
     raise ConfigError(
         f"{key}={_show(value)} is not allowed{did_you_mean(str(value), shown)}; choose {key}= one of {', '.join(shown)}"
     )
@@ -95,14 +97,17 @@ def check_config(cfg: DictConfig) -> None:
     check_number(model.get("decoder_layers", _ABSENT), "model.decoder_layers", ge=1, example=2)
     check_choice(model.get("positional", _ABSENT), "model.positional", POSITIONAL)
     check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
-    _positive(trainer.max_steps, "trainer.max_steps", allow_minus_one=True)
+    check_number(trainer.max_steps, "trainer.max_steps", ge=1, also=(-1,), example=1500)
     check_trainer(trainer)
     data = cfg.task.get("data")
     if data is not None:
-        _positive(data.batch_size, "task.data.batch_size")
+        check_number(data.batch_size, "task.data.batch_size", ge=1, example=32)
         for split, limit in (data.get("limit") or {}).items():
             _positive(limit, f"task.data.limit.{split}", allow_none=True)
         check_data(data)
+    check_choice(cfg.task.get("monitor_mode", _ABSENT), "task.monitor_mode", ("min", "max"))
+    check_tags(cfg.get("tags", _ABSENT))
+    check_paths(cfg)
     check_task_module(cfg.task)
     check_decode(cfg.task.get("decode"))
     check_callbacks(cfg.get("callbacks"))
@@ -135,6 +140,21 @@ def check_trainer(trainer: DictConfig) -> None:
             check_number(i, "trainer.devices[]", ge=0, example=0)
     else:
         check_number(devices, "trainer.devices", ge=1, also=(-1, "auto"), example=1)
+    if (
+        str(trainer.get("accelerator")) == "cpu"
+        and isinstance(devices, int)
+        and devices > (os.cpu_count() or 1)
+    ):
+        raise ConfigError(
+            f"trainer.devices={devices} on CPU starts {devices} training processes on {os.cpu_count()} cores; "
+            f"use trainer.devices=1 (or at most {os.cpu_count()})"
+        )
+    check_number(trainer.get("num_nodes", _ABSENT), "trainer.num_nodes", ge=1, example=1)
+    strategy = trainer.get("strategy", _ABSENT)
+    if isinstance(strategy, str):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        check_choice(strategy, "trainer.strategy", ("auto", *StrategyRegistry.available_strategies()))
     check_number(trainer.get("max_epochs", _ABSENT), "trainer.max_epochs", ge=1, also=(-1, None), example=-1)
     interval = trainer.get("val_check_interval", _ABSENT)
     if isinstance(interval, float):
@@ -278,12 +298,68 @@ def check_decode(decode: DictConfig | None) -> None:
     check_number(decode.get("table_rows", _ABSENT), "task.decode.table_rows", ge=0, example=50)
 
 
+def check_tags(tags: Any) -> None:
+    if tags is _ABSENT:
+        return
+    if not OmegaConf.is_list(tags) or not all(isinstance(t, str | int | float) and t != "" for t in tags):
+        raise ConfigError(f"tags={_show(tags)} must be a list of words, e.g. tags=[baseline,long]")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The directories a run writes must be creatable: else an OSError traceback once the run started."""
+    keys = ["paths.run_dir", "paths.data_cache", "hydra.run.dir", "hydra.sweep.dir"]
+    keys += [f"logger.{name}.save_dir" for name in (cfg.get("logger") or {})]
+    for key in keys:
+        try:
+            value = _select(cfg, key)
+        except Exception:  # ${hydra:...} before Hydra runs: checked when Hydra creates it
+            continue
+        if value is _ABSENT or value is None:
+            continue
+        if str(value).strip() == "":
+            raise ConfigError(f"{key} is empty; give a directory, e.g. {key}=outputs/my_run")
+        blocker = _unwritable(Path(str(value)))
+        if blocker is not None:
+            raise ConfigError(f"{key}={value} cannot be created: {blocker}; choose a writable directory")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why directory `path` cannot be created or written (its nearest existing ancestor), or None."""
+    path = path.expanduser().absolute()
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{ancestor} is a file"
+            try:  # os.access says yes to root everywhere, even under /proc
+                with tempfile.TemporaryFile(dir=ancestor):
+                    return None
+            except OSError as error:
+                return f"{ancestor} is not writable ({error.strerror})"
+    return None
+
+
 def check_callbacks(callbacks: DictConfig | None) -> None:
     if not callbacks:
         return
     early = callbacks.get("early_stopping")
     if early is not None:
         check_number(early.get("patience", _ABSENT), "callbacks.early_stopping.patience", ge=0, example=5)
+    lr_monitor = callbacks.get("lr_monitor")
+    if lr_monitor is not None:
+        check_choice(
+            lr_monitor.get("logging_interval", _ABSENT),
+            "callbacks.lr_monitor.logging_interval",
+            ("step", "epoch", None),
+        )
+    finite = callbacks.get("finite")
+    if finite is not None:
+        check_number(
+            finite.get("inject_nan_at_step", _ABSENT),
+            "callbacks.finite.inject_nan_at_step",
+            ge=0,
+            also=(None,),
+            example="null",
+        )
     cost = callbacks.get("cost")
     if cost is not None:
         check_number(cost.get("warmup_steps", _ABSENT), "callbacks.cost.warmup_steps", ge=0, example=5)
@@ -453,9 +529,22 @@ def hydra_error_message(error: BaseException, argv: list[str] = (), *, config_na
             match.group(2), match.group(2).lower()
         )
         return f"{where}={match.group(1)} is not valid: expected {kind}; set {where}=<{kind}>"
-    match = re.search(r"Could not find '([^']+)'", text)
+    match = re.search(r"Value '([^']*)' is not a valid (\w+)", text)
     if match:
-        return f"{one_line(causes[0])}"
+        full = re.search(r"full_key: ([\w.]+)", text)
+        where = full.group(1) if full else "a config value"
+        kind = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(
+            match.group(2), match.group(2)
+        )
+        return f"{where}={match.group(1)} is not valid: expected {kind}; set {where}=<{kind}>"
+    match = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if match:
+        group, option = match.groups()
+        raw = "\n".join(str(c) for c in causes)
+        listed = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", raw)
+        options = [o.strip() for o in listed.group(1).splitlines() if o.strip()] if listed else []
+        choices = f"; choose {group}= one of {', '.join(options)}" if options else ""
+        return f"unknown {group} '{option}'{did_you_mean(option, options)}{choices}"
     return one_line(causes[0])
 
 

@@ -195,6 +195,28 @@ def _dig(row: Mapping, path: list[str], i: int, split: str, origin: str) -> Any:
     return value
 
 
+def _check_builtin_types(builtin: Callable, signature: inspect.Signature, params: Mapping) -> None:
+    """task.data.builtin.<key> values against the generator's annotations (int, float, bool, str)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(builtin)
+    except Exception:  # unresolvable annotations: the generator checks its own arguments
+        return
+    nouns = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    for key, value in params.items():
+        kind = hints.get(key)
+        if kind not in nouns:
+            continue
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise DataError(
+                f"task.data.builtin.{key}={value!r} is not valid: expected {nouns[kind]}; "
+                f"set task.data.builtin.{key}=<{nouns[kind]}> (default {signature.parameters[key].default!r})"
+            )
+
+
 def _builtin_tables(
     data: Mapping, builtin: Callable[..., dict[str, list[dict]]] | None
 ) -> dict[str, list[dict]]:
@@ -213,6 +235,7 @@ def _builtin_tables(
                     f"unknown parameter task.data.builtin.{key} for {getattr(builtin, '__name__', 'the generator')}"
                     f"{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
                 )
+    _check_builtin_types(builtin, signature, params)
     splits = builtin(**params)
     missing = [s for s in SPLITS if s not in splits]
     if missing:
