@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from attnlab.config_checks import check_config, check_overrides, hydra_error_message
+from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.schemas import store_configs
 
@@ -97,6 +97,7 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     store_configs()
     check_overrides(argv)
     if any(a.startswith("-") for a in argv):
+        check_hydra_flags(argv, program="python -m attnlab", config_name="config")
         return None
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException

@@ -489,6 +489,34 @@ def check_overrides(argv: list[str]) -> None:
                 registry.validate_hyperparameters(name, {param: value})
 
 
+def check_hydra_flags(argv: list[str], *, program: str, config_name: str) -> None:
+    """Hydra's own flags (--cfg, --config-name, -m ...): a mistake is one line here, where Hydra
+    would print its usage (or a multi-line missing-config error) instead."""
+    if not any(a.startswith("-") for a in argv):
+        return
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise ConfigError(f"{message}; see `{program} --help`")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    parser.exit = lambda status=0, message=None: None  # type: ignore[method-assign]  # --help: Hydra prints it
+    parser.print_help = lambda file=None: None  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    if args.config_name not in (None, config_name):
+        raise ConfigError(
+            f"--config-name={args.config_name}: {program} composes its one config '{config_name}'; drop --config-name "
+            f"and choose groups instead (e.g. experiment=<name>)"
+        )
+    for flag, value in (("--config-dir", args.config_dir), ("--config-path", args.config_path)):
+        if value is not None and not Path(value).is_dir():
+            raise ConfigError(
+                f"{flag}={value} is not a directory; give a directory of YAML configs or drop {flag}"
+            )
+
+
 def check_attention_name(name: str) -> None:
     """A known variant, or a clear error: a plugin that failed to load says so and why."""
     from attnlab.attention import registry

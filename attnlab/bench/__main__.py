@@ -29,7 +29,10 @@ def main(cfg: DictConfig) -> None:
 def preflight(argv: list[str]) -> DictConfig | None:
     """Compose conf/bench.yaml with `argv` and check every value; None for Hydra flags (--help, -m),
     which Hydra handles itself. Raises AttnlabError with a one-line message."""
+    from attnlab.config_checks import check_hydra_flags
+
     if any(a.startswith("-") for a in argv):
+        check_hydra_flags(argv, program="python -m attnlab.bench", config_name="bench")
         return None
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
