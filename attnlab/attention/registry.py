@@ -352,7 +352,9 @@ def _coerce(name: str, p: Hyperparameter, value: Any, prefix: str = "attention."
     why = None if p.range is None else p.range.violation(value)
     if why is not None:
         example = p.range.example(value, p.default)
-        raise ConfigError(f"{prefix}{p.name}={value!r} {why} for '{name}'; e.g. {prefix}{p.name}={example!r}")
+        raise ConfigError(
+            f"{prefix}{p.name}={value!r} {why}; e.g. {prefix}{p.name}={example!r} (attention '{name}')"
+        )
     return value
 
 
