@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> float | None:
         user = user_error(error)
         if user is not None:
             write_failure(_run_dir(), error, str(user))
-            print(f"error: {user}", file=sys.stderr)
+            print(f"error: {user} (recorded in {_run_dir()}/failed.json)", file=sys.stderr)
             if multirun:
                 return None  # the other members of the sweep go on
             sys.exit(EXIT_USER_ERROR)
@@ -157,8 +157,8 @@ def entry() -> None:
         cfg = preflight(argv)
         if cfg is not None:
             sys.argv.extend(resume_overrides(cfg, argv))
-    except AttnlabError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except AttnlabError as error:  # no run directory yet: say that nothing was written
+        print(f"error: {error} (nothing was written)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     main()
     from attnlab.reliability import SweepSummary

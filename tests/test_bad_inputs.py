@@ -227,3 +227,33 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(row: Bad, tmp_pa
     assert len(errors) == 1 and row.fragment in errors[0], screen[-2000:]
     assert "Traceback" not in screen and "usage:" not in screen
     assert not any(tmp_path.iterdir()), f"wrote {list(tmp_path.iterdir())}"  # checked before any directory
+
+
+# ---- resource-absurd settings that are cut off rather than refused -------------------------------------
+def test_a_bench_point_that_cannot_finish_in_its_budget_is_not_started(tmp_path):
+    """N = 10^7 after N = 64: one call is predicted (at least linear in N) to take far longer than
+    time_budget_s, so it is recorded as time_budget without running, and the sweep saves its files."""
+    from attnlab.bench.__main__ import preflight
+    from attnlab.bench.sweep import run
+
+    cfg = preflight(
+        [
+            "variants=[linear]",
+            "baselines=[]",
+            "crossover_baseline=linear",
+            "lengths=[64,10000000]",
+            "repeats=1",
+            "warmup=0",
+            "heads=1",
+            "head_dim=8",
+            "device=cpu",
+            "time_budget_s=0.5",
+            f"out_dir={tmp_path}",
+        ],
+        hydra_config=False,
+    )
+    result = run(cfg)
+    (big,) = [r for r in result["rows"] if r["N"] == 10_000_000]
+    assert big["status"] == "time_budget" and big["note"].startswith("not run: one call would take >=")
+    assert "past time_budget_s=0.5" in big["note"]
+    assert (tmp_path / "bench.csv").exists() and (tmp_path / "bench.json").exists()

@@ -26,9 +26,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit(EXIT_USER_ERROR)
 
 
-def preflight(argv: list[str]) -> DictConfig | None:
+def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | None:
     """Compose conf/bench.yaml with `argv` and check every value; None for Hydra flags (--help, -m),
-    which Hydra handles itself. Raises AttnlabError with a one-line message."""
+    which Hydra handles itself. Raises AttnlabError with a one-line message. Without `hydra_config`
+    the result has no `hydra` node and can be run in-process (`run(cfg)`)."""
     from attnlab.config_checks import check_hydra_flags
 
     if any(a.startswith("-") for a in argv):
@@ -43,7 +44,7 @@ def preflight(argv: list[str]) -> DictConfig | None:
 
     try:
         with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
-            cfg = compose(config_name="bench", overrides=list(argv), return_hydra_config=True)
+            cfg = compose(config_name="bench", overrides=list(argv), return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(hydra_error_message(err, argv, config_name="bench")) from err
     parse(cfg)
@@ -54,7 +55,7 @@ def run_args(argv: list[str]) -> tuple[int, str]:
     """`python -m attnlab.bench argv` in this process, for tests: (exit status, the one-line error or '').
     `argv` should set `out_dir`."""
     try:
-        cfg = preflight(argv)
+        cfg = preflight(argv, hydra_config=False)
         if cfg is None:
             raise ConfigError("run_args runs the bench without Hydra flags")
         run(cfg)
