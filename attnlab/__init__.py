@@ -2,12 +2,15 @@
 
 Public plugin API:
 
-    from attnlab import Attention, Capabilities, register_attention, build_attention, available_attentions
+    from attnlab import Attention, Capabilities, Range, register_attention, build_attention, available_attentions
+
+Hyperparameter ranges are declared in the signature: `window: Annotated[int, Range(ge=1)] = 128`.
 """
 
 from attnlab.attention import (
     Attention,
     Capabilities,
+    Range,
     available_attentions,
     build_attention,
     get_attention_class,
@@ -20,6 +23,7 @@ __all__ = [
     "Attention",
     "AttnlabError",
     "Capabilities",
+    "Range",
     "available_attentions",
     "build_attention",
     "get_attention_class",

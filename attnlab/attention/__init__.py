@@ -1,6 +1,6 @@
 """Attention variants and their registry. Knows nothing of tasks, Lightning or Hydra's app."""
 
-from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, State, describe
+from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, Range, State, describe
 from attnlab.attention.registry import (
     available_attentions,
     broken_plugins,
@@ -15,6 +15,7 @@ __all__ = [
     "Attention",
     "Capabilities",
     "KVCacheDecoding",
+    "Range",
     "State",
     "available_attentions",
     "broken_plugins",
