@@ -99,6 +99,7 @@ def check_config(cfg: DictConfig) -> None:
     check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
     check_number(trainer.max_steps, "trainer.max_steps", ge=1, also=(-1,), example=1500)
     check_trainer(trainer)
+    check_schedule(trainer, cfg.get("callbacks"))
     data = cfg.task.get("data")
     if data is not None:
         check_number(data.batch_size, "task.data.batch_size", ge=1, example=32)
@@ -192,6 +193,30 @@ def check_trainer(trainer: DictConfig) -> None:
     deterministic = trainer.get("deterministic", _ABSENT)
     if deterministic is not _ABSENT and deterministic not in (True, False, None, "warn"):
         raise ConfigError(f"trainer.deterministic={_show(deterministic)} must be true, false or warn")
+
+
+def check_schedule(trainer: DictConfig, callbacks: DictConfig | None) -> None:
+    """A run must end, and validate at least once (the checkpoint and early stopping watch validation)."""
+    steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    early = (callbacks or {}).get("early_stopping")
+    if steps == -1 and epochs in (-1, None) and early is None and not trainer.get("fast_dev_run"):
+        raise ConfigError(
+            "trainer.max_steps=-1 and trainer.max_epochs=-1 without early stopping would train forever; "
+            "set trainer.max_steps=<n> (e.g. 1500)"
+        )
+    interval = trainer.get("val_check_interval")
+    if (
+        isinstance(interval, int)
+        and not isinstance(interval, bool)
+        and isinstance(steps, int)
+        and 0 < steps < interval
+        and trainer.get("check_val_every_n_epoch") is None
+        and not trainer.get("fast_dev_run")
+    ):
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} is beyond trainer.max_steps={steps}: the run would never "
+            f"validate (no best checkpoint, no early stopping); set trainer.val_check_interval={max(1, steps // 4)}"
+        )
 
 
 def check_data(data: DictConfig) -> None:

@@ -135,6 +135,8 @@ APP = [
     Bad("trainer.max_steps=1.5", "trainer.max_steps=1.5 must be an integer"),
     Bad("trainer.max_steps=abc", "trainer.max_steps=abc must be an integer"),
     Bad("trainer.val_check_interval=0", "trainer.val_check_interval=0 must be an integer >= 1"),
+    Bad("trainer=cpu trainer.max_steps=100", "the run would never validate"),
+    Bad("trainer=cpu trainer.max_steps=-1 callbacks.early_stopping=null", "would train forever"),
     Bad("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5 must be a number > 0 and <= 1"),
     Bad("trainer.val_check_interval=abc", "trainer.val_check_interval=abc must be an integer"),
     Bad("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0 must be an integer >= 1"),
