@@ -6,8 +6,10 @@ anything else is a bug and is shown in full.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class AttnlabError(Exception):
@@ -40,3 +42,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' when a close choice exists, else ''."""
     match = closest(word, choices)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error:` line and exit status 2, like every attnlab error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")

@@ -14,16 +14,15 @@ listed as failures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError, OneLineArgumentParser
 from attnlab.results import RESULTS_FILE
 
 
@@ -350,15 +349,8 @@ def report(
     return {"runs": runs, "markdown": markdown, "plot": plot}
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one `error:` line (exit status 2) like every attnlab error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _OneLineParser(prog="python -m attnlab.report", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m attnlab.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, sweep dirs or results.json files")
     parser.add_argument(
         "--cost", choices=sorted(COSTS), default="flops", help="cost axis of the Pareto front"

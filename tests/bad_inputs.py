@@ -7,7 +7,8 @@ Add a row for every new mistake found; keep the fragment to the words that carry
 
     Bad(args, fragment, what)
       args      the command line after `python -m attnlab` (what="app"), `python -m attnlab.bench`
-                ("bench") or `python -m attnlab.report` ("report"), split like a shell (shlex).
+                ("bench"), `python -m attnlab.report` ("report") or `python -m attnlab.variants`
+                ("variants"), split like a shell (shlex).
                 `{tmp}` is the test's temporary directory; a word `@name` is replaced by the words the
                 setup `name` returns (tests/test_bad_inputs.py: data files, checkpoints, results).
       fragment  words the one-line message must contain.
@@ -296,4 +297,6 @@ REPORT = [
     Bad("@results:corrupt --out /etc/hostname", "--out /etc/hostname is a file", "report"),
 ]
 
-ROWS = [*APP, *FLAGS, *BENCH, *REPORT]
+VARIANTS = [Bad("--bogus", "unrecognized arguments: --bogus", "variants")]
+
+ROWS = [*APP, *FLAGS, *BENCH, *REPORT, *VARIANTS]

@@ -165,11 +165,12 @@ def run_row(row: Bad, words: list[str], tmp: Path) -> tuple[int, str]:
         from attnlab.bench.__main__ import run_args as bench_args
 
         return bench_args([*BENCH_TINY, f"out_dir={tmp / 'bench'}", *words])
-    if row.what == "report":
+    if row.what in ("report", "variants"):
         from attnlab.report import main as report_main
+        from attnlab.variants import main as variants_main
 
         try:
-            return report_main(words), ""
+            return (report_main if row.what == "report" else variants_main)(words), ""
         except SystemExit as stop:  # argparse
             return int(stop.code), ""
     raise ValueError(f"unknown catalogue kind {row.what!r}")
@@ -182,7 +183,7 @@ def row_id(row: Bad) -> str:
 def test_the_catalogue_covers_every_class():
     assert len(ROWS) >= 120
     assert len({(r.what, r.args) for r in ROWS}) == len(ROWS), "duplicate rows"
-    assert {r.what for r in ROWS} == {"app", "flags", "bench", "report"}
+    assert {r.what for r in ROWS} == {"app", "flags", "bench", "report", "variants"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
@@ -192,7 +193,7 @@ def test_bad_input_is_one_clear_line(row: Bad, tmp_path, request, capsys):
     words = expand(row, tmp_path, request)
     code, message = run_row(row, words, tmp_path)
     err = capsys.readouterr().err
-    if row.what == "report":  # main() prints its own line
+    if row.what in ("report", "variants"):  # main() prints its own line
         message = "\n".join(line for line in err.splitlines() if line.startswith("error: "))
     assert code == EXIT_USER_ERROR, f"accepted (exit {code}): {row.args}"
     assert message.startswith("error: ") and "\n" not in message, message
