@@ -2,7 +2,9 @@
 
 Public plugin API:
 
-    from attnlab import Attention, Capabilities, register_attention, build_attention, available_attentions
+    from attnlab import Attention, Capabilities, Range, register_attention, build_attention, available_attentions
+
+Hyperparameter ranges are declared in the signature: `window: Annotated[int, Range(ge=1)] = 128`.
 """
 
 from attnlab.threads import prefer_passive_openmp
@@ -13,6 +15,7 @@ from attnlab.attention import (  # noqa: E402
     Attention,
     Capabilities,
     GateSpec,
+    Range,
     available_attentions,
     build_attention,
     get_attention_class,
@@ -26,6 +29,7 @@ __all__ = [
     "AttnlabError",
     "Capabilities",
     "GateSpec",
+    "Range",
     "available_attentions",
     "build_attention",
     "get_attention_class",

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from attnlab.config_checks import check_config, check_overrides, hydra_error_message
+from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.schemas import store_configs
 
@@ -66,7 +66,7 @@ def main(cfg: DictConfig) -> float | None:
         user = user_error(error)
         if user is not None:
             write_failure(_run_dir(), error, str(user))
-            print(f"error: {user}", file=sys.stderr)
+            print(f"error: {user} (recorded in {_run_dir()}/failed.json)", file=sys.stderr)
             if multirun:
                 return None  # the other members of the sweep go on
             sys.exit(EXIT_USER_ERROR)
@@ -96,6 +96,7 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     store_configs()
     check_overrides(argv)
     if any(a.startswith("-") for a in argv):
+        check_hydra_flags(argv, program="python -m attnlab", config_name="config")
         return None
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
@@ -167,8 +168,8 @@ def entry() -> None:
         cfg = preflight(argv)
         if cfg is not None:
             sys.argv.extend(resume_overrides(cfg, argv))
-    except AttnlabError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except AttnlabError as error:  # no run directory yet: say that nothing was written
+        print(f"error: {error} (nothing was written)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except RunFinished as finished:
         print(finished, file=sys.stderr)

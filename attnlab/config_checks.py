@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf_models import is_hf_model, require_transformers
@@ -24,7 +27,69 @@ def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: boo
         raise ConfigError(f"{key}={value} must be a positive number; set {key}=<n> with n > 0{also}")
 
 
+_ABSENT = object()
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    """The value at dotted `key` (interpolations resolved), or _ABSENT when the config has no such key."""
+    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+
+
+def check_number(
+    value: Any,
+    key: str,
+    *,
+    kind: type = int,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    also: tuple[Any, ...] = (),
+    example: Any = None,
+) -> None:
+    """`value` (at config `key`) must be an int (kind=int) or a finite number (kind=float) inside the
+    bounds, or one of `also` (None, -1, 'auto' ...); else a one-line ConfigError with an example."""
+    if value is _ABSENT or any(value is a or (value == a and type(value) is type(a)) for a in also):
+        return
+    number = not isinstance(value, bool) and isinstance(value, int if kind is int else int | float)
+    bounds = [
+        f"{op} {_bound(b)}" for op, b in ((">=", ge), (">", gt), ("<=", le), ("<", lt)) if b is not None
+    ]
+    noun = "an integer" if kind is int else "a number"
+    inside = (
+        number
+        and math.isfinite(value)
+        and (ge is None or value >= ge)
+        and (gt is None or value > gt)
+        and (le is None or value <= le)
+        and (lt is None or value < lt)
+    )
+    if not inside:
+        allowed = f"{noun} {' and '.join(bounds)}".strip()
+        extra = f" (or {', '.join('null' if a is None else str(a) for a in also)})" if also else ""
+        hint = f"; e.g. {key}={example}" if example is not None else ""
+        raise ConfigError(f"{key}={_show(value)} must be {allowed}{extra}{hint}")
+
+
+def _bound(b: float) -> str:
+    return str(int(b)) if float(b).is_integer() else f"{b:g}"
+
+
+def check_choice(value: Any, key: str, choices: tuple[Any, ...]) -> None:
+    if value is _ABSENT or value in choices:
+        return
+    shown = list(dict.fromkeys(_show(c) for c in choices))
+    raise ConfigError(
+        f"{key}={_show(value)} is not allowed{did_you_mean(str(value), shown)}; choose {key}= one of {', '.join(shown)}"
+    )
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value) if not isinstance(value, str) or value else "''"
+
+
 def check_config(cfg: DictConfig) -> None:
+    """Every value of a composed app config that Hydra's types cannot check, before anything is built."""
     model, trainer = cfg.model, cfg.trainer
     if is_hf_model(model):  # a transformers model: its own config holds the sizes (attnlab.hf.model)
         require_transformers()
@@ -34,16 +99,322 @@ def check_config(cfg: DictConfig) -> None:
             _positive(model[key], f"model.{key}")
         if not 0.0 <= model.dropout < 1.0:
             raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
-    _positive(trainer.max_steps, "trainer.max_steps", allow_minus_one=True)
+        check_number(model.get("decoder_layers", _ABSENT), "model.decoder_layers", ge=1, example=2)
+        check_choice(model.get("positional", _ABSENT), "model.positional", POSITIONAL)
+    check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
+    check_number(trainer.max_steps, "trainer.max_steps", ge=1, also=(-1,), example=1500)
+    check_trainer(trainer)
+    check_schedule(trainer, cfg.get("callbacks"))
     data = cfg.task.get("data")
     if data is not None:
-        _positive(data.batch_size, "task.data.batch_size")
+        check_number(data.batch_size, "task.data.batch_size", ge=1, example=32)
         for split, limit in (data.get("limit") or {}).items():
             _positive(limit, f"task.data.limit.{split}", allow_none=True)
+        check_data(data)
+    check_choice(cfg.task.get("monitor_mode", _ABSENT), "task.monitor_mode", ("min", "max"))
+    check_tags(cfg.get("tags", _ABSENT))
+    check_paths(cfg)
+    check_task_module(cfg.task)
+    check_decode(cfg.task.get("decode"))
+    check_callbacks(cfg.get("callbacks"))
+    check_attention(cfg)
     check_device(trainer)
     from attnlab.tasks.common import check_task_config
 
     check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric
+
+
+POSITIONAL = ("sinusoidal", "learned")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", 32, "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", 16)
+PRECISIONS += ("64-true", "64", 64)
+TOKENIZERS = ("bytes", "bpe")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """The Lightning Trainer's arguments this project's configs set; Lightning's own errors are
+    multi-line and come only once training starts (val_check_interval=0 after the first step)."""
+    check_choice(trainer.get("accelerator", _ABSENT), "trainer.accelerator", ACCELERATORS)
+    check_choice(trainer.get("precision", _ABSENT), "trainer.precision", PRECISIONS)
+    devices = trainer.get("devices", _ABSENT)
+    if isinstance(devices, str) and devices != "auto":
+        ids = devices.replace(",", " ").split()
+        if not ids or not all(i.isdigit() for i in ids):
+            raise ConfigError(
+                f"trainer.devices={devices} is not allowed; give a count (trainer.devices=1), -1 or auto for all, "
+                f"or device ids (trainer.devices=[0,1])"
+            )
+    elif OmegaConf.is_list(devices) or isinstance(devices, list):
+        for i in devices:
+            check_number(i, "trainer.devices[]", ge=0, example=0)
+    else:
+        check_number(devices, "trainer.devices", ge=1, also=(-1, "auto"), example=1)
+    if (
+        str(trainer.get("accelerator")) == "cpu"
+        and isinstance(devices, int)
+        and devices > (os.cpu_count() or 1)
+    ):
+        raise ConfigError(
+            f"trainer.devices={devices} on CPU starts {devices} training processes on {os.cpu_count()} cores; "
+            f"use trainer.devices=1 (or at most {os.cpu_count()})"
+        )
+    check_number(trainer.get("num_nodes", _ABSENT), "trainer.num_nodes", ge=1, example=1)
+    strategy = trainer.get("strategy", _ABSENT)
+    if isinstance(strategy, str):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        check_choice(strategy, "trainer.strategy", ("auto", *StrategyRegistry.available_strategies()))
+    check_number(trainer.get("max_epochs", _ABSENT), "trainer.max_epochs", ge=1, also=(-1, None), example=-1)
+    interval = trainer.get("val_check_interval", _ABSENT)
+    if isinstance(interval, float):
+        check_number(interval, "trainer.val_check_interval", kind=float, gt=0, le=1, example=0.25)
+    else:
+        check_number(interval, "trainer.val_check_interval", ge=1, also=(None,), example=250)
+    for key in ("check_val_every_n_epoch",):
+        check_number(trainer.get(key, _ABSENT), f"trainer.{key}", ge=1, also=(None,), example=1)
+    check_number(trainer.get("log_every_n_steps", _ABSENT), "trainer.log_every_n_steps", ge=1, example=25)
+    check_number(
+        trainer.get("gradient_clip_val", _ABSENT),
+        "trainer.gradient_clip_val",
+        kind=float,
+        ge=0,
+        also=(None,),
+        example=1.0,
+    )
+    check_number(
+        trainer.get("accumulate_grad_batches", _ABSENT), "trainer.accumulate_grad_batches", ge=1, example=1
+    )
+    for stage in ("train", "val", "test"):
+        key = f"limit_{stage}_batches"
+        limit = trainer.get(key, _ABSENT)
+        if isinstance(limit, float):
+            check_number(limit, f"trainer.{key}", kind=float, ge=0, le=1, example=0.5)
+        else:
+            check_number(limit, f"trainer.{key}", ge=0, also=(None,), example=10)
+    fast = trainer.get("fast_dev_run", _ABSENT)
+    if not isinstance(fast, bool):
+        check_number(fast, "trainer.fast_dev_run", ge=0, example="true")
+    for key in ("enable_progress_bar", "enable_checkpointing", "enable_model_summary"):
+        flag = trainer.get(key, _ABSENT)
+        if flag is not _ABSENT and not isinstance(flag, bool):
+            raise ConfigError(f"trainer.{key}={_show(flag)} must be true or false")
+    deterministic = trainer.get("deterministic", _ABSENT)
+    if deterministic is not _ABSENT and deterministic not in (True, False, None, "warn"):
+        raise ConfigError(f"trainer.deterministic={_show(deterministic)} must be true, false or warn")
+
+
+def check_schedule(trainer: DictConfig, callbacks: DictConfig | None) -> None:
+    """A run must end, and validate at least once (the checkpoint and early stopping watch validation)."""
+    steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
+    early = (callbacks or {}).get("early_stopping")
+    if steps == -1 and epochs in (-1, None) and early is None and not trainer.get("fast_dev_run"):
+        raise ConfigError(
+            "trainer.max_steps=-1 and trainer.max_epochs=-1 without early stopping would train forever; "
+            "set trainer.max_steps=<n> (e.g. 1500)"
+        )
+    interval = trainer.get("val_check_interval")
+    if (
+        isinstance(interval, int)
+        and not isinstance(interval, bool)
+        and isinstance(steps, int)
+        and 0 < steps < interval
+        and trainer.get("check_val_every_n_epoch") is None
+        and not trainer.get("fast_dev_run")
+    ):
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} is beyond trainer.max_steps={steps}: the run would never "
+            f"validate (no best checkpoint, no early stopping); set trainer.val_check_interval={max(1, steps // 4)}"
+        )
+
+
+def check_data(data: DictConfig) -> None:
+    check_number(data.get("num_workers", _ABSENT), "task.data.num_workers", ge=0, example=0)
+    check_choice(data.get("tokenizer", _ABSENT), "task.data.tokenizer", TOKENIZERS)
+    if data.get("tokenizer") == "bpe":
+        check_number(data.get("vocab_size", _ABSENT), "task.data.vocab_size", ge=262, example=8000)
+    columns = data.get("columns", _ABSENT)
+    if columns is not _ABSENT and columns is not None:
+        if not OmegaConf.is_dict(columns):
+            raise ConfigError(
+                f"task.data.columns={_show(columns)} must map names to columns, e.g. task.data.columns.text=review"
+            )
+        for name, column in columns.items():
+            if column is None:  # a logical column the rows do not use (task=mqar: pre-tokenized, no text)
+                continue
+            if not isinstance(column, str) or not column:
+                raise ConfigError(
+                    f"task.data.columns.{name}={_show(column)} must be a column name, e.g. task.data.columns.{name}={name}"
+                )
+
+
+# Ranges of the task modules' common hyperparameters (their types come from the task's signature).
+TASK_MODULE_RANGES: dict[str, dict[str, Any]] = {
+    "lr": {"kind": float, "gt": 0, "example": "1e-3"},
+    "weight_decay": {"kind": float, "ge": 0, "example": 0.01},
+    "warmup_steps": {"kind": int, "ge": 0, "example": 100},
+    "label_smoothing": {"kind": float, "ge": 0, "lt": 1, "example": 0.1},
+}
+
+
+def check_task_module(task: DictConfig) -> None:
+    """`task.module.*` against the task class's typed __init__: unknown keys and wrong types (lr=fast)
+    fail here, before training, not when the optimiser first reads them."""
+    module = task.get("module")
+    if module is None:
+        return
+    hints = _task_hints(str(module.get("_target_", "")))
+    for key in module:
+        if str(key).startswith("_"):
+            continue
+        value = _select(module, str(key))
+        where = f"task.module.{key}"
+        if hints is not None and key not in hints:
+            known = sorted(str(k) for k in module if str(k) in hints)  # what the task's YAML sets
+            raise ConfigError(
+                f"unknown config key '{where}'{did_you_mean(str(key), known)}; this task's module takes: {', '.join(known)}"
+            )
+        spec = TASK_MODULE_RANGES.get(str(key))
+        if spec is not None:
+            check_number(value, where, **spec)
+        elif hints is not None and hints[key] in (int, float, bool, str):
+            _check_type(value, where, hints[key])
+
+
+def _check_type(value: Any, key: str, kind: type) -> None:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+        raise ConfigError(f"{key}={_show(value)} is not valid: expected {noun}; set {key}=<{noun}>")
+
+
+def _task_hints(target: str) -> dict[str, Any] | None:
+    """Type hints of the task class named by `target` (`pkg.Class.from_datamodule`); None if unknown."""
+    import importlib
+    import typing
+
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name, None)
+        owner = getattr(obj, "__self__", obj)  # a classmethod's class
+        if not isinstance(owner, type):
+            return None
+        try:
+            hints = typing.get_type_hints(owner.__init__)
+        except Exception:
+            return None
+        import inspect
+
+        params = inspect.signature(owner.__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return None
+        return {name: hints.get(name, Any) for name in params if name != "self"}
+    return None
+
+
+def check_decode(decode: DictConfig | None) -> None:
+    """task.decode (translate, summarise): beam widths, lengths and sample counts."""
+    if decode is None:
+        return
+    check_number(decode.get("beam", _ABSENT), "task.decode.beam", ge=1, example=4)
+    check_number(decode.get("val_beam", _ABSENT), "task.decode.val_beam", ge=1, example=1)
+    check_number(decode.get("max_new_tokens", _ABSENT), "task.decode.max_new_tokens", ge=1, example=128)
+    check_number(
+        decode.get("length_penalty", _ABSENT), "task.decode.length_penalty", kind=float, ge=0, example=1.0
+    )
+    for key in ("val_samples", "test_samples"):
+        check_number(decode.get(key, _ABSENT), f"task.decode.{key}", ge=1, also=(None,), example=64)
+    check_number(decode.get("table_rows", _ABSENT), "task.decode.table_rows", ge=0, example=50)
+
+
+def check_tags(tags: Any) -> None:
+    if tags is _ABSENT:
+        return
+    if not OmegaConf.is_list(tags) or not all(isinstance(t, str | int | float) and t != "" for t in tags):
+        raise ConfigError(f"tags={_show(tags)} must be a list of words, e.g. tags=[baseline,long]")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """The directories a run writes must be creatable: else an OSError traceback once the run started."""
+    keys = ["paths.run_dir", "paths.data_cache", "hydra.run.dir", "hydra.sweep.dir"]
+    keys += [f"logger.{name}.save_dir" for name in (cfg.get("logger") or {})]
+    for key in keys:
+        try:
+            value = _select(cfg, key)
+        except Exception:  # ${hydra:...} before Hydra runs: checked when Hydra creates it
+            continue
+        if value is _ABSENT or value is None:
+            continue
+        if str(value).strip() == "":
+            raise ConfigError(f"{key} is empty; give a directory, e.g. {key}=outputs/my_run")
+        blocker = _unwritable(Path(str(value)))
+        if blocker is not None:
+            raise ConfigError(f"{key}={value} cannot be created: {blocker}; choose a writable directory")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why directory `path` cannot be created or written (its nearest existing ancestor), or None."""
+    path = path.expanduser().absolute()
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{ancestor} is a file"
+            try:  # os.access says yes to root everywhere, even under /proc
+                with tempfile.TemporaryFile(dir=ancestor):
+                    return None
+            except OSError as error:
+                return f"{ancestor} is not writable ({error.strerror})"
+    return None
+
+
+def check_callbacks(callbacks: DictConfig | None) -> None:
+    if not callbacks:
+        return
+    early = callbacks.get("early_stopping")
+    if early is not None:
+        check_number(early.get("patience", _ABSENT), "callbacks.early_stopping.patience", ge=0, example=5)
+    lr_monitor = callbacks.get("lr_monitor")
+    if lr_monitor is not None:
+        check_choice(
+            lr_monitor.get("logging_interval", _ABSENT),
+            "callbacks.lr_monitor.logging_interval",
+            ("step", "epoch", None),
+        )
+    finite = callbacks.get("finite")
+    if finite is not None:
+        check_number(
+            finite.get("inject_nan_at_step", _ABSENT),
+            "callbacks.finite.inject_nan_at_step",
+            ge=0,
+            also=(None,),
+            example="null",
+        )
+    cost = callbacks.get("cost")
+    if cost is not None:
+        check_number(cost.get("warmup_steps", _ABSENT), "callbacks.cost.warmup_steps", ge=0, example=5)
+
+
+def check_attention(cfg: DictConfig) -> None:
+    """The attention's declared ranges, and its resource bounds against model.max_len, for the main
+    variant and every role override (model.decoder.self_attention=... takes that variant's defaults)."""
+    from attnlab.attention import registry
+
+    max_len = cfg.model.max_len
+    attention = OmegaConf.to_container(cfg.attention, resolve=True)
+    name = attention.pop("name")
+    registry.validate_hyperparameters(name, attention, max_len=max_len)
+    for part in ("encoder", "decoder"):
+        roles = cfg.model.get(part) or {}
+        for variant in roles.values():
+            if variant not in (None, name):
+                check_attention_name(str(variant))
+                registry.validate_hyperparameters(str(variant), {}, max_len=max_len)
 
 
 def check_device(trainer: DictConfig) -> None:
@@ -159,6 +530,34 @@ def check_overrides(argv: list[str]) -> None:
                 registry.validate_hyperparameters(name, {param: value})
 
 
+def check_hydra_flags(argv: list[str], *, program: str, config_name: str) -> None:
+    """Hydra's own flags (--cfg, --config-name, -m ...): a mistake is one line here, where Hydra
+    would print its usage (or a multi-line missing-config error) instead."""
+    if not any(a.startswith("-") for a in argv):
+        return
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise ConfigError(f"{message}; see `{program} --help`")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    parser.exit = lambda status=0, message=None: None  # type: ignore[method-assign]  # --help: Hydra prints it
+    parser.print_help = lambda file=None: None  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    if args.config_name not in (None, config_name):
+        raise ConfigError(
+            f"--config-name={args.config_name}: {program} composes its one config '{config_name}'; drop --config-name "
+            f"and choose groups instead (e.g. experiment=<name>)"
+        )
+    for flag, value in (("--config-dir", args.config_dir), ("--config-path", args.config_path)):
+        if value is not None and not Path(value).is_dir():
+            raise ConfigError(
+                f"{flag}={value} is not a directory; give a directory of YAML configs or drop {flag}"
+            )
+
+
 def check_attention_name(name: str) -> None:
     """A known variant, or a clear error: a plugin that failed to load says so and why."""
     from attnlab.attention import registry
@@ -176,7 +575,7 @@ def one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())
 
 
-def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
+def hydra_error_message(error: BaseException, argv: list[str] = (), *, config_name: str = "config") -> str:
     """One line for a Hydra/OmegaConf composition error, naming the override and the fix."""
     causes = [error]
     while causes[-1].__cause__ is not None and len(causes) < 5:
@@ -188,7 +587,7 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
         full = re.search(r"full_key: ([\w.]+)", text)
         dotted = full.group(1) if full else key
         parent = dotted.rsplit(".", 1)[0] if "." in dotted else ""
-        known = _known_keys(parent, argv)
+        known = _known_keys(parent, argv, config_name)
         hint = did_you_mean(key, known)
         if "is not in struct" not in match.group(
             0
@@ -209,13 +608,26 @@ def hydra_error_message(error: BaseException, argv: list[str] = ()) -> str:
             match.group(2), match.group(2).lower()
         )
         return f"{where}={match.group(1)} is not valid: expected {kind}; set {where}=<{kind}>"
-    match = re.search(r"Could not find '([^']+)'", text)
+    match = re.search(r"Value '([^']*)' is not a valid (\w+)", text)
     if match:
-        return f"{one_line(causes[0])}"
+        full = re.search(r"full_key: ([\w.]+)", text)
+        where = full.group(1) if full else "a config value"
+        kind = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(
+            match.group(2), match.group(2)
+        )
+        return f"{where}={match.group(1)} is not valid: expected {kind}; set {where}=<{kind}>"
+    match = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if match:
+        group, option = match.groups()
+        raw = "\n".join(str(c) for c in causes)
+        listed = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", raw)
+        options = [o.strip() for o in listed.group(1).splitlines() if o.strip()] if listed else []
+        choices = f"; choose {group}= one of {', '.join(options)}" if options else ""
+        return f"unknown {group} '{option}'{did_you_mean(option, options)}{choices}"
     return one_line(causes[0])
 
 
-def _known_keys(parent: str, argv: list[str]) -> list[str]:
+def _known_keys(parent: str, argv: list[str], config_name: str = "config") -> list[str]:
     """Keys of the composed config node `parent` (best effort; [] when composition itself fails)."""
     try:
         from hydra import compose, initialize_config_module
@@ -225,7 +637,7 @@ def _known_keys(parent: str, argv: list[str]) -> list[str]:
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
             cfg = compose(
-                config_name="config",
+                config_name=config_name,
                 overrides=[a for a in argv if a.split("=")[0] in ("task", "model", "trainer", "attention")],
             )
         node = OmegaConf.select(cfg, parent) if parent else cfg

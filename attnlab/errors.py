@@ -6,8 +6,10 @@ anything else is a bug and is shown in full.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class AttnlabError(Exception):
@@ -44,3 +46,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 class TaskError(AttnlabError, TypeError):
     """A task's Lightning module or data module does not honour the task contract (attnlab.tasks.common)."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error:` line and exit status 2, like every attnlab error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")

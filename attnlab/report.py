@@ -14,7 +14,6 @@ listed as failures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError, OneLineArgumentParser
 from attnlab.results import RESULTS_FILE
 
 
@@ -117,6 +116,9 @@ def load_runs(files: Sequence[Path]) -> list[Run]:
             data = json.loads(file.read_text())
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
+            for section in ("metrics", "cost", "attention", "config"):
+                if not isinstance(data.get(section, {}), dict):
+                    raise ValueError(f"'{section}' is not a JSON object")
         except (OSError, ValueError) as exc:
             data = {"status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
         runs.append(Run(file, data))
@@ -386,6 +388,12 @@ def report(
     """Build the report; returns {runs, markdown, plot}."""
     axis = COSTS[cost]
     runs = load_runs(find_results(paths))
+    unreadable = [r for r in runs if r.data.get("status") == "unreadable"]
+    if len(unreadable) == len(runs):
+        raise AttnlabError(
+            f"none of the {len(runs)} {RESULTS_FILE} file(s) could be read ({unreadable[0].path}: "
+            f"{unreadable[0].data['error']}); re-run those runs or give other run directories"
+        )
     mark_pareto_front(runs, axis)
     first = Path(paths[0])
     out_dir = Path(out) if out else (first if first.is_dir() else first.parent)
@@ -401,7 +409,7 @@ def report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attnlab.report", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m attnlab.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, sweep dirs or results.json files")
     parser.add_argument(
         "--cost", choices=sorted(COSTS), default="flops", help="cost axis of the Pareto front"
@@ -413,8 +421,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wandb", action="store_true", help="log the tables and plot to wandb (offline if no key)"
     )
     args = parser.parse_args(argv)
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        print(
+            f"error: --out {args.out} is a file; give a directory for report.md and report.png",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report(args.paths, cost=args.cost, out=args.out, use_wandb=args.wandb)
+    except OSError as exc:  # the output directory cannot be created or written
+        print(
+            f"error: cannot write the report: {exc}; choose a writable directory with --out", file=sys.stderr
+        )
+        return 2
     except AttnlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

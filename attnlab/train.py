@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.callbacks import CostMeter
+from attnlab.checkpoint_check import check_checkpoint
 from attnlab.config_checks import check_config
 from attnlab.reliability import already_finished_message
 from attnlab.results import RESULTS_FILE, read_finished, write_results
@@ -84,7 +85,9 @@ def fit_and_test(
     loggers: list,
 ) -> dict[str, Any]:
     """Fit, evaluate the best checkpoint on the test split, and record the results (rank zero)."""
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, run_dir))
+    ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    check_checkpoint(ckpt_path, module.hparams)  # unreadable, or another task/model/attention: one line
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
     # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.

@@ -9,7 +9,6 @@ broken plugin never hides the others).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -18,6 +17,7 @@ from typing import Any
 
 from attnlab.attention.base import Capabilities
 from attnlab.attention.registry import available_attentions, broken_plugins, registry_entry
+from attnlab.errors import OneLineArgumentParser
 
 CAPABILITY_LABELS = {
     "causal": "causal",
@@ -84,7 +84,7 @@ def print_table(rows: list[dict[str, Any]], broken: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attnlab.variants", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m attnlab.variants", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     args = parser.parse_args(argv)
     with warnings.catch_warnings():  # broken plugins are reported below, once, in our own words

@@ -1,6 +1,6 @@
 """Attention variants and their registry. Knows nothing of tasks, Lightning or Hydra's app."""
 
-from attnlab.attention.base import Attention, Capabilities, GateSpec, KVCacheDecoding, State, describe
+from attnlab.attention.base import Attention, Capabilities, GateSpec, KVCacheDecoding, Range, State, describe
 from attnlab.attention.registry import (
     available_attentions,
     broken_plugins,
@@ -16,6 +16,7 @@ __all__ = [
     "Capabilities",
     "GateSpec",
     "KVCacheDecoding",
+    "Range",
     "State",
     "available_attentions",
     "broken_plugins",

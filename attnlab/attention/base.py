@@ -22,6 +22,22 @@ that name: (B, H, N) per head, (B, H, N, D) with per_dim. Gate tensors are uncon
 (pre-activation); the variant maps them to its own domain (sigmoid, log decay...). Variants with no
 gates, and plugins, see no change. Code that calls a gated kernel without a layer (tests, the bench's
 attention target) wraps it in attnlab.attention.gates.KeyDerivedGates. docs/writing-a-variant-gates.md.
+
+Allowed values are declared in the signature too, with `typing.Annotated` and `Range` (below); the
+registry checks them before anything is built, for built-ins and plugins alike, and a value out of
+range is a one-line ConfigError naming the key, the range and an example:
+
+    def __init__(
+        self,
+        *,
+        window: Annotated[int, Range(ge=1)] = 128,                   # an integer >= 1
+        eps: Annotated[float, Range(gt=0)] = 1e-6,                   # a number > 0
+        dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,          # in [0, 1)
+        landmarks: Annotated[int, Range(ge=1, max_len_ratio=1)] = 32,  # also <= model.max_len
+        conv_kernel: Annotated[int, Range(ge=1, odd=True, also=(0,))] = 0,  # odd, or 0 = off
+    ): ...
+
+The variant's own __init__ then need not check them again.
 """
 
 from __future__ import annotations
@@ -45,6 +61,72 @@ CONTEXT_PARAMETERS = ("head_dim", "heads", "max_len")
 # ("smooth": scores q·k/√D of order 0.06, so softmax weights are far from one-hot), v drawn
 # N(0, 1); non-causal without padding, and causal too where the variant is causal-capable.
 REFERENCE_FIXTURE = {"batch": 2, "heads": 2, "length": 64, "head_dim": 16, "qk_std": 0.25, "seed": 0}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric hyperparameter, declared as `Annotated[int, Range(ge=1)]`.
+
+    ge / gt / le / lt: inclusive / exclusive bounds (None = unbounded).
+    max_len_ratio: the value may be at most this multiple of model.max_len: a resource bound (a
+        landmark, feature or rank count far beyond the sequence buys nothing and can exhaust time or
+        memory); checked against the run's model.max_len before anything is built, and by
+        `build_attention(max_len=...)` for variants that take max_len (their weights depend on it).
+    odd: the value must be odd (a centred convolution kernel).
+    also: values accepted outside the range, e.g. `also=(0,)` for "0 = off".
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    max_len_ratio: float | None = None
+    odd: bool = False
+    also: tuple[Any, ...] = ()
+
+    def describe(self, *, max_len: bool = True) -> str:
+        """'>= 1', '> 0 and < 1', 'odd and >= 1 (or 0)', '>= 1 and <= model.max_len'; '' for none."""
+        parts = [f"{op} {bound:g}" for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                 if bound is not None]  # fmt: skip
+        if self.max_len_ratio is not None and max_len:
+            parts.append(
+                "<= " + ("" if self.max_len_ratio == 1 else f"{self.max_len_ratio:g} x ") + "model.max_len"
+            )
+        text = " and ".join(parts)
+        if self.odd:
+            text = f"odd and {text}" if text else "odd"
+        if self.also:
+            text += f" (or {', '.join(map(str, self.also))})"
+        return text
+
+    def violation(self, value: float) -> str | None:
+        """Why `value` is outside the range (e.g. 'must be >= 1'), or None when it is allowed."""
+        if value in self.also:
+            return None
+        inside = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+            and (not self.odd or int(value) % 2 == 1)
+        )
+        return None if inside else f"must be {self.describe(max_len=False)}"
+
+    def example(self, value: float, default: Any) -> Any:
+        """A valid value to suggest instead of `value`: the next odd number for an even one, else the default."""
+        if self.odd and isinstance(value, int) and self.violation(value + 1) is None:
+            return value + 1
+        return default
+
+    def max_len_violation(self, value: float, max_len: int) -> str | None:
+        """Why `value` is too large for sequences of up to `max_len` positions, or None."""
+        if self.max_len_ratio is None or value <= self.max_len_ratio * max_len:
+            return None
+        bound = int(self.max_len_ratio * max_len)
+        if self.max_len_ratio == 1:
+            return f"must be <= model.max_len={max_len}"
+        return f"must be <= {self.max_len_ratio:g} x model.max_len={max_len} (i.e. <= {bound})"
+
 
 # Incremental decoding state: named tensors whose dim 0 is the batch (so beams can be reordered).
 State = dict[str, Tensor]

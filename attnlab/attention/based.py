@@ -17,10 +17,12 @@ per sequence, whatever the length.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
+from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.linear_kernels import linear_attention
 from attnlab.attention.local import LocalAttention
 from attnlab.attention.ops.based import chunk_based, recurrent_step_based, taylor_features
@@ -36,10 +38,15 @@ class BasedAttention(Attention):
     complexity = "O(N·f²·d + N·w·d)"
     capabilities = Capabilities(causal=True, key_padding_mask=True, cross=False, incremental=True)
 
-    def __init__(self, *, head_dim: int, feature_dim: int = 16, window: int = 64, chunk_size: int = 64):
+    def __init__(
+        self,
+        *,
+        head_dim: int,
+        feature_dim: Annotated[int, Range(ge=1)] = 16,
+        window: Annotated[int, Range(ge=0)] = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
+    ):
         super().__init__()
-        if feature_dim < 1 or window < 0 or chunk_size < 1:
-            raise ValueError("attention.feature_dim and chunk_size must be >= 1, window >= 0")
         self.feature_dim, self.window, self.chunk_size = feature_dim, window, chunk_size
         self.q_feature = nn.Linear(head_dim, feature_dim, bias=False)
         self.k_feature = nn.Linear(head_dim, feature_dim, bias=False)

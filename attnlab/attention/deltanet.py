@@ -15,11 +15,13 @@ loop (tests).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import GateSpec, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -47,11 +49,9 @@ class DeltaNet(RecurrentAttention):
         qk_silu: bool = True,
         qk_norm: bool = True,
         output_norm: bool = True,
-        chunk_size: int = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if chunk_size < 1:
-            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
         self.qk_silu, self.qk_norm = qk_silu, qk_norm
         self.output_norm, self.chunk_size = output_norm, chunk_size
 

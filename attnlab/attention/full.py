@@ -7,11 +7,19 @@ N x N score matrix materialised, so its weights can be inspected. O(N²·d) time
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, allowed_keys, masked_softmax
+from attnlab.attention.base import (
+    Attention,
+    Capabilities,
+    KVCacheDecoding,
+    Range,
+    allowed_keys,
+    masked_softmax,
+)
 from attnlab.attention.registry import register_attention
 
 
@@ -25,10 +33,8 @@ class FullAttention(KVCacheDecoding, Attention):
     exact = True
     reference_tolerance = 1e-5  # exact: differs from the reference only by fp32 round-off
 
-    def __init__(self, *, dropout: float = 0.0):
+    def __init__(self, *, dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"attention.dropout must be in [0, 1), got {dropout}")
         self.dropout = dropout
 
     def attention_weights(

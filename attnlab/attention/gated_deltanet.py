@@ -14,16 +14,18 @@ with decays (ops/delta_rule.chunk_delta_rule), recurrent step on a (D, Dv) fp32 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
 from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
+from attnlab.errors import ConfigError
 
 
 @register_attention("gated_deltanet")
@@ -39,17 +41,16 @@ class GatedDeltaNet(RecurrentAttention):
         heads: int,
         qk_silu: bool = True,
         qk_norm: bool = True,
-        dt_min: float = 0.001,
-        dt_max: float = 0.1,
+        dt_min: Annotated[float, Range(gt=0)] = 0.001,
+        dt_max: Annotated[float, Range(gt=0)] = 0.1,
         output_norm: bool = True,
-        chunk_size: int = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if chunk_size < 1:
-            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(
-                f"attention.dt_min/dt_max must satisfy 0 < dt_min <= dt_max, got {dt_min}, {dt_max}"
+        if dt_min > dt_max:
+            raise ConfigError(
+                f"attention.dt_min={dt_min} is above attention.dt_max={dt_max}; set dt_min <= dt_max, "
+                "e.g. attention.dt_min=0.001 attention.dt_max=0.1"
             )
         self.qk_silu, self.qk_norm, self.dt_min, self.dt_max = qk_silu, qk_norm, dt_min, dt_max
         self.output_norm, self.chunk_size = output_norm, chunk_size

@@ -15,10 +15,12 @@ step on a (D, Dv) fp32 state, naive loop (tests).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -34,17 +36,13 @@ class GatedLinearAttention(RecurrentAttention):
     def __init__(
         self,
         *,
-        gate_rank: int = 16,
-        gate_temperature: float = 16.0,
-        min_log_decay: float = -4.0,
+        gate_rank: Annotated[int, Range(ge=1)] = 16,
+        gate_temperature: Annotated[float, Range(gt=0)] = 16.0,
+        min_log_decay: Annotated[float, Range(ge=-5, lt=0)] = -4.0,
         output_norm: bool = True,
-        chunk_size: int = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if gate_rank < 1 or gate_temperature <= 0 or chunk_size < 1:
-            raise ValueError("attention.gate_rank and chunk_size must be >= 1, gate_temperature > 0")
-        if not -5.0 <= min_log_decay < 0:
-            raise ValueError(f"attention.min_log_decay must be in [-5, 0), got {min_log_decay}")
         self.gate_rank, self.gate_temperature, self.min_log_decay = gate_rank, gate_temperature, min_log_decay
         self.output_norm, self.chunk_size = output_norm, chunk_size
 

@@ -13,13 +13,13 @@ decoding keeps the running sums as its state (O(1) per generated token).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
+from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
 from attnlab.attention.registry import register_attention
 
@@ -55,13 +55,13 @@ class LinearAttention(Attention):
     reference_tolerance = None  # a different model (no softmax): checked against its RNN form instead
 
     def __init__(
-        self, *, feature_map: Literal["elu", "relu"] = "elu", eps: float = 1e-6, chunk_size: int = 64
+        self,
+        *,
+        feature_map: Literal["elu", "relu"] = "elu",
+        eps: Annotated[float, Range(gt=0)] = 1e-6,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if eps <= 0:
-            raise ValueError(f"attention.eps must be > 0, got {eps}")
-        if chunk_size < 1:
-            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
         self.feature_map, self.eps, self.chunk_size = feature_map, eps, chunk_size
         self.phi = FEATURE_MAPS[feature_map]
 

@@ -19,13 +19,14 @@ and a count of the tokens seen, so generation memory is O(w·d) whatever the gen
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation, masked_softmax
+from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation, masked_softmax
 from attnlab.attention.registry import register_attention
 
 
@@ -138,10 +139,8 @@ class LocalAttention(Attention):
     # A different model (`full` with a band mask), checked against the dense band-masked softmax instead.
     reference_tolerance = None
 
-    def __init__(self, *, window: int = 128):
+    def __init__(self, *, window: Annotated[int, Range(ge=1)] = 128):
         super().__init__()
-        if window < 1:
-            raise ValueError(f"attention.window must be >= 1, got {window}")
         self.window = window
 
     @fp32_accumulation

@@ -20,13 +20,14 @@ O(N·k·d) time, O(N·k) memory.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import Attention, Capabilities, fp32_accumulation, zero_padded_keys
+from attnlab.attention.base import Attention, Capabilities, Range, fp32_accumulation, zero_padded_keys
 from attnlab.attention.registry import register_attention
-from attnlab.errors import ConfigError
 
 
 @register_attention("lowrank")
@@ -37,15 +38,10 @@ class LowRankAttention(Attention):
     capabilities = Capabilities(causal=False, key_padding_mask=True, cross=True, incremental=False)
     reference_tolerance = None  # a different model (learned projections), not an approximation of `full`
 
-    def __init__(self, *, max_len: int, k: int = 64, share_kv: bool = False):
+    def __init__(
+        self, *, max_len: int, k: Annotated[int, Range(ge=1, max_len_ratio=1)] = 64, share_kv: bool = False
+    ):
         super().__init__()
-        if k < 1:
-            raise ConfigError(f"attention.k must be >= 1, got {k}")
-        if k > max_len:
-            raise ConfigError(
-                f"attention.k={k} must be <= model.max_len={max_len}; "
-                f"choose attention.k={max_len} or raise model.max_len"
-            )
         self.k, self.share_kv, self.max_len = k, share_kv, max_len
         self.proj_k = nn.Parameter(torch.randn(max_len, k))  # E (max_len, k)
         self.proj_v = None if share_kv else nn.Parameter(torch.randn(max_len, k))  # F (max_len, k)

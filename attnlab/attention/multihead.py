@@ -6,10 +6,12 @@ per head; O(N²·d) time, and O(N) extra memory when a fused kernel is used.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, allowed_keys
+from attnlab.attention.base import Attention, Capabilities, KVCacheDecoding, Range, allowed_keys
 from attnlab.attention.registry import register_attention
 
 
@@ -22,10 +24,8 @@ class MultiheadAttention(KVCacheDecoding, Attention):
     exact = True
     reference_tolerance = 1e-5  # exact: differs from the reference only by fp32 round-off
 
-    def __init__(self, *, dropout: float = 0.0):
+    def __init__(self, *, dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"attention.dropout must be in [0, 1), got {dropout}")
         self.dropout = dropout
 
     def forward(

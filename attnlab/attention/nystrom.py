@@ -28,6 +28,7 @@ whatever the input dtype (the iteration is unstable in half precision) and cast 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from attnlab.attention.base import (
     Attention,
     Capabilities,
+    Range,
     allowed_keys,
     fp32_accumulation,
     masked_softmax,
@@ -93,17 +95,15 @@ class NystromAttention(Attention):
     # difference from exact softmax is 0.027-0.041 over 20 seeds; the claim leaves a 2x margin.
     reference_tolerance = 0.08
 
-    def __init__(self, *, heads: int, landmarks: int = 32, pinv_iterations: int = 6, conv_kernel: int = 0):
+    def __init__(
+        self,
+        *,
+        heads: int,
+        landmarks: Annotated[int, Range(ge=1, max_len_ratio=1)] = 32,
+        pinv_iterations: Annotated[int, Range(ge=1)] = 6,
+        conv_kernel: Annotated[int, Range(ge=1, odd=True, also=(0,))] = 0,
+    ):
         super().__init__()
-        if landmarks < 1:
-            raise ValueError(f"attention.landmarks must be >= 1, got {landmarks}")
-        if pinv_iterations < 1:
-            raise ValueError(f"attention.pinv_iterations must be >= 1, got {pinv_iterations}")
-        if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
-            raise ValueError(
-                f"attention.conv_kernel must be 0 (off) or odd, got {conv_kernel}; "
-                f"choose {conv_kernel + 1 if conv_kernel > 0 else 0}"
-            )
         self.landmarks, self.pinv_iterations, self.conv_kernel = landmarks, pinv_iterations, conv_kernel
         self.conv = None
         if conv_kernel:  # one depthwise filter per head, over the sequence (the paper's code)

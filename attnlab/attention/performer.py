@@ -41,11 +41,12 @@ FAVOR+ is only a loose estimate of softmax; its error shrinks like 1/√features
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
+from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
 from attnlab.attention.registry import register_attention
 
@@ -82,13 +83,15 @@ class PerformerAttention(Attention):
     reference_tolerance = 0.3  # see the module docstring: measured 0.022 non-causal, 0.261 causal
 
     def __init__(
-        self, *, head_dim: int, features: int = 128, redraw: bool = False, seed: int = 0, chunk_size: int = 64
+        self,
+        *,
+        head_dim: int,
+        features: Annotated[int, Range(ge=1, max_len_ratio=4)] = 128,
+        redraw: bool = False,
+        seed: int = 0,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if features < 1:
-            raise ValueError(f"attention.features must be >= 1, got {features}")
-        if chunk_size < 1:
-            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
         self.head_dim, self.features, self.redraw, self.seed, self.chunk_size = (
             head_dim,
             features,

@@ -9,6 +9,12 @@ the registry derives the structured config stored in Hydra's ConfigStore (group 
 validates `build_attention(name, **params)` calls (unknown names, unknown parameters and wrong
 types are errors listing what is allowed and the closest match).
 
+Ranges are declared in the same signature, `typing.Annotated[int, Range(ge=1)]` (the vocabulary is
+`attnlab.attention.base.Range`: ge/gt/le/lt bounds, `max_len_ratio` for resource bounds relative
+to model.max_len, `odd`, `also` for extra allowed values such as 0 = off). `validate_hyperparameters`
+checks them for every variant, built-in or plugin, before anything is built; a default outside its
+own declared range is refused at registration.
+
 Variants are discovered lazily, on the first query: the built-in modules, then every entry point of
 the group `attnlab.attention` declared by an installed package. A plugin that fails to import is
 reported by name as a warning and skipped.
@@ -17,8 +23,11 @@ reported by name as a warning and skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
+import math
+import types
 import typing
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,7 +35,7 @@ from dataclasses import dataclass, field, make_dataclass
 from importlib import metadata
 from typing import Any, Literal, TypeVar
 
-from attnlab.attention.base import CONTEXT_PARAMETERS, Attention, Capabilities, GateSpec
+from attnlab.attention.base import CONTEXT_PARAMETERS, Attention, Capabilities, GateSpec, Range
 from attnlab.errors import ConfigError, PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "attnlab.attention"
@@ -56,12 +65,14 @@ class Hyperparameter:
     default: Any
     choices: tuple[Any, ...] | None = None  # from a Literal[...] annotation
     optional: bool = False  # `X | None`
+    range: Range | None = None  # from Annotated[X, Range(...)]
 
     def describe(self) -> str:
         kind = "|".join(map(repr, self.choices)) if self.choices else self.type.__name__
         if self.optional:
             kind += "|None"
-        return f"{self.name}: {kind} = {self.default!r}"
+        bounds = f" ({self.range.describe()})" if self.range is not None and self.range.describe() else ""
+        return f"{self.name}: {kind} = {self.default!r}{bounds}"
 
 
 @dataclass
@@ -134,7 +145,7 @@ def _signature_of(name: str, cls: type[Attention]) -> tuple[dict[str, Hyperparam
     if cls.__init__ is Attention.__init__ or cls.__init__ is object.__init__:
         return {}, ()
     signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
     params: dict[str, Hyperparameter] = {}
     context: list[str] = []
     for p in list(signature.parameters.values())[1:]:  # skip self
@@ -154,10 +165,40 @@ def _signature_of(name: str, cls: type[Attention]) -> tuple[dict[str, Hyperparam
     return params, tuple(context)
 
 
+def _split_annotated(where: str, hint: Any) -> tuple[Any, Range | None]:
+    """Annotated[X, Range(...)] -> (X, the Range); anything else -> (hint, None)."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return hint, None
+    base, *extras = typing.get_args(hint)
+    ranges = [e for e in extras if isinstance(e, Range)]
+    if len(ranges) != len(extras) or len(ranges) > 1:
+        raise PluginError(f"{where}: Annotated[...] takes one attnlab Range(...), got {extras!r}")
+    return base, ranges[0] if ranges else None
+
+
 def _hyperparameter(where: str, name: str, hint: Any, default: Any) -> Hyperparameter:
+    """The declaration of one hyperparameter: its type, choices, optionality and Range."""
+    hint, declared = _split_annotated(where, hint)  # Annotated[int | None, Range(...)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Annotated[int, Range(...)] | None
+        members = [_split_annotated(where, a) for a in typing.get_args(hint)]
+        inner = [r for _, r in members if r is not None]
+        if inner and declared is None:
+            declared = inner[0]
+        hint = typing.Union[tuple(a for a, _ in members)]  # noqa: UP007 (built from a tuple)
+    p = _plain_hyperparameter(where, name, hint, default)
+    if declared is None:
+        return p
+    if p.type not in (int, float) or p.choices is not None:
+        raise PluginError(f"{where}: Range(...) applies to int or float parameters only")
+    if default is not None and declared.violation(default) is not None:
+        raise PluginError(f"{where}: the default {default!r} {declared.violation(default)}")
+    return dataclasses.replace(p, range=declared)
+
+
+def _plain_hyperparameter(where: str, name: str, hint: Any, default: Any) -> Hyperparameter:
     optional = False
     args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) != 1 or len(args) != 2:
             raise PluginError(f"{where}: unions other than `X | None` are not supported")
@@ -281,8 +322,13 @@ def default_hyperparameters(name: str) -> dict[str, Any]:
 
 
 # ---- building -----------------------------------------------------------------------------------
-def validate_hyperparameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check names, types and choices of `params` for variant `name`; return them with defaults filled."""
+def validate_hyperparameters(
+    name: str, params: dict[str, Any], *, max_len: int | None = None, prefix: str = "attention."
+) -> dict[str, Any]:
+    """Check names, types, choices and declared ranges of `params` for variant `name`; return them
+    with defaults filled. With `max_len` (the model's positional size) the resource bounds of the
+    declared ranges (`Range(max_len_ratio=...)`) are checked too, defaults included. Messages name
+    each key as `<prefix><key>` (the bench passes `params.<name>.`)."""
     entry = registry_entry(name)
     allowed = entry.hyperparameters
     resolved = default_hyperparameters(name)
@@ -292,13 +338,24 @@ def validate_hyperparameters(name: str, params: dict[str, Any]) -> dict[str, Any
             raise ConfigError(
                 f"attention '{name}' has no parameter '{key}'{did_you_mean(key, allowed)}; its parameters: {listing}"
             )
-        resolved[key] = _coerce(name, allowed[key], value)
+        resolved[key] = _coerce(name, allowed[key], value, prefix)
+    if max_len is not None:
+        for key, p in allowed.items():
+            value = resolved[key]
+            why = None if p.range is None or value is None else p.range.max_len_violation(value, max_len)
+            if why is not None:
+                bound = int(p.range.max_len_ratio * max_len)
+                example = min(p.default, bound) if p.default is not None else bound
+                raise ConfigError(
+                    f"{prefix}{key}={value} {why}; choose {prefix}{key}={example} or raise model.max_len "
+                    f"('{name}': a count far beyond the sequence costs more than it buys)"
+                )
     return resolved
 
 
-def _coerce(name: str, p: Hyperparameter, value: Any) -> Any:
+def _coerce(name: str, p: Hyperparameter, value: Any, prefix: str = "attention.") -> Any:
     def bad(reason: str) -> ConfigError:
-        return ConfigError(f"attention.{p.name}={value!r} is invalid for '{name}': {reason}")
+        return ConfigError(f"{prefix}{p.name}={value!r} is invalid for '{name}': {reason}")
 
     if value is None:
         if p.optional:
@@ -310,6 +367,14 @@ def _coerce(name: str, p: Hyperparameter, value: Any) -> Any:
         raise bad(f"expected {p.type.__name__}, got {type(value).__name__}")
     if p.choices is not None and value not in p.choices:
         raise bad(f"choose one of {list(p.choices)}{did_you_mean(value, map(str, p.choices))}")
+    if p.type is float and not math.isfinite(value):  # nan/inf break every kernel
+        raise bad(f"expected a finite number, got {value}")
+    why = None if p.range is None else p.range.violation(value)
+    if why is not None:
+        example = p.range.example(value, p.default)
+        raise ConfigError(
+            f"{prefix}{p.name}={value!r} {why}; e.g. {prefix}{p.name}={example!r} (attention '{name}')"
+        )
     return value
 
 
@@ -323,7 +388,11 @@ def build_attention(name: str, **params: Any) -> Attention:
         raise ConfigError(
             f"attention '{name}' needs {', '.join(missing)} to be built (the layer passes them)"
         )
-    hyper = validate_hyperparameters(name, params)
+    # Resource bounds (Range.max_len_ratio) are checked here only for variants built for a max_len
+    # (their weights depend on it); for the others, max_len is a property of the run's config, checked
+    # there (attnlab.config_checks), so the bench may measure any length.
+    built_for = context.get("max_len") if "max_len" in entry.context else None
+    hyper = validate_hyperparameters(name, params, max_len=built_for)
     return entry.cls(**hyper, **{key: context[key] for key in entry.context})
 
 

@@ -13,16 +13,22 @@ rotation and swish output gate belong to the layer and are not part of this kern
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import State, fp32_accumulation
+from attnlab.attention.base import Range, State, fp32_accumulation
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
 
 
-def retnet_log_decays(heads: int, first_exponent: float = 5.0, exponent_step: float = 1.0) -> Tensor:
+def retnet_log_decays(
+    heads: int,
+    first_exponent: float = 5.0,
+    exponent_step: float = 1.0,
+) -> Tensor:
     """(heads,) log γ_h, γ_h = 1 - 2^-(first_exponent + exponent_step·h)."""
     exponents = first_exponent + exponent_step * torch.arange(heads, dtype=torch.float64)
     return torch.log1p(-torch.pow(2.0, -exponents)).float()
@@ -38,16 +44,12 @@ class Retention(RecurrentAttention):
         self,
         *,
         heads: int,
-        first_exponent: float = 5.0,
-        exponent_step: float = 1.0,
+        first_exponent: Annotated[float, Range(gt=0)] = 5.0,
+        exponent_step: Annotated[float, Range(ge=0)] = 1.0,
         output_norm: bool = True,
-        chunk_size: int = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if first_exponent <= 0 or exponent_step < 0:
-            raise ValueError("attention.first_exponent must be > 0 and attention.exponent_step >= 0")
-        if chunk_size < 1:
-            raise ValueError(f"attention.chunk_size must be >= 1, got {chunk_size}")
         self.first_exponent, self.exponent_step = first_exponent, exponent_step
         self.output_norm, self.chunk_size = output_norm, chunk_size
         self.register_buffer(

@@ -6,6 +6,7 @@ anything is measured.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,17 +85,17 @@ def _flag(key: str, value: Any) -> bool:
     return value
 
 
-def _variant_names(value: Any) -> list[str]:
+def _variant_names(value: Any, key: str = "variants") -> list[str]:
     known = available_attentions()
     if value == "all" or value == ["all"]:
         return list(known)
     names = [str(v) for v in _as_list(value)]
     if not names:
-        raise ConfigError("variants=[] is empty; list registered variants or use variants=all")
+        raise ConfigError(f"{key}=[] is empty; list registered variants or use {key}=all")
     for name in names:
         if name not in known:
             raise ConfigError(
-                f"variants: unknown attention '{name}'{did_you_mean(name, known)}; available: {', '.join(known)}"
+                f"{key}: unknown attention '{name}'{did_you_mean(name, known)}; available: {', '.join(known)}"
             )
     return list(dict.fromkeys(names))
 
@@ -106,6 +107,39 @@ def _device(value: str) -> torch.device:
     if value == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is available; use device=cpu or device=auto")
     return torch.device(value)
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Memory `device` can give a new allocation now (MemAvailable for the CPU, free memory on a GPU),
+    or None when unknown."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(n: int, bytes_per_position: int, device: torch.device, *, backward: bool) -> None:
+    """A length whose inputs and output alone exceed the memory available can only fail, swap for hours
+    or be killed by the kernel, taking the whole sweep with it."""
+    available = device_memory_bytes(device)
+    tensors = 8 if backward else 4  # q, k, v, output (B, H, N, D); their gradients too with backward
+    needed = tensors * n * bytes_per_position
+    if available is not None and needed > available:
+        fits = available // (tensors * bytes_per_position)
+        raise ConfigError(
+            f"lengths: N={n} needs {needed / 2**30:.1f} GiB for q, k, v and the output alone but this {device.type} "
+            f"has {available / 2**30:.1f} GiB available; keep lengths below {fits} (or lower batch/heads/head_dim)"
+        )
 
 
 def _causal_flags(value: Any) -> list[bool]:
@@ -139,7 +173,7 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
     variants = _variant_names(cfg["variants"])
     baselines = [str(b) for b in _as_list(cfg.get("baselines", []) or [])]
     for name in baselines:
-        _variant_names([name])
+        _variant_names([name], "baselines")
     ordered = list(dict.fromkeys([*baselines, *variants]))  # baselines first: ratios need them
 
     lengths = sorted({_positive_int("lengths[]", n) for n in _as_list(cfg["lengths"])})
@@ -147,10 +181,22 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         raise ConfigError("lengths=[] is empty; give at least one sequence length")
     modes = [_choice("mode", m, MODES) for m in _as_list(cfg["mode"])]
     flags = _causal_flags(cfg["causal"])
+    if not modes or not flags:
+        raise ConfigError("mode=[] or causal=[] leaves nothing to measure; e.g. mode=forward causal=false")
     # Generation is causal by nature: decode is measured once, as causal, whatever `causal` says.
     settings = tuple(dict.fromkeys(Setting(m, m == "decode" or c) for m in modes for c in flags))
 
-    params_cfg = dict(cfg.get("params") or {})
+    params_cfg = cfg.get("params") or {}
+    if not isinstance(params_cfg, Mapping):
+        raise ConfigError(
+            f"params={params_cfg!r} must map variants to their hyperparameters, e.g. 'params={{local: {{window: 256}}}}'"
+        )
+    params_cfg = dict(params_cfg)
+    for name, value in params_cfg.items():
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigError(
+                f"params.{name}={value!r} must map hyperparameters to values, e.g. 'params={{{name}: {{<key>: <value>}}}}'"
+            )
     for name in params_cfg:
         if name not in ordered:
             known = available_attentions()
@@ -160,29 +206,42 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
                 else f"is not a registered attention{did_you_mean(name, known)}"
             )
             raise ConfigError(f"params.{name}: '{name}' {where}; measured variants: {', '.join(ordered)}")
-    params = {name: validate_hyperparameters(name, dict(params_cfg.get(name) or {})) for name in ordered}
+    params = {
+        name: validate_hyperparameters(name, dict(params_cfg.get(name) or {}), prefix=f"params.{name}.")
+        for name in ordered
+    }
 
     crossover = str(cfg.get("crossover_baseline", "multihead"))
-    _variant_names([crossover])
+    _variant_names([crossover], "crossover_baseline")
     if crossover not in ordered:
         ordered.insert(0, crossover)
         params[crossover] = validate_hyperparameters(crossover, {})
     dtype_name = _choice("dtype", cfg["dtype"], tuple(DTYPES))
+    device = _device(str(cfg["device"]))
+    if dtype_name == "float16" and device.type == "cpu":
+        raise ConfigError(
+            "dtype=float16 on CPU: half precision is emulated there, so its timings say nothing about the "
+            "variants; use dtype=bfloat16 or dtype=float32 on CPU, or device=cuda"
+        )
     repeats = _positive_int("repeats", cfg["repeats"])
-    budget = float(cfg["time_budget_s"])
-    if budget <= 0:
-        raise ConfigError(f"time_budget_s={budget} must be > 0 seconds")
+    budget = cfg["time_budget_s"]
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget < float("inf"):
+        raise ConfigError(f"time_budget_s={budget!r} must be a number of seconds > 0, e.g. time_budget_s=30")
+    budget = float(budget)
     logger, wandb_cfg = _logger(cfg.get("logger"))
+    batch, heads, head_dim = (_positive_int(k, cfg[k]) for k in ("batch", "heads", "head_dim"))
+    per_position = batch * heads * head_dim * DTYPES[dtype_name].itemsize
+    _check_memory(lengths[-1], per_position, device, backward="forward+backward" in modes)
     return BenchConfig(
         variants=tuple(ordered),
         lengths=tuple(lengths),
         settings=settings,
-        batch=_positive_int("batch", cfg["batch"]),
-        heads=_positive_int("heads", cfg["heads"]),
-        head_dim=_positive_int("head_dim", cfg["head_dim"]),
+        batch=batch,
+        heads=heads,
+        head_dim=head_dim,
         dtype=DTYPES[dtype_name],
         dtype_name=dtype_name,
-        device=_device(str(cfg["device"])),
+        device=device,
         threads=None if cfg.get("threads") is None else _positive_int("threads", cfg["threads"]),
         keep_freed_memory=_flag("keep_freed_memory", cfg.get("keep_freed_memory", True)),
         target=_choice("target", cfg["target"], TARGETS),
@@ -193,7 +252,7 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         baselines=tuple(baselines),
         crossover_baseline=crossover,
         fit_min_length=_positive_int("fit_min_length", cfg.get("fit_min_length", 1024)),
-        seed=int(cfg.get("seed", 0)),
+        seed=_positive_int("seed", cfg.get("seed", 0), minimum=0),
         logger=logger,
         wandb=wandb_cfg,
     )

@@ -90,20 +90,44 @@ def sweep(cfg: BenchConfig, console: Console) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for setting in cfg.settings:
         stopped: dict[str, str] = {}  # variant -> why its larger N are skipped
+        measured: dict[str, tuple[int, float]] = {}  # variant -> (N, ms per call) of its last measured point
         for n in cfg.lengths:
             for name in cfg.variants:
                 reason = unsupported_reason(name, setting)
+                beyond = _beyond_budget(cfg, measured.get(name), n)
                 if reason is not None:
                     row = _row(cfg, name, n, setting, "unsupported", reason)
                 elif name in stopped:
                     row = _row(cfg, name, n, setting, "skipped", stopped[name])
+                elif beyond is not None:  # one call cannot finish in the budget: not started, no hang
+                    row = _row(cfg, name, n, setting, "time_budget", beyond)
+                    stopped[name] = f"skipped after time_budget at N={n}"
+                    _progress(console, row)
                 else:
                     row = measure_one(cfg, name, n, setting)
+                    if row["time_ms_median"] is not None:
+                        measured[name] = (n, row["time_ms_median"])
                     if row["status"] not in ("ok", "unsupported"):
                         stopped[name] = f"skipped after {row['status']} at N={n}"
                     _progress(console, row)
                 rows.append(row)
     return rows
+
+
+def _beyond_budget(cfg: BenchConfig, last: tuple[int, float] | None, n: int) -> str | None:
+    """Why a point at N = n cannot finish in the time budget, predicted before running it: no
+    variant's call costs less than linear in N (it reads every position), so one call at n takes at
+    least the last measured call x n / N_last. None when it may fit (or nothing was measured yet)."""
+    if last is None:
+        return None
+    n_last, ms_last = last
+    at_least_s = ms_last / 1e3 * n / n_last
+    if at_least_s <= cfg.time_budget_s:
+        return None
+    return (
+        f"not run: one call would take >= {at_least_s:.3g} s ({ms_last:.3g} ms at N={n_last}, at least linear "
+        f"in N), past time_budget_s={cfg.time_budget_s:g}"
+    )
 
 
 def _progress(console: Console, row: dict[str, Any]) -> None:

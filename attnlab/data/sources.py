@@ -99,7 +99,20 @@ def check_labels(rows: Sequence[Mapping], *, column: str = "label", split: str =
         label = row.get(column)
         if label is None:
             raise DataError(f"row {i} of the {split} split has no '{column}' label; fill it or drop the row")
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)  # 1.0 from a CSV/parquet float column is class 1
+        if isinstance(label, float) or not isinstance(label, str | int):
+            raise DataError(
+                f"row {i} of the {split} split has label {label!r} in '{column}': a class must be an integer or a "
+                f"name, not a {type(label).__name__}; this looks like a regression target or the wrong column "
+                f"(set task.data.columns.label=<column of class ids or names>)"
+            )
         counts[label] = counts.get(label, 0) + 1
+    if len(counts) == len(rows) >= 10:
+        raise DataError(
+            f"every row of the {split} split has its own '{column}' value ({len(rows)} classes for {len(rows)} rows); "
+            f"that is not a label column: set task.data.columns.label=<column of class ids or names>"
+        )
     if len(counts) < 2:
         only = next(iter(counts), None)
         raise DataError(
@@ -183,6 +196,28 @@ def _dig(row: Mapping, path: list[str], i: int, split: str, origin: str) -> Any:
     return value
 
 
+def _check_builtin_types(builtin: Callable, signature: inspect.Signature, params: Mapping) -> None:
+    """task.data.builtin.<key> values against the generator's annotations (int, float, bool, str)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(builtin)
+    except Exception:  # unresolvable annotations: the generator checks its own arguments
+        return
+    nouns = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    for key, value in params.items():
+        kind = hints.get(key)
+        if kind not in nouns:
+            continue
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            raise DataError(
+                f"task.data.builtin.{key}={value!r} is not valid: expected {nouns[kind]}; "
+                f"set task.data.builtin.{key}=<{nouns[kind]}> (default {signature.parameters[key].default!r})"
+            )
+
+
 def _builtin_tables(
     data: Mapping, builtin: Callable[..., dict[str, list[dict]]] | None
 ) -> dict[str, list[dict]]:
@@ -203,6 +238,7 @@ def _builtin_tables(
                     f"unknown parameter task.data.builtin.{key} for {getattr(builtin, '__name__', 'the generator')}"
                     f"{did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
                 )
+    _check_builtin_types(builtin, signature, params)
     splits = builtin(**params)
     missing = [s for s in SPLITS if s not in splits]
     if missing:

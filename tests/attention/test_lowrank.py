@@ -110,7 +110,7 @@ def test_k_larger_than_max_len_is_a_clear_error():
         ConfigError, match=r"attention.k=128 must be <= model.max_len=64; choose attention.k=64"
     ):
         build_attention("lowrank", max_len=64, k=128)
-    with pytest.raises(ConfigError, match="attention.k must be >= 1"):
+    with pytest.raises(ConfigError, match="attention.k=0 must be >= 1"):
         build_attention("lowrank", max_len=64, k=0)
 
 
