@@ -233,6 +233,8 @@ def test_experiment_options_compose(tmp_path, experiment):
     from attnlab.data.generators import generator_params, get_generator
 
     name, params = generator_params(cfg.task.data.builtin)
-    rows = get_generator(name)(**params | {"n_train": 4, "n_validation": 2, "n_test": 2})
+    small = {k: v for k, v in {"n_train": 4, "n_validation": 2, "n_test": 2}.items() if k in params}
+    rows = get_generator(name)(**params | small)
     lengths = [len(r["text"]) if "text" in r else len(r["ids"]) - 1 for r in rows["train"]]
-    assert all(n <= cfg.model.max_len for n in lengths)
+    if cfg.task.name != "lm":  # lm packs its documents into windows: any length fits
+        assert all(n <= cfg.model.max_len for n in lengths)
