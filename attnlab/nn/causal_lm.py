@@ -49,7 +49,8 @@ class CausalLM(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
-        self.lm_head.weight = self.embed.weight  # tied input/output embeddings
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight  # tied input/output embeddings
         self.incremental = self_spec.capabilities.incremental
         self._warned_fallback = False
 
