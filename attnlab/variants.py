@@ -63,7 +63,7 @@ def print_table(rows: list[dict[str, Any]], broken: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if Console().is_terminal else 160)  # piped output: no wrapping at 80
+    console = Console(width=None if Console().is_terminal else 240)  # piped output: no wrapping at 80
     table = Table(title="attnlab attention variants", show_lines=False)
     for column in ("name", "complexity", "capabilities", "parameters", "exact?", "source"):
         table.add_column(column, overflow="fold")

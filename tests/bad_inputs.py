@@ -131,12 +131,13 @@ APP = [
     Bad("tags=abc", "tags=abc must be a list"),
     # ---- decoding (translate, summarise) ------------------------------------------------------------
     Bad("task=translate task.decode.beam=0", "task.decode.beam=0 must be an integer >= 1"),
-    Bad("task=translate task.decode.beam=abc", "task.decode.beam=abc must be an integer"),
+    Bad("task=translate task.decode.beam=abc", "task.decode.beam=abc is not valid: expected an integer"),
     Bad(
         "task=summarise task.decode.max_new_tokens=0", "task.decode.max_new_tokens=0 must be an integer >= 1"
     ),
     Bad(
-        "task=translate task.decode.length_penalty=-1", "task.decode.length_penalty=-1 must be a number >= 0"
+        "task=translate task.decode.length_penalty=-1",
+        "task.decode.length_penalty=-1.0 must be a number >= 0",
     ),
     Bad("task=translate task.decode.val_samples=0", "task.decode.val_samples=0 must be an integer >= 1"),
     # ---- trainer --------------------------------------------------------------------------------------
@@ -193,10 +194,9 @@ APP = [
     Bad("task.data.source=hf task.data.name=imdb", "task.data.source=builtin"),
     Bad("task.data.builtin.nope=1", "unknown config key 'task.data.builtin.nope'"),
     Bad("+task.data.builtin.nope=1", "unknown parameter task.data.builtin.nope for listops"),
-    Bad(
-        "+task.data.builtin.n_train=abc", "task.data.builtin.n_train='abc' is not valid: expected an integer"
-    ),
-    Bad("+task.data.builtin.n_train=0", "split 'train' of the built-in dataset is empty"),
+    Bad("task.data.builtin.n_train=abc", "task.data.builtin.n_train=abc is not valid: expected an integer"),
+    Bad("task.data.builtin.n_train=0", "split 'train' of the built-in dataset is empty"),
+    Bad("+task.data.builtin.n_train=5", "remove + prefix"),
     Bad("task.data.source=files task.data.train={tmp}/nope.jsonl", "nope.jsonl"),
     Bad("task.data.source=files task.data.path=/etc/hostname", "unsupported data file extension"),
     Bad("@files:sentiment_column", "task.data.columns.label"),

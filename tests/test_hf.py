@@ -71,6 +71,10 @@ def logits(model, ids, mask=None, **kwargs) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=mask, **kwargs).logits  # (B, N, V)
 
 
+def gated(name: str) -> bool:
+    return bool(get_attention_class(name).gates)
+
+
 def capable(name: str, capability: str) -> bool:
     return getattr(get_attention_class(name).capabilities, capability)
 
@@ -110,7 +114,9 @@ def test_exact_variants_equal_sdpa_after_save_pretrained(arch: str, variant: str
 # ---- causality through the HF model ---------------------------------------------------------------
 @needs_transformers
 @pytest.mark.parametrize("arch", DECODERS)
-@pytest.mark.parametrize("variant", [n for n in available_attentions() if capable(n, "causal")])
+@pytest.mark.parametrize(
+    "variant", [n for n in available_attentions() if capable(n, "causal") and not gated(n)]
+)
 def test_changing_a_future_token_never_changes_past_logits(arch: str, variant: str):
     model = build(arch, f"attnlab_{variant}")
     ids = batch(arch)
@@ -131,9 +137,20 @@ def test_a_non_causal_variant_in_a_decoder_is_refused(arch: str, variant: str):
         attnlab.hf.use(build(arch), variant)
 
 
+@needs_transformers
+@pytest.mark.parametrize("variant", [n for n in available_attentions() if gated(n)])
+def test_a_gated_variant_is_refused_with_one_line(variant: str):
+    import attnlab.hf
+
+    with pytest.raises(
+        CapabilityError, match=f"attention '{variant}' needs gate projections of the layer input"
+    ):
+        attnlab.hf.use(build("llama"), variant)
+
+
 # ---- padding --------------------------------------------------------------------------------------
 def padding_capable() -> list[str]:
-    return [n for n in available_attentions() if capable(n, "key_padding_mask")]
+    return [n for n in available_attentions() if capable(n, "key_padding_mask") and not gated(n)]
 
 
 @needs_transformers
@@ -262,6 +279,7 @@ def run_overrides(tmp_path, *extra: str) -> list[str]:
     return [
         "model=hf",
         "trainer.max_steps=5",
+        "trainer.val_check_interval=5",
         "logger=none",
         "callbacks.progress=null",
         "trainer.enable_progress_bar=false",

@@ -3,7 +3,7 @@
 Between its matrix products, the causal kernel (linear_kernels.py) runs about twenty elementwise
 passes over (N, d)-sized tensors: the feature map, the causal mask, the normaliser, and their
 gradients. In eager PyTorch many take two or three passes (`tril_` then `sum`; `vecdot`, `+=`, `/=`;
-`clamp` then `mul_`), and at N=16K each pass costs about 1 ms on a 2-core CPU. linear_passes.c does each
+`clamp` then `mul_`), each a full read and write of the tensor (timings: docs/measurements.md). linear_passes.c does each
 in one pass for contiguous float32 CPU tensors; everything else (float64, GPU, non-contiguous
 inputs, tensor subclasses such as fake tensors, a call autograd records, or no C compiler) takes
 the PyTorch version beside it, which computes the same thing.

@@ -2,9 +2,8 @@
 
 glibc's malloc hands large blocks back to the kernel when they are freed (an mmap threshold that
 grows only to 32 MiB, a trim threshold of twice that). The next call then takes fresh pages, and the
-kernel zeroes each one on first touch: at N=16K a causal `linear` forward+backward re-faulted
-22-56 MB per call, 12-30 ms of system CPU time beside ~95 ms of wall time (`getrusage`, 2 threads).
-That is a cost of glibc's defaults, not of the attention method, and it falls unevenly: variants
+kernel zeroes each one on first touch: every large temporary of every call is paid for again in
+page faults and system CPU time (measured with `getrusage`: docs/measurements.md). That is a cost of glibc's defaults, not of the attention method, and it falls unevenly: variants
 made of several unfused ops pay more of it than the fused SDPA kernels. `keep_freed_memory=false`
 measures it.
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention import build_attention
+from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import Attention, KVCacheDecoding, capability_error
 from attnlab.attention.registry import registry_entry
 from attnlab.errors import CapabilityError, ConfigError
@@ -80,6 +80,13 @@ def kernel_for(module: nn.Module, variant: str, *, heads: int, head_dim: int) ->
         slots = nn.ModuleDict()
         module.attnlab = slots  # a submodule: trains, moves and saves with the model
     if variant not in slots:
+        gates = sorted(get_attention_class(variant).gates)
+        if gates:  # transformers' attention interface passes q, k, v only, never the layer input
+            raise CapabilityError(
+                f"attention '{variant}' needs gate projections of the layer input ({', '.join(gates)}), which "
+                "transformers' attention interface does not pass; use it in attnlab's own models (model=tiny|small|base) "
+                "or pick a q/k/v-only variant here, e.g. attn_implementation=attnlab_linear"
+            )
         params = configured_params(module, variant)
         context: dict[str, Any] = {"heads": heads, "head_dim": head_dim}
         if "max_len" in registry_entry(variant).context:
