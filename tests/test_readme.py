@@ -17,9 +17,11 @@ from attnlab.errors import ConfigError
 from attnlab.schemas import store_configs
 
 README = (ROOT / "README.md").read_text()
+# The user's guide is the README plus the pages it links under docs/: their commands are checked alike.
+GUIDE = "\n".join([README, *(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))])
 COMMANDS = [
     line.split("#")[0].strip()
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    for block in re.findall(r"```bash\n(.*?)```", GUIDE, flags=re.S)
     for line in block.replace("\\\n", " ").splitlines()
     if line.strip().startswith(("python -m attnlab ", "python -m attnlab.bench"))
 ]
