@@ -19,7 +19,13 @@ from attnlab.schemas import store_configs
 from attnlab.train import run
 
 SMALL_DATA = ["task.data.limit.train=64", "task.data.limit.validation=32", "task.data.limit.test=32"]
-SMALL_MODEL = ["model.d_model=32", "model.heads=2", "model.encoder_layers=1", "model.decoder_layers=1", "model.max_len=128"]
+SMALL_MODEL = [
+    "model.d_model=32",
+    "model.heads=2",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "model.max_len=128",
+]
 QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress=null"]
 SEARCHES = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))
 VARIANT_SEARCHES = [s for s in SEARCHES if s != "optuna"]
