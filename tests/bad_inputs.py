@@ -80,6 +80,7 @@ APP = [
     Bad("task=mqar task.data.builtin.seq_lne=64", "did you mean 'seq_len'"),
     Bad("task=mqar task.data.builtin.num_kv_pairs=0", "num_kv_pairs"),
     Bad("task=lm model.token_shift=maybe", "model.token_shift"),
+    Bad("task=lm model.tie_embeddings=sometimes", "model.tie_embeddings"),
     Bad("attention=full attention.dropout=2.0", "attention.dropout=2.0 must be >= 0 and < 1"),
     Bad("attention=full attention.dropout=1", "attention.dropout=1.0 must be >= 0 and < 1"),
     Bad("attention.dropout=-0.5", "attention.dropout=-0.5 must be >= 0 and < 1"),

@@ -84,6 +84,15 @@ def test_token_shift_hands_each_block_the_previous_position_only():
     assert CausalLM(50, TINY_LM, AttentionSpec.from_config("linear")).shifts is None  # off by default
 
 
+def test_tie_embeddings_shares_the_head_with_the_embedding_only_when_asked():
+    spec = AttentionSpec.from_config("linear")
+    tied = CausalLM(50, TINY_LM, spec)
+    untied = CausalLM(50, dataclasses.replace(TINY_LM, tie_embeddings=False), spec)
+    assert tied.lm_head.weight is tied.embed.weight
+    assert untied.lm_head.weight is not untied.embed.weight
+    assert sum(p.numel() for p in untied.parameters()) == sum(p.numel() for p in tied.parameters()) + 50 * 32
+
+
 def test_decoder_only_model_has_no_cross_attention_and_rejects_non_causal_variants():
     model = CausalLM(50, TINY_LM, AttentionSpec.from_config("multihead"))
     assert all(block.cross_attention is None for block in model.blocks) and len(model.blocks) == 2
