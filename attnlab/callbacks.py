@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -15,10 +17,39 @@ from attnlab.flops import count_flops_inside
 from attnlab.nn.state_size import decode_state_bytes
 
 
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start this run's peak from the memory in use now; False where the platform cannot reset it.
+
+    A sequential sweep or study runs many jobs in one process: without a reset every run would report
+    the highest peak of the runs before it. CUDA: the allocator's counter. Linux CPU: writing "5" to
+    /proc/self/clear_refs resets the kernel's high-water mark of resident memory (VmHWM). Elsewhere
+    (macOS), the peak stays the process's lifetime peak (`peak_memory_kind` says "cpu_peak_rss").
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        _PROC_CLEAR_REFS.write_text("5")
+        return "VmHWM" in _PROC_STATUS.read_text()
+    except OSError:
+        return False
+
+
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    """Peak memory so far and how it was measured: CUDA allocator peak, or the process's peak RSS on CPU."""
+    """Peak memory and how it was measured: the CUDA allocator's peak, the resident high-water mark since
+    the last `reset_peak_memory` (Linux: "cpu_peak_rss_run"), or the process's lifetime peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocator"
+    try:
+        found = re.search(r"^VmHWM:\s+(\d+)\s+kB", _PROC_STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        found = None
+    if found:
+        return int(found.group(1)) / 2**10, "cpu_peak_rss_run"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu_peak_rss"
 
@@ -38,7 +69,8 @@ class CostMeter(L.Callback):
     A resumed run reports one set of figures: the meter's state travels in the checkpoint
     (`state_dict`), so FLOPs per token stay those of the run's first batch, tokens/s and step time
     merge the timed steps of every segment (each segment skips its own `warmup_steps`), and peak
-    memory is the maximum over the segments. It also records the data's real sequence lengths
+    memory is the maximum over the segments; each run's peak starts when its fit starts (see
+    `reset_peak_memory`), so the runs of a sequential sweep do not inherit each other's peaks. It also records the data's real sequence lengths
     (`seq_len_mean`, `seq_len_max`), which the report shows beside the model's `max_len`.
     """
 
@@ -84,6 +116,10 @@ class CostMeter(L.Callback):
         self.sequences = int(state_dict.get("sequences", 0))
         self.sequence_tokens = int(state_dict.get("sequence_tokens", 0))
         self.longest_sequence = int(state_dict.get("longest_sequence", 0))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # the peak is this run's, not that of the runs before it in the process
+            reset_peak_memory(trainer.strategy.root_device)
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":

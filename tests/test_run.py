@@ -102,7 +102,7 @@ def test_short_run_writes_complete_results_and_checkpoints(tmp_path):
     assert {"test/acc", "test/f1", "test/baseline_acc", "val/acc", "val/loss"} <= saved["metrics"].keys()
     cost = saved["cost"]
     assert cost["train_tokens_per_s"] > 0 and cost["step_time_s"] > 0 and cost["peak_memory_mb"] > 0
-    assert cost["peak_memory_kind"] == "cpu_peak_rss" and cost["attention_flops_per_token"] > 0
+    assert cost["peak_memory_kind"] == "cpu_peak_rss_run" and cost["attention_flops_per_token"] > 0
     assert saved["attention"] == results["attention"]
     assert (
         saved["attention"]["complexity"] == "O(N·d²)" and saved["attention"]["params"]["feature_map"] == "elu"
