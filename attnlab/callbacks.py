@@ -16,7 +16,6 @@ from attnlab.attention import Attention
 from attnlab.flops import count_flops_inside
 from attnlab.nn.state_size import decode_state_bytes
 
-
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
