@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 import resource
 import sys
@@ -13,6 +14,7 @@ import lightning as L
 import torch
 
 from attnlab.attention import Attention
+from attnlab.bench.allocator import glibc
 from attnlab.flops import count_flops_inside
 from attnlab.nn.state_size import decode_state_bytes
 
@@ -31,6 +33,9 @@ def reset_peak_memory(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return True
+    libc = glibc()
+    if libc is not None:  # hand back the heap an earlier run freed but kept, so it is not counted again
+        libc.malloc_trim(ctypes.c_size_t(0))
     try:
         _PROC_CLEAR_REFS.write_text("5")
         return "VmHWM" in _PROC_STATUS.read_text()

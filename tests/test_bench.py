@@ -270,3 +270,26 @@ def test_the_plot_marks_points_without_a_measurement(tmp_path):
         assert {"full: oom", "full: skipped", "performer: unsupported"} <= labels, labels
         assert "linear: ok" not in labels
     original_close(fig)
+
+
+def test_an_interrupted_sweep_writes_the_points_it_measured(tmp_path, monkeypatch):
+    real = measure.time_calls
+
+    def ctrl_c_at_64(workload, *args, **kwargs):
+        if workload.n == 64:
+            raise KeyboardInterrupt
+        return real(workload, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "time_calls", ctrl_c_at_64)
+    with pytest.raises(KeyboardInterrupt):
+        run(bench_config("variants=[multihead,linear]"), out_dir=tmp_path, console=quiet())
+    with (tmp_path / "bench.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    variants = {r["variant"] for r in rows}  # with the baseline the bench adds (full)
+    assert {"multihead", "linear"} <= variants
+    assert sorted((r["variant"], int(r["N"])) for r in rows) == sorted(
+        (v, n) for v in variants for n in (16, 32)
+    )
+    assert {r["status"] for r in rows} == {"ok"}
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["environment"]["interrupted"] == f"Ctrl-C after {len(rows)} point(s)"

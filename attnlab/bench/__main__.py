@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from attnlab.bench.sweep import run
 from attnlab.errors import AttnlabError, ConfigError
 
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 @hydra.main(config_path="pkg://attnlab.conf", config_name="bench", version_base="1.3")
@@ -24,6 +24,9 @@ def main(cfg: DictConfig) -> None:
     except AttnlabError as exc:  # a user mistake: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:  # run() has written the points measured before it
+        print("interrupted: rerun the command for the missing points", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | None:

@@ -29,7 +29,7 @@ KEEP = {M_MMAP_THRESHOLD: 256 << 20, M_TRIM_THRESHOLD: 1 << 30}
 GLIBC_STEADY = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}
 
 
-def _glibc() -> ctypes.CDLL | None:
+def glibc() -> ctypes.CDLL | None:
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -49,7 +49,7 @@ def keep_freed_memory(enabled: bool = True) -> Iterator[str]:
     if not enabled:
         yield "system default (keep_freed_memory=false)"
         return
-    libc = _glibc()
+    libc = glibc()
     if libc is None or not _set(libc, KEEP):
         yield f"system default (no glibc mallopt on this platform: {platform.libc_ver()[0] or platform.system()})"
         return

@@ -86,8 +86,11 @@ def measure_one(cfg: BenchConfig, name: str, n: int, setting: Setting) -> dict[s
     return row
 
 
-def sweep(cfg: BenchConfig, console: Console) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def sweep(
+    cfg: BenchConfig, console: Console, rows: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Measure every point; rows are appended to `rows` as they finish (an interrupted sweep keeps them)."""
+    rows = [] if rows is None else rows
     for setting in cfg.settings:
         stopped: dict[str, str] = {}  # variant -> why its larger N are skipped
         measured: dict[str, tuple[int, float]] = {}  # variant -> (N, ms per call) of its last measured point
@@ -176,13 +179,36 @@ def run(
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
+    rows: list[dict[str, Any]] = []
+    environment: dict[str, Any] = {}
     try:
         with keep_freed_memory(settings.keep_freed_memory) as allocation:
             environment = output.environment(allocation)  # as measured: the sweep's threads, allocator
             console.print(f"host memory: {allocation}")
-            rows = sweep(settings, console)
+            sweep(settings, console, rows)
+    except KeyboardInterrupt:  # Ctrl-C: what was measured is written, then the interrupt goes on
+        if rows:
+            environment["interrupted"] = f"Ctrl-C after {len(rows)} point(s)"
+            _write(settings, cfg, rows, environment, out, console)
+            console.print("[yellow]interrupted: the points measured so far are in the files above[/]")
+        raise
     finally:
         torch.set_num_threads(previous_threads)
+    summaries, paths, cols = _write(settings, cfg, rows, environment, out, console)
+    if settings.logger == "wandb":
+        _log_wandb(settings, rows, summaries, cols, paths, _plain(cfg), out)
+    return {"rows": rows, "summary": summaries, "paths": paths, "out_dir": out}
+
+
+def _write(
+    settings: BenchConfig,
+    cfg,
+    rows: list[dict[str, Any]],
+    environment: dict[str, Any],
+    out: Path,
+    console: Console,
+):
+    """Ratios, summaries, bench.csv/json/png and the printed report of the measured rows."""
     add_ratios(rows, settings.baselines)
     summaries = summarise(
         rows, crossover_baseline=settings.crossover_baseline, fit_min_length=settings.fit_min_length
@@ -198,9 +224,7 @@ def run(
     )
     output.print_report(console, rows, summaries, settings.baselines)
     console.print(f"wrote {paths['csv']}, {paths['json'].name}, {paths['png'].name}")
-    if settings.logger == "wandb":
-        _log_wandb(settings, rows, summaries, cols, paths, _plain(cfg), out)
-    return {"rows": rows, "summary": summaries, "paths": paths, "out_dir": out}
+    return summaries, paths, cols
 
 
 def _log_wandb(settings: BenchConfig, rows, summaries, cols, paths, config, out: Path) -> None:
