@@ -20,6 +20,7 @@ from attnlab.attention.ops import (
     recurrent_step_delta_rule,
     recurrent_step_gla,
 )
+from attnlab.attention.ops.norms import rms_norm, unit_norm
 from attnlab.attention.registry import get_attention_class
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -192,3 +193,22 @@ def test_three_hundred_bf16_training_steps_stay_finite(name):
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(torch.nn.utils.clip_grad_norm_(params, 1.0))
         opt.step()
+
+
+@pytest.mark.parametrize("silu", [False, True])
+def test_unit_norm_equals_autograd_through_normalize(silu):
+    """ops/norms.unit_norm: F.normalize(F.silu(x))'s values and gradients, also where |x| < eps."""
+    (x,) = tensors((B, H, N, D))
+    with torch.no_grad():
+        x[0, 0, :3] *= 1e-9  # below eps: divided by eps, no projection
+    ours = unit_norm(x, silu=silu, eps=1e-6)
+    reference = torch.nn.functional.normalize(torch.nn.functional.silu(x) if silu else x, dim=-1, eps=1e-6)
+    weight = torch.randn(ours.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    same_with_grads(ours * weight, reference * weight, [x])
+
+
+def test_rms_norm_equals_autograd_through_its_formula():
+    (x,) = tensors((B, H, N, D))
+    reference = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6)
+    weight = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    same_with_grads(rms_norm(x, eps=1e-6) * weight, reference * weight, [x])
