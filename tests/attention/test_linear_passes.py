@@ -90,6 +90,10 @@ def test_each_pass_equals_its_pytorch_version(torch_passes):
                 results[key] = passes.feature_grad_(x, scale, v, q - 1.5, fm, spare=[])
         for reverse in (False, True):
             results[f"scan {reverse}"] = passes.inclusive_scan_(scan.clone(), reverse=reverse)
+        x = grad[..., :D].contiguous()  # Based's Taylor features (F = 1 + D + D(D+1)/2) and backward
+        results["taylor_features"] = passes.taylor_features(x)
+        d_phi = randn(G, C, 1 + D + D * (D + 1) // 2, seed=12)
+        results["taylor_features_backward"] = passes.taylor_features_backward(d_phi, x)
         return results
 
     fused = run_all()

@@ -19,6 +19,7 @@ from attnlab.attention.ops import (
     recurrent_step_based,
     recurrent_step_delta_rule,
     recurrent_step_gla,
+    taylor_features,
 )
 from attnlab.attention.ops.norms import rms_norm, unit_norm
 from attnlab.attention.registry import get_attention_class
@@ -212,3 +213,14 @@ def test_rms_norm_equals_autograd_through_its_formula():
     reference = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6)
     weight = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
     same_with_grads(rms_norm(x, eps=1e-6) * weight, reference * weight, [x])
+
+
+def test_taylor_features_equal_the_pairwise_products_with_autograd():
+    """ops/based.taylor_features (row-by-row, hand-written backward) against the plain definition
+    [1, x, c_ab x_a x_b (a <= b)], c_aa = 1/√2, differentiated by autograd."""
+    (x,) = tensors((B, H, N, 5))
+    a, b = torch.triu_indices(5, 5)
+    c = torch.ones(a.shape, dtype=x.dtype).masked_fill(a == b, 0.5**0.5)
+    reference = torch.cat([torch.ones_like(x[..., :1]), x, x[..., a] * x[..., b] * c], dim=-1)
+    weight = torch.randn(reference.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    same_with_grads(taylor_features(x) * weight, reference * weight, [x])
