@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention.ops.gated_linear import FLUSH_BELOW, flushed_exp
+
 
 class ChunkDeltaRule(torch.autograd.Function):
     """The chunked delta rule with a hand-written backward: q, k (G, nc, C, D), v (G, nc, C, Dv),
@@ -45,16 +47,18 @@ class ChunkDeltaRule(torch.autograd.Function):
             b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
             past = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
             gamma = (
-                (b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")).exp_()
+                flushed_exp((b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")))
             )  # (G, nc, C, C)
-            eb = b.exp()[..., None]  # (G, nc, C, 1) decay from the chunk start to i
-            kd = k * (b[..., -1:] - b).exp()[..., None]  # decay from j (exclusive) to the chunk end
+            eb = flushed_exp(b)[..., None]  # (G, nc, C, 1) decay from the chunk start to i
+            kd = k * flushed_exp(b[..., -1:] - b)[..., None]  # decay from j (exclusive) to the chunk end
             rhs_w, qd = kb * eb, qs * eb
-            carry = b[..., -1].exp()[..., None, None]  # (G, nc, 1, 1)
+            carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
         # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
         P = torch.matmul(kb, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C)
         eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(G, nc, C, C)
         T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
+        if g is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
+            T.masked_fill_(T.abs() < FLUSH_BELOW, 0.0)
         uw = torch.matmul(T, torch.cat([v * beta[..., None], rhs_w], dim=-1))  # (G, nc, C, Dv + D) [u w]
         u, w = uw[..., :Dv], uw[..., Dv:]
         kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
@@ -87,9 +91,9 @@ class ChunkDeltaRule(torch.autograd.Function):
         kb = k * beta[..., None]
         if gated:
             b = g.cumsum(-1)  # (G, nc, C)
-            eb = b.exp()[..., None]
-            decay_to_end = (b[..., -1:] - b).exp()[..., None]  # (G, nc, C, 1)
-            kd, qd, carry = k * decay_to_end, qs * eb, b[..., -1].exp()[..., None, None]
+            eb = flushed_exp(b)[..., None]
+            decay_to_end = flushed_exp(b[..., -1:] - b)[..., None]  # (G, nc, C, 1)
+            kd, qd, carry = k * decay_to_end, qs * eb, flushed_exp(b[..., -1])[..., None, None]
         else:
             kd, qd, carry = k, qs, None
         w = uw[..., Dv:]
@@ -129,8 +133,8 @@ class ChunkDeltaRule(torch.autograd.Function):
             d_kb.addcmul_(d_rhs_w, eb)
             dk.addcmul_(d_kd, decay_to_end)
             # d loss / d b, through every e^{±b}: Γ (in M and P), eb (in qd and rhs_w), kd, the carry
-            EM, EP = dM * M, dP * P  # (G, nc, C, C)
-            db = EM.sum(-1) - EM.sum(-2) + EP.sum(-1) - EP.sum(-2)
+            E = (dM * M).addcmul_(dP, P)  # (G, nc, C, C) d loss / d (b_i - b_j) through Γ_ij
+            db = E.sum(-1) - E.sum(-2)
             db += (d_qd * qd).sum(-1) + (d_rhs_w * (kb * eb)).sum(-1)
             e_kd = (d_kd * kd).sum(-1)  # (G, nc, C)
             db -= e_kd

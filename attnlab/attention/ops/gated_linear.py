@@ -28,6 +28,15 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from attnlab.attention.linear_passes import inclusive_scan_
 
 SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate
+FLUSH_BELOW = 1e-20  # decay factors below this are set to 0 (see flushed_exp)
+
+
+def flushed_exp(x: Tensor) -> Tensor:
+    """e^x as a new tensor, with values below FLUSH_BELOW (x < -46) set to exactly 0. A decay that
+    small scales a term by less than 1e-20 of one that is not decayed, 13 orders of magnitude under
+    fp32's resolution; left in, such factors and their products are subnormal floats, on which x86
+    CPUs compute ~100x slower (the chunked gated delta rule ran ~1.4x slower on the bench's gates)."""
+    return F.threshold_(x.exp(), FLUSH_BELOW, 0.0)
 
 
 class ChunkStateScan(torch.autograd.Function):
@@ -161,23 +170,23 @@ class ChunkPerDimGLA(torch.autograd.Function):
         qs = q * scale
         b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
         b_last = b[:, :, -1:]  # (G, nc, 1, D)
-        to_end = torch.sub(b_last, b).exp_()  # decay from j (exclusive) to the chunk end
+        to_end = flushed_exp(b_last - b)  # decay from j (exclusive) to the chunk end
         kd = k * to_end
         writes = torch.matmul(kd.transpose(-2, -1), v)  # (G, nc, D, Dv)
-        carry = b_last.transpose(-2, -1).exp()  # (G, nc, D, 1)
+        carry = flushed_exp(b_last.transpose(-2, -1))  # (G, nc, D, 1)
         states = q.new_empty(G, nc + 1, D, Dv)  # slot c: the state before chunk c
         states[:, 0] = S0
         for c in range(nc):
             torch.addcmul(writes[:, c], states[:, c], carry[:, c], out=states[:, c + 1])
-        from_start = b.exp()  # decay from the chunk start to i
+        from_start = flushed_exp(b)  # decay from the chunk start to i
         out = torch.matmul(qs * from_start, states[:, :-1])  # (G, nc, C, Dv) from the earlier chunks
-        q_factor = _from_sub_block_start(b, sub).exp_()  # (G, nc, C, D), <= 1
+        q_factor = flushed_exp(_from_sub_block_start(b, sub))  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
         scores, factors = [], []
         for r0 in range(0, C, sub):
             r1 = min(r0 + sub, C)
             exponent = -b[:, :, :r1] if r0 == 0 else b[:, :, r0 - 1 : r0] - b[:, :, :r1]  # (G, nc, r1, D)
-            factor = exponent.exp_()
+            factor = flushed_exp(exponent)
             A = torch.matmul(
                 q_hat[:, :, r0:r1], (k[:, :, :r1] * factor).transpose(-2, -1)
             )  # (G, nc, r1-r0, r1)
@@ -201,7 +210,7 @@ class ChunkPerDimGLA(torch.autograd.Function):
         d_out = d_out.contiguous()
         qs = q * scale
         kd = k * to_end
-        carry = b[:, :, -1:].transpose(-2, -1).exp()  # (G, nc, D, 1)
+        carry = flushed_exp(b[:, :, -1:].transpose(-2, -1))  # (G, nc, D, 1)
         qd = qs * from_start
         # out = qd S_c: into qd and the state before each chunk
         d_qd = torch.matmul(d_out, states[:, :-1].transpose(-2, -1))  # (G, nc, C, D)
