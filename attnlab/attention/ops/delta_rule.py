@@ -46,8 +46,8 @@ class ChunkDeltaRule(torch.autograd.Function):
         else:
             b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
             past = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
-            gamma = (
-                flushed_exp((b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")))
+            gamma = flushed_exp(
+                (b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf"))
             )  # (G, nc, C, C)
             eb = flushed_exp(b)[..., None]  # (G, nc, C, 1) decay from the chunk start to i
             kd = k * flushed_exp(b[..., -1:] - b)[..., None]  # decay from j (exclusive) to the chunk end
