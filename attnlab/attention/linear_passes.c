@@ -201,6 +201,13 @@ void taylor_features_backward(const float *dphi, const float *x, float *dx, i64 
     }
 }
 
+/* sigmoid(x) = 1 / (1 + e^-x), from exp_nonpositive(-|x|) (vectorises; within a few ulp of 1/(1+expf)). */
+static inline float sigmoid(float x) {
+    float e = exp_nonpositive(x > 0.0f ? -x : x);
+    float inv = 1.0f / (1.0f + e);
+    return x > 0.0f ? inv : e * inv;
+}
+
 /* The recurrent family's per-vector normalisations (ops/norms.py), R rows of D.
  * unit_norm: y = f(x) / max(|f(x)|, eps), f = SiLU (silu != 0) or the identity; norm (R) = max(|f(x)|, eps),
  * with norm = -max(...) flagging a row whose |f(x)| was below eps (no projection in its backward). */
@@ -209,8 +216,9 @@ void unit_norm(const float *x, float *y, float *norm, int silu, float eps, i64 R
     for (i64 r = 0; r < R; r++) {
         const float *xr = x + r * D;
         float *yr = y + r * D, sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
         for (i64 d = 0; d < D; d++) {
-            float s = silu ? xr[d] / (1.0f + __builtin_expf(-xr[d])) : xr[d];
+            float s = silu ? xr[d] * sigmoid(xr[d]) : xr[d];
             yr[d] = s;
             sq += s * s;
         }
@@ -238,10 +246,11 @@ void unit_norm_backward(const float *dy, const float *x, const float *y, const f
             n = -n;
         }
         float inv = 1.0f / n;
+#pragma omp simd
         for (i64 d = 0; d < D; d++) {
             float ds = (g[d] - yr[d] * along) * inv;
             if (silu) {
-                float sig = 1.0f / (1.0f + __builtin_expf(-xr[d]));
+                float sig = sigmoid(xr[d]);
                 ds *= sig * (1.0f + xr[d] * (1.0f - sig));
             }
             out[d] = ds;
