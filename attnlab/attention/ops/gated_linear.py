@@ -179,42 +179,40 @@ class ChunkPerDimGLA(torch.autograd.Function):
         for c in range(nc):
             torch.addcmul(writes[:, c], states[:, c], carry[:, c], out=states[:, c + 1])
         from_start = flushed_exp(b)  # decay from the chunk start to i
-        out = torch.matmul(qs * from_start, states[:, :-1])  # (G, nc, C, Dv) from the earlier chunks
+        qd = qs * from_start
+        out = torch.matmul(qd, states[:, :-1])  # (G, nc, C, Dv) from the earlier chunks
         q_factor = flushed_exp(_from_sub_block_start(b, sub))  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
-        scores, factors = [], []
+        scores, factors, k_hats = [], [], []
         for r0 in range(0, C, sub):
             r1 = min(r0 + sub, C)
             exponent = -b[:, :, :r1] if r0 == 0 else b[:, :, r0 - 1 : r0] - b[:, :, :r1]  # (G, nc, r1, D)
             factor = flushed_exp(exponent)
-            A = torch.matmul(
-                q_hat[:, :, r0:r1], (k[:, :, :r1] * factor).transpose(-2, -1)
-            )  # (G, nc, r1-r0, r1)
+            k_hat = k[:, :, :r1] * factor
+            A = torch.matmul(q_hat[:, :, r0:r1], k_hat.transpose(-2, -1))  # (G, nc, r1-r0, r1)
             A.masked_fill_(_future(r0, r1, q.device), 0.0)
             out[:, :, r0:r1] += torch.matmul(A, v[:, :, :r1])
             scores.append(A)
             factors.append(factor)
-        ctx.save_for_backward(q, k, v, b, to_end, from_start, q_factor, states, *scores, *factors)
+            k_hats.append(k_hat)
+        # Saved rather than recomputed: every decayed copy the backward reads.
+        ctx.save_for_backward(v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states)
+        ctx.blocks = (scores, factors, k_hats)  # lists of fresh tensors no one else holds
         ctx.scale, ctx.sub = scale, sub
         return out, states[:, -1]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
-        q, k, v, b, to_end, from_start, q_factor, states, *rest = ctx.saved_tensors
+        v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states = ctx.saved_tensors
+        scores, factors, k_hats = ctx.blocks
         scale, sub = ctx.scale, ctx.sub
-        G, nc, C, D = q.shape
+        G, nc, C, D = kd.shape
         Dv = v.shape[-1]
-        n_sub = len(rest) // 2
-        scores, factors = rest[:n_sub], rest[n_sub:]
         d_out = d_out.contiguous()
-        qs = q * scale
-        kd = k * to_end
-        carry = flushed_exp(b[:, :, -1:].transpose(-2, -1))  # (G, nc, D, 1)
-        qd = qs * from_start
         # out = qd S_c: into qd and the state before each chunk
         d_qd = torch.matmul(d_out, states[:, :-1].transpose(-2, -1))  # (G, nc, C, D)
-        dS = q.new_empty(G, nc + 1, D, Dv)  # slot c: d loss / d S_c
+        dS = kd.new_empty(G, nc + 1, D, Dv)  # slot c: d loss / d S_c
         dS[:, :nc] = torch.matmul(qd.transpose(-2, -1), d_out)
         if d_final is None:
             dS[:, nc].zero_()
@@ -233,14 +231,16 @@ class ChunkPerDimGLA(torch.autograd.Function):
         db -= e_kd
         d_b_last = e_kd.sum(2) + d_carry * carry[..., 0]  # (G, nc, D)
         # in-chunk sub-blocks
-        q_hat = qs * q_factor
         d_q_hat = torch.empty_like(q_hat)
         for block, r0 in enumerate(range(0, C, sub)):
             r1 = min(r0 + sub, C)
-            A, factor = scores[block], factors[block]  # (G, nc, r1-r0, r1), (G, nc, r1, D)
-            k_hat = k[:, :, :r1] * factor
+            A, factor, k_hat = (
+                scores[block],
+                factors[block],
+                k_hats[block],
+            )  # (G, nc, r1-r0, r1), (G, nc, r1, D) x2
             dA = torch.matmul(d_out[:, :, r0:r1], v[:, :, :r1].transpose(-2, -1))
-            dA.masked_fill_(_future(r0, r1, q.device), 0.0)
+            dA.masked_fill_(_future(r0, r1, kd.device), 0.0)
             dv[:, :, :r1] += torch.matmul(A.transpose(-2, -1), d_out[:, :, r0:r1])
             d_q_hat[:, :, r0:r1] = torch.matmul(dA, k_hat)
             d_k_hat = torch.matmul(dA.transpose(-2, -1), q_hat[:, :, r0:r1])  # (G, nc, r1, D)
