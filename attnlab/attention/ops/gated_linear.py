@@ -39,6 +39,11 @@ def flushed_exp(x: Tensor) -> Tensor:
     return F.threshold_(x.exp(), FLUSH_BELOW, 0.0)
 
 
+def flushed_exp_(x: Tensor) -> Tensor:
+    """flushed_exp in place (x is a temporary of the caller's)."""
+    return F.threshold_(x.exp_(), FLUSH_BELOW, 0.0)
+
+
 class ChunkStateScan(torch.autograd.Function):
     """The states between chunks, S_{c+1} = a_c ⊙ S_c + U_c from S_0: U (B, H, nc, D, Dv), a
     (B, H, nc, D|1, 1), S_0 (B, H, D, Dv) -> (B, H, nc + 1, D, Dv), slot c the state before chunk c
@@ -170,7 +175,7 @@ class ChunkPerDimGLA(torch.autograd.Function):
         qs = q * scale
         b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
         b_last = b[:, :, -1:]  # (G, nc, 1, D)
-        to_end = flushed_exp(b_last - b)  # decay from j (exclusive) to the chunk end
+        to_end = flushed_exp_(b_last - b)  # decay from j (exclusive) to the chunk end
         kd = k * to_end
         writes = torch.matmul(kd.transpose(-2, -1), v)  # (G, nc, D, Dv)
         carry = flushed_exp(b_last.transpose(-2, -1))  # (G, nc, D, 1)
@@ -181,31 +186,30 @@ class ChunkPerDimGLA(torch.autograd.Function):
         from_start = flushed_exp(b)  # decay from the chunk start to i
         qd = qs * from_start
         out = torch.matmul(qd, states[:, :-1])  # (G, nc, C, Dv) from the earlier chunks
-        q_factor = flushed_exp(_from_sub_block_start(b, sub))  # (G, nc, C, D), <= 1
+        q_factor = flushed_exp_(_from_sub_block_start(b, sub))  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
-        scores, factors, k_hats = [], [], []
+        scores, factors = [], []
         for r0 in range(0, C, sub):
             r1 = min(r0 + sub, C)
             exponent = -b[:, :, :r1] if r0 == 0 else b[:, :, r0 - 1 : r0] - b[:, :, :r1]  # (G, nc, r1, D)
-            factor = flushed_exp(exponent)
+            factor = flushed_exp_(exponent)
             k_hat = k[:, :, :r1] * factor
             A = torch.matmul(q_hat[:, :, r0:r1], k_hat.transpose(-2, -1))  # (G, nc, r1-r0, r1)
             A.masked_fill_(_future(r0, r1, q.device), 0.0)
             out[:, :, r0:r1] += torch.matmul(A, v[:, :, :r1])
             scores.append(A)
             factors.append(factor)
-            k_hats.append(k_hat)
-        # Saved rather than recomputed: every decayed copy the backward reads.
-        ctx.save_for_backward(v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states)
-        ctx.blocks = (scores, factors, k_hats)  # lists of fresh tensors no one else holds
+        # Saved rather than recomputed: the decayed copies the backward reads (k_hat: recomputed).
+        ctx.save_for_backward(k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states)
+        ctx.blocks = (scores, factors)  # lists of fresh tensors no one else holds
         ctx.scale, ctx.sub = scale, sub
         return out, states[:, -1]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
-        v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states = ctx.saved_tensors
-        scores, factors, k_hats = ctx.blocks
+        k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states = ctx.saved_tensors
+        scores, factors = ctx.blocks
         scale, sub = ctx.scale, ctx.sub
         G, nc, C, D = kd.shape
         Dv = v.shape[-1]
@@ -234,11 +238,8 @@ class ChunkPerDimGLA(torch.autograd.Function):
         d_q_hat = torch.empty_like(q_hat)
         for block, r0 in enumerate(range(0, C, sub)):
             r1 = min(r0 + sub, C)
-            A, factor, k_hat = (
-                scores[block],
-                factors[block],
-                k_hats[block],
-            )  # (G, nc, r1-r0, r1), (G, nc, r1, D) x2
+            A, factor = scores[block], factors[block]  # (G, nc, r1-r0, r1), (G, nc, r1, D)
+            k_hat = k[:, :, :r1] * factor
             dA = torch.matmul(d_out[:, :, r0:r1], v[:, :, :r1].transpose(-2, -1))
             dA.masked_fill_(_future(r0, r1, kd.device), 0.0)
             dv[:, :, :r1] += torch.matmul(A.transpose(-2, -1), d_out[:, :, r0:r1])
