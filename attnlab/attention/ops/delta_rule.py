@@ -63,16 +63,15 @@ class ChunkDeltaRule(torch.autograd.Function):
         u, w = uw[..., :Dv], uw[..., Dv:]
         kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
         new = q.new_empty(G, nc, C, Dv)  # the corrections each chunk writes, u - w S
-        states = q.new_empty(G, nc + 1, D, Dv)  # slot c: the state before chunk c
-        states[:, 0] = S0
+        states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
         S = S0
         for c in range(nc):
+            states[:, c] = S
             new_c = torch.baddbmm(u[:, c], w[:, c], S, alpha=-1.0)  # (G, C, Dv)
             new[:, c] = new_c
             S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt[:, c], new_c)  # (G, D, Dv)
-            states[:, c + 1] = S
         M = torch.matmul(qs, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C) causal in-chunk scores
-        out = torch.matmul(qd, states[:, :-1])  # (G, nc, C, Dv) from the earlier chunks
+        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
         out.view(-1, C, Dv).baddbmm_(M.view(-1, C, C), new.view(-1, C, Dv))
         ctx.save_for_backward(q, k, v, beta, g, gamma, P, T, uw, new, states, M)
         ctx.scale = scale
@@ -100,7 +99,7 @@ class ChunkDeltaRule(torch.autograd.Function):
         # out = qd S_c + M new
         dM = torch.matmul(d_out, new.transpose(-2, -1))  # (G, nc, C, C)
         d_new = torch.matmul(M.transpose(-2, -1), d_out)  # (G, nc, C, Dv)
-        d_qd = torch.matmul(d_out, states[:, :-1].transpose(-2, -1))  # (G, nc, C, D)
+        d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
         dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before chunk c
         # The chunk-to-chunk recurrence, backwards: S_{c+1} = a_c S_c + kdᵀ new_c, new_c = u_c - w_c S_c.
         dS_next = q.new_empty(G, nc, D, Dv)  # slot c: d loss / d S_{c+1}
@@ -113,7 +112,7 @@ class ChunkDeltaRule(torch.autograd.Function):
             carried = dS if carry is None else dS * carry[:, c]
             dS = torch.baddbmm(carried + dS_out[:, c], wt[:, c], d_new_c, alpha=-1.0)
         d_kd = torch.matmul(new, dS_next.transpose(-2, -1))  # (G, nc, C, D)
-        d_w = torch.matmul(d_new, states[:, :-1].transpose(-2, -1)).neg_()  # (G, nc, C, D)
+        d_w = torch.matmul(d_new, states.transpose(-2, -1)).neg_()  # (G, nc, C, D)
         # [u w] = T [βv, rhs_w]: d rhs = Tᵀ d[u w]; dA = -d rhs [u w]ᵀ, its strict lower part
         d_rhs = torch.matmul(T.transpose(-2, -1), torch.cat([d_new, d_w], dim=-1))  # (G, nc, C, Dv + D)
         dP = torch.matmul(d_rhs, uw.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C)
@@ -138,7 +137,7 @@ class ChunkDeltaRule(torch.autograd.Function):
             db += (d_qd * qd).sum(-1) + (d_rhs_w * (kb * eb)).sum(-1)
             e_kd = (d_kd * kd).sum(-1)  # (G, nc, C)
             db -= e_kd
-            db[..., -1] += e_kd.sum(-1) + (states[:, :-1] * dS_next).sum((-2, -1)) * carry[..., 0, 0]
+            db[..., -1] += e_kd.sum(-1) + (states * dS_next).sum((-2, -1)) * carry[..., 0, 0]
             dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
         else:
             d_kb.add_(d_rhs_w)

@@ -179,13 +179,15 @@ class ChunkPerDimGLA(torch.autograd.Function):
         kd = k * to_end
         writes = torch.matmul(kd.transpose(-2, -1), v)  # (G, nc, D, Dv)
         carry = flushed_exp(b_last.transpose(-2, -1))  # (G, nc, D, 1)
-        states = q.new_empty(G, nc + 1, D, Dv)  # slot c: the state before chunk c
-        states[:, 0] = S0
-        for c in range(nc):
-            torch.addcmul(writes[:, c], states[:, c], carry[:, c], out=states[:, c + 1])
+        # Slot c: the state before chunk c, S_c = carry_{c-1} ⊙ S_{c-1} + writes_{c-1} (no slot for the
+        # final state: products with `states` then read it in place, no batch copies).
+        states = torch.cat([S0[:, None], writes[:, :-1]], dim=1)  # (G, nc, D, Dv)
+        for c in range(1, nc):
+            states[:, c].addcmul_(states[:, c - 1], carry[:, c - 1])
+        final = torch.addcmul(writes[:, -1], states[:, -1], carry[:, -1])  # (G, D, Dv)
         from_start = flushed_exp(b)  # decay from the chunk start to i
         qd = qs * from_start
-        out = torch.matmul(qd, states[:, :-1])  # (G, nc, C, Dv) from the earlier chunks
+        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
         q_factor = flushed_exp_(_from_sub_block_start(b, sub))  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
         scores, factors = [], []
@@ -203,7 +205,7 @@ class ChunkPerDimGLA(torch.autograd.Function):
         ctx.save_for_backward(k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states)
         ctx.blocks = (scores, factors)  # lists of fresh tensors no one else holds
         ctx.scale, ctx.sub = scale, sub
-        return out, states[:, -1]
+        return out, final
 
     @staticmethod
     @once_differentiable
@@ -215,17 +217,15 @@ class ChunkPerDimGLA(torch.autograd.Function):
         Dv = v.shape[-1]
         d_out = d_out.contiguous()
         # out = qd S_c: into qd and the state before each chunk
-        d_qd = torch.matmul(d_out, states[:, :-1].transpose(-2, -1))  # (G, nc, C, D)
-        dS = kd.new_empty(G, nc + 1, D, Dv)  # slot c: d loss / d S_c
-        dS[:, :nc] = torch.matmul(qd.transpose(-2, -1), d_out)
-        if d_final is None:
-            dS[:, nc].zero_()
-        else:
-            dS[:, nc] = d_final
-        for c in range(nc - 1, -1, -1):  # S_{c+1} = carry_c ⊙ S_c + writes_c
-            dS[:, c].addcmul_(dS[:, c + 1], carry[:, c])
-        d_writes = dS[:, 1:]  # (G, nc, D, Dv)
-        d_carry = (states[:, :-1] * d_writes).sum(-1)  # (G, nc, D)
+        d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
+        dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into S_c from chunk c's output
+        # d loss / d S_{c+1} = d loss / d writes_c, from the end: S_{c+1} = carry_c ⊙ S_c + writes_c
+        d_writes = torch.empty_like(dS_out)
+        d_writes[:, -1] = 0.0 if d_final is None else d_final
+        for c in range(nc - 1, 0, -1):
+            torch.addcmul(dS_out[:, c], d_writes[:, c], carry[:, c], out=d_writes[:, c - 1])
+        dS0 = torch.addcmul(dS_out[:, 0], d_writes[:, 0], carry[:, 0])  # (G, D, Dv)
+        d_carry = (states * d_writes).sum(-1)  # (G, nc, D)
         d_kd = torch.matmul(v, d_writes.transpose(-2, -1))  # (G, nc, C, D)
         dv = torch.matmul(kd, d_writes)  # (G, nc, C, Dv)
         d_qs = d_qd * from_start
@@ -257,7 +257,7 @@ class ChunkPerDimGLA(torch.autograd.Function):
             db[:, :, r0 - 1] -= e_q[:, :, r0 : r0 + sub].sum(2)
         db[:, :, -1] += d_b_last
         dg = _chunk_cumsum(db, reverse=True)  # b = cumsum(g) within the chunk
-        return d_qs.mul_(scale), dk, dv, dg, dS[:, 0], None, None
+        return d_qs.mul_(scale), dk, dv, dg, dS0, None, None
 
 
 def _chunk_cumsum(x: Tensor, *, reverse: bool = False) -> Tensor:
