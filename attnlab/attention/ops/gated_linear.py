@@ -171,7 +171,6 @@ class ChunkPerDimGLA(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, g, S0, scale: float, sub: int):
         G, nc, C, D = q.shape
-        Dv = v.shape[-1]
         qs = q * scale
         b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
         b_last = b[:, :, -1:]  # (G, nc, 1, D)
@@ -214,7 +213,6 @@ class ChunkPerDimGLA(torch.autograd.Function):
         scores, factors = ctx.blocks
         scale, sub = ctx.scale, ctx.sub
         G, nc, C, D = kd.shape
-        Dv = v.shape[-1]
         d_out = d_out.contiguous()
         # out = qd S_c: into qd and the state before each chunk
         d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
