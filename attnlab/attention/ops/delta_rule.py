@@ -73,7 +73,7 @@ class ChunkDeltaRule(torch.autograd.Function):
         M = torch.matmul(qs, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C) causal in-chunk scores
         out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
         out.view(-1, C, Dv).baddbmm_(M.view(-1, C, C), new.view(-1, C, Dv))
-        ctx.save_for_backward(q, k, v, beta, g, gamma, P, T, uw, new, states, M)
+        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, uw, new, states, M)
         ctx.scale = scale
         return out, S
 
