@@ -60,9 +60,10 @@ def stepped(step, q, k, v, state, *gates):
 
 @pytest.mark.parametrize("per_dim", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
-def test_gla_forms_agree(per_dim, chunk_size):
+@pytest.mark.parametrize("temperature", [0.25, 1.0, 16.0])  # steep: sub-blocks of 16; mild: whole chunks
+def test_gla_forms_agree(per_dim, chunk_size, temperature):
     q, k, v, raw = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D) if per_dim else (B, H, N))
-    g = torch.nn.functional.logsigmoid(raw)
+    g = torch.nn.functional.logsigmoid(raw) / temperature
     naive, S = naive_recurrent_gla(q, k, v, g, scale=0.3)
     chunk, S_chunk = chunk_gla(q, k, v, g, scale=0.3, chunk_size=chunk_size)
     same_with_grads(chunk, naive, [q, k, v, raw])

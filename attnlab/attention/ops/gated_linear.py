@@ -12,10 +12,12 @@ inside a chunk
 
     o_i = (q_i ⊙ e^{b_i}) S_chunk-start + Σ_{j<=i} (q_i ⊙ e^{b_i - b_j}) · k_j  v_j
 
-Every exponent there is <= 0 (stable), except inside the diagonal sub-blocks of 16 positions of a
-per-dimension gate, where the pair (i, j) is factored through the sub-block start; there the
-exponent is at most 16·|g|, so per-dimension log decays must be >= -5 (the `gla` variant clamps
-them) to stay within fp32's range.
+Every exponent there is <= 0 (stable), except inside the diagonal sub-blocks of a per-dimension
+gate, where the pair (i, j) is factored through the sub-block start; there the exponent is at most
+sub·max|g|. The sub-block is the longest of 16, 32, ... positions (up to the chunk) that keeps
+sub·max|g| <= 80, measured on the gates of the call: with gates >= -5 (the `gla` variant clamps
+them) at least 16 positions, and the whole chunk for mild gates (one C x C product, as for a scalar
+decay), with every factor within fp32's range either way.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention.linear_passes import inclusive_scan_
 
-SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate
+SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate, at the least
+MAX_EXPONENT = 80.0  # largest in-sub-block exponent sub·max|g| (e^80 ~ 5.5e34 < fp32's max 3.4e38)
 FLUSH_BELOW = 1e-20  # decay factors below this are set to 0 (see flushed_exp)
 
 
@@ -129,7 +132,7 @@ def chunk_gla(
             *(t.reshape(G, nc, C, t.shape[-1]).contiguous() for t in (q, k, v, g)),
             S0.reshape(G, D, Dv),
             scale,
-            min(SUB_BLOCK, C),
+            _sub_block(g, C),
         )  # (G, nc, C, Dv), (G, D, Dv)
         return out.reshape(B, H, nc * C, Dv)[:, :, :N], S.reshape(B, H, D, Dv)
     qc = q.reshape(B, H, nc, C, D) * scale  # (B, H, nc, C, D)
@@ -187,7 +190,8 @@ class ChunkPerDimGLA(torch.autograd.Function):
         from_start = flushed_exp(b)  # decay from the chunk start to i
         qd = qs * from_start
         out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
-        q_factor = flushed_exp_(_from_sub_block_start(b, sub))  # (G, nc, C, D), <= 1
+        # e^{b_i - b_r} >= e^-80, not flushed: it multiplies key factors up to e^80 in the sub-block
+        q_factor = _from_sub_block_start(b, sub).exp_()  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
         scores, factors = [], []
         for r0 in range(0, C, sub):
@@ -263,6 +267,18 @@ def _chunk_cumsum(x: Tensor, *, reverse: bool = False) -> Tensor:
     tensor: linear_passes' in-place scan (one pass in C; torch.cumsum along a middle dim is ~5x slower)."""
     G, nc, C, D = x.shape
     return inclusive_scan_(x.reshape(G * nc, C, D).clone(), reverse=reverse).view(G, nc, C, D)
+
+
+def _sub_block(g: Tensor, C: int) -> int:
+    """The sub-block for gates g: the whole chunk when C·max|g| <= MAX_EXPONENT, else the longest of
+    16, 32, ... positions (below C) within it, and 16 at the least."""
+    steepest = max(-float(g.detach().min()), 0.0)
+    if C * steepest <= MAX_EXPONENT:
+        return C
+    sub = min(SUB_BLOCK, C)
+    while 2 * sub < C and 2 * sub * steepest <= MAX_EXPONENT:
+        sub *= 2
+    return sub
 
 
 def _from_sub_block_start(b: Tensor, sub: int) -> Tensor:
