@@ -187,12 +187,15 @@ class ChunkPerDimGLA(torch.autograd.Function):
         for c in range(1, nc):
             states[:, c].addcmul_(states[:, c - 1], carry[:, c - 1])
         final = torch.addcmul(writes[:, -1], states[:, -1], carry[:, -1])  # (G, D, Dv)
-        from_start = flushed_exp(b)  # decay from the chunk start to i
-        qd = qs * from_start
-        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
         # e^{b_i - b_r} >= e^-80, not flushed: it multiplies key factors up to e^80 in the sub-block
         q_factor = _from_sub_block_start(b, sub).exp_()  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
+        if sub >= C:  # one sub-block: its reference is the chunk start, q_hat is the decayed query
+            from_start, qd = q_factor, q_hat
+        else:
+            from_start = flushed_exp(b)  # decay from the chunk start to i
+            qd = qs * from_start
+        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
         scores, factors = [], []
         for r0 in range(0, C, sub):
             r1 = min(r0 + sub, C)
