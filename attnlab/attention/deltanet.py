@@ -23,17 +23,17 @@ from torch import Tensor
 
 from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
+from attnlab.attention.ops.norms import unit_norm
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
 
 
 def normalise_qk(q: Tensor, k: Tensor, silu: bool, l2: bool) -> tuple[Tensor, Tensor]:
-    """The delta rule's q, k: SiLU when `silu`, then unit L2 norm per head vector when `l2`."""
-    if silu:
-        q, k = F.silu(q), F.silu(k)
+    """The delta rule's q, k: SiLU when `silu`, then unit L2 norm per head vector when `l2`
+    (ops/norms.py: F.normalize's values, eps 1e-6, with a hand-written backward)."""
     if l2:
-        q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
-    return q, k
+        return unit_norm(q, silu=silu, eps=1e-6), unit_norm(k, silu=silu, eps=1e-6)
+    return (F.silu(q), F.silu(k)) if silu else (q, k)
 
 
 @register_attention("deltanet")

@@ -156,3 +156,133 @@ void inclusive_scan(float *x, i64 H, i64 n, i64 E, int reverse) {
         }
     }
 }
+
+/* Based's 2nd-order Taylor feature map (ops/based.py), R rows of d: phi (R, 1 + d + d(d+1)/2) =
+ * [1, x, c_ab x_a x_b for a <= b], c_aa = 1/sqrt(2), c_ab = 1 otherwise. */
+void taylor_features(const float *x, float *phi, i64 R, i64 d) {
+    const i64 F = 1 + d + d * (d + 1) / 2;
+    const float half = 0.70710678118654752f;
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *xr = x + r * d;
+        float *p = phi + r * F;
+        p[0] = 1.0f;
+        for (i64 a = 0; a < d; a++) p[1 + a] = xr[a];
+        p += 1 + d;
+        for (i64 a = 0; a < d; a++) {
+            float xa = xr[a];
+#pragma omp simd
+            for (i64 b = a; b < d; b++) p[b - a] = xa * xr[b];
+            p[0] *= half;
+            p += d - a;
+        }
+    }
+}
+
+/* Its backward: dx (R, d) = dphi's linear part + for each pair c_ab (dphi_ab x_b on a, dphi_ab x_a on b). */
+void taylor_features_backward(const float *dphi, const float *x, float *dx, i64 R, i64 d) {
+    const i64 F = 1 + d + d * (d + 1) / 2;
+    const float root2 = 1.41421356237309505f;
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *xr = x + r * d, *g = dphi + r * F + 1 + d;
+        float *out = dx + r * d;
+        for (i64 a = 0; a < d; a++) out[a] = dphi[r * F + 1 + a];
+        for (i64 a = 0; a < d; a++) {
+            float xa = xr[a], acc = root2 * g[0] * xa; /* d(x_a^2 / sqrt 2) / dx_a */
+#pragma omp simd reduction(+ : acc)
+            for (i64 b = a + 1; b < d; b++) {
+                acc += g[b - a] * xr[b];
+                out[b] += g[b - a] * xa;
+            }
+            out[a] += acc;
+            g += d - a;
+        }
+    }
+}
+
+/* sigmoid(x) = 1 / (1 + e^-x), from exp_nonpositive(-|x|) (vectorises; within a few ulp of 1/(1+expf)). */
+static inline float sigmoid(float x) {
+    float e = exp_nonpositive(x > 0.0f ? -x : x);
+    float inv = 1.0f / (1.0f + e);
+    return x > 0.0f ? inv : e * inv;
+}
+
+/* The recurrent family's per-vector normalisations (ops/norms.py), R rows of D.
+ * unit_norm: y = f(x) / max(|f(x)|, eps), f = SiLU (silu != 0) or the identity; norm (R) = max(|f(x)|, eps),
+ * with norm = -max(...) flagging a row whose |f(x)| was below eps (no projection in its backward). */
+void unit_norm(const float *x, float *y, float *norm, int silu, float eps, i64 R, i64 D) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D, sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+        for (i64 d = 0; d < D; d++) {
+            float s = silu ? xr[d] * sigmoid(xr[d]) : xr[d];
+            yr[d] = s;
+            sq += s * s;
+        }
+        float n = __builtin_sqrtf(sq);
+        int clamped = n < eps;
+        n = clamped ? eps : n;
+        float inv = 1.0f / n;
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) yr[d] *= inv;
+        norm[r] = clamped ? -n : n;
+    }
+}
+
+/* Its backward: dx = silu'(x) (dy - y (y.dy)) / norm (no projection in flagged rows). */
+void unit_norm_backward(const float *dy, const float *x, const float *y, const float *norm, float *dx, int silu,
+                        i64 R, i64 D) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *g = dy + r * D, *yr = y + r * D, *xr = x + r * D;
+        float *out = dx + r * D, along = 0.0f, n = norm[r];
+        if (n > 0.0f) {
+#pragma omp simd reduction(+ : along)
+            for (i64 d = 0; d < D; d++) along += yr[d] * g[d];
+        } else {
+            n = -n;
+        }
+        float inv = 1.0f / n;
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) {
+            float ds = (g[d] - yr[d] * along) * inv;
+            if (silu) {
+                float sig = sigmoid(xr[d]);
+                ds *= sig * (1.0f + xr[d] * (1.0f - sig));
+            }
+            out[d] = ds;
+        }
+    }
+}
+
+/* rms_norm: y = x r, r (R) = 1 / sqrt(mean(x^2) + eps). */
+void rms_norm(const float *x, float *y, float *r_out, float eps, i64 R, i64 D) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D, sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+        for (i64 d = 0; d < D; d++) sq += xr[d] * xr[d];
+        float s = 1.0f / __builtin_sqrtf(sq / (float)D + eps);
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) yr[d] = xr[d] * s;
+        r_out[r] = s;
+    }
+}
+
+/* Its backward: dx = r (dy - y mean(dy.y)). */
+void rms_norm_backward(const float *dy, const float *y, const float *r_in, float *dx, i64 R, i64 D) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *g = dy + r * D, *yr = y + r * D;
+        float *out = dx + r * D, along = 0.0f, s = r_in[r];
+#pragma omp simd reduction(+ : along)
+        for (i64 d = 0; d < D; d++) along += g[d] * yr[d];
+        along /= (float)D;
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) out[d] = s * (g[d] - yr[d] * along);
+    }
+}

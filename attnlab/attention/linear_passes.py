@@ -12,6 +12,10 @@ The C file is compiled on first use with the system's C compiler (`cc`, or $CC; 
 into ~/.cache/attnlab (or $XDG_CACHE_HOME/attnlab), keyed by source, compiler, flags and CPU, and
 loaded with ctypes. A failed build warns once and leaves the PyTorch passes in place.
 ATTNLAB_FUSED_CPU=0 turns the C passes off.
+
+The chunked forms of the recurrent family (attention/ops) use the scan too, and Based's Taylor
+feature map, the delta rule's SiLU + L2 normalisation and the heads' RMS normalisation, each with its
+backward, are here for the same reason (the end of this file).
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ SIGNATURES = {
     "add_rows_tril": [_P, _P, _I, _I],
     "feature_grad": [_P, _P, _P, _P, ctypes.c_int, _I, _I, _I],
     "inclusive_scan": [_P, _I, _I, _I, ctypes.c_int],
+    "taylor_features": [_P, _P, _I, _I],
+    "taylor_features_backward": [_P, _P, _P, _I, _I],
+    "unit_norm": [_P, _P, _P, ctypes.c_int, ctypes.c_float, _I, _I],
+    "unit_norm_backward": [_P, _P, _P, _P, _P, ctypes.c_int, _I, _I],
+    "rms_norm": [_P, _P, _P, ctypes.c_float, _I, _I],
+    "rms_norm_backward": [_P, _P, _P, _P, _I, _I],
 }
 
 
@@ -261,3 +271,44 @@ def feature_grad_(
     elif feature_map == "relu":  # phi' = 1 where phi > 0 (PyTorch's relu'(0) = 0)
         x.masked_fill_(phi <= 0, 0.0)
     return x
+
+
+def taylor_features(x: Tensor) -> Tensor:
+    """Based's feature map, x (..., d) -> φ(x) (..., 1 + d + d(d+1)/2) = [1, x, c_ab x_a x_b (a <= b)],
+    c_aa = 1/√2, c_ab = 1 (pairs in row-major order of the upper triangle), with no autograd record.
+    In PyTorch: one broadcast product per row a of the pairs (index gathers are ~10x slower)."""
+    d = x.shape[-1]
+    phi = x.new_empty(*x.shape[:-1], 1 + d + d * (d + 1) // 2)
+    lib = _fused(x)
+    if lib is not None:
+        lib.taylor_features(_ptr(x), _ptr(phi), x.numel() // d, d)
+        return phi
+    phi[..., 0] = 1.0
+    phi[..., 1 : 1 + d] = x
+    start = 1 + d
+    for a in range(d):
+        row = phi[..., start : start + d - a]  # pairs (a, a), (a, a + 1), ..., (a, d - 1)
+        torch.mul(x[..., a : a + 1], x[..., a:], out=row)
+        row[..., 0] *= 0.5**0.5
+        start += d - a
+    return phi
+
+
+def taylor_features_backward(d_phi: Tensor, x: Tensor) -> Tensor:
+    """d loss / d φ(x) (..., F) -> d loss / d x (..., d): the linear part's row, plus for each pair
+    (a, b) c_ab·x_b on a's side and c_ab·x_a on b's side."""
+    d = x.shape[-1]
+    lib = _fused(d_phi, x)
+    if lib is not None:
+        dx = torch.empty_like(x)
+        lib.taylor_features_backward(_ptr(d_phi), _ptr(x), _ptr(dx), x.numel() // d, d)
+        return dx
+    dx = d_phi[..., 1 : 1 + d].clone()
+    start = 1 + d
+    for a in range(d):
+        t = d_phi[..., start : start + d - a].clone()  # (..., d - a)
+        t[..., 0] *= 2.0**0.5  # the diagonal pair: d(x_a² / √2) / dx_a = √2 x_a
+        dx[..., a] += torch.linalg.vecdot(t, x[..., a:])
+        dx[..., a + 1 :].addcmul_(t[..., 1:], x[..., a : a + 1])
+        start += d - a
+    return dx

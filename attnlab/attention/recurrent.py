@@ -19,12 +19,13 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, State
+from attnlab.attention.ops.norms import rms_norm
 
 OUTPUT_NORM_EPS = 1e-6
 
 
 def rms_normalise(x: Tensor) -> Tensor:
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + OUTPUT_NORM_EPS)
+    return rms_norm(x, eps=OUTPUT_NORM_EPS)  # x · rsqrt(mean(x²) + eps), hand-written backward
 
 
 class RecurrentAttention(Attention):

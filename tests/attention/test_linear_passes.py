@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from attnlab.attention import linear_passes as passes
 from attnlab.attention.linear_kernels import causal_linear_attention
+from attnlab.attention.ops.norms import rms_norm, unit_norm
 
 requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
 G, C, D, DV = 6, 8, 5, 7
@@ -90,6 +91,10 @@ def test_each_pass_equals_its_pytorch_version(torch_passes):
                 results[key] = passes.feature_grad_(x, scale, v, q - 1.5, fm, spare=[])
         for reverse in (False, True):
             results[f"scan {reverse}"] = passes.inclusive_scan_(scan.clone(), reverse=reverse)
+        x = grad[..., :D].contiguous()  # Based's Taylor features (F = 1 + D + D(D+1)/2) and backward
+        results["taylor_features"] = passes.taylor_features(x)
+        d_phi = randn(G, C, 1 + D + D * (D + 1) // 2, seed=12)
+        results["taylor_features_backward"] = passes.taylor_features_backward(d_phi, x)
         return results
 
     fused = run_all()
@@ -165,3 +170,23 @@ def test_without_openmp_the_passes_are_built_for_one_thread(monkeypatch, tmp_pat
         torch.testing.assert_close(passes.elu_plus_one(x), F.elu(x) + 1)
     finally:
         passes.library.cache_clear()
+
+
+@requires_c
+@pytest.mark.parametrize("silu", [False, True])
+def test_the_recurrent_familys_norms_are_the_same_with_either_passes(torch_passes, silu):
+    """ops/norms: unit_norm (also on rows below eps) and rms_norm, values and gradients."""
+    x = randn(G, C, D, seed=13)
+    x[0, :2] *= 1e-9  # |x| < eps: divided by eps, no projection
+    weight = randn(G, C, D, seed=14)
+
+    def run_all():
+        leaf = x.clone().requires_grad_()
+        outs = [unit_norm(leaf, silu=silu, eps=1e-6), rms_norm(leaf, eps=1e-6)]
+        grads = [torch.autograd.grad((out * weight).sum(), leaf)[0] for out in outs]
+        return [t.detach() for t in outs] + grads
+
+    fused = run_all()
+    torch_passes()
+    for a, b in zip(fused, run_all(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -19,7 +19,9 @@ from attnlab.attention.ops import (
     recurrent_step_based,
     recurrent_step_delta_rule,
     recurrent_step_gla,
+    taylor_features,
 )
+from attnlab.attention.ops.norms import rms_norm, unit_norm
 from attnlab.attention.registry import get_attention_class
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,9 +60,10 @@ def stepped(step, q, k, v, state, *gates):
 
 @pytest.mark.parametrize("per_dim", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
-def test_gla_forms_agree(per_dim, chunk_size):
+@pytest.mark.parametrize("temperature", [0.25, 1.0, 16.0])  # steep: sub-blocks of 16; mild: whole chunks
+def test_gla_forms_agree(per_dim, chunk_size, temperature):
     q, k, v, raw = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D) if per_dim else (B, H, N))
-    g = torch.nn.functional.logsigmoid(raw)
+    g = torch.nn.functional.logsigmoid(raw) / temperature
     naive, S = naive_recurrent_gla(q, k, v, g, scale=0.3)
     chunk, S_chunk = chunk_gla(q, k, v, g, scale=0.3, chunk_size=chunk_size)
     same_with_grads(chunk, naive, [q, k, v, raw])
@@ -192,3 +195,33 @@ def test_three_hundred_bf16_training_steps_stay_finite(name):
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(torch.nn.utils.clip_grad_norm_(params, 1.0))
         opt.step()
+
+
+@pytest.mark.parametrize("silu", [False, True])
+def test_unit_norm_equals_autograd_through_normalize(silu):
+    """ops/norms.unit_norm: F.normalize(F.silu(x))'s values and gradients, also where |x| < eps."""
+    (x,) = tensors((B, H, N, D))
+    with torch.no_grad():
+        x[0, 0, :3] *= 1e-9  # below eps: divided by eps, no projection
+    ours = unit_norm(x, silu=silu, eps=1e-6)
+    reference = torch.nn.functional.normalize(torch.nn.functional.silu(x) if silu else x, dim=-1, eps=1e-6)
+    weight = torch.randn(ours.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    same_with_grads(ours * weight, reference * weight, [x])
+
+
+def test_rms_norm_equals_autograd_through_its_formula():
+    (x,) = tensors((B, H, N, D))
+    reference = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + 1e-6)
+    weight = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    same_with_grads(rms_norm(x, eps=1e-6) * weight, reference * weight, [x])
+
+
+def test_taylor_features_equal_the_pairwise_products_with_autograd():
+    """ops/based.taylor_features (row-by-row, hand-written backward) against the plain definition
+    [1, x, c_ab x_a x_b (a <= b)], c_aa = 1/√2, differentiated by autograd."""
+    (x,) = tensors((B, H, N, 5))
+    a, b = torch.triu_indices(5, 5)
+    c = torch.ones(a.shape, dtype=x.dtype).masked_fill(a == b, 0.5**0.5)
+    reference = torch.cat([torch.ones_like(x[..., :1]), x, x[..., a] * x[..., b] * c], dim=-1)
+    weight = torch.randn(reference.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(1))
+    same_with_grads(taylor_features(x) * weight, reference * weight, [x])

@@ -21,73 +21,131 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention.ops.gated_linear import FLUSH_BELOW, flushed_exp
 
-class UnitLowerInverse(torch.autograd.Function):
-    """T = A⁻¹ for unit lower-triangular A (..., C, C), by forward substitution, one row per step
-    (T_i,:i = -A_i,:i T_:i,:i), each a product batched over every chunk: on CPU, batched
-    torch.linalg.solve_triangular of many small systems was ~100x slower. The backward is two
-    products, dA = -strict_lower(Tᵀ dT Tᵀ)."""
 
-    @staticmethod
-    def forward(ctx: FunctionCtx, A: Tensor) -> Tensor:
-        C = A.shape[-1]
-        A3 = A.reshape(-1, C, C)  # (G, C, C)
-        T = torch.eye(C, dtype=A.dtype, device=A.device).repeat(A3.shape[0], 1, 1)  # (G, C, C)
-        for i in range(1, C):
-            T[:, i, :i] = torch.bmm(A3[:, i : i + 1, :i], T[:, :i, :i]).squeeze(1).neg_()
-        T = T.view(A.shape)
-        ctx.save_for_backward(T)
-        return T
+class ChunkDeltaRule(torch.autograd.Function):
+    """The chunked delta rule with a hand-written backward: q, k (G, nc, C, D), v (G, nc, C, Dv),
+    beta (G, nc, C), g (G, nc, C) or None, S_0 (G, D, Dv) -> out (G, nc, C, Dv), final state (G, D, Dv).
+
+    Every product that needs no recurrence is one batched product over all chunks (G·nc matrices);
+    only the state's chunk-to-chunk update is a loop (two products per chunk each way). T = A⁻¹ is one
+    batched triangular solve. The backward reuses T, [u w], the corrections and the states of the
+    forward: autograd through the same code records ~50 ops plus a copy per chunk and sums each
+    input's gradient contributions in fresh tensors."""
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad: Tensor) -> Tensor:
-        (T,) = ctx.saved_tensors
-        Tt = T.transpose(-2, -1)
-        return (Tt @ grad @ Tt).neg_().tril_(-1)  # A's diagonal and upper part are constants
-
-
-class DeltaChunkScan(torch.autograd.Function):
-    """The chunk-by-chunk part of the chunked delta rule, chunks first: u (nc, G, C, Dv), w, k
-    (nc, G, C, D), a (nc, G, 1, 1) or None, S_0 (G, D, Dv) -> the corrections written by each chunk
-    new_c = u_c - w_c S_c (nc, G, C, Dv) and the states (nc + 1, G, D, Dv), slot c the state before
-    chunk c, S_{c+1} = a_c S_c + k_cᵀ new_c. Two products per chunk each way, into preallocated
-    memory; the products that need no recurrence (dk, dw, da) are batched after the backward loop."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, u: Tensor, w: Tensor, k: Tensor, a: Tensor | None, S0: Tensor):
-        nc, G, C, Dv = u.shape
-        new = torch.empty_like(u)
-        states = u.new_empty(nc + 1, G, k.shape[-1], Dv)
-        states[0] = S0
-        kt = k.transpose(-2, -1)  # (nc, G, D, C)
+    def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
+        G, nc, C, D = q.shape
+        Dv = v.shape[-1]
+        qs = q * scale
+        kb = k * beta[..., None]  # (G, nc, C, D)
+        if g is None:
+            gamma = torch.ones(C, C, dtype=q.dtype, device=q.device).tril_()  # (C, C) j <= i
+            kd, rhs_w, qd, carry = k, kb, qs, None
+        else:
+            b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
+            past = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
+            gamma = flushed_exp(
+                (b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf"))
+            )  # (G, nc, C, C)
+            eb = flushed_exp(b)[..., None]  # (G, nc, C, 1) decay from the chunk start to i
+            kd = k * flushed_exp(b[..., -1:] - b)[..., None]  # decay from j (exclusive) to the chunk end
+            rhs_w, qd = kb * eb, qs * eb
+            carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
+        # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
+        P = torch.matmul(kb, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C)
+        eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(G, nc, C, C)
+        T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
+        if g is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
+            T.masked_fill_(T.abs() < FLUSH_BELOW, 0.0)
+        uw = torch.matmul(T, torch.cat([v * beta[..., None], rhs_w], dim=-1))  # (G, nc, C, Dv + D) [u w]
+        u, w = uw[..., :Dv], uw[..., Dv:]
+        kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
+        new = q.new_empty(G, nc, C, Dv)  # the corrections each chunk writes, u - w S
+        states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
+        S = S0
         for c in range(nc):
-            torch.baddbmm(u[c], w[c], states[c], alpha=-1.0, out=new[c])
-            carried = states[c] if a is None else states[c] * a[c]
-            torch.baddbmm(carried, kt[c], new[c], out=states[c + 1])
-        ctx.save_for_backward(w, k, a, new, states)
-        return new, states
+            states[:, c] = S
+            new_c = torch.baddbmm(u[:, c], w[:, c], S, alpha=-1.0)  # (G, C, Dv)
+            new[:, c] = new_c
+            S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt[:, c], new_c)  # (G, D, Dv)
+        M = torch.matmul(qs, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C) causal in-chunk scores
+        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
+        out.view(-1, C, Dv).baddbmm_(M.view(-1, C, C), new.view(-1, C, Dv))
+        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, uw, new, states, M)
+        ctx.scale = scale
+        return out, S
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, d_new: Tensor, d_states: Tensor):
-        w, k, a, new, states = ctx.saved_tensors
-        nc = w.shape[0]
-        d_new = d_new.clone(memory_format=torch.contiguous_format)  # completed in place, chunk by chunk
-        dS = d_states.clone(memory_format=torch.contiguous_format)
-        wt = w.transpose(-2, -1)  # (nc, G, D, C)
+    def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor):
+        q, k, v, beta, g, gamma, P, T, uw, new, states, M = ctx.saved_tensors
+        scale = ctx.scale
+        G, nc, C, D = q.shape
+        Dv = v.shape[-1]
+        gated = g is not None
+        d_out = d_out.contiguous()
+        qs = q * scale
+        kb = k * beta[..., None]
+        if gated:
+            b = g.cumsum(-1)  # (G, nc, C)
+            eb = flushed_exp(b)[..., None]
+            decay_to_end = flushed_exp(b[..., -1:] - b)[..., None]  # (G, nc, C, 1)
+            kd, qd, carry = k * decay_to_end, qs * eb, flushed_exp(b[..., -1])[..., None, None]
+        else:
+            kd, qd, carry = k, qs, None
+        w = uw[..., Dv:]
+        # out = qd S_c + M new
+        dM = torch.matmul(d_out, new.transpose(-2, -1))  # (G, nc, C, C)
+        d_new = torch.matmul(M.transpose(-2, -1), d_out)  # (G, nc, C, Dv)
+        d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
+        dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before chunk c
+        # The chunk-to-chunk recurrence, backwards: S_{c+1} = a_c S_c + kdᵀ new_c, new_c = u_c - w_c S_c.
+        dS_next = q.new_empty(G, nc, D, Dv)  # slot c: d loss / d S_{c+1}
+        dS = torch.zeros_like(states[:, 0]) if d_final is None else d_final.contiguous()
+        wt = w.transpose(-2, -1)  # (G, nc, D, C)
         for c in range(nc - 1, -1, -1):
-            d_new[c].baddbmm_(k[c], dS[c + 1])  # S_{c+1} = a S_c + kᵀ new_c
-            if a is None:
-                dS[c].add_(dS[c + 1])
-            else:
-                dS[c].addcmul_(dS[c + 1], a[c])
-            dS[c].baddbmm_(wt[c], d_new[c], alpha=-1.0)  # new_c = u_c - w_c S_c
-        d_u = d_new
-        d_w = -(d_new @ states[:-1].transpose(-2, -1))  # (nc, G, C, D)
-        d_k = new @ dS[1:].transpose(-2, -1)  # (nc, G, C, D)
-        d_a = None if a is None else (states[:-1] * dS[1:]).sum((-2, -1), keepdim=True)
-        return d_u, d_w, d_k, d_a, dS[0]
+            dS_next[:, c] = dS
+            d_new_c = torch.baddbmm(d_new[:, c], kd[:, c], dS)  # (G, C, Dv)
+            d_new[:, c] = d_new_c
+            carried = dS if carry is None else dS * carry[:, c]
+            dS = torch.baddbmm(carried + dS_out[:, c], wt[:, c], d_new_c, alpha=-1.0)
+        d_kd = torch.matmul(new, dS_next.transpose(-2, -1))  # (G, nc, C, D)
+        d_w = torch.matmul(d_new, states.transpose(-2, -1)).neg_()  # (G, nc, C, D)
+        # [u w] = T [βv, rhs_w]: d rhs = Tᵀ d[u w]; dA = -d rhs [u w]ᵀ, its strict lower part
+        d_rhs = torch.matmul(T.transpose(-2, -1), torch.cat([d_new, d_w], dim=-1))  # (G, nc, C, Dv + D)
+        dP = torch.matmul(d_rhs, uw.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C)
+        dv = d_rhs[..., :Dv] * beta[..., None]
+        d_beta = (d_rhs[..., :Dv] * v).sum(-1)  # (G, nc, C)
+        d_rhs_w = d_rhs[..., Dv:]
+        # M = (qs kᵀ) ⊙ Γ and P = (kb kᵀ) ⊙ Γ
+        dM_scores = dM * gamma
+        dP_scores = dP * gamma
+        d_qs = (
+            torch.matmul(dM_scores, k).addcmul_(d_qd, eb) if gated else torch.matmul(dM_scores, k).add_(d_qd)
+        )
+        dk = torch.matmul(dM_scores.transpose(-2, -1), qs)
+        dk.view(-1, C, D).baddbmm_(dP_scores.transpose(-2, -1).reshape(-1, C, C), kb.view(-1, C, D))
+        d_kb = torch.matmul(dP_scores, k)  # (G, nc, C, D)
+        if gated:
+            d_kb.addcmul_(d_rhs_w, eb)
+            dk.addcmul_(d_kd, decay_to_end)
+            # d loss / d b, through every e^{±b}: Γ (in M and P), eb (in qd and rhs_w), kd, the carry
+            E = (dM * M).addcmul_(dP, P)  # (G, nc, C, C) d loss / d (b_i - b_j) through Γ_ij
+            db = E.sum(-1) - E.sum(-2)
+            db += (d_qd * qd).sum(-1) + (d_rhs_w * (kb * eb)).sum(-1)
+            e_kd = (d_kd * kd).sum(-1)  # (G, nc, C)
+            db -= e_kd
+            db[..., -1] += e_kd.sum(-1) + (states * dS_next).sum((-2, -1)) * carry[..., 0, 0]
+            dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
+        else:
+            d_kb.add_(d_rhs_w)
+            dk.add_(d_kd)
+            dg = None
+        dk.addcmul_(d_kb, beta[..., None])
+        d_beta += (d_kb * k).sum(-1)
+        return d_qs.mul_(scale), dk, dv, d_beta, dg, dS, None
 
 
 def naive_recurrent_delta_rule(
@@ -145,44 +203,19 @@ def chunk_delta_rule(
         beta = F.pad(beta, (0, pad))
         g = None if g is None else F.pad(g, (0, pad))
     nc = (N + pad) // C
-    qc = q.reshape(B, H, nc, C, D) * scale  # (B, H, nc, C, D)
-    kc = k.reshape(B, H, nc, C, D)
-    vc = v.reshape(B, H, nc, C, Dv)
-    bc = beta.reshape(B, H, nc, C, 1)
-    k_beta = kc * bc  # (B, H, nc, C, D)
-    eye = torch.eye(C, dtype=q.dtype, device=q.device)
-    past = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # (C, C) j <= i
-    if g is None:
-        decay = past.to(q.dtype)  # (C, C)
-        k_write, carries = kc, None
-        w_rhs, q_inter = k_beta, qc
-    else:
-        b = g.reshape(B, H, nc, C, 1).cumsum(3)  # (B, H, nc, C, 1) inclusive
-        decay = (b - b.transpose(-2, -1)).masked_fill(~past, float("-inf")).exp()  # (B, H, nc, C, C)
-        b_last = b[:, :, :, -1:]  # (B, H, nc, 1, 1)
-        k_write = kc * (b_last - b).exp()  # decay from j (exclusive) to the chunk end
-        carries = b_last.exp()  # (B, H, nc, 1, 1)
-        w_rhs = k_beta * b.exp()
-        q_inter = qc * b.exp()  # the carried state decays from the chunk start to i
-    # Unit lower-triangular system: (I + strict_lower(diag(β) K Kᵀ ⊙ Γ)) [u w] = [diag(β) V, w_rhs].
-    system = eye + ((k_beta @ kc.transpose(-2, -1)) * decay).tril(-1)  # (B, H, nc, C, C)
-    T = UnitLowerInverse.apply(system)  # (B, H, nc, C, C)
-    u, w = T @ (vc * bc), T @ w_rhs  # (B, H, nc, C, Dv), (B, H, nc, C, D)
+    G = B * H
+
+    def chunked(x: Tensor) -> Tensor:  # (B, H, nc·C, ·) -> (G, nc, C, ·), a view when contiguous
+        return x.reshape(G, nc, C, *x.shape[3:])
+
     S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
-
-    def chunks_first(x: Tensor) -> Tensor:  # (B, H, nc, ...) -> (nc, B·H, ...), contiguous
-        return x.flatten(0, 1).transpose(0, 1).contiguous()
-
-    new, states = DeltaChunkScan.apply(
-        chunks_first(u),
-        chunks_first(w),
-        chunks_first(k_write),
-        None if carries is None else chunks_first(carries),
-        S0.reshape(B * H, D, Dv),
-    )  # (nc, B·H, C, Dv), (nc + 1, B·H, D, Dv)
-    new = new.transpose(0, 1).reshape(B, H, nc, C, Dv)
-    S = states[-1].view(B, H, D, Dv)
-    starts = states[:-1].transpose(0, 1).reshape(B, H, nc, D, Dv)
-    scores = (qc @ kc.transpose(-2, -1)) * decay  # (B, H, nc, C, C)
-    out = q_inter @ starts + scores @ new  # (B, H, nc, C, Dv)
-    return out.reshape(B, H, nc * C, Dv)[:, :, :N], S
+    out, S = ChunkDeltaRule.apply(
+        chunked(q).contiguous(),
+        chunked(k).contiguous(),
+        chunked(v).contiguous(),
+        beta.reshape(G, nc, C).contiguous(),
+        None if g is None else g.reshape(G, nc, C).contiguous(),
+        S0.reshape(G, D, Dv),
+        scale,
+    )  # (G, nc, C, Dv), (G, D, Dv)
+    return out.reshape(B, H, nc * C, Dv)[:, :, :N], S.view(B, H, D, Dv)

@@ -12,10 +12,12 @@ inside a chunk
 
     o_i = (q_i ⊙ e^{b_i}) S_chunk-start + Σ_{j<=i} (q_i ⊙ e^{b_i - b_j}) · k_j  v_j
 
-Every exponent there is <= 0 (stable), except inside the diagonal sub-blocks of 16 positions of a
-per-dimension gate, where the pair (i, j) is factored through the sub-block start; there the
-exponent is at most 16·|g|, so per-dimension log decays must be >= -5 (the `gla` variant clamps
-them) to stay within fp32's range.
+Every exponent there is <= 0 (stable), except inside the diagonal sub-blocks of a per-dimension
+gate, where the pair (i, j) is factored through the sub-block start; there the exponent is at most
+sub·max|g|. The sub-block is the longest of 16, 32, ... positions (up to the chunk) that keeps
+sub·max|g| <= 80, measured on the gates of the call: with gates >= -5 (the `gla` variant clamps
+them) at least 16 positions, and the whole chunk for mild gates (one C x C product, as for a scalar
+decay), with every factor within fp32's range either way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,24 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate
+from attnlab.attention.linear_passes import inclusive_scan_
+
+SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate, at the least
+MAX_EXPONENT = 80.0  # largest in-sub-block exponent sub·max|g| (e^80 ~ 5.5e34 < fp32's max 3.4e38)
+FLUSH_BELOW = 1e-20  # decay factors below this are set to 0 (see flushed_exp)
+
+
+def flushed_exp(x: Tensor) -> Tensor:
+    """e^x as a new tensor, with values below FLUSH_BELOW (x < -46) set to exactly 0. A decay that
+    small scales a term by less than 1e-20 of one that is not decayed, 13 orders of magnitude under
+    fp32's resolution; left in, such factors and their products are subnormal floats, on which x86
+    CPUs compute ~100x slower (the chunked gated delta rule ran ~1.4x slower on the bench's gates)."""
+    return F.threshold_(x.exp(), FLUSH_BELOW, 0.0)
+
+
+def flushed_exp_(x: Tensor) -> Tensor:
+    """flushed_exp in place (x is a temporary of the caller's)."""
+    return F.threshold_(x.exp_(), FLUSH_BELOW, 0.0)
 
 
 class ChunkStateScan(torch.autograd.Function):
@@ -106,20 +125,29 @@ def chunk_gla(
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         g = F.pad(g, (0, 0, 0, pad) if per_dim else (0, pad))
     nc = (N + pad) // C
+    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    if per_dim:
+        G = B * H
+        out, S = ChunkPerDimGLA.apply(
+            *(t.reshape(G, nc, C, t.shape[-1]).contiguous() for t in (q, k, v, g)),
+            S0.reshape(G, D, Dv),
+            scale,
+            _sub_block(g, C),
+        )  # (G, nc, C, Dv), (G, D, Dv)
+        return out.reshape(B, H, nc * C, Dv)[:, :, :N], S.reshape(B, H, D, Dv)
     qc = q.reshape(B, H, nc, C, D) * scale  # (B, H, nc, C, D)
     kc = k.reshape(B, H, nc, C, D)
     vc = v.reshape(B, H, nc, C, Dv)
-    b = g.reshape(B, H, nc, C, D if per_dim else 1).cumsum(3)  # (B, H, nc, C, D|1) inclusive
-    b_last = b[:, :, :, -1:]  # (B, H, nc, 1, D|1)
+    b = g.reshape(B, H, nc, C, 1).cumsum(3)  # (B, H, nc, C, 1) inclusive
+    b_last = b[:, :, :, -1:]  # (B, H, nc, 1, 1)
     q_decayed = qc * b.exp()  # decay from the chunk start to i
     k_decayed = kc * (b_last - b).exp()  # decay from j (exclusive) to the chunk end
     writes = k_decayed.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv)
-    carries = b_last.transpose(-2, -1).exp()  # (B, H, nc, D|1, 1)
-    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
-    states = ChunkStateScan.apply(writes, carries.expand(B, H, nc, carries.shape[-2], 1).contiguous(), S0)
+    carries = b_last.exp()  # (B, H, nc, 1, 1)
+    states = ChunkStateScan.apply(writes, carries.contiguous(), S0)
     S = states[:, :, -1]  # (B, H, D, Dv) final
     out = q_decayed @ states[:, :, :-1]  # (B, H, nc, C, Dv) from earlier chunks
-    out = out + (_intra_per_dim(qc, kc, vc, b) if per_dim else _intra_scalar(qc, kc, vc, b))
+    out = out + _intra_scalar(qc, kc, vc, b)
     return out.reshape(B, H, nc * C, Dv)[:, :, :N], S
 
 
@@ -131,26 +159,139 @@ def _intra_scalar(qc: Tensor, kc: Tensor, vc: Tensor, b: Tensor) -> Tensor:
     return ((qc @ kc.transpose(-2, -1)) * decay) @ vc  # (B, H, nc, C, Dv)
 
 
-def _intra_per_dim(qc: Tensor, kc: Tensor, vc: Tensor, b: Tensor) -> Tensor:
-    """In-chunk part with one decay per key dimension, by query sub-blocks of SUB_BLOCK positions:
-    the pair (i, j) is factored through r, the position just before i's sub-block,
-    e^{b_i - b_j} = e^{b_i - b_r} e^{b_r - b_j}: both factors <= 1 for keys before the sub-block, the
-    second <= e^{16·|g|} inside it, and keys after it are zeroed in the exponent (-inf), so nothing
-    overflows forward or backward. All sub-blocks at once (no slices: their backward fills zeros)."""
-    B, H, nc, C, D = qc.shape
-    c = min(SUB_BLOCK, C)
-    pad = (-C) % c
-    if pad:  # a ragged chunk: pad the positions (zero keys and decays add nothing)
-        qc, kc, vc, b = (F.pad(t, (0, 0, 0, pad)) for t in (qc, kc, vc, b))
-    ns, L = (C + pad) // c, C + pad
-    b_sub = b.view(B, H, nc, ns, c, D)  # (B, H, nc, ns, c, D)
-    ref = F.pad(b_sub[:, :, :, :-1, -1:], (0, 0, 0, 0, 1, 0))  # (B, H, nc, ns, 1, D) b_r, 0 for the first
-    q_hat = qc.view(B, H, nc, ns, c, D) * (b_sub - ref).exp()  # <= 1
-    later = torch.arange(L, device=qc.device)[None, :] // c > torch.arange(ns, device=qc.device)[:, None]
-    exponent = (ref - b[:, :, :, None]).masked_fill(later[:, :, None], float("-inf"))  # (B, H, nc, ns, L, D)
-    k_hat = kc[:, :, :, None] * exponent.exp()  # (B, H, nc, ns, L, D)
-    scores = q_hat @ k_hat.transpose(-2, -1)  # (B, H, nc, ns, c, L)
-    rows = torch.arange(L, device=qc.device).view(ns, c, 1)
-    future = torch.arange(L, device=qc.device).view(1, 1, L) > rows  # (ns, c, L)
-    out = scores.masked_fill(future, 0.0) @ vc[:, :, :, None]  # (B, H, nc, ns, c, Dv)
-    return out.reshape(B, H, nc, L, -1)[:, :, :, :C]
+class ChunkPerDimGLA(torch.autograd.Function):
+    """The chunked form with a per-dimension decay and a hand-written backward: q, k, g (G, nc, C, D),
+    v (G, nc, C, Dv), S_0 (G, D, Dv) -> out (G, nc, C, Dv), final state (G, D, Dv).
+
+    Between chunks: one fused multiply-add per chunk (the only loop over chunks). Inside a chunk, by
+    query sub-blocks of `sub` positions, each batched over every chunk: the pair (i, j) is factored
+    through r, the position just before i's sub-block, e^{b_i - b_j} = e^{b_i - b_r} e^{b_r - b_j}.
+    Sub-block I sees keys 0 .. its own end only: both factors <= 1 for keys before it, the second
+    <= e^{sub·|g|} inside it, so nothing overflows (see the module docstring). The backward recomputes
+    the exponentials from b and reuses the forward's in-chunk scores and states; autograd through
+    the same code records ~60 ops and sums each input's gradient contributions in fresh tensors."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, q, k, v, g, S0, scale: float, sub: int):
+        G, nc, C, D = q.shape
+        qs = q * scale
+        b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
+        b_last = b[:, :, -1:]  # (G, nc, 1, D)
+        to_end = flushed_exp_(b_last - b)  # decay from j (exclusive) to the chunk end
+        kd = k * to_end
+        writes = torch.matmul(kd.transpose(-2, -1), v)  # (G, nc, D, Dv)
+        carry = flushed_exp(b_last.transpose(-2, -1))  # (G, nc, D, 1)
+        # Slot c: the state before chunk c, S_c = carry_{c-1} ⊙ S_{c-1} + writes_{c-1} (no slot for the
+        # final state: products with `states` then read it in place, no batch copies).
+        states = torch.cat([S0[:, None], writes[:, :-1]], dim=1)  # (G, nc, D, Dv)
+        for c in range(1, nc):
+            states[:, c].addcmul_(states[:, c - 1], carry[:, c - 1])
+        final = torch.addcmul(writes[:, -1], states[:, -1], carry[:, -1])  # (G, D, Dv)
+        # e^{b_i - b_r} >= e^-80, not flushed: it multiplies key factors up to e^80 in the sub-block
+        q_factor = _from_sub_block_start(b, sub).exp_()  # (G, nc, C, D), <= 1
+        q_hat = qs * q_factor
+        if sub >= C:  # one sub-block: its reference is the chunk start, q_hat is the decayed query
+            from_start, qd = q_factor, q_hat
+        else:
+            from_start = flushed_exp(b)  # decay from the chunk start to i
+            qd = qs * from_start
+        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
+        scores, factors = [], []
+        for r0 in range(0, C, sub):
+            r1 = min(r0 + sub, C)
+            exponent = -b[:, :, :r1] if r0 == 0 else b[:, :, r0 - 1 : r0] - b[:, :, :r1]  # (G, nc, r1, D)
+            factor = flushed_exp_(exponent)
+            k_hat = k[:, :, :r1] * factor
+            A = torch.matmul(q_hat[:, :, r0:r1], k_hat.transpose(-2, -1))  # (G, nc, r1-r0, r1)
+            A.masked_fill_(_future(r0, r1, q.device), 0.0)
+            out[:, :, r0:r1] += torch.matmul(A, v[:, :, :r1])
+            scores.append(A)
+            factors.append(factor)
+        # Saved rather than recomputed: the decayed copies the backward reads (k_hat: recomputed).
+        ctx.save_for_backward(k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states)
+        ctx.blocks = (scores, factors)  # lists of fresh tensors no one else holds
+        ctx.scale, ctx.sub = scale, sub
+        return out, final
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
+        k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states = ctx.saved_tensors
+        scores, factors = ctx.blocks
+        scale, sub = ctx.scale, ctx.sub
+        G, nc, C, D = kd.shape
+        d_out = d_out.contiguous()
+        # out = qd S_c: into qd and the state before each chunk
+        d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
+        dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into S_c from chunk c's output
+        # d loss / d S_{c+1} = d loss / d writes_c, from the end: S_{c+1} = carry_c ⊙ S_c + writes_c
+        d_writes = torch.empty_like(dS_out)
+        d_writes[:, -1] = 0.0 if d_final is None else d_final
+        for c in range(nc - 1, 0, -1):
+            torch.addcmul(dS_out[:, c], d_writes[:, c], carry[:, c], out=d_writes[:, c - 1])
+        dS0 = torch.addcmul(dS_out[:, 0], d_writes[:, 0], carry[:, 0])  # (G, D, Dv)
+        d_carry = (states * d_writes).sum(-1)  # (G, nc, D)
+        d_kd = torch.matmul(v, d_writes.transpose(-2, -1))  # (G, nc, C, D)
+        dv = torch.matmul(kd, d_writes)  # (G, nc, C, Dv)
+        d_qs = d_qd * from_start
+        db = d_qd.mul_(qd)  # d loss / d b, through every e^{±b}
+        dk = d_kd * to_end
+        e_kd = d_kd.mul_(kd)
+        db -= e_kd
+        d_b_last = e_kd.sum(2) + d_carry * carry[..., 0]  # (G, nc, D)
+        # in-chunk sub-blocks
+        d_q_hat = torch.empty_like(q_hat)
+        for block, r0 in enumerate(range(0, C, sub)):
+            r1 = min(r0 + sub, C)
+            A, factor = scores[block], factors[block]  # (G, nc, r1-r0, r1), (G, nc, r1, D)
+            k_hat = k[:, :, :r1] * factor
+            dA = torch.matmul(d_out[:, :, r0:r1], v[:, :, :r1].transpose(-2, -1))
+            dA.masked_fill_(_future(r0, r1, kd.device), 0.0)
+            dv[:, :, :r1] += torch.matmul(A.transpose(-2, -1), d_out[:, :, r0:r1])
+            d_q_hat[:, :, r0:r1] = torch.matmul(dA, k_hat)
+            d_k_hat = torch.matmul(dA.transpose(-2, -1), q_hat[:, :, r0:r1])  # (G, nc, r1, D)
+            dk[:, :, :r1].addcmul_(d_k_hat, factor)
+            e_k = d_k_hat.mul_(k_hat)  # k_hat = k e^{b_r - b_j}
+            db[:, :, :r1] -= e_k
+            if r0:
+                db[:, :, r0 - 1] += e_k.sum(2)
+        d_qs.addcmul_(d_q_hat, q_factor)
+        e_q = d_q_hat.mul_(q_hat)  # q_hat = qs e^{b_i - b_r}
+        db += e_q
+        for r0 in range(sub, C, sub):
+            db[:, :, r0 - 1] -= e_q[:, :, r0 : r0 + sub].sum(2)
+        db[:, :, -1] += d_b_last
+        dg = _chunk_cumsum(db, reverse=True)  # b = cumsum(g) within the chunk
+        return d_qs.mul_(scale), dk, dv, dg, dS0, None, None
+
+
+def _chunk_cumsum(x: Tensor, *, reverse: bool = False) -> Tensor:
+    """x (G, nc, C, D) -> its sums along each chunk, inclusive (reverse: from the chunk end), as a new
+    tensor: linear_passes' in-place scan (one pass in C; torch.cumsum along a middle dim is ~5x slower)."""
+    G, nc, C, D = x.shape
+    return inclusive_scan_(x.reshape(G * nc, C, D).clone(), reverse=reverse).view(G, nc, C, D)
+
+
+def _sub_block(g: Tensor, C: int) -> int:
+    """The sub-block for gates g: the whole chunk when C·max|g| <= MAX_EXPONENT, else the longest of
+    16, 32, ... positions (below C) within it, and 16 at the least."""
+    steepest = max(-float(g.detach().min()), 0.0)
+    if C * steepest <= MAX_EXPONENT:
+        return C
+    sub = min(SUB_BLOCK, C)
+    while 2 * sub < C and 2 * sub * steepest <= MAX_EXPONENT:
+        sub *= 2
+    return sub
+
+
+def _from_sub_block_start(b: Tensor, sub: int) -> Tensor:
+    """b (G, nc, C, D) -> b minus b just before each position's sub-block (b itself in the first)."""
+    out = b.clone()
+    for r0 in range(sub, b.shape[2], sub):
+        out[:, :, r0 : r0 + sub] -= b[:, :, r0 - 1 : r0]
+    return out
+
+
+def _future(r0: int, r1: int, device: torch.device) -> Tensor:
+    """(r1 - r0, r1) True where key j comes after query r0 + i."""
+    return torch.arange(r1, device=device)[None, :] > torch.arange(r0, r1, device=device)[:, None]
