@@ -155,7 +155,11 @@ class ScriptedDecoder:
 
         return DecodingState(memory, mask, [], None, ids=torch.zeros(memory.shape[0], 0, dtype=torch.long))
 
+    def __init__(self):
+        self.rows_per_step: list[int] = []
+
     def step(self, token, state):
+        self.rows_per_step.append(token.shape[0])
         ids = torch.cat([state.ids, token[:, None]], 1)  # (B, t): BOS + prefix
         sources = state.memory[:, 0, 0].long().tolist()  # memory carries each row's source number
         logits = torch.stack(
@@ -175,6 +179,7 @@ def test_beam_search_equals_the_reference_with_finished_hypotheses(beam, length_
     expected = reference_beam_search(decoder.logp, sources, beam=beam, length_penalty=length_penalty)
     assert fast == expected
     assert len({len(row) for row in expected}) > 2  # outputs of several lengths: EOS chosen at several steps
+    assert decoder.rows_per_step[-1] < sources * beam  # sources that had ended left the batch
 
 
 @torch.no_grad()
