@@ -233,6 +233,7 @@ def test_state_does_not_grow_with_generated_length(name):
     for _ in range(8):
         _, state = model.decoder.step(token, state)
         sizes.append(sum(t.numel() for s in state.self_states for t in s.values()))
+    sizes = sizes[4:]  # local's window (4 in build) fills in its first 4 steps, then stays full
     assert len(set(sizes)) == 1, f"{name}: decoding state grew over steps: {sizes}"
 
 
