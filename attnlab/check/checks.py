@@ -263,7 +263,9 @@ def cross_memory(name: str) -> None:
     for key, value in memory.items():
         require(value.shape[0] == B, f"memory_state['{key}'] must keep the batch in dim 0")
     expected = attention(q, k, v, key_padding_mask=mask)
-    close(attention.attend_memory(q, memory), expected, "attend_memory differs from cross attention", rtol=1e-5)
+    close(
+        attention.attend_memory(q, memory), expected, "attend_memory differs from cross attention", rtol=1e-5
+    )
     rows = torch.tensor([1, 1, 0])  # beams copied from their source row
     close(
         attention.attend_memory(q[rows], attention.reorder_state(memory, rows)),
