@@ -9,6 +9,8 @@ nouns ("ko mipa salu teru ko nilo", det adj noun verb det noun); clauses are joi
 is the same sentence with (1) every word mapped through a fixed bilingual dictionary into a second
 vocabulary with different letters, (2) adjectives moved after their noun, and (3) the verb moved to
 the end of its clause (SOV), so the reordering spans the whole clause. Copying the source scores ~0 BLEU.
+`nouns` sizes the lexicon (16 nouns, 8 adjectives, 8 verbs by default): a larger one is more to learn,
+and past what the task's BPE vocabulary holds as whole words, words reach the model in pieces.
 
 summarisation_builtin — rows {"document", "summary"}. A document is a run of sentences; a few are key
 facts ("Kemo bought 7 lamps near the river last week .": a name, a verb, a number, an object, filler);
