@@ -125,12 +125,12 @@ def test_translation_length_grows_with_max_words():
     )
 
 
-def test_translation_lexicon_grows_with_nouns_and_keeps_its_default():
-    small = translation_builtin(n_train=400, n_validation=0, n_test=0, nouns=16)["train"]
-    large = translation_builtin(n_train=400, n_validation=0, n_test=0, nouns=256)["train"]
+def test_translation_lexicon_grows_with_nouns():
+    small = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=16)["train"]
+    large = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=256)["train"]
     assert (
-        small == translation_builtin(n_train=400, n_validation=0, n_test=0)["train"]
-    )  # 16: the default lexicon
+        large == translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16)["train"]
+    )  # default
 
     def words(rows):
         return {w for r in rows for w in r["source"].split()}
