@@ -28,7 +28,10 @@ import argparse
 import os
 import time
 
+# isort: off
+import attnlab  # noqa: F401  before torch: OpenMP's threads then wait passively (docs/runs.md)
 import torch
+# isort: on
 
 from attnlab.attention import get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
