@@ -36,6 +36,7 @@ class CostAxis:
 COSTS = {
     "flops": CostAxis("attention_flops_per_token", "attention FLOPs/token", False),
     "tokens_per_s": CostAxis("train_tokens_per_s", "train tokens/s", True),
+    "decode_tokens_per_s": CostAxis("decode_tokens_per_s", "decode tokens/s", True),  # translate, summarise
     "peak_memory": CostAxis("peak_memory_mb", "peak memory MB", False),
 }
 
@@ -163,11 +164,31 @@ COLUMNS = [
     "variant",
     "QUALITY",
     "train tokens/s",
+    "DECODE",
     "peak memory MB",
     "attention FLOPs/token",
     "tokens/example (mean/max)",
     "seed",
 ]
+DECODE_COLUMN = "decode tokens/s (beam)"  # test-time generation speed: tasks that generate only
+
+
+def decodes(runs: Sequence[Run]) -> bool:
+    """Whether any run of a task recorded test-time decoding speed (translate, summarise)."""
+    return any(_number((r.data.get("cost") or {}).get("decode_tokens_per_s")) is not None for r in runs)
+
+
+def task_columns(runs: Sequence[Run]) -> list[str]:
+    """COLUMNS for one task's runs: its metric's name, the decoding column only where it decodes."""
+    names = {"QUALITY": runs[0].metric, "DECODE": DECODE_COLUMN if decodes(runs) else None}
+    return [names.get(c, c) for c in COLUMNS if names.get(c, c) is not None]
+
+
+def decode_speed(run: Run) -> str:
+    """`1,234 (4)`: output tokens/s of the test-time decoding and the beam it used; `-` where not recorded."""
+    cost = run.data.get("cost") or {}
+    speed, beam = _number(cost.get("decode_tokens_per_s")), cost.get("decode_beam")
+    return "-" if speed is None else f"{_fmt(speed, 'int')} ({beam})"
 
 
 def sequence_length(run: Run) -> str:
@@ -181,7 +202,9 @@ def sequence_length(run: Run) -> str:
 
 
 def task_rows(runs: Sequence[Run]) -> list[list[str]]:
+    """One row per run, in the order of task_columns(runs)."""
     rows = []
+    decode = [decode_speed] if decodes(runs) else []
     for run in sorted(runs, key=lambda r: (not r.on_front, r.label, str(r.data.get("seed")))):
         cost = run.data.get("cost") or {}
         rows.append(
@@ -190,6 +213,7 @@ def task_rows(runs: Sequence[Run]) -> list[list[str]]:
                 run.label,
                 _fmt(run.quality()),
                 _fmt(_number(cost.get("train_tokens_per_s")), "int"),
+                *(column(run) for column in decode),
                 _fmt(_number(cost.get("peak_memory_mb"))),
                 _fmt(_number(cost.get("attention_flops_per_token")), "sci"),
                 sequence_length(run),
@@ -231,7 +255,7 @@ def write_markdown(
         "",
     ]
     for task, task_runs in by_task(runs).items():
-        cols = [c if c != "QUALITY" else task_runs[0].metric for c in COLUMNS]
+        cols = task_columns(task_runs)
         lines += [f"## {task}: {_quality_heading(task_runs)}", ""]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(row) + " |" for row in task_rows(task_runs)]
@@ -344,11 +368,8 @@ def print_tables(runs: Sequence[Run], axis: CostAxis) -> None:
     console = Console(width=None if Console().is_terminal else 160)
     for task, task_runs in by_task(runs).items():
         table = Table(title=f"{task}: {_quality_heading(task_runs)} vs {axis.label} (★ = Pareto front)")
-        for col in COLUMNS:
-            table.add_column(
-                task_runs[0].metric if col == "QUALITY" else col,
-                justify="left" if col == "variant" else "right",
-            )
+        for col in task_columns(task_runs):
+            table.add_column(col, justify="left" if col == "variant" else "right")
         for row in task_rows(task_runs):
             table.add_row(*row)
         console.print(table)
@@ -370,7 +391,7 @@ def log_wandb(runs: Sequence[Run], axis: CostAxis, out: Path, plot: Path | None,
     run = wandb_log.init(project="attnlab", job_type="report", directory=out, config={"cost": axis.key})
     logged: dict[str, Any] = {}
     for task, task_runs in by_task(runs).items():
-        cols = [c if c != "QUALITY" else task_runs[0].metric for c in COLUMNS]
+        cols = task_columns(task_runs)
         logged[f"report/{task}"] = wandb_log.table(
             [dict(zip(cols, row)) for row in task_rows(task_runs)], cols
         )

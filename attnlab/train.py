@@ -97,7 +97,7 @@ def fit_and_test(
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
-    results = collect_results(cfg, module, metrics, train_cost, best)
+    results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:
         log.info(

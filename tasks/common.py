@@ -16,6 +16,7 @@ AttnlabTask (Lightning module)
                                    which count_tokens/count_positions count; or override both
     METRICS                        names the task logs as val/<name> and test/<name>: task.monitor
                                    is one val/<name>, task.primary_metric one test/<name>
+    test_cost() -> dict            optional: cost figures measured in the test stage (results.json `cost`)
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class AttnlabTask(L.LightningModule):
     def count_tokens(self, batch: dict[str, Any]) -> int:
         """Real (non-padding) tokens in a batch, for throughput."""
         return int(sum((~batch[key]).sum() for key in self.PADDING_MASKS))
+
+    def test_cost(self) -> dict[str, Any]:
+        """Cost figures the task measured during its test stage, added to results.json's `cost` beside
+        the training figures (e.g. seq2seq decoding speed); none by default."""
+        return {}
 
     def count_positions(self, batch: dict[str, Any]) -> int:
         """Positions the model computes on, padding included (for FLOPs per token)."""

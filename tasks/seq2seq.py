@@ -9,16 +9,18 @@ Rows {<source column>, <target column>} -> batches
 
 Training is teacher-forced cross entropy with label smoothing; validation adds a generation metric
 on the first `task.decode.val_samples` rows (greedy by default, cheap); test decodes every test row
-with `task.decode.beam`, scores the trivial baseline on the same rows, and writes the samples to
-<run_dir>/samples_test.jsonl (and a wandb table when a WandbLogger is attached).
+with `task.decode.beam`, scores the trivial baseline on the same rows, writes the samples to
+<run_dir>/samples_test.jsonl (and a wandb table when a WandbLogger is attached), and times the
+decoding (results.json cost.decode_tokens_per_s, cost.decode_sentences_per_s, cost.decode_beam).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -165,6 +167,7 @@ class Seq2SeqTask(AttnlabTask):
             vocab_size, ModelConfig.from_config(model), spec, target_vocab_size=target_vocab_size
         )
         self._outputs: dict[str, dict[int, str]] = {"val": {}, "test": {}}
+        self._decode_speed = DecodeSpeed()
 
     @classmethod
     def from_datamodule(
@@ -235,7 +238,13 @@ class Seq2SeqTask(AttnlabTask):
         src = src[:, : int((~mask).sum(1).max())]  # drop columns that are padding in every kept row
         mask = mask[:, : src.shape[1]]
         tok = self.trainer.datamodule.target_tokenizer
-        for i, ids in zip(keep, self.generate_ids(src, mask, beam=beam)):
+        if src.is_cuda:  # the clock starts when the queued work (this batch's loss) is done
+            torch.cuda.synchronize(src.device)
+        start = time.perf_counter()
+        generated = self.generate_ids(src, mask, beam=beam)  # lists: the device has finished
+        if stage == "test":
+            self._decode_speed.add(time.perf_counter() - start, generated)
+        for i, ids in zip(keep, generated):
             done[i] = tok.decode(ids)
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
@@ -265,6 +274,11 @@ class Seq2SeqTask(AttnlabTask):
 
     def on_test_epoch_start(self) -> None:
         self._outputs["test"] = {}
+        self._decode_speed = DecodeSpeed()
+
+    def test_cost(self) -> dict[str, Any]:
+        """Test-time decoding speed (cost.decode_*): see DecodeSpeed."""
+        return self._decode_speed.summary(int(self.decode["beam"]))
 
     def _references(self, split: str, indices: list[int]) -> tuple[list[dict], list[str]]:
         dm = self.trainer.datamodule
@@ -323,6 +337,33 @@ class Seq2SeqTask(AttnlabTask):
                     key=f"samples/{stage}", columns=columns, data=[[s[c] for c in columns] for s in table]
                 )
         return path
+
+
+@dataclass
+class DecodeSpeed:
+    """How fast the test stage decoded: wall seconds of encoder + search (greedy or beam) per batch,
+    summed, with the sentences and output tokens (of the returned hypotheses, EOS excluded) they gave.
+    Loss computation, detokenisation and scoring are not counted."""
+
+    seconds: float = 0.0
+    sentences: int = 0
+    tokens: int = 0
+
+    def add(self, seconds: float, generated: list[list[int]]) -> None:
+        self.seconds += seconds
+        self.sentences += len(generated)
+        self.tokens += sum(len(ids) for ids in generated)
+
+    def summary(self, beam: int) -> dict[str, Any]:
+        """results.json cost figures; none when nothing was decoded (e.g. no test rows)."""
+        if not self.sentences or self.seconds <= 0:
+            return {}
+        return {
+            "decode_tokens_per_s": self.tokens / self.seconds,
+            "decode_sentences_per_s": self.sentences / self.seconds,
+            "decode_seconds": self.seconds,
+            "decode_beam": beam,
+        }
 
 
 def check_decode(decode: Mapping) -> dict[str, Any]:

@@ -79,6 +79,7 @@ APP = [
     Bad("task=mqar attention=lowrank", "'lowrank' does not support causal"),
     Bad("task=mqar task.data.builtin.seq_lne=64", "did you mean 'seq_len'"),
     Bad("task=mqar task.data.builtin.num_kv_pairs=0", "num_kv_pairs"),
+    Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
     Bad("task=lm model.token_shift=maybe", "model.token_shift"),
     Bad("task=lm model.tie_embeddings=sometimes", "model.tie_embeddings"),
     Bad("attention=full attention.dropout=2.0", "attention.dropout=2.0 must be >= 0 and < 1"),

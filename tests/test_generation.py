@@ -72,6 +72,116 @@ def test_beam_of_one_is_greedy(name):
     assert beam_search(model.decoder, memory, mask, beam=1, length_penalty=0.0, **common) == expected
 
 
+def reference_beam_search(next_logp, sources: int, *, beam: int, length_penalty: float) -> list[list[int]]:
+    """Reference: one source at a time, hypotheses as Python lists, `next_logp(source, prefix)` -> (V,)
+    log-probabilities computed from scratch for each prefix. Each step every live hypothesis extends
+    by every allowed token and a finished one stays as it is; the `beam` best by
+    score / length**length_penalty (EOS counted in the length) go on; the best of the last beam wins."""
+
+    def rank(hypothesis):
+        tokens, score, _ = hypothesis
+        return float(score) / max(len(tokens), 1) ** length_penalty
+
+    outputs = []
+    for b in range(sources):
+        hypotheses = [([], torch.tensor(0.0), False)]  # (tokens, summed log-prob (fp32), finished)
+        for _ in range(MAX_NEW):
+            if all(finished for _, _, finished in hypotheses):
+                break
+            candidates = []
+            for tokens, score, finished in hypotheses:
+                if finished:
+                    candidates.append((tokens, score, True))
+                    continue
+                logp = next_logp(b, tokens)  # (V,)
+                candidates += [
+                    (tokens + [t], score + logp[t], t == EOS) for t in range(VOCAB) if t not in (BOS, PAD)
+                ]
+            hypotheses = sorted(candidates, key=rank, reverse=True)[:beam]
+        tokens, _, finished = max(hypotheses, key=rank)
+        outputs.append(tokens[:-1] if finished else tokens)
+    return outputs
+
+
+def model_logp(model: EncoderDecoder, memory, mask):
+    """next_logp of the reference: the full (teacher-forced) decoder forward over BOS + prefix."""
+
+    def next_logp(b: int, tokens: list[int]):
+        ids = torch.tensor([[BOS, *tokens]])  # (1, t)
+        logits = model.decoder(ids, memory[b : b + 1], mask[b : b + 1])[0, -1].clone()  # (V,)
+        logits[[BOS, PAD]] = float("-inf")
+        return torch.log_softmax(logits, -1)
+
+    return next_logp
+
+
+def flat_head(model: EncoderDecoder) -> EncoderDecoder:
+    """An untied, small-scale output head: flatter next-token distributions, so beams part from greedy."""
+    head = torch.nn.Linear(model.decoder.lm_head.in_features, VOCAB, bias=False)
+    torch.nn.init.normal_(head.weight, std=0.3, generator=torch.Generator().manual_seed(0))
+    model.decoder.lm_head = head
+    return model
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+@torch.no_grad()
+def test_beam_search_equals_the_reference_on_each_variant(name):
+    """The batched search (every source's beams as one batch, each variant's incremental state
+    reordered by beam) returns what the per-source search over recomputed prefixes returns."""
+    model = flat_head(build(name, seed=4))
+    memory, mask = encode(model, seed=5)
+    common = {"bos_id": BOS, "eos_id": EOS, "pad_id": PAD, "max_new_tokens": MAX_NEW}
+    fast = beam_search(model.decoder, memory, mask, beam=3, length_penalty=1.0, **common)
+    assert fast == reference_beam_search(model_logp(model, memory, mask), 3, beam=3, length_penalty=1.0)
+
+
+class ScriptedDecoder:
+    """A decoder whose next-token log-probabilities are a fixed random function of (source, prefix),
+    with EOS likelier as the prefix grows: hypotheses finish at different steps, so finished and live
+    beams are ranked together and the length penalty decides."""
+
+    class positions:
+        max_len = 64
+
+    def logp(self, source: int, prefix: list[int]) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(hash((source, *prefix)) % 2**31)
+        logits = 1.5 * torch.randn(VOCAB, generator=gen)  # (V,)
+        logits[EOS] += 0.5 * len(prefix) - 2.0
+        logits[[BOS, PAD]] = float("-inf")
+        return torch.log_softmax(logits, -1)
+
+    def start(self, memory, mask):
+        from attnlab.nn import DecodingState
+
+        return DecodingState(memory, mask, [], None, ids=torch.zeros(memory.shape[0], 0, dtype=torch.long))
+
+    def __init__(self):
+        self.rows_per_step: list[int] = []
+
+    def step(self, token, state):
+        self.rows_per_step.append(token.shape[0])
+        ids = torch.cat([state.ids, token[:, None]], 1)  # (B, t): BOS + prefix
+        sources = state.memory[:, 0, 0].long().tolist()  # memory carries each row's source number
+        logits = torch.stack(
+            [self.logp(b, [t for t in row[1:] if t != PAD]) for b, row in zip(sources, ids.tolist())]
+        )
+        return logits, state.replace(ids=ids)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 0.6, 1.0])
+@pytest.mark.parametrize("beam", [2, 4])
+@torch.no_grad()
+def test_beam_search_equals_the_reference_with_finished_hypotheses(beam, length_penalty):
+    decoder, sources = ScriptedDecoder(), 6
+    memory = torch.arange(sources, dtype=torch.float)[:, None, None].expand(sources, 2, 3)  # (B, 2, 3)
+    common = {"bos_id": BOS, "eos_id": EOS, "pad_id": PAD, "max_new_tokens": MAX_NEW}
+    fast = beam_search(decoder, memory, None, beam=beam, length_penalty=length_penalty, **common)
+    expected = reference_beam_search(decoder.logp, sources, beam=beam, length_penalty=length_penalty)
+    assert fast == expected
+    assert len({len(row) for row in expected}) > 2  # outputs of several lengths: EOS chosen at several steps
+    assert decoder.rows_per_step[-1] < sources * beam  # sources that had ended left the batch
+
+
 @torch.no_grad()
 def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy_on_a_peaked_model():
     """Beam search over a decoder whose logits we control: it must find the better two-step path."""
@@ -123,6 +233,7 @@ def test_state_does_not_grow_with_generated_length(name):
     for _ in range(8):
         _, state = model.decoder.step(token, state)
         sizes.append(sum(t.numel() for s in state.self_states for t in s.values()))
+    sizes = sizes[4:]  # local's window (4 in build) fills in its first 4 steps, then stays full
     assert len(set(sizes)) == 1, f"{name}: decoding state grew over steps: {sizes}"
 
 

@@ -160,3 +160,24 @@ def test_plot_labels_of_nearby_runs_do_not_overlap():
         assert panel.x0 <= box.x0 and box.x1 <= panel.x1, ax.texts[i].get_text()
         assert not any(box.overlaps(other) for other in boxes[i + 1 :]), ax.texts[i].get_text()
     plt.close(fig)
+
+
+def test_decoding_speed_is_a_column_where_the_task_decodes_and_a_cost_axis(tmp_path):
+    for i, (name, bleu, speed) in enumerate(
+        [("multihead", 0.9, 800.0), ("linear", 0.8, 1200.0), ("local", 0.7, 600.0)]
+    ):
+        run_dir = write_run(
+            tmp_path / f"t{i}", name, acc=bleu, flops=1e5, tokens_per_s=1000, task="translate"
+        )
+        data = json.loads((run_dir / "results.json").read_text())
+        data["cost"] |= {"decode_tokens_per_s": speed, "decode_beam": 4}
+        (run_dir / "results.json").write_text(json.dumps(data))
+    write_run(tmp_path / "c", "multihead", acc=0.5, flops=1e5, tokens_per_s=1000)  # classify: nothing decoded
+    result = report([str(tmp_path)], cost="decode_tokens_per_s", out=str(tmp_path / "out"))
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    sections = {part.split(":")[0]: part for part in markdown.split("## ")[1:]}
+    assert "decode tokens/s (beam)" in sections["translate"] and "| 1,200 (4) |" in sections["translate"]
+    assert "decode tokens/s" not in sections["classify"]
+    # the front on (quality, decode speed): local is slower and worse than multihead
+    translate = {run.variant: run.on_front for run in result["runs"] if run.task == "translate"}
+    assert translate == {"multihead": True, "linear": True, "local": False}

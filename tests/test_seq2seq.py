@@ -67,7 +67,13 @@ def test_fast_dev_run(tmp_path, task, name):
         json.loads(line) for line in (tmp_path / "run" / "samples_test.jsonl").read_text().splitlines()
     ]
     assert len(samples) == 8 and {"source", "reference", "output"} <= samples[0].keys()
-    assert (tmp_path / "run" / "results.json").is_file()
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    # test-time decoding speed, beside the training cost: 8 test sentences with beam 2
+    cost = written["cost"]
+    assert cost["decode_beam"] == 2 and cost["decode_seconds"] > 0, cost
+    assert cost["decode_sentences_per_s"] == pytest.approx(8 / cost["decode_seconds"])
+    output_tokens = sum(len(s["output"]) for s in samples)  # bytes tokenizer: >= one token per character
+    assert round(cost["decode_tokens_per_s"] * cost["decode_seconds"]) >= output_tokens
 
 
 def test_separate_tokenizers_and_bpe(tmp_path):

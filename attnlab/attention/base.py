@@ -235,6 +235,22 @@ class Attention(nn.Module):
         """Select/reorder batch rows of a state (beam search)."""
         return {key: value.index_select(0, index) for key, value in state.items()}
 
+    # ---- cross attention over a fixed memory (encoder-decoder decoding) ---------------------------
+    def memory_state(self, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> State:
+        """What decoding keeps of an encoder memory's keys (B, H, Nk, D) and values (B, H, Nk, Dv),
+        computed once per source and read at every generated token by `attend_memory`. By default the
+        keys, values and mask themselves; a variant whose cross attention reduces the memory to a
+        summary (linear attention's Σ phi(k) vᵀ) keeps the summary instead. Batch in dim 0."""
+        state = {"k": k, "v": v}
+        if key_padding_mask is not None:
+            state["key_padding_mask"] = key_padding_mask
+        return state
+
+    def attend_memory(self, q: Tensor, memory: State) -> Tensor:
+        """Cross attention of q (B, H, Nq, D) over a `memory_state`: (B, H, Nq, Dv), equal to
+        forward(q, k, v, key_padding_mask=...) on the keys and values it was made from."""
+        return self(q, memory["k"], memory["v"], key_padding_mask=memory.get("key_padding_mask"))
+
     def extra_repr(self) -> str:
         from attnlab.attention.registry import hyperparameters_of
 

@@ -20,7 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
+from attnlab.attention.linear_kernels import (
+    causal_linear_attention,
+    linear_attention,
+    running_outer_sum,
+    sum_attention,
+)
 from attnlab.attention.registry import register_attention
 
 
@@ -99,8 +104,21 @@ class LinearAttention(Attention):
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
         acc = state["kv"].dtype  # fp32 state (init_state), whatever the input dtype
         phi_q, phi_k = self.phi(q.to(acc)), self.phi(k.to(acc))  # (B, H, 1, D)
-        kv = state["kv"] + phi_k.transpose(-2, -1) @ v.to(acc)  # (B, H, D, Dv)
+        kv = running_outer_sum(state["kv"], phi_k, v.to(acc))  # (B, H, D, Dv)
         k_sum = state["k_sum"] + phi_k.squeeze(2)  # (B, H, D)
         denominator = (phi_q * k_sum.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, 1, 1)
         out = (phi_q @ kv) / (denominator + self.eps)  # (B, H, 1, Dv)
         return out.to(q.dtype), {"kv": kv, "k_sum": k_sum}
+
+    # ---- cross attention while decoding: the memory's sums, computed once per source ----------------
+    @fp32_accumulation
+    def memory_state(self, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> State:
+        acc = torch.promote_types(k.dtype, torch.float32)
+        phi_k = self.phi(k.to(acc))  # (B, H, Nk, D)
+        if key_padding_mask is not None:  # padded keys count for nothing
+            phi_k = phi_k.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+        return {"kv": phi_k.transpose(-2, -1) @ v.to(acc), "k_sum": phi_k.sum(2)}  # (B, H, D, Dv), (B, H, D)
+
+    @fp32_accumulation
+    def attend_memory(self, q: Tensor, memory: State) -> Tensor:
+        return sum_attention(self.phi(q.to(memory["kv"].dtype)), memory, self.eps).to(q.dtype)

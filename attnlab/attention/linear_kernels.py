@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention.base import State
 from attnlab.attention.linear_passes import (
     add_rows_tril_,
     elu_plus_one,
@@ -242,3 +243,18 @@ def linear_attention(
     """Non-causal linear attention, q (B, H, Nq, D), k (B, H, Nk, D), v (B, H, Nk, Dv) -> (B, H, Nq, Dv);
     padded keys (key_padding_mask (B, Nk), True = padding) count for nothing."""
     return NonCausalLinearAttention.apply(q, k, v, eps, feature_map, key_padding_mask)
+
+
+# ---- decoding: one token at a time, and a fixed memory ------------------------------------------------
+def running_outer_sum(kv: Tensor, phi_k: Tensor, v: Tensor) -> Tensor:
+    """kv + phi_kᵀ v for one new token: kv (B, H, D, Dv), phi_k (B, H, 1, D), v (B, H, 1, Dv) -> (B, H, D, Dv),
+    as one fused multiply-add (a single new tensor: the state is the largest thing a decoding step writes)."""
+    B, H, D, Dv = kv.shape
+    out = torch.baddbmm(kv.reshape(B * H, D, Dv), phi_k.reshape(B * H, D, 1), v.reshape(B * H, 1, Dv))
+    return out.view(B, H, D, Dv)
+
+
+def sum_attention(phi_q: Tensor, memory: State, eps: float) -> Tensor:
+    """phi_q (B, H, Nq, D) over summed keys {"kv": (B, H, D, Dv), "k_sum": (B, H, D)} -> (B, H, Nq, Dv)."""
+    denominator = phi_q @ memory["k_sum"].unsqueeze(-1)  # (B, H, Nq, 1)
+    return (phi_q @ memory["kv"]) / (denominator + eps)

@@ -12,8 +12,9 @@ and each block of queries attends to the keys of its own block and of its neighb
 previous one; also the next one when non-causal), a (C, 2C) or (C, 3C) tile per block, through
 PyTorch's fused scaled_dot_product_attention. O(N·w·d) time, O(N·w) memory.
 
-Incremental decoding keeps a rolling window: the last `window` keys and values (fixed-size tensors)
-and a count of the tokens seen, so generation memory is O(w·d) whatever the generated length.
+Incremental decoding keeps a rolling window: the last `window` keys and values (fewer while fewer
+tokens have been seen) and a count of the tokens seen, so generation memory is O(w·d) whatever the
+generated length, and a short generation pays for its own length only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation, masked_softmax
+from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.registry import register_attention
 
 
@@ -163,7 +164,7 @@ class LocalAttention(Attention):
     def init_state(
         self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
     ) -> State:
-        empty = torch.zeros(batch, heads, self.window, head_dim, device=device, dtype=dtype)  # (B, H, w, D)
+        empty = torch.zeros(batch, heads, 0, head_dim, device=device, dtype=dtype)  # (B, H, 0, D)
         return {
             "k": empty,
             "v": empty.clone(),
@@ -172,13 +173,12 @@ class LocalAttention(Attention):
 
     @fp32_accumulation
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
-        # Newest key in the last slot; the oldest falls out, so the state never grows.
-        keys = torch.cat([state["k"][:, :, 1:], k.to(state["k"].dtype)], dim=2)  # (B, H, w, D)
-        values = torch.cat([state["v"][:, :, 1:], v.to(state["v"].dtype)], dim=2)  # (B, H, w, Dv)
-        count = state["count"] + 1  # (B,)
-        slot = torch.arange(self.window, device=q.device)  # (w,)
-        filled = slot[None, :] >= self.window - count[:, None]  # (B, w) slots holding a real token
+        # The newest key last; past `window` keys the oldest falls out, so the state never exceeds it.
+        held = state["k"].shape[2]
+        drop = max(0, held + 1 - self.window)
+        keys = torch.cat([state["k"][:, :, drop:], k.to(state["k"].dtype)], dim=2)  # (B, H, min(t, w), D)
+        values = torch.cat([state["v"][:, :, drop:], v.to(state["v"].dtype)], dim=2)  # (B, H, min(t, w), Dv)
         acc = torch.promote_types(q.dtype, torch.float32)  # fp32 accumulation for half inputs
-        scores = q.to(acc) @ keys.to(acc).transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, 1, w)
-        out = masked_softmax(scores, filled[:, None, None, :]) @ values.to(acc)  # (B, H, 1, Dv)
-        return out.to(q.dtype), {"k": keys, "v": values, "count": count}
+        scores = q.to(acc) @ keys.to(acc).transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, 1, min(t, w))
+        out = torch.softmax(scores, dim=-1) @ values.to(acc)  # (B, H, 1, Dv)
+        return out.to(q.dtype), {"k": keys, "v": values, "count": state["count"] + 1}

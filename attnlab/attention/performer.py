@@ -47,7 +47,12 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
+from attnlab.attention.linear_kernels import (
+    causal_linear_attention,
+    linear_attention,
+    running_outer_sum,
+    sum_attention,
+)
 from attnlab.attention.registry import register_attention
 
 # Key features are bounded by e^HEADROOM in causal mode (see the module docstring).
@@ -176,8 +181,21 @@ class PerformerAttention(Attention):
     def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
         phi_q = self._query_features(q)  # (B, H, 1, r)
         phi_k = self._key_features(k, None, causal=True)  # (B, H, 1, r), the causal constant shift
-        kv = state["kv"] + phi_k.transpose(-2, -1) @ v.float()  # (B, H, r, Dv)
+        kv = running_outer_sum(state["kv"], phi_k, v.float())  # (B, H, r, Dv)
         k_sum = state["k_sum"] + phi_k.squeeze(2)  # (B, H, r)
         denominator = (phi_q * k_sum.unsqueeze(2)).sum(-1, keepdim=True)  # (B, H, 1, 1)
         out = (phi_q @ kv) / (denominator + GUARD)  # (B, H, 1, Dv)
         return out.to(q.dtype), {"kv": kv, "k_sum": k_sum}
+
+    # ---- cross attention while decoding: the memory's sums, computed once per source ----------------
+    @fp32_accumulation
+    def memory_state(self, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> State:
+        phi_k = self._key_features(k, key_padding_mask, causal=False)  # (B, H, Nk, r), fp32
+        return {
+            "kv": phi_k.transpose(-2, -1) @ v.to(phi_k.dtype),
+            "k_sum": phi_k.sum(2),
+        }  # (B, H, r, Dv), (B, H, r)
+
+    @fp32_accumulation
+    def attend_memory(self, q: Tensor, memory: State) -> Tensor:
+        return sum_attention(self._query_features(q), memory, GUARD).to(q.dtype)  # (B, H, Nq, Dv)

@@ -253,6 +253,28 @@ def cross_attention(name: str) -> None:
             raise AssertionError("causal=True with Nq != Nk must raise (check_request), not guess")
 
 
+@check("cross-memory", "attend_memory over memory_state equals cross attention on the keys/values")
+def cross_memory(name: str) -> None:
+    needs(name, "cross")
+    attention = build(name).eval()
+    q, k, v = inputs(name, nq=1, nk=N, seed=7)  # one decoding query per row
+    mask = padding_mask(N, [N, 5]) if capable(name, "key_padding_mask") else None
+    memory = attention.memory_state(k, v, mask)
+    for key, value in memory.items():
+        require(value.shape[0] == B, f"memory_state['{key}'] must keep the batch in dim 0")
+    expected = attention(q, k, v, key_padding_mask=mask)
+    close(
+        attention.attend_memory(q, memory), expected, "attend_memory differs from cross attention", rtol=1e-5
+    )
+    rows = torch.tensor([1, 1, 0])  # beams copied from their source row
+    close(
+        attention.attend_memory(q[rows], attention.reorder_state(memory, rows)),
+        expected[rows],
+        "attend_memory over a reordered memory_state differs",
+        rtol=1e-5,
+    )
+
+
 # ---- incremental decoding -----------------------------------------------------------------------------
 def decode(attention: Attention, q, k, v, state):
     """Feed q, k, v (B, h, T, D) one position at a time: outputs (B, h, T, D) and the final state."""

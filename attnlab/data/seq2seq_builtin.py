@@ -9,6 +9,11 @@ nouns ("ko mipa salu teru ko nilo", det adj noun verb det noun); clauses are joi
 is the same sentence with (1) every word mapped through a fixed bilingual dictionary into a second
 vocabulary with different letters, (2) adjectives moved after their noun, and (3) the verb moved to
 the end of its clause (SOV), so the reordering spans the whole clause. Copying the source scores ~0 BLEU.
+`nouns` sizes the lexicon (nouns; half as many adjectives and verbs): a larger one is more to learn, and
+past what the task's BPE vocabulary holds as whole words, words reach the model in pieces. The defaults
+(256 nouns, 4-24 words) keep the tiny default model well below BLEU 100 within the default budget, with
+softmax and linear attention far apart; 16 nouns and 4-16 words (the defaults before) are solved
+perfectly (docs/measurements.md).
 
 summarisation_builtin — rows {"document", "summary"}. A document is a run of sentences; a few are key
 facts ("Kemo bought 7 lamps near the river last week .": a name, a verb, a number, an object, filler);
@@ -19,6 +24,7 @@ so the lead sentences are a weak summary, more so as documents get longer.
 
 from __future__ import annotations
 
+import functools
 import random
 
 from attnlab.errors import DataError
@@ -38,20 +44,20 @@ def _words(
     return out
 
 
-def _lexicon() -> dict[str, list[tuple[str, str]]]:
-    """(source, target) word pairs per part of speech; the same in every run (its own fixed seed)."""
+@functools.cache
+def lexicon(nouns: int = 16) -> dict[str, list[tuple[str, str]]]:
+    """(source, target) word pairs per part of speech: `nouns` nouns, half as many adjectives and verbs,
+    3 determiners, 1 conjunction; the same in every run (its own fixed seed). Larger lexicons take
+    longer words (more syllables) once two-syllable words run short."""
     rng, src_taken, tgt_taken = random.Random("attnlab-lexicon-v1"), set(), set()
-    sizes = {"det": 3, "adj": 8, "noun": 16, "verb": 8, "conj": 1}
-    lexicon = {}
+    sizes = {"det": 3, "adj": max(1, nouns // 2), "noun": nouns, "verb": max(1, nouns // 2), "conj": 1}
+    pairs = {}
     for pos, n in sizes.items():
-        length = 1 if pos in ("det", "conj") else 2
+        length = 1 if pos in ("det", "conj") else 2 if nouns <= 128 else 3  # (7 x 4)² = 784 2-syllable words
         src = _words(rng, n, "kmnpstl", "aiou", length, src_taken)
         tgt = _words(rng, n, "bdfgrvz", "ey", length + (0 if length == 1 else 1), tgt_taken)
-        lexicon[pos] = list(zip(src, tgt))
-    return lexicon
-
-
-LEXICON = _lexicon()
+        pairs[pos] = list(zip(src, tgt))
+    return pairs
 
 
 def translation_builtin(
@@ -60,46 +66,60 @@ def translation_builtin(
     n_validation: int = 500,
     n_test: int = 500,
     min_words: int = 4,
-    max_words: int = 16,
+    max_words: int = 24,
     adjective_rate: float = 0.5,
+    nouns: int = 256,
     seed: int = 0,
 ) -> dict[str, list[dict]]:
-    """{"train"/"validation"/"test": [{"source": str, "target": str}, ...]}; lengths in source words."""
+    """{"train"/"validation"/"test": [{"source": str, "target": str}, ...]}; lengths in source words;
+    `nouns`: the lexicon's size (nouns; half as many adjectives and verbs)."""
     if not 4 <= min_words <= max_words:
         raise DataError(
             f"translation_builtin needs 4 <= min_words <= max_words (got {min_words}, {max_words}): a clause has at least 4 words"
         )
-    rng = random.Random(f"translation-{seed}")
+    if not 2 <= nouns <= 4096:
+        raise DataError(
+            f"translation_builtin needs 2 <= nouns <= 4096 (got {nouns}); set task.data.builtin.nouns=64"
+        )
+    rng, words = random.Random(f"translation-{seed}"), lexicon(nouns)
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
     return {
-        split: [_translation_pair(rng, min_words, max_words, adjective_rate) for _ in range(n)]
+        split: [_translation_pair(rng, words, min_words, max_words, adjective_rate) for _ in range(n)]
         for split, n in sizes.items()
     }
 
 
-def _translation_pair(rng: random.Random, min_words: int, max_words: int, adjective_rate: float) -> dict:
+def _translation_pair(
+    rng: random.Random,
+    words: dict[str, list[tuple[str, str]]],
+    min_words: int,
+    max_words: int,
+    adjective_rate: float,
+) -> dict:
     while True:
         target_len = rng.randint(min_words, max_words)
         src: list[str] = []
         tgt: list[str] = []
         while len(src) < target_len:
             if src:
-                conj = LEXICON["conj"][0]
+                conj = words["conj"][0]
                 src.append(conj[0])
                 tgt.append(conj[1])
-            subject, obj = _noun_phrase(rng, adjective_rate), _noun_phrase(rng, adjective_rate)
-            verb = rng.choice(LEXICON["verb"])
+            subject, obj = _noun_phrase(rng, words, adjective_rate), _noun_phrase(rng, words, adjective_rate)
+            verb = rng.choice(words["verb"])
             src += [w for w, _ in subject] + [verb[0]] + [w for w, _ in obj]
             tgt += _target_np(subject) + _target_np(obj) + [verb[1]]
         if min_words <= len(src) <= max_words:
             return {"source": " ".join(src), "target": " ".join(tgt)}
 
 
-def _noun_phrase(rng: random.Random, adjective_rate: float) -> list[tuple[str, str]]:
-    phrase = [rng.choice(LEXICON["det"])]
+def _noun_phrase(
+    rng: random.Random, words: dict[str, list[tuple[str, str]]], adjective_rate: float
+) -> list[tuple[str, str]]:
+    phrase = [rng.choice(words["det"])]
     if rng.random() < adjective_rate:
-        phrase.append(rng.choice(LEXICON["adj"]))
-    phrase.append(rng.choice(LEXICON["noun"]))
+        phrase.append(rng.choice(words["adj"]))
+    phrase.append(rng.choice(words["noun"]))
     return phrase
 
 

@@ -97,12 +97,14 @@ class MultiHeadAttention(nn.Module):
         out, state = self.kernel.step(q, k, v, state, **self.gates_of(x))
         return self.out_proj(self.merge_heads(out)), state
 
-    def project_memory(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys and values of an encoder memory, computed once per generation: 2 x (B, H, Nk, D)."""
-        return self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))
+    def project_memory(self, memory: Tensor, key_padding_mask: Tensor | None) -> State:
+        """The kernel's `memory_state` of an encoder memory (B, Nk, C), computed once per generation:
+        its keys and values (B, H, Nk, D), or the summary a variant reduces them to."""
+        k = self.split_heads(self.k_proj(memory)).contiguous()  # (B, H, Nk, D): read at every step
+        v = self.split_heads(self.v_proj(memory)).contiguous()  # (B, H, Nk, D)
+        return self.kernel.memory_state(k, v, key_padding_mask)
 
-    def attend_projected(self, x: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        """Cross attention of x (B, Nq, C) over pre-projected keys/values."""
+    def attend_memory(self, x: Tensor, memory: State) -> Tensor:
+        """Cross attention of x (B, Nq, C) over a `project_memory` state -> (B, Nq, C)."""
         q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
-        out = self.kernel(q, k, v, key_padding_mask=key_padding_mask)
-        return self.out_proj(self.merge_heads(out))
+        return self.out_proj(self.merge_heads(self.kernel.attend_memory(q, memory)))

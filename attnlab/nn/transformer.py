@@ -124,21 +124,14 @@ class TransformerBlock(nn.Module):
             x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
         return x + self.mlp(self.norm_mlp(x))
 
-    def step(
-        self,
-        x: Tensor,
-        state: State,
-        *,
-        cross_kv: tuple[Tensor, Tensor] | None = None,
-        memory_padding_mask: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, *, memory: State | None = None) -> tuple[Tensor, State]:
         """One causal decoding step of the same block: x (B, 1, C) -> (B, 1, C) and the new
-        self-attention state; `cross_kv` are the memory's keys/values (MultiHeadAttention.project_memory)."""
+        self-attention state; `memory` is the cross attention's state of the encoder memory
+        (MultiHeadAttention.project_memory), computed once per source."""
         out, state = self.self_attention.step(self.norm_self(x), state)
         x = x + out
         if self.cross_attention is not None:
-            k, v = cross_kv
-            x = x + self.cross_attention.attend_projected(self.norm_cross(x), k, v, memory_padding_mask)
+            x = x + self.cross_attention.attend_memory(self.norm_cross(x), memory)
         return x + self.mlp(self.norm_mlp(x)), state
 
 
@@ -187,11 +180,15 @@ class Decoder(nn.Module):
 
     # ---- generation -----------------------------------------------------------------------------
     def start(self, memory: Tensor, memory_padding_mask: Tensor | None) -> DecodingState:
-        """The state before the first generated token (cross-attention keys/values computed once)."""
+        """The state before the first generated token: each layer's cross attention state of the
+        memory (its keys/values, or their summary) is computed here, once per source."""
         B = memory.shape[0]
-        cross = [block.cross_attention.project_memory(memory) for block in self.blocks]
         selfs: list[State] | None = None
+        cross: list[State] = []
         if self.incremental:
+            cross = [
+                block.cross_attention.project_memory(memory, memory_padding_mask) for block in self.blocks
+            ]
             selfs = [
                 block.self_attention.init_state(B, device=memory.device, dtype=memory.dtype)
                 for block in self.blocks
@@ -215,10 +212,8 @@ class Decoder(nn.Module):
         t = state.ids.shape[1]
         x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
         new_states = []
-        for block, self_state, cross_kv in zip(self.blocks, state.self_states, state.cross_kv):
-            x, self_state = block.step(
-                x, self_state, cross_kv=cross_kv, memory_padding_mask=state.memory_padding_mask
-            )
+        for block, self_state, memory in zip(self.blocks, state.self_states, state.cross):
+            x, self_state = block.step(x, self_state, memory=memory)
             new_states.append(self_state)
         return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
 
@@ -227,21 +222,26 @@ class Decoder(nn.Module):
 class DecodingState:
     memory: Tensor  # (B, Nk, C)
     memory_padding_mask: Tensor | None  # (B, Nk)
-    cross_kv: list[tuple[Tensor, Tensor]]  # per layer (B, H, Nk, D) x 2
+    cross: list[State]  # per layer, the cross attention's memory_state (computed once); [] = fallback
     self_states: list[State] | None  # per layer variant state; None = recompute the prefix
     ids: Tensor  # (B, t) tokens fed so far
 
     def replace(self, **changes) -> DecodingState:
         return DecodingState(**{**self.__dict__, **changes})
 
-    def select(self, index: Tensor) -> DecodingState:
-        """Reorder/select batch rows (beam search)."""
+    def select(self, index: Tensor, *, same_source: bool = False) -> DecodingState:
+        """Reorder/select batch rows: index (B',) of rows to keep. `same_source=True` promises that each
+        row is taken from a row with the same encoder memory (beam search reordering the hypotheses of
+        one source), so the memory and the cross attention states stay as they are: no copy per step."""
         from attnlab.attention.base import Attention
 
+        def rows(x: Tensor | None) -> Tensor | None:
+            return x if x is None or same_source else x.index_select(0, index)
+
         return DecodingState(
-            self.memory.index_select(0, index),
-            None if self.memory_padding_mask is None else self.memory_padding_mask.index_select(0, index),
-            [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
+            rows(self.memory),
+            rows(self.memory_padding_mask),
+            self.cross if same_source else [Attention.reorder_state(m, index) for m in self.cross],
             None
             if self.self_states is None
             else [Attention.reorder_state(s, index) for s in self.self_states],

@@ -125,6 +125,22 @@ def test_translation_length_grows_with_max_words():
     )
 
 
+def test_translation_lexicon_grows_with_nouns():
+    small = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=16)["train"]
+    large = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=256)["train"]
+    assert (
+        large == translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16)["train"]
+    )  # default
+
+    def words(rows):
+        return {w for r in rows for w in r["source"].split()}
+
+    assert len(words(large)) > 4 * len(words(small))
+    for row in large:  # still a word-for-word mapping with reordering
+        src, tgt = row["source"].split(), row["target"].split()
+        assert len(src) == len(tgt) and not set(src) & set(tgt)
+
+
 def test_summaries_are_the_numbered_facts_not_the_lead():
     rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0)["train"]
     for row in rows:
