@@ -25,7 +25,7 @@ COMMANDS = [
     for line in block.replace("\\\n", " ").splitlines()
     if line.strip().startswith(("python -m attnlab ", "python -m attnlab.bench"))
 ]
-NEEDS_A_GPU = ("trainer=gpu", "trainer=fsdp", "precision=bf16-mixed")
+NEEDS_A_GPU = ("trainer=gpu", "trainer=fsdp", "precision=bf16-mixed", "_gpu")  # _gpu: experiment=<x>_gpu presets
 
 
 def single_run(tokens: list[str]) -> list[str]:
