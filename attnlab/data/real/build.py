@@ -71,6 +71,13 @@ def build_summaries(out: Path) -> dict:
     return report
 
 
+def _system() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.platform())
+    except OSError:  # not a Linux with /etc/os-release
+        return platform.platform()
+
+
 def readme(reports: dict[str, dict]) -> str:
     """The README written beside the data (see the module docstring)."""
     t, s = TranslationRules(), SummaryRules()
@@ -78,7 +85,7 @@ def readme(reports: dict[str, dict]) -> str:
         "# Real evaluation data: software-message translation and man-page summarisation",
         "",
         "Written by `python -m attnlab.data.real build` (attnlab/data/real/build.py); do not edit by hand.",
-        f"Built {dt.date.today().isoformat()} on {platform.freedesktop_os_release().get('PRETTY_NAME', platform.platform())} "
+        f"Built {dt.date.today().isoformat()} on {_system()} "
         "from files installed by its Debian packages. Nothing here is generated text: every target",
         "was written by a person (a translator, a man page's author).",
         "",
@@ -181,8 +188,8 @@ def readme(reports: dict[str, dict]) -> str:
         "    python -m attnlab.data.real build                 # into attnlab/data/real/data (this folder)",
         "    python -m attnlab.data.real build --out /tmp/real # elsewhere; then task.data.source=files task.data.train=/tmp/real/<set>/train.jsonl.gz ...",
         "",
-        "The result depends on the installed packages and their versions (tables above); on the same machine it is",
-        "byte-identical.",
+        "The result depends on the installed packages and their versions (tables above); on the same machine the",
+        "data files are byte-identical (this README carries the build date).",
     ]
     return "\n".join(lines) + "\n"
 
