@@ -1,4 +1,4 @@
-"""Lightning callbacks of an attnlab run: the cost meter."""
+"""Lightning callbacks of an attnlab run: the cost meter, checkpoint averaging."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from attnlab.attention import Attention
 from attnlab.bench.allocator import glibc
@@ -210,3 +211,62 @@ def sequence_lengths(batch: Any) -> torch.Tensor | None:
         return None
     real = [(~m.bool()).sum(dim=-1) for m in masks]  # each (B,)
     return torch.stack(real).amax(dim=0)  # (B,)
+
+
+class CheckpointAverage(WeightAveraging):
+    """Checkpoint averaging (fairseq's scripts/average_checkpoints.py, Vaswani et al. 2017 §6.1) taken
+    in memory: the uniform average of the weights at every `every`-th optimizer step from `start` x
+    trainer.max_steps on. Once it holds a snapshot, validation, the saved checkpoints (hence the best
+    checkpoint the test loads) and the final weights are the average; before, the current weights.
+
+        callbacks.average._target_=attnlab.callbacks.CheckpointAverage callbacks.average.start=0.5
+    """
+
+    def __init__(self, *, start: float = 0.5, every: int = 100):
+        from attnlab.errors import ConfigError
+
+        if not 0.0 <= start < 1.0:
+            raise ConfigError(
+                f"callbacks.average.start={start} must be in [0, 1): the fraction of max_steps to start at"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(
+                f"callbacks.average.every={every} must be a positive integer (steps between snapshots)"
+            )
+        super().__init__(use_buffers=True)
+        self.start, self.every = start, every
+        self._first_step = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        total = int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else 0
+        self._first_step = int(self.start * total)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return (
+            step_idx is not None
+            and step_idx >= self._first_step
+            and (step_idx - self._first_step) % self.every == 0
+        )
+
+    def snapshots(self) -> int:
+        """How many snapshots the average holds (0 before `start`)."""
+        return 0 if self._average_model is None else int(self._average_model.n_averaged)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.snapshots():
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.snapshots():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.snapshots():
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.snapshots():
+            super().on_train_end(trainer, pl_module)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf_models import is_hf_model, require_transformers
 
@@ -102,6 +103,12 @@ def check_config(cfg: DictConfig) -> None:
         check_number(model.get("decoder_layers", _ABSENT), "model.decoder_layers", ge=1, example=2)
         check_choice(model.get("positional", _ABSENT), "model.positional", POSITIONAL)
     check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
+    data = cfg.task.get("data")
+    if model.get("share_embeddings") is True and data is not None and data.get("shared_tokenizer") is False:
+        raise ConfigError(
+            "model.share_embeddings=true needs one vocabulary for source and target, but task.data.shared_tokenizer="
+            "false; set task.data.shared_tokenizer=true or model.share_embeddings=false"
+        )
     check_number(trainer.max_steps, "trainer.max_steps", ge=1, also=(-1,), example=1500)
     check_trainer(trainer)
     check_schedule(trainer, cfg.get("callbacks"))
@@ -128,7 +135,7 @@ POSITIONAL = ("sinusoidal", "learned")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", 32, "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", 16)
 PRECISIONS += ("64-true", "64", 64)
-TOKENIZERS = ("bytes", "bpe")
+MAX_TIME = re.compile(r"\d+:\d{2}:\d{2}:\d{2}")  # Lightning's DD:HH:MM:SS
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -165,6 +172,11 @@ def check_trainer(trainer: DictConfig) -> None:
 
         check_choice(strategy, "trainer.strategy", ("auto", *StrategyRegistry.available_strategies()))
     check_number(trainer.get("max_epochs", _ABSENT), "trainer.max_epochs", ge=1, also=(-1, None), example=-1)
+    max_time = trainer.get("max_time", _ABSENT)
+    if max_time not in (_ABSENT, None) and not (isinstance(max_time, str) and MAX_TIME.fullmatch(max_time)):
+        raise ConfigError(
+            f"trainer.max_time={_show(max_time)} must be DD:HH:MM:SS or null; e.g. trainer.max_time=00:00:28:00"
+        )
     interval = trainer.get("val_check_interval", _ABSENT)
     if isinstance(interval, float):
         check_number(interval, "trainer.val_check_interval", kind=float, gt=0, le=1, example=0.25)
@@ -230,7 +242,7 @@ def check_schedule(trainer: DictConfig, callbacks: DictConfig | None) -> None:
 def check_data(data: DictConfig) -> None:
     check_number(data.get("num_workers", _ABSENT), "task.data.num_workers", ge=0, example=0)
     check_choice(data.get("tokenizer", _ABSENT), "task.data.tokenizer", TOKENIZERS)
-    if data.get("tokenizer") == "bpe":
+    if data.get("tokenizer") in BPE_TOKENIZERS:
         check_number(data.get("vocab_size", _ABSENT), "task.data.vocab_size", ge=262, example=8000)
     columns = data.get("columns", _ABSENT)
     if columns is not _ABSENT and columns is not None:

@@ -58,6 +58,10 @@ class Seq2SeqDataModule(EncodedDataModule):
     def baseline(self, rows: list[dict]) -> list[str]:
         raise NotImplementedError
 
+    def other_baselines(self, rows: list[dict]) -> dict[str, list[str]]:
+        """More trivial predictions scored beside `baseline`, logged as test/baseline_<name>_<metric>."""
+        return {}
+
     def setup(self, stage: str | None = None) -> None:
         if self.encoded:
             return
@@ -305,6 +309,8 @@ class Seq2SeqTask(AttnlabTask):
         scores = {f"test/{k}": v for k, v in self.score(hyps, refs).items()}
         baseline = dm.baseline(rows)
         scores |= {f"test/baseline_{k}": v for k, v in self.score(baseline, refs).items()}
+        for name, predictions in dm.other_baselines(rows).items():
+            scores |= {f"test/baseline_{name}_{k}": v for k, v in self.score(predictions, refs).items()}
         self.log_dict(scores, batch_size=len(indices))
         samples = [
             {"index": i, "source": r[dm.SOURCE], "reference": ref, "output": hyp, "baseline": base}

@@ -1,4 +1,5 @@
-"""Summarisation: encoder-decoder, ROUGE-1/2/L (rouge_score, F-measure x 100); baseline: lead-3.
+"""Summarisation: encoder-decoder, ROUGE-1/2/L (rouge_score, F-measure x 100); baselines: lead-3
+(test/baseline_rouge*) and the document's first line (test/baseline_first_line_rouge*).
 
 Default data: the built-in toy summarisation (attnlab.data.summarisation_builtin: key facts scattered
 among distractor sentences; the summary lists the facts compressed, so lead-3 is a weak summary).
@@ -6,7 +7,7 @@ among distractor sentences; the summary lists the facts compressed, so lead-3 is
 
 from __future__ import annotations
 
-from attnlab.data import lead_baseline, summarisation_builtin
+from attnlab.data import first_line_baseline, lead_baseline, summarisation_builtin
 from attnlab.tasks.seq2seq import Seq2SeqDataModule, Seq2SeqTask
 from attnlab.tasks.text_metrics import summarisation_metrics
 
@@ -21,6 +22,9 @@ class SummariseDataModule(Seq2SeqDataModule):
 
     def baseline(self, rows: list[dict]) -> list[str]:
         return lead_baseline(rows, LEAD_SENTENCES, column=self.SOURCE)
+
+    def other_baselines(self, rows: list[dict]) -> dict[str, list[str]]:
+        return {"first_line": first_line_baseline(rows, column=self.SOURCE)}
 
 
 class SummariseTask(Seq2SeqTask):

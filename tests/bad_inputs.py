@@ -82,6 +82,11 @@ APP = [
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
     Bad("task=lm model.token_shift=maybe", "model.token_shift"),
     Bad("task=lm model.tie_embeddings=sometimes", "model.tie_embeddings"),
+    Bad("task=translate model.share_embeddings=sometimes", "model.share_embeddings"),
+    Bad(
+        "task=translate model.share_embeddings=true task.data.shared_tokenizer=false",
+        "set task.data.shared_tokenizer=true or model.share_embeddings=false",
+    ),
     Bad("attention=full attention.dropout=2.0", "attention.dropout=2.0 must be >= 0 and < 1"),
     Bad("attention=full attention.dropout=1", "attention.dropout=1.0 must be >= 0 and < 1"),
     Bad("attention.dropout=-0.5", "attention.dropout=-0.5 must be >= 0 and < 1"),
@@ -206,6 +211,22 @@ APP = [
     Bad("@files:float_labels", "a class must be an integer or a name"),
     Bad("@files:unique_labels", "that is not a label column"),
     Bad("@files:unseen_label", "labels never seen in train"),
+    Bad("task=translate task.data.source=shipped", "needs a set: task.data.name=gettext_de|manpages"),
+    Bad("task=translate task.data.source=shipped task.data.name=gettext", "did you mean 'gettext_de'"),
+    Bad("task=summarise task.data.tokenizer=bpe_placeholder", "did you mean 'bpe_placeholders'"),
+    Bad(
+        "task=summarise task.data.tokenizer=bpe_placeholders task.data.vocab_size=100",
+        "task.data.vocab_size=100 must be an integer >= 262",
+    ),
+    Bad("trainer.max_time=half-an-hour", "trainer.max_time=half-an-hour must be DD:HH:MM:SS or null"),
+    Bad(
+        "experiment=summarise_real callbacks.average.every=0",
+        "callbacks.average.every=0 must be a positive integer",
+    ),
+    Bad(
+        "experiment=summarise_real callbacks.average.start=1.5",
+        "callbacks.average.start=1.5 must be in [0, 1)",
+    ),
     # ---- paths and Hydra ------------------------------------------------------------------------------
     Bad("paths.data_cache=/proc/nope", "paths.data_cache=/proc/nope cannot be created"),
     Bad("paths.data_cache=/etc/hostname", "/etc/hostname is a file"),

@@ -25,7 +25,8 @@ COMMANDS = [
     for line in block.replace("\\\n", " ").splitlines()
     if line.strip().startswith(("python -m attnlab ", "python -m attnlab.bench"))
 ]
-NEEDS_A_GPU = ("trainer=gpu", "trainer=fsdp", "precision=bf16-mixed")
+# _gpu: the experiment=<x>_gpu presets
+NEEDS_A_GPU = ("trainer=gpu", "trainer=fsdp", "precision=bf16-mixed", "_gpu")
 
 
 def single_run(tokens: list[str]) -> list[str]:

@@ -5,7 +5,7 @@
 Plain Python/torch/datasets/tokenizers: nothing here imports Lightning or Hydra.
 """
 
-from attnlab.data.baselines import copy_baseline, lead_baseline, split_sentences
+from attnlab.data.baselines import copy_baseline, first_line_baseline, lead_baseline, split_sentences
 from attnlab.data.collate import encode_texts, pad_batch
 from attnlab.data.listops import listops
 from attnlab.data.seq2seq_builtin import summarisation_builtin, translation_builtin
@@ -21,6 +21,7 @@ __all__ = [
     "check_labels",
     "copy_baseline",
     "encode_texts",
+    "first_line_baseline",
     "lead_baseline",
     "listops",
     "load_splits",

@@ -6,12 +6,14 @@ Two layouts, chosen by the task's data config:
 - one file with a split column: task.data.path=<file> [task.data.split_column=split], whose values
   are train / validation (or val, valid, dev) / test.
 
+A text file may be gzipped (`train.jsonl.gz`): the extension before `.gz` names the format.
 Text files that are not valid UTF-8 do not stop a run: undecodable bytes become U+FFFD, their count
 is logged as a warning, and `datasets` reads a UTF-8 copy written under the cache directory.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import tempfile
@@ -33,6 +35,7 @@ FORMATS: dict[str, tuple[str, dict[str, Any], bool]] = {
     ".parquet": ("parquet", {}, False),
 }
 REPLACEMENT = "\ufffd"
+COMPRESSED = ".gz"  # gzip, for the text formats
 
 
 def load_files(data: Mapping, *, cache_dir: str | Path | None = None) -> tuple[dict[str, Any], str]:
@@ -65,14 +68,14 @@ def read_table(file: str | Path, key: str, *, cache_dir: str | Path | None = Non
         raise DataError(
             f"data file not found: {path.resolve()}; check task.data.{key}=<path to an existing file>"
         )
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
+    suffix = format_suffix(path)
+    if suffix not in FORMATS or (path.suffix.lower() == COMPRESSED and not FORMATS[suffix][2]):
         raise DataError(
             f"unsupported data file extension '{suffix or path.name}' ({path}){did_you_mean(suffix, FORMATS)}; "
             f"use one of {', '.join(FORMATS)}"
         )
     builder, kwargs, is_text = FORMATS[suffix]
-    if is_text and not path.read_bytes().strip():
+    if is_text and not text_bytes(path).strip():
         derive = (
             f", or leave task.data.{key} unset to derive it from train"
             if key in ("validation", "test")
@@ -95,9 +98,28 @@ def read_table(file: str | Path, key: str, *, cache_dir: str | Path | None = Non
         raise DataError(f"could not read {file} as {suffix[1:]}: {reason}; check the file's format") from err
 
 
+def format_suffix(path: Path) -> str:
+    """The extension that names the format: '.jsonl' for train.jsonl and for train.jsonl.gz."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] == COMPRESSED:
+        return suffixes[-2]
+    return path.suffix.lower()
+
+
+def text_bytes(path: Path) -> bytes:
+    """The bytes of a text file, decompressed when it is gzipped."""
+    raw = path.read_bytes()
+    if path.suffix.lower() == COMPRESSED:
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(f"could not read {path} as gzip: {err}; check the file") from err
+    return raw
+
+
 def utf8_copy(path: Path, cache_dir: str | Path | None) -> Path:
     """`path` itself when it is valid UTF-8; else a copy with undecodable bytes replaced (and a warning)."""
-    raw = path.read_bytes()
+    raw = text_bytes(path)
     try:
         raw.decode("utf-8")
         return path
@@ -108,7 +130,8 @@ def utf8_copy(path: Path, cache_dir: str | Path | None) -> Path:
     folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "attnlab"
     folder = folder / "utf8-copies"
     folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / f"{hashlib.sha256(raw).hexdigest()[:16]}-{path.name}"
+    name = path.name[: -len(COMPRESSED)] if path.suffix.lower() == COMPRESSED else path.name
+    copy = folder / f"{hashlib.sha256(raw).hexdigest()[:16]}-{name}"  # written uncompressed
     if not copy.exists():
         copy.write_text(text, encoding="utf-8")
     log.warning(

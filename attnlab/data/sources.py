@@ -1,4 +1,4 @@
-"""Where a task's rows come from: the hub, local files, or a built-in generator.
+"""Where a task's rows come from: the hub, local files, a built-in generator, or a shipped real set.
 
     load_splits(cfg.task.data, columns={"text": "text", "label": "label"}, builtin=listops)
       -> {"train": [{"text": ..., "label": ...}, ...], "validation": [...], "test": [...]}
@@ -14,6 +14,10 @@ Split rules, the same for the hub and for files:
   a validation score);
 - task.data.limit.<split> keeps a deterministic random subset (seed 0) of that many rows, so a file
   or hub set sorted by label still gives mixed labels.
+
+Shipped real sets (source=shipped name=gettext_de|manpages; attnlab.data.real) are gzipped jsonl
+files inside the package, read exactly as source=files reads them; a named source, like source=hf
+name=..., because their paths are the package's business, not the user's.
 
 Built-in generators (source=builtin) are callables with keyword-only parameters — the split sizes
 n_train/n_validation/n_test, a seed, and their own knobs — returning {split: rows} with the logical
@@ -36,7 +40,7 @@ from attnlab.errors import DataError, did_you_mean
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-SOURCES = ("builtin", "hf", "files")
+SOURCES = ("builtin", "hf", "files", "shipped")
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -73,6 +77,14 @@ def load_splits(
         from attnlab.data.files import load_files
 
         tables, origin = load_files(data, cache_dir=cache_dir)
+    elif source == "shipped":
+        from attnlab.data.files import read_table
+        from attnlab.data.real import shipped_files
+
+        name = _get(data, "name")
+        files = shipped_files(name)
+        tables = {split: read_table(path, "name", cache_dir=cache_dir) for split, path in files.items()}
+        origin = f"shipped dataset '{name}'"
     else:
         raise DataError(
             f"unknown data source '{source}'{did_you_mean(source, SOURCES)}; "

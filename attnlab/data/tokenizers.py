@@ -1,5 +1,10 @@
 """Tokenizers: raw UTF-8 bytes (no vocabulary file) or a byte-level BPE trained on the train texts.
 
+`bpe_placeholders` is the same BPE with a copy-friendly pre-tokenizer: printf conversions (%s,
+%1$s, %-10.3ld), brace fields ({name}), shell variables ($HOME), --options and snake_case
+identifiers are single pre-tokens (GPT-2's split cuts "%s" into "%" + "s" and "--force" into
+"--" + "force"), so BPE can learn each frequent one as one token that a model copies across.
+
 Both reserve the same special ids, so code that pads or adds markers never asks which one it has:
 
     pad 0, bos 1, eos 2, cls 3, unk 4; then the bytes (ByteTokenizer: id = byte + 5) or the BPE merges.
@@ -23,7 +28,17 @@ log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<cls>", "<unk>")  # ids 0..4, same order for every tokenizer
 PAD_ID, BOS_ID, EOS_ID, CLS_ID, UNK_ID = range(len(SPECIAL_TOKENS))
-TOKENIZERS = ("bytes", "bpe")
+BPE_TOKENIZERS = ("bpe", "bpe_placeholders")
+TOKENIZERS = ("bytes", *BPE_TOKENIZERS)
+# GPT-2's pre-tokenizer regex (what tokenizers' ByteLevel applies), with copy-friendly alternatives first.
+_GPT2_SPLIT = r"'(?:s|t|re|ve|m|ll|d)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+WHOLE_PIECES = (
+    r" ?%(?:\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|t)?[diouxXeEfFgGaAcsp%]"
+    r"| ?\{\w*\}"
+    r"| ?\$\{?[A-Za-z_]\w*\}?"
+    r"| ?(?<![\p{L}\p{N}_-])--?[A-Za-z][\w-]*"
+    r"| ?[A-Za-z]\w*_\w+"
+)
 
 
 @runtime_checkable
@@ -93,10 +108,10 @@ def build_tokenizer(
     vocab_size: int = 8000,
     cache_dir: str | Path | None = None,
 ) -> Tokenizer:
-    """'bytes' (default) or 'bpe' trained on `train_texts` (cached under `cache_dir` when given)."""
+    """'bytes' (default), or 'bpe' / 'bpe_placeholders' trained on `train_texts` (cached under `cache_dir`)."""
     if kind == "bytes":
         return ByteTokenizer()
-    if kind != "bpe":
+    if kind not in BPE_TOKENIZERS:
         raise DataError(
             f"unknown tokenizer '{kind}'{did_you_mean(kind, TOKENIZERS)}; choose {' or '.join(TOKENIZERS)}"
         )
@@ -113,11 +128,11 @@ def build_tokenizer(
 
     file = None
     if cache_dir is not None:
-        file = Path(cache_dir) / f"bpe-{vocab_size}-{_fingerprint(texts, vocab_size)}.json"
+        file = Path(cache_dir) / f"{kind}-{vocab_size}-{_fingerprint(texts, vocab_size, kind)}.json"
         if file.is_file():
             log.info("loading cached BPE tokenizer %s", file)
             return BPETokenizer(HFTokenizer.from_file(str(file)))
-    tokenizer = _train_bpe(texts, vocab_size)
+    tokenizer = _train_bpe(texts, vocab_size, whole_placeholders=kind == "bpe_placeholders")
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(".tmp")
@@ -127,12 +142,20 @@ def build_tokenizer(
     return BPETokenizer(tokenizer)
 
 
-def _train_bpe(texts: list[str], vocab_size: int):
+def _train_bpe(texts: list[str], vocab_size: int, *, whole_placeholders: bool = False):
+    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     tokenizer = HFTokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if whole_placeholders:  # our split (placeholders whole, else GPT-2's), then bytes -> symbols only
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(f"{WHOLE_PIECES}|{_GPT2_SPLIT}"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -144,8 +167,9 @@ def _train_bpe(texts: list[str], vocab_size: int):
     return tokenizer
 
 
-def _fingerprint(texts: list[str], vocab_size: int) -> str:
-    digest = hashlib.sha256(f"bytelevel-bpe-v1|{vocab_size}|{len(texts)}".encode())
+def _fingerprint(texts: list[str], vocab_size: int, kind: str = "bpe") -> str:
+    version = "bytelevel-bpe-v1" if kind == "bpe" else f"{kind}-v1"  # "bpe" keeps its old cache keys
+    digest = hashlib.sha256(f"{version}|{vocab_size}|{len(texts)}".encode())
     for text in texts:
         digest.update(text.encode("utf-8", errors="replace"))
         digest.update(b"\x00")

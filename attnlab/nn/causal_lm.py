@@ -12,7 +12,6 @@ the variant has one (KV cache, running sums, rolling window), else recomputation
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from attnlab.attention.base import Attention, State
 from attnlab.nn.positional import PositionalEmbedding
 from attnlab.nn.spec import AttentionSpec
-from attnlab.nn.transformer import ModelConfig, TransformerBlock
+from attnlab.nn.transformer import ModelConfig, TransformerBlock, scaled_embedding
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +32,7 @@ class CausalLM(nn.Module):
         super().__init__()
         self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
         self.max_len = cfg.max_len
-        # Vaswani et al./fairseq scaling for a tied head: rows N(0, 1/d) scaled by √d on the way in, so the
-        # token signal matches the positions' while the initial logits are O(1) (loss ≈ ln V, not ~50).
-        self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        nn.init.normal_(self.embed.weight, std=cfg.d_model**-0.5)
-        self.embed_scale = math.sqrt(cfg.d_model)
+        self.embed, self.embed_scale = scaled_embedding(vocab_size, cfg.d_model)  # the tied head's rows
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec)

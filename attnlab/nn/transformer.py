@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from attnlab.attention.base import State
+from attnlab.errors import ConfigError
 from attnlab.nn.layer import MultiHeadAttention
 from attnlab.nn.positional import PositionalEmbedding
 from attnlab.nn.spec import AttentionSpec
@@ -47,6 +49,11 @@ class ModelConfig:
     # The output head shares the token embedding's weights (Press & Wolf 2017). Off for MQAR: a head of
     # its own learns recall ~3x sooner there (measured: 0.86 vs 0.11 test accuracy after 300 steps at N=128).
     tie_embeddings: bool = True
+    # Encoder-decoder only: the encoder's and the decoder's token embeddings are one matrix (and, with
+    # tie_embeddings, the output head too: fairseq's --share-all-embeddings), so a token such as "%s"
+    # or "--force" means the same on both sides, which copying it needs. Needs one vocabulary for
+    # both sides (task.data.shared_tokenizer=true).
+    share_embeddings: bool = False
     encoder: EncoderRoles = field(default_factory=EncoderRoles)
     decoder: DecoderRoles = field(default_factory=DecoderRoles)
 
@@ -135,20 +142,35 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x)), state
 
 
-class Encoder(nn.Module):
-    """Token embedding + positions + N bidirectional blocks. ids (B, N) -> (B, N, C)."""
+def scaled_embedding(vocab_size: int, d_model: int) -> tuple[nn.Embedding, float]:
+    """Vaswani et al./fairseq scaling for an embedding that a tied output head shares: rows N(0, 1/d),
+    multiplied by √d on the way in, so the token signal matches the positions' while the initial
+    logits are O(1) (loss ≈ ln V at step 0; N(0, 1) rows give ~64 at d=256, V=8000)."""
+    embed = nn.Embedding(vocab_size, d_model)
+    nn.init.normal_(embed.weight, std=d_model**-0.5)
+    return embed, math.sqrt(d_model)
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec):
+
+class Encoder(nn.Module):
+    """Token embedding + positions + N bidirectional blocks. ids (B, N) -> (B, N, C).
+
+    `scaled=True` (the encoder of an encoder-decoder, whose embedding the decoder may share) uses
+    `scaled_embedding`; a classifier's encoder keeps N(0, 1) rows (same forward at initialisation)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec, *, scaled: bool = False):
         super().__init__()
         spec = spec.for_role("encoder_self", cfg.encoder.self_attention)
-        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        if scaled:
+            self.embed, self.embed_scale = scaled_embedding(vocab_size, cfg.d_model)
+        else:
+            self.embed, self.embed_scale = nn.Embedding(vocab_size, cfg.d_model), 1.0
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = TransformerBlock.stack(cfg, cfg.encoder_layers, spec)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        x = self.dropout(self.embed(ids) + self.positions(ids.shape[1]))  # (B, N, C)
+        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask)
         return self.norm(x)
@@ -161,7 +183,7 @@ class Decoder(nn.Module):
         super().__init__()
         self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
         cross_spec = spec.for_role("cross", cfg.decoder.cross_attention)
-        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.embed, self.embed_scale = scaled_embedding(vocab_size, cfg.d_model)  # the tied head's rows
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec, cross_spec=cross_spec)
@@ -173,7 +195,7 @@ class Decoder(nn.Module):
         self._warned_fallback = False
 
     def forward(self, ids: Tensor, memory: Tensor, memory_padding_mask: Tensor | None = None) -> Tensor:
-        x = self.dropout(self.embed(ids) + self.positions(ids.shape[1]))  # (B, T, C)
+        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, T, C)
         for block in self.blocks:
             x = block(x, causal=True, memory=memory, memory_padding_mask=memory_padding_mask)
         return self.lm_head(self.norm(x))  # (B, T, V)
@@ -210,7 +232,7 @@ class Decoder(nn.Module):
             logits = self.forward(ids, state.memory, state.memory_padding_mask)[:, -1]
             return logits, state.replace(ids=ids)
         t = state.ids.shape[1]
-        x = self.embed(token[:, None]) + self.positions(1, offset=t)  # (B, 1, C)
+        x = self.embed(token[:, None]) * self.embed_scale + self.positions(1, offset=t)  # (B, 1, C)
         new_states = []
         for block, self_state, memory in zip(self.blocks, state.self_states, state.cross):
             x, self_state = block.step(x, self_state, memory=memory)
@@ -256,8 +278,17 @@ class EncoderDecoder(nn.Module):
         self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec, target_vocab_size: int | None = None
     ):
         super().__init__()
-        self.encoder = Encoder(vocab_size, cfg, spec)
+        self.encoder = Encoder(vocab_size, cfg, spec, scaled=True)
         self.decoder = Decoder(target_vocab_size or vocab_size, cfg, spec)
+        if cfg.share_embeddings:
+            if (target_vocab_size or vocab_size) != vocab_size:
+                raise ConfigError(
+                    f"model.share_embeddings=true needs one vocabulary for source and target (got {vocab_size} and "
+                    f"{target_vocab_size}); set task.data.shared_tokenizer=true or model.share_embeddings=false"
+                )
+            self.decoder.embed = self.encoder.embed  # one (V, C) matrix for both sides
+            if cfg.tie_embeddings:
+                self.decoder.lm_head.weight = self.encoder.embed.weight
 
     def forward(self, src: Tensor, src_padding_mask: Tensor | None, tgt_in: Tensor) -> Tensor:
         memory = self.encoder(src, src_padding_mask)  # (B, N, C)

@@ -1,0 +1,3 @@
+from attnlab.data.real.build import main
+
+main()
