@@ -163,11 +163,15 @@ def test_decoding_state_does_not_grow(name):
     state = attention.init_state(B, H, D, device=torch.device("cpu"), dtype=torch.bfloat16)
     sizes = {key: value.shape for key, value in state.items()}
     assert all(v.dtype in (torch.float32, torch.long) for v in state.values()), "state kept in fp32"
-    q, k, v = (x.to(torch.bfloat16) for x in tensors((B, H, 40, D), (B, H, 40, D), (B, H, 40, D), grad=False))
-    gates = {n: t.to(torch.bfloat16) for n, t in gates_for(name, 40).items()}
-    for t in range(40):
+    window = getattr(attention, "window", 0)  # based's softmax window fills up to its size, then stays
+    n = window + 40
+    q, k, v = (x.to(torch.bfloat16) for x in tensors((B, H, n, D), (B, H, n, D), (B, H, n, D), grad=False))
+    gates = {name_: t.to(torch.bfloat16) for name_, t in gates_for(name, n).items()}
+    for t in range(n):
         out, state = attention.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state,
-                                    **{n: g[:, :, t : t + 1] for n, g in gates.items()})  # fmt: skip
+                                    **{g: x[:, :, t : t + 1] for g, x in gates.items()})  # fmt: skip
+        if t == window:
+            sizes = {key: value.shape for key, value in state.items()}  # full: no growth from here
     assert {key: value.shape for key, value in state.items()} == sizes and out.dtype == torch.bfloat16
 
 
