@@ -75,7 +75,8 @@ class CostMeter(L.Callback):
     (`state_dict`), so FLOPs per token stay those of the run's first batch, tokens/s and step time
     merge the timed steps of every segment (each segment skips its own `warmup_steps`), and peak
     memory is the maximum over the segments; each run's peak starts when its fit starts (see
-    `reset_peak_memory`), so the runs of a sequential sweep do not inherit each other's peaks. It also records the data's real sequence lengths
+    `reset_peak_memory`), so the runs of a sequential sweep do not inherit each other's peaks.
+    It also records the data's real sequence lengths
     (`seq_len_mean`, `seq_len_max`), which the report shows beside the model's `max_len`.
     """
 
@@ -97,6 +98,7 @@ class CostMeter(L.Callback):
         self.longest_sequence = 0
         self._device = torch.device("cpu")
         self._start = 0.0
+        self._peak_reset = False  # whether this process's peak counter was reset when the fit started
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +126,7 @@ class CostMeter(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # the peak is this run's, not that of the runs before it in the process
-            reset_peak_memory(trainer.strategy.root_device)
+            self._peak_reset = reset_peak_memory(trainer.strategy.root_device)
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
@@ -181,6 +183,8 @@ class CostMeter(L.Callback):
     def peak_memory(self, device: torch.device | None = None) -> tuple[float, str]:
         """Peak memory over every segment of the run, and how it was measured."""
         peak, method = peak_memory_mb(device or self._device)
+        if method == "cpu_peak_rss_run" and not self._peak_reset:  # the kernel's mark, never reset
+            method = "cpu_peak_rss"
         return max(peak, self.earlier_peak_memory_mb), method
 
     def summary(self, device: torch.device) -> dict[str, Any]:
