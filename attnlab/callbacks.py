@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from attnlab.attention import Attention
 from attnlab.bench.allocator import glibc
@@ -223,7 +224,7 @@ class CheckpointAverage(WeightAveraging):
     trainer.max_steps on. Once it holds a snapshot, validation, the saved checkpoints (hence the best
     checkpoint the test loads) and the final weights are the average; before, the current weights.
 
-        callbacks.average._target_=attnlab.callbacks.CheckpointAverage callbacks.average.start=0.5
+        +callbacks.average._target_=attnlab.callbacks.CheckpointAverage +callbacks.average.start=0.7
     """
 
     def __init__(self, *, start: float = 0.5, every: int = 100):
@@ -274,3 +275,13 @@ class CheckpointAverage(WeightAveraging):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.snapshots():
             super().on_train_end(trainer, pl_module)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning's WeightAveraging puts the raw weights (current_model_state) back into the module
+        # whenever it holds an average, which after a fit includes `trainer.test(ckpt_path=best)`: the
+        # test would score the last step's raw weights. Only a resumed fit needs them; testing,
+        # validating and predicting keep the checkpoint's state_dict, the average, already loaded.
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

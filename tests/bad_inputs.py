@@ -220,11 +220,11 @@ APP = [
     ),
     Bad("trainer.max_time=half-an-hour", "trainer.max_time=half-an-hour must be DD:HH:MM:SS or null"),
     Bad(
-        "experiment=summarise_real callbacks.average.every=0",
+        "experiment=summarise_real_gpu callbacks.average.every=0",
         "callbacks.average.every=0 must be a positive integer",
     ),
     Bad(
-        "experiment=summarise_real callbacks.average.start=1.5",
+        "experiment=summarise_real_gpu callbacks.average.start=1.5",
         "callbacks.average.start=1.5 must be in [0, 1)",
     ),
     # ---- paths and Hydra ------------------------------------------------------------------------------

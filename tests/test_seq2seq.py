@@ -85,6 +85,42 @@ def test_separate_tokenizers_and_bpe(tmp_path):
     assert len(list((tmp_path / "cache").glob("bpe-300-*.json"))) == 2  # one per side
 
 
+def test_runs_that_train_the_same_bpe_at_once_both_cache_it(tmp_path):
+    """Parallel runs (a study's cells, two presets side by side) train the same tokenizer at the same
+    moment: each writes its own temporary file before the atomic rename (one shared temporary name
+    made the second rename fail with FileNotFoundError, and that run died before training)."""
+    import multiprocessing
+
+    from attnlab.data import tokenizers
+
+    context = multiprocessing.get_context("fork")
+    barrier, outcomes = context.Barrier(2), context.Queue()
+    train = tokenizers._train_bpe
+
+    def build() -> None:
+        def trained_in_step(*args, **kwargs):
+            tokenizer = train(*args, **kwargs)
+            barrier.wait(timeout=60)  # both processes save and rename at the same moment
+            return tokenizer
+
+        tokenizers._train_bpe = trained_in_step
+        try:
+            texts = [f"message {i} of the same corpus" for i in range(200)]
+            tokenizers.build_tokenizer("bpe", train_texts=texts, vocab_size=300, cache_dir=tmp_path)
+            outcomes.put("built")
+        except Exception as err:  # reported to the parent, which asserts
+            outcomes.put(repr(err))
+
+    processes = [context.Process(target=build) for _ in range(2)]
+    for process in processes:
+        process.start()
+    results = [outcomes.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert results == ["built", "built"]
+    assert [path.suffix for path in tmp_path.iterdir()] == [".json"]  # the cache, no temporary left
+
+
 def test_files_source_with_remapped_columns(tmp_path):
     rows = [{"article": f"word{i} alpha . beta{i % 3} gamma . delta .", "highlights": f"word{i} beta{i % 3} ."}
             for i in range(40)]  # fmt: skip

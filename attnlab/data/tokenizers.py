@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -135,9 +136,9 @@ def build_tokenizer(
     tokenizer = _train_bpe(texts, vocab_size, whole_placeholders=kind == "bpe_placeholders")
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".tmp")
-        tokenizer.save(str(tmp))
-        tmp.replace(file)  # atomic: a concurrent run never reads half a file
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")  # one per process: runs that start together
+        tokenizer.save(str(tmp))  # (a study's parallel cells) each write their own, then
+        tmp.replace(file)  # replace atomically: no run reads half a file, none loses its own
         log.info("trained BPE tokenizer (vocab %d) cached at %s", tokenizer.get_vocab_size(), file)
     return BPETokenizer(tokenizer)
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from attnlab.data.real.packages import owner
 from attnlab.data.real.roff import sections
-from attnlab.data.real.text import normalise_space, sentences, split_key, split_of, words
+from attnlab.data.real.text import build_report, normalise_space, sentences, split_key, split_of, words
 
 MAN_GLOB = "/usr/share/man/man[1-8]/*"  # English pages only: translations live in /usr/share/man/<lang>/
 _NAME_DASH = re.compile(r"\s+(?:\\?-|\u2014|\u2013)+\s+")
@@ -105,14 +105,7 @@ def summary_pairs(pages: Iterable[Path], rules: SummaryRules = SummaryRules()):
         row |= {"origin": name, "package": owner(os.fspath(path))}
         row["split"] = split_of(split_key(row["summary"]), rules.fractions)
         rows.append(row)
-    kept = collections.Counter(row["package"] for row in rows)
-    report = {
-        "read": read,
-        "dropped": dict(dropped),
-        "kept": len(rows),
-        "packages": dict(sorted(kept.items())),
-    }
-    return rows, report
+    return rows, build_report(read, dropped, rows, by="package", label="packages")
 
 
 def page_pair(source: str, rules: SummaryRules) -> tuple[dict, str | None]:

@@ -12,6 +12,7 @@ versions and machines (unlike `hash()`).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import re
 
@@ -66,3 +67,9 @@ def split_of(key: str, fractions: tuple[float, float, float]) -> str:
     if position < train:
         return "train"
     return "validation" if position < train + validation else "test"
+
+
+def build_report(read: int, dropped: collections.Counter, rows: list[dict], by: str, label: str) -> dict:
+    """A builder's summary: {"read": n, "dropped": {reason: n}, "kept": n, label: {rows[by]: kept}}."""
+    kept = collections.Counter(row[by] for row in rows)
+    return {"read": read, "dropped": dict(dropped), "kept": len(rows), label: dict(sorted(kept.items()))}

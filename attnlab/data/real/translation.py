@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnlab.data.real.mo import read_mo
-from attnlab.data.real.text import normalise_space, placeholders, split_key, split_of, words
+from attnlab.data.real.text import build_report, normalise_space, placeholders, split_key, split_of, words
 
 # Where Debian installs German catalogues; iso_* (from iso-codes) are lists of country, language and
 # currency names, not messages, and are left out.
@@ -103,14 +103,7 @@ def translation_pairs(catalogues: Iterable[Path], rules: TranslationRules = Tran
             }
         )
     dropped["duplicate"] = duplicates
-    kept = collections.Counter(row["origin"] for row in rows)
-    report = {
-        "read": read,
-        "dropped": dict(dropped),
-        "kept": len(rows),
-        "catalogues": dict(sorted(kept.items())),
-    }
-    return rows, report
+    return rows, build_report(read, dropped, rows, by="origin", label="catalogues")
 
 
 def _rejection(entry, rules: TranslationRules) -> str | None:
