@@ -13,9 +13,12 @@ import argparse
 import json
 from pathlib import Path
 
-import attnlab  # noqa: F401  (before torch: attnlab sets OpenMP's passive waits)
-import lightning as L
+# isort: off
+import attnlab  # noqa: F401  before torch: OpenMP's threads then wait passively (docs/runs.md)
 import torch
+
+# isort: on
+import lightning as L
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -26,7 +29,9 @@ def evaluate(run_dir: Path) -> dict[str, float]:
     cfg = OmegaConf.create(results["config"])
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     if "current_model_state" not in checkpoint:
-        raise SystemExit(f"{run_dir}: the last checkpoint holds no raw weights (the run had no callbacks.average)")
+        raise SystemExit(
+            f"{run_dir}: the last checkpoint holds no raw weights (the run had no callbacks.average)"
+        )
     datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")  # the tokenizer, trained on the train split as the run did
@@ -36,7 +41,9 @@ def evaluate(run_dir: Path) -> dict[str, float]:
     scores = {}
     for name, state in (("averaged", checkpoint["state_dict"]), ("raw", checkpoint["current_model_state"])):
         module.load_state_dict(state)
-        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+        trainer = L.Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
+        )
         (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
         scores[name] = float(metrics[cfg.task.primary_metric])
     print(

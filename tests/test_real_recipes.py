@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import pytest
 import torch
 from helpers import compose_run
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from attnlab.callbacks import CheckpointAverage
 from attnlab.data import build_tokenizer, first_line_baseline, lead_baseline
@@ -151,7 +151,9 @@ def test_the_test_scores_the_average_that_the_checkpoint_holds(tmp_path):
         max_steps=8, callbacks=[CheckpointAverage(start=0.5, every=2)], logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path / "again", accelerator="cpu",
     )  # fmt: skip
-    again.fit(resumed, ckpt_path=path)  # already at max_steps: restores the raw weights, then averages them in
+    again.fit(
+        resumed, ckpt_path=path
+    )  # already at max_steps: restores the raw weights, then averages them in
     assert again.callbacks[0].snapshots() == 2
 
 
