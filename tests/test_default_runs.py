@@ -17,14 +17,15 @@ def test_main_job_beats_the_majority_class(tmp_path):
     assert metrics["test/acc"] > 1.5 * metrics["test/baseline_acc"], metrics
 
 
-def test_translate_default_run_beats_copying_the_source(tmp_path):
-    """`python -m attnlab task=translate`: well above copying the source (docs/measurements.md).
-
-    Whether the default difficulty stays below the ceiling and apart from `attention=linear` was
-    measured before the encoder-decoder's embedding scale was fixed; with the fix the tiny model
-    learns much faster (test BLEU 91.1 after the default 1,500 steps), so those two claims are re-measured before
-    they are asserted again (issue 17, point 4)."""
+def test_translate_default_run_beats_copying_the_source_below_the_ceiling_and_apart_from_linear(tmp_path):
+    """`python -m attnlab task=translate`: well above copying the source, well below BLEU 100 (the built-in
+    data's default difficulty, 512 nouns), and far from `attention=linear` on the same budget. Measured
+    (docs/measurements.md): multihead 46.4, linear 28.8, copy 0.0; at 256 nouns multihead reached 91.1."""
     metrics = run(compose_run(tmp_path / "multihead", ["task=translate", "logger=none"], fast=False))[
         "metrics"
     ]
-    assert metrics["test/baseline_bleu"] + 15 < metrics["test/bleu"], metrics
+    assert metrics["test/baseline_bleu"] + 15 < metrics["test/bleu"] < 80, metrics
+    linear = run(
+        compose_run(tmp_path / "linear", ["task=translate", "attention=linear", "logger=none"], fast=False)
+    )
+    assert linear["metrics"]["test/bleu"] < metrics["test/bleu"] - 8, (linear["metrics"], metrics)
