@@ -127,7 +127,7 @@ def test_translation_length_grows_with_max_words():
 
 def test_translation_lexicon_grows_with_nouns():
     small = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=16)["train"]
-    large = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=256)["train"]
+    large = translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16, nouns=512)["train"]
     assert (
         large == translation_builtin(n_train=400, n_validation=0, n_test=0, max_words=16)["train"]
     )  # default
