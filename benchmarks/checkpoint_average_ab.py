@@ -2,7 +2,8 @@
 weights (`state_dict`, what validation, the checkpoints and the test used) and the raw weights of the
 last step (`current_model_state`, kept by Lightning's WeightAveraging). This evaluates both on the
 run's test split with the run's own config (results.json), side by side, and prints the task's
-primary metric for each: what `callbacks.average` bought, without a second training run.
+primary metric for each: what `callbacks.average` bought, without a second training run. The decoded
+test samples of each go to RUN_DIR/average_ab/{averaged,raw}/.
 
     python benchmarks/checkpoint_average_ab.py RUN_DIR [RUN_DIR ...] [--threads N]
 """
@@ -41,9 +42,10 @@ def evaluate(run_dir: Path) -> dict[str, float]:
     scores = {}
     for name, state in (("averaged", checkpoint["state_dict"]), ("raw", checkpoint["current_model_state"])):
         module.load_state_dict(state)
-        trainer = L.Trainer(
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
-        )
+        trainer = L.Trainer(  # the decoded test samples go to RUN_DIR/average_ab/<averaged|raw>/
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu",
+            default_root_dir=run_dir / "average_ab" / name,
+        )  # fmt: skip
         (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
         scores[name] = float(metrics[cfg.task.primary_metric])
     print(
