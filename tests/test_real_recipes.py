@@ -151,10 +151,9 @@ def test_the_test_scores_the_average_that_the_checkpoint_holds(tmp_path):
         max_steps=8, callbacks=[CheckpointAverage(start=0.5, every=2)], logger=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path / "again", accelerator="cpu",
     )  # fmt: skip
-    again.fit(
-        resumed, ckpt_path=path
-    )  # already at max_steps: restores the raw weights, then averages them in
+    again.fit(resumed, ckpt_path=path)  # a fit resumed: the raw weights and the average both come back
     assert again.callbacks[0].snapshots() == 2
+    assert resumed.w.item() == pytest.approx(raw, rel=1e-6)  # (at max_steps already: no step, no end copy)
 
 
 @pytest.mark.parametrize(
