@@ -80,6 +80,11 @@ APP = [
     Bad("task=mqar task.data.builtin.seq_lne=64", "did you mean 'seq_len'"),
     Bad("task=mqar task.data.builtin.num_kv_pairs=0", "num_kv_pairs"),
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
+    Bad("task=summarise task.data.builtin.role_rate=1.5", "set task.data.builtin.role_rate=1"),
+    Bad(
+        "task=summarise task.data.builtin.role_rate=1 task.data.builtin.cast=0", "or role_rate=0 for no cast"
+    ),
+    Bad("task=summarise task.data.builtin.max_sentences=8", "e.g. task.data.builtin.min_sentences=4"),
     Bad("task=lm model.token_shift=maybe", "model.token_shift"),
     Bad("task=lm model.tie_embeddings=sometimes", "model.tie_embeddings"),
     Bad("task=translate model.share_embeddings=sometimes", "model.share_embeddings"),

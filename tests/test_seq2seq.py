@@ -22,7 +22,7 @@ TASKS = {
     "translate": ["task.data.builtin.n_train=48", "task.data.builtin.n_validation=8", "task.data.builtin.n_test=8",
                   "task.data.builtin.max_words=8"],
     "summarise": ["task.data.builtin.n_train=48", "task.data.builtin.n_validation=8", "task.data.builtin.n_test=8",
-                  "task.data.builtin.max_sentences=5"],
+                  "task.data.builtin.min_sentences=2", "task.data.builtin.max_sentences=5", "task.data.builtin.max_facts=2"],
 }  # fmt: skip
 SMALL = ["model.d_model=32", "model.heads=2", "model.encoder_layers=1", "model.decoder_layers=1", "model.max_len=128",
          "task.data.batch_size=8", "task.decode.max_new_tokens=8", "task.decode.beam=2", "task.decode.val_samples=4",

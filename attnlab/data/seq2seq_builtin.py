@@ -18,8 +18,18 @@ give 7.2, and 16 nouns with 4-16 words (the first defaults) are solved perfectly
 summarisation_builtin — rows {"document", "summary"}. A document is a run of sentences; a few are key
 facts ("Kemo bought 7 lamps near the river last week .": a name, a verb, a number, an object, filler);
 the rest are distractors that mention the same names and objects but no number. The summary lists
-the facts, compressed to "name verb number object .", in document order. Facts are placed anywhere,
-so the lead sentences are a weak summary, more so as documents get longer.
+the facts in document order, compressed to "name verb number object .". Facts are placed anywhere, so
+the lead sentences are a weak summary. The defaults (12-24 sentences, 2-6 facts) make the decoder
+find each of up to six facts in order among a few hundred tokens: the tiny default model reaches
+test ROUGE-L 92.5 with `multihead` and 56.6 with `linear` (lead-3: 15.6, first line 20.7); the first defaults (4-8
+sentences, 1-3 facts) were solved by every variant (ROUGE-L ~98; docs/measurements.md).
+
+With `role_rate` > 0 the document opens with its cast, `cast` people and their roles ("Kemo is the
+baker ."), and that share of the facts names its person by role ("the baker bought 7 lamps ..."),
+while the summary still names them ("Kemo bought 7 lamps ."): recall through a lookup that changes
+from document to document (the MQAR gap, in text). Measured: too hard for the tiny default model,
+whose names stay at chance with either variant (docs/measurements.md); a knob for larger models.
+With `role_rate=0` (the default) no cast is written and nothing is drawn for it.
 """
 
 from __future__ import annotations
@@ -141,6 +151,20 @@ PLACES = (
     "on the hill",
     "behind the school",
 )
+ROLES = (
+    "baker",
+    "smith",
+    "farmer",
+    "weaver",
+    "potter",
+    "miller",
+    "tailor",
+    "fisher",
+    "guard",
+    "teacher",
+    "doctor",
+    "singer",
+)
 TIMES = ("last week", "this morning", "on monday", "in the spring", "after the rain", "before noon")
 DISTRACTORS = (
     "{name} was seen {place} {time} .",
@@ -159,41 +183,69 @@ def summarisation_builtin(
     n_train: int = 5000,
     n_validation: int = 500,
     n_test: int = 500,
-    min_sentences: int = 4,
-    max_sentences: int = 8,
-    min_facts: int = 1,
-    max_facts: int = 3,
+    min_sentences: int = 12,
+    max_sentences: int = 24,
+    min_facts: int = 2,
+    max_facts: int = 6,
+    cast: int = 4,
+    role_rate: float = 0.0,
     seed: int = 0,
 ) -> dict[str, list[dict]]:
-    """{"train"/"validation"/"test": [{"document": str, "summary": str}, ...]}; lengths in sentences."""
+    """{"train"/"validation"/"test": [{"document": str, "summary": str}, ...]}; lengths in sentences
+    (after the cast); `cast`: people introduced with a role at the start; `role_rate`: the share of
+    facts that name their person by role (0: no cast, every fact by name, the first generator's rows)."""
     if not (1 <= min_facts <= max_facts and max_facts <= min_sentences <= max_sentences):
         raise DataError(
             f"summarisation_builtin needs 1 <= min_facts <= max_facts <= min_sentences <= max_sentences "
-            f"(got {min_facts}, {max_facts}, {min_sentences}, {max_sentences})"
+            f"(got {min_facts}, {max_facts}, {min_sentences}, {max_sentences}); e.g. task.data.builtin.min_sentences=4 "
+            "task.data.builtin.max_sentences=8 task.data.builtin.min_facts=1 task.data.builtin.max_facts=3"
+        )
+    if not 0.0 <= role_rate <= 1.0:
+        raise DataError(
+            f"summarisation_builtin needs 0 <= role_rate <= 1 (got {role_rate}); set task.data.builtin.role_rate=1 (every fact by role) or 0 (none)"
+        )
+    if role_rate > 0 and not 1 <= cast <= len(ROLES):
+        raise DataError(
+            f"summarisation_builtin needs 1 <= cast <= {len(ROLES)} (got {cast}) when role_rate > 0; set task.data.builtin.cast=4, or role_rate=0 for no cast"
         )
     rng = random.Random(f"summarisation-{seed}")
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
-    return {
-        split: [_document(rng, min_sentences, max_sentences, min_facts, max_facts) for _ in range(n)]
-        for split, n in sizes.items()
-    }
+    shape = (min_sentences, max_sentences, min_facts, max_facts, cast if role_rate > 0 else 0, role_rate)
+    return {split: [_document(rng, *shape) for _ in range(n)] for split, n in sizes.items()}
 
 
 def _document(
-    rng: random.Random, min_sentences: int, max_sentences: int, min_facts: int, max_facts: int
+    rng: random.Random,
+    min_sentences: int,
+    max_sentences: int,
+    min_facts: int,
+    max_facts: int,
+    cast: int,
+    role_rate: float,
 ) -> dict:
+    # The cast (none when cast == 0, which draws nothing: role_rate=0 rows equal the first generator's).
+    people = list(zip(rng.sample(NAMES, cast), rng.sample(ROLES, cast))) if cast else []
+    sentences = [f"{name} is the {role} ." for name, role in people]
+    summary = []
     n = rng.randint(min_sentences, max_sentences)
     fact_positions = set(rng.sample(range(n), rng.randint(min_facts, max_facts)))
-    sentences, summary = [], []
     for i in range(n):
         name, name2 = rng.sample(NAMES, 2)
         obj, place, time = rng.choice(OBJECTS), rng.choice(PLACES), rng.choice(TIMES)
         if i in fact_positions:
-            core = f"{name} {rng.choice(FACT_VERBS)} {rng.randint(2, 9)} {obj}"
+            said_as = name
+            if people and rng.random() < role_rate:
+                name, role = rng.choice(people)
+                said_as = f"the {role}"
+            verb, number = rng.choice(FACT_VERBS), rng.randint(2, 9)
             tail = rng.choice((f"{place} {time}", place, time))
-            sentences.append(f"{core} {tail} .")
-            summary.append(f"{core} .")
+            sentences.append(f"{said_as} {verb} {number} {obj} {tail} .")
+            summary.append(f"{name} {verb} {number} {obj} .")
         else:
+            if people:  # distractors mention the cast, by name and by role, without a number
+                person, role = rng.choice(people)
+                name = rng.choice((person, f"the {role}"))
+                name2 = name2 if name2 != person else rng.choice([n for n in NAMES if n != person])
             template = rng.choice(DISTRACTORS)
             sentences.append(template.format(name=name, name2=name2, obj=obj, place=place, time=time))
     return {"document": " ".join(sentences), "summary": " ".join(summary)}

@@ -141,14 +141,44 @@ def test_translation_lexicon_grows_with_nouns():
         assert len(src) == len(tgt) and not set(src) & set(tgt)
 
 
-def test_summaries_are_the_numbered_facts_not_the_lead():
-    rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0)["train"]
+def test_summaries_are_the_numbered_facts_by_name_resolved_through_the_cast():
+    rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0, role_rate=1)["train"]
     for row in rows:
-        facts = [s for s in split_sentences(row["document"]) if any(t.isdigit() for t in s.split())]
-        compressed = [" ".join(s.split()[:4]) + " ." for s in facts]
+        sentences = [s.split() for s in split_sentences(row["document"])]
+        cast = {words[3]: words[0] for words in sentences[:4]}  # "Kemo is the baker ."
+        assert all(words[1:3] == ["is", "the"] for words in sentences[:4]) and len(set(cast.values())) == 4
+        facts = [words for words in sentences[4:] if any(t.isdigit() for t in words)]
+        assert all(
+            words[0] == "the" and words[1] in cast for words in facts
+        )  # role_rate=1: every fact by role
+        compressed = [f"{cast[words[1]]} {' '.join(words[2:5])} ." for words in facts]
         assert row["summary"] == " ".join(compressed)
     leads = lead_baseline(rows, n=3)
     assert sum(lead == row["summary"] for lead, row in zip(leads, rows)) == 0
+
+
+def test_without_roles_the_summaries_are_the_numbered_facts_as_written():
+    rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0)["train"]  # role_rate=0, the default
+    for row in rows:
+        assert " is the " not in row["document"]  # no cast
+        facts = [s for s in split_sentences(row["document"]) if any(t.isdigit() for t in s.split())]
+        compressed = [" ".join(s.split()[:4]) + " ." for s in facts]
+        assert row["summary"] == " ".join(compressed)
+    assert (
+        rows == summarisation_builtin(n_train=300, n_validation=0, n_test=0, cast=9)["train"]
+    )  # nothing drawn
+
+
+def test_some_facts_by_role_some_by_name():
+    rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0, role_rate=0.5, cast=2)["train"]
+    subjects = [
+        s.split()[0]
+        for row in rows
+        for s in split_sentences(row["document"])
+        if any(t.isdigit() for t in s.split())
+    ]
+    by_role = sum(subject == "the" for subject in subjects) / len(subjects)
+    assert 0.4 < by_role < 0.6
 
 
 def test_lead_and_copy_baselines():
@@ -158,7 +188,13 @@ def test_lead_and_copy_baselines():
 
 @pytest.mark.parametrize(
     ("generator", "kwargs"),
-    [(translation_builtin, {"min_words": 2}), (summarisation_builtin, {"max_facts": 9})],
+    [
+        (translation_builtin, {"min_words": 2}),
+        (summarisation_builtin, {"max_facts": 13}),
+        (summarisation_builtin, {"role_rate": 1.5}),
+        (summarisation_builtin, {"cast": 0, "role_rate": 1}),
+        (summarisation_builtin, {"cast": 13, "role_rate": 0.5}),
+    ],
 )
 def test_bad_generator_settings_are_data_errors(generator, kwargs):
     with pytest.raises(DataError):
