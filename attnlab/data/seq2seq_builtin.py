@@ -21,8 +21,9 @@ the rest are distractors that mention the same names and objects but no number. 
 the facts in document order, compressed to "name verb number object .". Facts are placed anywhere, so
 the lead sentences are a weak summary. The defaults (12-24 sentences, 2-6 facts) make the decoder
 find each of up to six facts in order among a few hundred tokens: the tiny default model reaches
-test ROUGE-L 92.5 with `multihead` and 56.6 with `linear` (lead-3: 15.6, first line 20.7); the first defaults (4-8
-sentences, 1-3 facts) were solved by every variant (ROUGE-L ~98; docs/measurements.md).
+test ROUGE-L 92.5 with `multihead` and 56.6 with `linear` (lead-3: 15.6, first line 20.7); the
+first defaults (4-8 sentences, 1-3 facts) were solved by every variant (ROUGE-L ~98;
+docs/measurements.md).
 
 With `role_rate` > 0 the document opens with its cast, `cast` people and their roles ("Kemo is the
 baker ."), and that share of the facts names its person by role ("the baker bought 7 lamps ..."),
@@ -223,7 +224,8 @@ def _document(
     cast: int,
     role_rate: float,
 ) -> dict:
-    # The cast (none when cast == 0, which draws nothing: role_rate=0 rows equal the first generator's).
+    # The cast (none when cast == 0, which draws nothing: with role_rate=0, the first generator's rows
+    # at the same lengths).
     people = list(zip(rng.sample(NAMES, cast), rng.sample(ROLES, cast))) if cast else []
     sentences = [f"{name} is the {role} ." for name, role in people]
     summary = []
