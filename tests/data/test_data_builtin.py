@@ -141,16 +141,19 @@ def test_translation_lexicon_grows_with_nouns():
         assert len(src) == len(tgt) and not set(src) & set(tgt)
 
 
+def _fact_words(document: str) -> list[list[str]]:
+    """The words of each key fact of a built-in summarisation document: the sentences with a number."""
+    return [words for words in map(str.split, split_sentences(document)) if any(t.isdigit() for t in words)]
+
+
 def test_summaries_are_the_numbered_facts_by_name_resolved_through_the_cast():
     rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0, role_rate=1)["train"]
     for row in rows:
         sentences = [s.split() for s in split_sentences(row["document"])]
         cast = {words[3]: words[0] for words in sentences[:4]}  # "Kemo is the baker ."
         assert all(words[1:3] == ["is", "the"] for words in sentences[:4]) and len(set(cast.values())) == 4
-        facts = [words for words in sentences[4:] if any(t.isdigit() for t in words)]
-        assert all(
-            words[0] == "the" and words[1] in cast for words in facts
-        )  # role_rate=1: every fact by role
+        facts = _fact_words(row["document"])  # the cast sentences have no number
+        assert all(words[0] == "the" and words[1] in cast for words in facts)  # role_rate=1: all by role
         compressed = [f"{cast[words[1]]} {' '.join(words[2:5])} ." for words in facts]
         assert row["summary"] == " ".join(compressed)
     leads = lead_baseline(rows, n=3)
@@ -161,8 +164,7 @@ def test_without_roles_the_summaries_are_the_numbered_facts_as_written():
     rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0)["train"]  # role_rate=0, the default
     for row in rows:
         assert " is the " not in row["document"]  # no cast
-        facts = [s for s in split_sentences(row["document"]) if any(t.isdigit() for t in s.split())]
-        compressed = [" ".join(s.split()[:4]) + " ." for s in facts]
+        compressed = [" ".join(words[:4]) + " ." for words in _fact_words(row["document"])]
         assert row["summary"] == " ".join(compressed)
     assert (
         rows == summarisation_builtin(n_train=300, n_validation=0, n_test=0, cast=9)["train"]
@@ -171,12 +173,7 @@ def test_without_roles_the_summaries_are_the_numbered_facts_as_written():
 
 def test_some_facts_by_role_some_by_name():
     rows = summarisation_builtin(n_train=300, n_validation=0, n_test=0, role_rate=0.5, cast=2)["train"]
-    subjects = [
-        s.split()[0]
-        for row in rows
-        for s in split_sentences(row["document"])
-        if any(t.isdigit() for t in s.split())
-    ]
+    subjects = [words[0] for row in rows for words in _fact_words(row["document"])]
     by_role = sum(subject == "the" for subject in subjects) / len(subjects)
     assert 0.4 < by_role < 0.6
 
