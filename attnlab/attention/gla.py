@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import linear_passes as passes
 from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
@@ -30,18 +31,33 @@ from attnlab.attention.registry import register_attention
 
 class LogDecayGate(torch.autograd.Function):
     """x -> max(logsigmoid(x) / temperature, floor), with its derivative σ(-x) / temperature where
-    not clamped written out: three in-place passes forward, three back (autograd: ~8 with buffers)."""
+    not clamped written out: one pass each way in C for contiguous float32 CPU tensors
+    (attention/linear_passes.c), else three in-place PyTorch passes forward, six back (autograd: ~8
+    with buffers)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, temperature: float, floor: float) -> Tensor:
         ctx.save_for_backward(x)
         ctx.temperature, ctx.floor = temperature, floor
+        lib = passes._fused(x)
+        if lib is not None:
+            y = torch.empty_like(x)
+            lib.log_decay_gate(passes._ptr(x), passes._ptr(y), temperature, floor, x.numel())
+            return y
         return F.logsigmoid(x).div_(temperature).clamp_(min=floor)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
         (x,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        lib = passes._fused(grad, x)
+        if lib is not None:
+            dx = torch.empty_like(x)
+            lib.log_decay_gate_backward(
+                passes._ptr(grad), passes._ptr(x), passes._ptr(dx), ctx.temperature, ctx.floor, x.numel()
+            )
+            return dx, None, None
         below = F.logsigmoid(x).div_(ctx.temperature) < ctx.floor  # clamped: no gradient (as clamp)
         return torch.sigmoid(-x).mul_(grad).div_(ctx.temperature).masked_fill_(below, 0.0), None, None
 

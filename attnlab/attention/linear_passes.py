@@ -14,8 +14,8 @@ loaded with ctypes. A failed build warns once and leaves the PyTorch passes in p
 ATTNLAB_FUSED_CPU=0 turns the C passes off.
 
 The chunked forms of the recurrent family (attention/ops) use the scan too, and Based's Taylor
-feature map, the delta rule's SiLU + L2 normalisation and the heads' RMS normalisation, each with its
-backward, are here for the same reason (the end of this file).
+feature map, the delta rule's SiLU + L2 normalisation, the heads' RMS normalisation and gla's log
+decay gate, each with its backward, are here for the same reason (the end of this file).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ SIGNATURES = {
     "unit_norm_backward": [_P, _P, _P, _P, _P, ctypes.c_int, _I, _I],
     "rms_norm": [_P, _P, _P, ctypes.c_float, _I, _I],
     "rms_norm_backward": [_P, _P, _P, _P, _I, _I],
+    "log_decay_gate": [_P, _P, ctypes.c_float, ctypes.c_float, _I],
+    "log_decay_gate_backward": [_P, _P, _P, ctypes.c_float, ctypes.c_float, _I],
 }
 
 

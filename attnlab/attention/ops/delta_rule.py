@@ -9,9 +9,11 @@
 The chunked form (Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule over
 Sequence Length"): inside a chunk of C positions the C corrections compose into one WY/UT form,
 T = (I + strict_lower(diag(β) K Kᵀ ⊙ Γ))⁻¹ with Γ_ij = e^{b_i - b_j} (b the cumulative log decay in
-the chunk), solved as a unit-triangular system for u = T diag(β) V and w = T diag(β) (K ⊙ e^b). Then,
-chunk by chunk, the new values are u - w S, written into the state with one product, and the outputs
-of every chunk come from two batched products afterwards. Exponents are all <= 0 (stable for any g).
+the chunk), one batched unit-triangular solve, then u = T diag(β) V and w = T diag(β) (K ⊙ e^b) in
+one batched product. Chunk by chunk, the new values are u - w S = T (diag(β) V - diag(β) (K ⊙ e^b) S),
+written into the state with one product, and the outputs of every chunk come from two batched
+products afterwards. The backward differentiates through r = diag(β) V - diag(β) (K ⊙ e^b) S rather
+than u and w (ChunkDeltaRule). Exponents are all <= 0 (stable for any g).
 """
 
 from __future__ import annotations
@@ -24,34 +26,60 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from attnlab.attention.ops.gated_linear import FLUSH_BELOW, flushed_exp
 
 
+def scaled_bmm(a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
+    """alpha · a @ b for (..., m, k) @ (..., k, n) batches of the same leading shape, the scale
+    folded into the product (baddbmm with beta=0 reads no input): no extra pass over the result."""
+    lead = a.shape[:-2]
+    a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+    out = torch.baddbmm(a.new_zeros(()), a3, b3, beta=0.0, alpha=alpha)
+    return out.view(*lead, a.shape[-2], b.shape[-1])
+
+
+def add_bmm_(out: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
+    """out += alpha · a @ b in place, for batches of the same leading shape (out's batch dims foldable)."""
+    out.view(-1, *out.shape[-2:]).baddbmm_(
+        a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), alpha=alpha
+    )
+    return out
+
+
 class ChunkDeltaRule(torch.autograd.Function):
     """The chunked delta rule with a hand-written backward: q, k (G, nc, C, D), v (G, nc, C, Dv),
     beta (G, nc, C), g (G, nc, C) or None, S_0 (G, D, Dv) -> out (G, nc, C, Dv), final state (G, D, Dv).
 
-    Every product that needs no recurrence is one batched product over all chunks (G·nc matrices);
-    only the state's chunk-to-chunk update is a loop (two products per chunk each way). T = A⁻¹ is one
-    batched triangular solve. The backward reuses T, [u w], the corrections and the states of the
-    forward: autograd through the same code records ~50 ops plus a copy per chunk and sums each
-    input's gradient contributions in fresh tensors."""
+    Per chunk, with Kw = diag(β) (K ⊙ e^b) and A = T⁻¹ = I + strict_lower(diag(β) K Kᵀ ⊙ Γ):
+
+        r = diag(β) V - Kw S        what the state gets wrong, β-weighted      (C, Dv)
+        new = T r                   the corrections the chunk writes           (C, Dv)
+        S' = e^{b_C} S + (K ⊙ e^{b_C - b})ᵀ new
+        out = scale (Q ⊙ e^b) S + M new,   M = scale (Q Kᵀ) ⊙ Γ (causal)
+
+    computed as u - w S with [u w] = T [diag(β) V, Kw] batched over all chunks. Backward, with
+    y = Tᵀ d new = d r: d(Kw) = -y Sᵀ and dA = -y newᵀ (dA = -A⁻ᵀ d new newᵀ), three C x C x Dv-sized
+    products where differentiating u and w separately takes five. Every product that needs no
+    recurrence is one batched product over all chunks (G·nc matrices); only the state's
+    chunk-to-chunk update is a loop (two products per chunk each way). T = A⁻¹ is one batched
+    triangular solve. Exponents are all <= 0."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
-        qs = q * scale
-        kb = k * beta[..., None]  # (G, nc, C, D)
+        rhs = q.new_empty(G, nc, C, Dv + D)  # [βV, Kw], the right-hand sides of T
+        torch.mul(v, beta[..., None], out=rhs[..., :Dv])
         if g is None:
             gamma = torch.ones(C, C, dtype=q.dtype, device=q.device).tril_()  # (C, C) j <= i
-            kd, rhs_w, qd, carry = k, kb, qs, None
+            kb = torch.mul(k, beta[..., None], out=rhs[..., Dv:])  # (G, nc, C, D)
+            kd, carry = k, None
         else:
             b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
             past = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
             gamma = flushed_exp(
                 (b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf"))
             )  # (G, nc, C, C)
-            eb = flushed_exp(b)[..., None]  # (G, nc, C, 1) decay from the chunk start to i
             kd = k * flushed_exp(b[..., -1:] - b)[..., None]  # decay from j (exclusive) to the chunk end
-            rhs_w, qd = kb * eb, qs * eb
+            kb = k * beta[..., None]
+            torch.mul(kb, flushed_exp(b)[..., None], out=rhs[..., Dv:])  # decay from the chunk start to i
             carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
         # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
         P = torch.matmul(kb, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C)
@@ -59,93 +87,93 @@ class ChunkDeltaRule(torch.autograd.Function):
         T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
         if g is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
             T.masked_fill_(T.abs() < FLUSH_BELOW, 0.0)
-        uw = torch.matmul(T, torch.cat([v * beta[..., None], rhs_w], dim=-1))  # (G, nc, C, Dv + D) [u w]
-        u, w = uw[..., :Dv], uw[..., Dv:]
+        uw = torch.matmul(T, rhs)  # (G, nc, C, Dv + D) [u w] = T [βV, Kw]
+        new, w = uw[..., :Dv], uw[..., Dv:]  # u, overwritten chunk by chunk with new = u - w S
         kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
-        new = q.new_empty(G, nc, C, Dv)  # the corrections each chunk writes, u - w S
         states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
         S = S0
         for c in range(nc):
             states[:, c] = S
-            new_c = torch.baddbmm(u[:, c], w[:, c], S, alpha=-1.0)  # (G, C, Dv)
-            new[:, c] = new_c
+            new_c = new[:, c].baddbmm_(w[:, c], S, alpha=-1.0)  # (G, C, Dv) in place of u_c
             S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt[:, c], new_c)  # (G, D, Dv)
-        M = torch.matmul(qs, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C) causal in-chunk scores
-        out = torch.matmul(qd, states)  # (G, nc, C, Dv) from the earlier chunks
-        out.view(-1, C, Dv).baddbmm_(M.view(-1, C, C), new.view(-1, C, Dv))
-        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, uw, new, states, M)
+        M = scaled_bmm(q, k.transpose(-2, -1), scale).mul_(gamma)  # (G, nc, C, C) causal in-chunk scores
+        if g is None:
+            out = scaled_bmm(q, states, scale)  # (G, nc, C, Dv) from the earlier chunks
+        else:
+            out = torch.matmul(q * (flushed_exp(b) * scale)[..., None], states)
+        add_bmm_(out, M, new)
+        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, uw, states, M)
         ctx.scale = scale
         return out, S
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor):
-        q, k, v, beta, g, gamma, P, T, uw, new, states, M = ctx.saved_tensors
+        q, k, v, beta, g, gamma, P, T, uw, states, M = ctx.saved_tensors
         scale = ctx.scale
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
+        new, w = uw[..., :Dv], uw[..., Dv:]
         gated = g is not None
         d_out = d_out.contiguous()
-        qs = q * scale
         kb = k * beta[..., None]
         if gated:
             b = g.cumsum(-1)  # (G, nc, C)
-            eb = flushed_exp(b)[..., None]
+            eb = flushed_exp(b)[..., None]  # (G, nc, C, 1)
             decay_to_end = flushed_exp(b[..., -1:] - b)[..., None]  # (G, nc, C, 1)
-            kd, qd, carry = k * decay_to_end, qs * eb, flushed_exp(b[..., -1])[..., None, None]
+            kd, kw, carry = k * decay_to_end, kb * eb, flushed_exp(b[..., -1])[..., None, None]
+            qd = q * (eb * scale)  # (G, nc, C, D)
+            dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before c
         else:
-            kd, qd, carry = k, qs, None
-        w = uw[..., Dv:]
-        # out = qd S_c + M new
+            kd, carry = k, None
+            dS_out = scaled_bmm(q.transpose(-2, -1), d_out, scale)
+        # out = scale (Q ⊙ e^b) S_c + M new
         dM = torch.matmul(d_out, new.transpose(-2, -1))  # (G, nc, C, C)
         d_new = torch.matmul(M.transpose(-2, -1), d_out)  # (G, nc, C, Dv)
-        d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
-        dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before chunk c
         # The chunk-to-chunk recurrence, backwards: S_{c+1} = a_c S_c + kdᵀ new_c, new_c = u_c - w_c S_c.
-        dS_next = q.new_empty(G, nc, D, Dv)  # slot c: d loss / d S_{c+1}
+        # d new and dS_out are ours: the carried terms are added into their slots in place.
+        dS_next = torch.empty_like(states)  # slot c: d loss / d S_{c+1}
         dS = torch.zeros_like(states[:, 0]) if d_final is None else d_final.contiguous()
         wt = w.transpose(-2, -1)  # (G, nc, D, C)
         for c in range(nc - 1, -1, -1):
             dS_next[:, c] = dS
-            d_new_c = torch.baddbmm(d_new[:, c], kd[:, c], dS)  # (G, C, Dv)
-            d_new[:, c] = d_new_c
-            carried = dS if carry is None else dS * carry[:, c]
-            dS = torch.baddbmm(carried + dS_out[:, c], wt[:, c], d_new_c, alpha=-1.0)
-        d_kd = torch.matmul(new, dS_next.transpose(-2, -1))  # (G, nc, C, D)
-        d_w = torch.matmul(d_new, states.transpose(-2, -1)).neg_()  # (G, nc, C, D)
-        # [u w] = T [βv, rhs_w]: d rhs = Tᵀ d[u w]; dA = -d rhs [u w]ᵀ, its strict lower part
-        d_rhs = torch.matmul(T.transpose(-2, -1), torch.cat([d_new, d_w], dim=-1))  # (G, nc, C, Dv + D)
-        dP = torch.matmul(d_rhs, uw.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C)
-        dv = d_rhs[..., :Dv] * beta[..., None]
-        d_beta = (d_rhs[..., :Dv] * v).sum(-1)  # (G, nc, C)
-        d_rhs_w = d_rhs[..., Dv:]
-        # M = (qs kᵀ) ⊙ Γ and P = (kb kᵀ) ⊙ Γ
-        dM_scores = dM * gamma
-        dP_scores = dP * gamma
-        d_qs = (
-            torch.matmul(dM_scores, k).addcmul_(d_qd, eb) if gated else torch.matmul(dM_scores, k).add_(d_qd)
-        )
-        dk = torch.matmul(dM_scores.transpose(-2, -1), qs)
-        dk.view(-1, C, D).baddbmm_(dP_scores.transpose(-2, -1).reshape(-1, C, C), kb.view(-1, C, D))
+            d_new_c = d_new[:, c].baddbmm_(kd[:, c], dS)  # (G, C, Dv)
+            dS_c = dS_out[:, c].baddbmm_(wt[:, c], d_new_c, alpha=-1.0)  # (G, D, Dv)
+            dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c])
+        y = torch.matmul(T.transpose(-2, -1), d_new)  # (G, nc, C, Dv) d loss / d r, r = βV - Kw S
+        dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
+        dv = y * beta[..., None]
+        d_beta = torch.linalg.vecdot(y, v)  # (G, nc, C)
+        # M = scale (Q Kᵀ) ⊙ Γ and P = (diag(β) K Kᵀ) ⊙ Γ; d Kw = -y Sᵀ, d kd = new dS_nextᵀ
+        dM_scores = dM * gamma if gated else dM.tril_()  # ungated Γ: the causal mask (dP is masked)
+        dP_scores = dP * gamma if gated else dP
+        d_q = scaled_bmm(dM_scores, k, scale)  # (G, nc, C, D)
+        dk = scaled_bmm(dM_scores.transpose(-2, -1), q, scale)
+        add_bmm_(dk, dP_scores.transpose(-2, -1), kb)
         d_kb = torch.matmul(dP_scores, k)  # (G, nc, C, D)
         if gated:
-            d_kb.addcmul_(d_rhs_w, eb)
+            d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D) d loss / d (scale Q ⊙ e^b)
+            d_kw = torch.matmul(y, states.transpose(-2, -1)).neg_()  # (G, nc, C, D)
+            d_kd = torch.matmul(new, dS_next.transpose(-2, -1))  # (G, nc, C, D)
+            d_q.addcmul_(d_qd, eb, value=scale)
+            d_kb.addcmul_(d_kw, eb)
             dk.addcmul_(d_kd, decay_to_end)
-            # d loss / d b, through every e^{±b}: Γ (in M and P), eb (in qd and rhs_w), kd, the carry
+            # d loss / d b, through every e^{±b}: Γ (in M and P), e^b (in Q and Kw), kd, the carry
             E = (dM * M).addcmul_(dP, P)  # (G, nc, C, C) d loss / d (b_i - b_j) through Γ_ij
             db = E.sum(-1) - E.sum(-2)
-            db += (d_qd * qd).sum(-1) + (d_rhs_w * (kb * eb)).sum(-1)
-            e_kd = (d_kd * kd).sum(-1)  # (G, nc, C)
+            db += torch.linalg.vecdot(d_qd, qd) + torch.linalg.vecdot(d_kw, kw)
+            e_kd = torch.linalg.vecdot(d_kd, kd)  # (G, nc, C)
             db -= e_kd
             db[..., -1] += e_kd.sum(-1) + (states * dS_next).sum((-2, -1)) * carry[..., 0, 0]
             dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
-        else:
-            d_kb.add_(d_rhs_w)
-            dk.add_(d_kd)
+        else:  # the same terms, accumulated by the products themselves
+            add_bmm_(d_q, d_out, states.transpose(-2, -1), alpha=scale)
+            add_bmm_(d_kb, y, states.transpose(-2, -1), alpha=-1.0)
+            add_bmm_(dk, new, dS_next.transpose(-2, -1))
             dg = None
         dk.addcmul_(d_kb, beta[..., None])
-        d_beta += (d_kb * k).sum(-1)
-        return d_qs.mul_(scale), dk, dv, d_beta, dg, dS, None
+        d_beta += torch.linalg.vecdot(d_kb, k)
+        return d_q, dk, dv, d_beta, dg, dS, None
 
 
 def naive_recurrent_delta_rule(
