@@ -325,3 +325,52 @@ void log_decay_gate_backward(const float *grad, const float *x, float *dx, float
         dx[i] = log_sigmoid(v) / temperature < floor ? 0.0f : d;
     }
 }
+
+/* The gated delta rule's in-chunk decays (ops/delta_rule.py), R chunks of C positions, b (R, C) the
+ * cumulative log decay in each chunk. decay_matrix: gamma (R, C, C) = e^{b_i - b_j} for j <= i, 0 above
+ * the diagonal, and 0 where below `flush` (as ops/gated_linear.flushed_exp). */
+void decay_matrix(const float *b, float *gamma, float flush, i64 R, i64 C) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        const float *br = b + r * C;
+        for (i64 i = 0; i < C; i++) {
+            float *row = gamma + (r * C + i) * C, bi = br[i];
+#pragma omp simd
+            for (i64 j = 0; j < C; j++) {
+                float e = exp_nonpositive(bi - br[j]);
+                row[j] = (j > i || e < flush) ? 0.0f : e;
+            }
+        }
+    }
+}
+
+/* flush_small: x[i] = 0 where |x[i]| < flush, in place, n elements. */
+void flush_small(float *x, float flush, i64 n) {
+#pragma omp parallel for simd schedule(static)
+    for (i64 i = 0; i < n; i++) x[i] = __builtin_fabsf(x[i]) < flush ? 0.0f : x[i];
+}
+
+/* Backward through M = S_M ⊙ gamma and P = S_P ⊙ gamma (R chunks of C x C): in place dM <- dM ⊙ gamma,
+ * dP <- dP ⊙ gamma (the gradients of the undecayed scores), and db (R, C) = row sums minus column sums
+ * of E = dM ⊙ M + dP ⊙ P (d loss / d (b_i - b_j) through gamma_ij). */
+void decay_scores_backward(float *dM, float *dP, const float *M, const float *P, const float *gamma, float *db,
+                           i64 R, i64 C) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        float *dbr = db + r * C;
+        for (i64 i = 0; i < C; i++) dbr[i] = 0.0f;
+        for (i64 i = 0; i < C; i++) {
+            i64 o = (r * C + i) * C;
+            float row = 0.0f;
+#pragma omp simd reduction(+ : row)
+            for (i64 j = 0; j < C; j++) {
+                float e = dM[o + j] * M[o + j] + dP[o + j] * P[o + j];
+                row += e;
+                dbr[j] -= e;
+                dM[o + j] *= gamma[o + j];
+                dP[o + j] *= gamma[o + j];
+            }
+            dbr[i] += row;
+        }
+    }
+}

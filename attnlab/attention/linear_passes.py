@@ -58,6 +58,9 @@ SIGNATURES = {
     "rms_norm_backward": [_P, _P, _P, _P, _I, _I],
     "log_decay_gate": [_P, _P, ctypes.c_float, ctypes.c_float, _I],
     "log_decay_gate_backward": [_P, _P, _P, ctypes.c_float, ctypes.c_float, _I],
+    "decay_matrix": [_P, _P, ctypes.c_float, _I, _I],
+    "flush_small": [_P, ctypes.c_float, _I],
+    "decay_scores_backward": [_P, _P, _P, _P, _P, _P, _I, _I],
 }
 
 

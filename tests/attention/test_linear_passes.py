@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.attention import linear_passes as passes
+from attnlab.attention.gla import LogDecayGate
 from attnlab.attention.linear_kernels import causal_linear_attention
+from attnlab.attention.ops import delta_rule
 from attnlab.attention.ops.norms import rms_norm, unit_norm
 
 requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
@@ -190,3 +192,45 @@ def test_the_recurrent_familys_norms_are_the_same_with_either_passes(torch_passe
     torch_passes()
     for a, b in zip(fused, run_all(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+@requires_c
+@pytest.mark.parametrize(("temperature", "floor"), [(16.0, -4.0), (1.0, -5.0), (16.0, -0.05)])
+def test_glas_log_decay_gate_is_the_same_with_either_passes(torch_passes, temperature, floor):
+    """gla's LogDecayGate: values within 2 ulp of logsigmoid, the clamp and its zero gradient in the same
+    places, NaN kept; with the floor at -0.05 most of the inputs are clamped."""
+    x = torch.cat([randn(4000, seed=15) * 6, torch.tensor([-100.0, -1e-8, 0.0, 1e-8, 40.0, float("nan")])])
+    weight = randn(x.numel(), seed=16)
+
+    def run():
+        leaf = x.clone().requires_grad_()
+        y = LogDecayGate.apply(leaf, temperature, floor)
+        return y.detach(), torch.autograd.grad((y * weight).nansum(), leaf)[0]
+
+    fused = run()
+    torch_passes()
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, rtol=3e-7, atol=1e-30, equal_nan=True)
+    assert (fused[1] == 0).sum() > 0 and ((fused[1] == 0) == (run()[1] == 0)).all()
+
+
+@requires_c
+def test_the_gated_delta_rules_decay_passes_are_the_same_with_either_passes(torch_passes):
+    """ops/delta_rule: the in-chunk decay matrix (flushed, masked), the flush of small entries, and the
+    backward through the decays (gradients of the undecayed scores, d loss / d b)."""
+    g = -torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(17)) * 12  # steep enough to flush
+    b = g.cumsum(-1)
+    x = randn(3, 4, 16, 16, seed=18) * torch.logspace(-30, 0, 16)  # entries down to ~1e-30
+    dM, dP, M, P = (randn(3, 4, 16, 16, seed=s) for s in range(19, 23))
+
+    def run():
+        gamma = delta_rule.decay_matrix(b)
+        d = dM.clone(), dP.clone()
+        db = delta_rule.decay_scores_backward_(*d, M * gamma, P * gamma, gamma)
+        return gamma, delta_rule.flush_small_(x.clone()), *d, db
+
+    fused = run()
+    assert (fused[0] == 0).sum() > 3 * 4 * (16 * 15 // 2) + 100  # the upper triangle, and flushed decays
+    torch_passes()
+    for a, b_ in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b_, rtol=3e-6, atol=1e-6)

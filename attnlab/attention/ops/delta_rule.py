@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import linear_passes as passes
 from attnlab.attention.ops.gated_linear import FLUSH_BELOW, flushed_exp
 
 
@@ -41,6 +42,45 @@ def add_bmm_(out: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
         a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), alpha=alpha
     )
     return out
+
+
+def decay_matrix(b: Tensor) -> Tensor:
+    """b (G, nc, C) cumulative log decays -> Γ (G, nc, C, C), Γ_ij = e^{b_i - b_j} for j <= i, else 0,
+    flushed below FLUSH_BELOW (one pass in C for float32 on CPU; PyTorch: four)."""
+    C = b.shape[-1]
+    lib = passes._fused(b)
+    if lib is not None:
+        gamma = b.new_empty(*b.shape, C)
+        lib.decay_matrix(passes._ptr(b), passes._ptr(gamma), FLUSH_BELOW, b.numel() // C, C)
+        return gamma
+    past = torch.ones(C, C, dtype=torch.bool, device=b.device).tril_()
+    return flushed_exp((b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")))
+
+
+def flush_small_(x: Tensor) -> Tensor:
+    """x with entries of magnitude below FLUSH_BELOW set to 0, in place."""
+    lib = passes._fused(x)
+    if lib is not None:
+        lib.flush_small(passes._ptr(x), FLUSH_BELOW, x.numel())
+        return x
+    return x.masked_fill_(x.abs() < FLUSH_BELOW, 0.0)
+
+
+def decay_scores_backward_(dM: Tensor, dP: Tensor, M: Tensor, P: Tensor, gamma: Tensor) -> Tensor:
+    """Through M = M_raw ⊙ Γ and P = P_raw ⊙ Γ (G, nc, C, C): dM, dP become the gradients of M_raw,
+    P_raw in place; returns d loss / d b (G, nc, C) through Γ_ij = e^{b_i - b_j}: the row sums minus
+    the column sums of E = dM ⊙ M + dP ⊙ P (one pass in C; PyTorch: seven)."""
+    lib = passes._fused(dM, dP, M, P, gamma)
+    if lib is not None:
+        G, nc, C = M.shape[:3]
+        db = M.new_empty(G, nc, C)
+        lib.decay_scores_backward(*(passes._ptr(t) for t in (dM, dP, M, P, gamma, db)), G * nc, C)
+        return db
+    E = (dM * M).addcmul_(dP, P)
+    db = E.sum(-1) - E.sum(-2)
+    dM.mul_(gamma)
+    dP.mul_(gamma)
+    return db
 
 
 class ChunkDeltaRule(torch.autograd.Function):
@@ -73,59 +113,60 @@ class ChunkDeltaRule(torch.autograd.Function):
             kd, carry = k, None
         else:
             b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
-            past = torch.ones(C, C, dtype=torch.bool, device=q.device).tril_()
-            gamma = flushed_exp(
-                (b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf"))
-            )  # (G, nc, C, C)
+            gamma = decay_matrix(b)  # (G, nc, C, C)
             kd = k * flushed_exp(b[..., -1:] - b)[..., None]  # decay from j (exclusive) to the chunk end
             kb = k * beta[..., None]
             torch.mul(kb, flushed_exp(b)[..., None], out=rhs[..., Dv:])  # decay from the chunk start to i
             carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
         # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
-        P = torch.matmul(kb, k.transpose(-2, -1)).mul_(gamma)  # (G, nc, C, C)
+        P = torch.matmul(kb, k.transpose(-2, -1))  # (G, nc, C, C)
+        if g is not None:  # (ungated: the solve reads the strict lower triangle only)
+            P.mul_(gamma)
         eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(G, nc, C, C)
         T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
         if g is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
-            T.masked_fill_(T.abs() < FLUSH_BELOW, 0.0)
+            flush_small_(T)
         uw = torch.matmul(T, rhs)  # (G, nc, C, Dv + D) [u w] = T [βV, Kw]
         new, w = uw[..., :Dv], uw[..., Dv:]  # u, overwritten chunk by chunk with new = u - w S
         kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
         states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
         S = S0
-        for c in range(nc):
-            states[:, c] = S
-            new_c = new[:, c].baddbmm_(w[:, c], S, alpha=-1.0)  # (G, C, Dv) in place of u_c
-            S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt[:, c], new_c)  # (G, D, Dv)
-        M = scaled_bmm(q, k.transpose(-2, -1), scale).mul_(gamma)  # (G, nc, C, C) causal in-chunk scores
+        per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kdt.unbind(1), strict=True)
+        for c, (state_c, new_c, w_c, kdt_c) in enumerate(per_chunk):  # views of chunk c
+            state_c.copy_(S)
+            new_c.baddbmm_(w_c, S, alpha=-1.0)  # (G, C, Dv) in place of u_c
+            S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt_c, new_c)  # (G, D, Dv)
+        M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
+        M.mul_(gamma) if g is not None else M.tril_()
         if g is None:
             out = scaled_bmm(q, states, scale)  # (G, nc, C, Dv) from the earlier chunks
         else:
             out = torch.matmul(q * (flushed_exp(b) * scale)[..., None], states)
         add_bmm_(out, M, new)
-        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, uw, states, M)
+        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, rhs, uw, states, M)
         ctx.scale = scale
         return out, S
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor):
-        q, k, v, beta, g, gamma, P, T, uw, states, M = ctx.saved_tensors
+        q, k, v, beta, g, gamma, P, T, rhs, uw, states, M = ctx.saved_tensors
         scale = ctx.scale
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
         new, w = uw[..., :Dv], uw[..., Dv:]
         gated = g is not None
         d_out = d_out.contiguous()
-        kb = k * beta[..., None]
+        kw = rhs[..., Dv:]  # diag(β) (K ⊙ e^b)
         if gated:
             b = g.cumsum(-1)  # (G, nc, C)
             eb = flushed_exp(b)[..., None]  # (G, nc, C, 1)
             decay_to_end = flushed_exp(b[..., -1:] - b)[..., None]  # (G, nc, C, 1)
-            kd, kw, carry = k * decay_to_end, kb * eb, flushed_exp(b[..., -1])[..., None, None]
+            kd, kb, carry = k * decay_to_end, k * beta[..., None], flushed_exp(b[..., -1])[..., None, None]
             qd = q * (eb * scale)  # (G, nc, C, D)
             dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before c
         else:
-            kd, carry = k, None
+            kd, kb, carry = k, kw, None
             dS_out = scaled_bmm(q.transpose(-2, -1), d_out, scale)
         # out = scale (Q ⊙ e^b) S_c + M new
         dM = torch.matmul(d_out, new.transpose(-2, -1))  # (G, nc, C, C)
@@ -134,19 +175,22 @@ class ChunkDeltaRule(torch.autograd.Function):
         # d new and dS_out are ours: the carried terms are added into their slots in place.
         dS_next = torch.empty_like(states)  # slot c: d loss / d S_{c+1}
         dS = torch.zeros_like(states[:, 0]) if d_final is None else d_final.contiguous()
-        wt = w.transpose(-2, -1)  # (G, nc, D, C)
-        for c in range(nc - 1, -1, -1):
-            dS_next[:, c] = dS
-            d_new_c = d_new[:, c].baddbmm_(kd[:, c], dS)  # (G, C, Dv)
-            dS_c = dS_out[:, c].baddbmm_(wt[:, c], d_new_c, alpha=-1.0)  # (G, D, Dv)
+        per_chunk = (t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))
+        for c, (dS_next_c, d_new_c, dS_c, kd_c, wt_c) in reversed(list(enumerate(zip(*per_chunk, strict=True)))):
+            dS_next_c.copy_(dS)
+            d_new_c.baddbmm_(kd_c, dS)  # (G, C, Dv)
+            dS_c.baddbmm_(wt_c, d_new_c, alpha=-1.0)  # (G, D, Dv)
             dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c])
         y = torch.matmul(T.transpose(-2, -1), d_new)  # (G, nc, C, Dv) d loss / d r, r = βV - Kw S
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
         dv = y * beta[..., None]
         d_beta = torch.linalg.vecdot(y, v)  # (G, nc, C)
         # M = scale (Q Kᵀ) ⊙ Γ and P = (diag(β) K Kᵀ) ⊙ Γ; d Kw = -y Sᵀ, d kd = new dS_nextᵀ
-        dM_scores = dM * gamma if gated else dM.tril_()  # ungated Γ: the causal mask (dP is masked)
-        dP_scores = dP * gamma if gated else dP
+        if gated:  # d loss / d b through Γ; dM, dP become the gradients of the undecayed scores
+            db = decay_scores_backward_(dM, dP, M, P, gamma)
+        else:  # Γ is the causal mask (dP is masked already)
+            dM.tril_()
+        dM_scores, dP_scores = dM, dP
         d_q = scaled_bmm(dM_scores, k, scale)  # (G, nc, C, D)
         dk = scaled_bmm(dM_scores.transpose(-2, -1), q, scale)
         add_bmm_(dk, dP_scores.transpose(-2, -1), kb)
@@ -159,12 +203,10 @@ class ChunkDeltaRule(torch.autograd.Function):
             d_kb.addcmul_(d_kw, eb)
             dk.addcmul_(d_kd, decay_to_end)
             # d loss / d b, through every e^{±b}: Γ (in M and P), e^b (in Q and Kw), kd, the carry
-            E = (dM * M).addcmul_(dP, P)  # (G, nc, C, C) d loss / d (b_i - b_j) through Γ_ij
-            db = E.sum(-1) - E.sum(-2)
             db += torch.linalg.vecdot(d_qd, qd) + torch.linalg.vecdot(d_kw, kw)
             e_kd = torch.linalg.vecdot(d_kd, kd)  # (G, nc, C)
             db -= e_kd
-            db[..., -1] += e_kd.sum(-1) + (states * dS_next).sum((-2, -1)) * carry[..., 0, 0]
+            db[..., -1] += e_kd.sum(-1) + torch.linalg.vecdot(states.flatten(-2), dS_next.flatten(-2)) * carry[..., 0, 0]
             dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
         else:  # the same terms, accumulated by the products themselves
             add_bmm_(d_q, d_out, states.transpose(-2, -1), alpha=scale)
