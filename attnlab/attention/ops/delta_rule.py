@@ -175,8 +175,9 @@ class ChunkDeltaRule(torch.autograd.Function):
         # d new and dS_out are ours: the carried terms are added into their slots in place.
         dS_next = torch.empty_like(states)  # slot c: d loss / d S_{c+1}
         dS = torch.zeros_like(states[:, 0]) if d_final is None else d_final.contiguous()
-        per_chunk = (t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))
-        for c, (dS_next_c, d_new_c, dS_c, kd_c, wt_c) in reversed(list(enumerate(zip(*per_chunk, strict=True)))):
+        per_chunk = list(zip(*(t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))))
+        for c in range(nc - 1, -1, -1):
+            dS_next_c, d_new_c, dS_c, kd_c, wt_c = per_chunk[c]  # views of chunk c
             dS_next_c.copy_(dS)
             d_new_c.baddbmm_(kd_c, dS)  # (G, C, Dv)
             dS_c.baddbmm_(wt_c, d_new_c, alpha=-1.0)  # (G, D, Dv)
@@ -206,7 +207,8 @@ class ChunkDeltaRule(torch.autograd.Function):
             db += torch.linalg.vecdot(d_qd, qd) + torch.linalg.vecdot(d_kw, kw)
             e_kd = torch.linalg.vecdot(d_kd, kd)  # (G, nc, C)
             db -= e_kd
-            db[..., -1] += e_kd.sum(-1) + torch.linalg.vecdot(states.flatten(-2), dS_next.flatten(-2)) * carry[..., 0, 0]
+            through_carry = torch.linalg.vecdot(states.flatten(-2), dS_next.flatten(-2)) * carry[..., 0, 0]
+            db[..., -1] += e_kd.sum(-1) + through_carry
             dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
         else:  # the same terms, accumulated by the products themselves
             add_bmm_(d_q, d_out, states.transpose(-2, -1), alpha=scale)
