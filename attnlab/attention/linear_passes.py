@@ -61,6 +61,8 @@ SIGNATURES = {
     "decay_matrix": [_P, _P, ctypes.c_float, _I, _I],
     "flush_small": [_P, ctypes.c_float, _I],
     "decay_scores_backward": [_P, _P, _P, _P, _P, _P, _I, _I],
+    "delta_rule_forward_loop": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I],
+    "delta_rule_backward_loop": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I],
 }
 
 

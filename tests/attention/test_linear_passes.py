@@ -234,3 +234,32 @@ def test_the_gated_delta_rules_decay_passes_are_the_same_with_either_passes(torc
     torch_passes()
     for a, b_ in zip(fused, run(), strict=True):
         torch.testing.assert_close(a, b_, rtol=3e-6, atol=1e-6)
+
+
+@requires_c
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize(("chunk", "d", "dv"), [(7, 67, 70), (32, 64, 64), (5, 16, 24)])
+def test_the_delta_rules_chunk_loops_are_the_same_with_either_passes(torch_passes, gated, chunk, d, dv):
+    """ops/delta_rule's chunk-to-chunk loops in C (4 x 64 tiles, and the rows and columns left over)
+    against the PyTorch loop: outputs, final state and every gradient, with an initial state."""
+    B_, H_, N = 2, 2, 3 * chunk + 2  # a padded last chunk
+    gen = torch.Generator().manual_seed(23)
+    q, k, v = (torch.randn(B_, H_, N, dim, generator=gen) for dim in (d, d, dv))
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(B_, H_, N, generator=gen)
+    g = -torch.rand(B_, H_, N, generator=gen) if gated else None
+    S0 = torch.randn(B_, H_, d, dv, generator=gen) * 0.1
+    weights = randn(B_, H_, N, dv, seed=24), randn(B_, H_, d, dv, seed=25)
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, beta, S0) + ((g,) if gated else ())]
+        out, S = delta_rule.chunk_delta_rule(
+            *leaves[:4], leaves[5] if gated else None, scale=d**-0.5, chunk_size=chunk, initial_state=leaves[4]
+        )
+        loss = (out * weights[0]).sum() + (S * weights[1]).sum()
+        return [out.detach(), S.detach(), *torch.autograd.grad(loss, leaves)]
+
+    fused = run()
+    torch_passes()
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)

@@ -130,12 +130,17 @@ class ChunkDeltaRule(torch.autograd.Function):
         new, w = uw[..., :Dv], uw[..., Dv:]  # u, overwritten chunk by chunk with new = u - w S
         kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
         states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
-        S = S0
-        per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kdt.unbind(1), strict=True)
-        for c, (state_c, new_c, w_c, kdt_c) in enumerate(per_chunk):  # views of chunk c
-            state_c.copy_(S)
-            new_c.baddbmm_(w_c, S, alpha=-1.0)  # (G, C, Dv) in place of u_c
-            S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt_c, new_c)  # (G, D, Dv)
+        lib = passes._fused(uw, kd, S0, carry)
+        if lib is not None:  # the loop in C: no library call per small product
+            S = S0.clone(memory_format=torch.contiguous_format)
+            lib.delta_rule_forward_loop(*(passes._ptr(t) for t in (uw, kd, states, S, carry)), G, nc, C, D, Dv)
+        else:
+            S = S0
+            per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kdt.unbind(1), strict=True)
+            for c, (state_c, new_c, w_c, kdt_c) in enumerate(per_chunk):  # views of chunk c
+                state_c.copy_(S)
+                new_c.baddbmm_(w_c, S, alpha=-1.0)  # (G, C, Dv) in place of u_c
+                S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt_c, new_c)  # (G, D, Dv)
         M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
         M.mul_(gamma) if g is not None else M.tril_()
         if g is None:
@@ -174,14 +179,23 @@ class ChunkDeltaRule(torch.autograd.Function):
         # The chunk-to-chunk recurrence, backwards: S_{c+1} = a_c S_c + kdᵀ new_c, new_c = u_c - w_c S_c.
         # d new and dS_out are ours: the carried terms are added into their slots in place.
         dS_next = torch.empty_like(states)  # slot c: d loss / d S_{c+1}
-        dS = torch.zeros_like(states[:, 0]) if d_final is None else d_final.contiguous()
-        per_chunk = list(zip(*(t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))))
-        for c in range(nc - 1, -1, -1):
-            dS_next_c, d_new_c, dS_c, kd_c, wt_c = per_chunk[c]  # views of chunk c
-            dS_next_c.copy_(dS)
-            d_new_c.baddbmm_(kd_c, dS)  # (G, C, Dv)
-            dS_c.baddbmm_(wt_c, d_new_c, alpha=-1.0)  # (G, D, Dv)
-            dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c])
+        dS = (
+            torch.zeros(G, D, Dv, dtype=q.dtype, device=q.device)
+            if d_final is None
+            else d_final.clone(memory_format=torch.contiguous_format)
+        )  # d loss / d S, from the final state back to S_0, in place
+        lib = passes._fused(d_new, kd, uw, dS_out, dS, carry)
+        if lib is not None:  # the loop in C
+            tensors = (d_new, kd, uw, dS_out, dS_next, dS, carry)
+            lib.delta_rule_backward_loop(*(passes._ptr(t) for t in tensors), G, nc, C, D, Dv)
+        else:
+            per_chunk = list(zip(*(t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))))
+            for c in range(nc - 1, -1, -1):
+                dS_next_c, d_new_c, dS_c, kd_c, wt_c = per_chunk[c]  # views of chunk c
+                dS_next_c.copy_(dS)
+                d_new_c.baddbmm_(kd_c, dS)  # (G, C, Dv)
+                dS_c.baddbmm_(wt_c, d_new_c, alpha=-1.0)  # (G, D, Dv)
+                dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c])
         y = torch.matmul(T.transpose(-2, -1), d_new)  # (G, nc, C, Dv) d loss / d r, r = βV - Kw S
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
         dv = y * beta[..., None]

@@ -1,0 +1,71 @@
+"""The linear-time family against causal `linear` at one length, each pair of calls side by side.
+
+    python benchmarks/vs_linear.py --threads 1                # N = 16K, 11 pairs per variant
+    python benchmarks/vs_linear.py --length 4096 --pairs 21 --variants gla deltanet
+    python benchmarks/vs_linear.py --variants deltanet --param deltanet.chunk_size=32
+
+The workloads are the bench's own (attnlab.bench.workload.attention_workload, as
+`python -m attnlab.bench ... target=attention mode=forward+backward causal=true`: the kernel, with
+key-derived stand-in gates for a gated one), B=1, H=4, head dim 64, fp32, CPU, freed memory kept
+(bench/allocator.py). `python -m attnlab.bench` measures one variant's points after another, so a
+machine whose speed drifts (other jobs, frequency) moves one variant's time and not its baseline's;
+here `linear` and the variant are called alternately, --pairs times (which goes first alternates),
+and the ratio reported is the median of the per-pair ratios variant / linear, with its quartiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from attnlab.bench.allocator import keep_freed_memory
+from attnlab.bench.config import Setting, parse
+from attnlab.bench.measure import paired_times
+from attnlab.bench.workload import attention_workload
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "bench.yaml"
+FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=16384)
+    parser.add_argument("--pairs", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--variants", nargs="+", default=FAMILY)
+    parser.add_argument("--param", action="append", default=[], metavar="VARIANT.KEY=VALUE",
+                        help="a hyperparameter, e.g. --param deltanet.chunk_size=32 (repeatable)")  # fmt: skip
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    defaults = OmegaConf.load(CONF)
+    defaults.pop("defaults"), defaults.pop("hydra")
+    overrides = {"variants": ["linear", *args.variants], "lengths": [args.length], "device": "cpu",
+                 "mode": "forward+backward", "causal": True, "baselines": ["linear"], "crossover_baseline": "linear"}  # fmt: skip
+    cfg = parse(OmegaConf.merge(defaults, overrides, OmegaConf.from_dotlist([f"params.{p}" for p in args.param])))
+    setting = Setting("forward+backward", causal=True)
+    with keep_freed_memory() as allocation:
+        print(
+            f"N={args.length} B={cfg.batch} H={cfg.heads} D={cfg.head_dim} fp32 forward+backward causal, "
+            f"{torch.get_num_threads()} thread(s), {args.pairs} pairs; host memory: {allocation}"
+        )
+        print(f"{'variant':16}{'linear ms':>11}{'variant ms':>12}{'ratio':>8}{'quartiles':>16}")
+        baseline = attention_workload(cfg, "linear", args.length, setting).fn
+        for name in args.variants:
+            variant = attention_workload(cfg, name, args.length, setting).fn
+            baseline(), variant()  # warm-up
+            variant_ms, linear_ms, ratios = paired_times(variant, baseline, args.pairs)  # ratios: variant / linear
+            q1, _, q3 = statistics.quantiles(ratios, n=4)
+            print(
+                f"{name:16}{linear_ms:11.0f}{variant_ms:12.0f}{statistics.median(ratios):8.2f}"
+                f"{f'{q1:.2f}-{q3:.2f}':>16}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
