@@ -46,7 +46,8 @@ def main() -> None:
     defaults.pop("defaults"), defaults.pop("hydra")
     overrides = {"variants": ["linear", *args.variants], "lengths": [args.length], "device": "cpu",
                  "mode": "forward+backward", "causal": True, "baselines": ["linear"], "crossover_baseline": "linear"}  # fmt: skip
-    cfg = parse(OmegaConf.merge(defaults, overrides, OmegaConf.from_dotlist([f"params.{p}" for p in args.param])))
+    params = OmegaConf.from_dotlist([f"params.{p}" for p in args.param])
+    cfg = parse(OmegaConf.merge(defaults, overrides, params))
     setting = Setting("forward+backward", causal=True)
     with keep_freed_memory() as allocation:
         print(
@@ -58,7 +59,8 @@ def main() -> None:
         for name in args.variants:
             variant = attention_workload(cfg, name, args.length, setting).fn
             baseline(), variant()  # warm-up
-            variant_ms, linear_ms, ratios = paired_times(variant, baseline, args.pairs)  # ratios: variant / linear
+            # ratios: variant / linear, per pair
+            variant_ms, linear_ms, ratios = paired_times(variant, baseline, args.pairs)
             q1, _, q3 = statistics.quantiles(ratios, n=4)
             print(
                 f"{name:16}{linear_ms:11.0f}{variant_ms:12.0f}{statistics.median(ratios):8.2f}"

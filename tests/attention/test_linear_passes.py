@@ -253,8 +253,9 @@ def test_the_delta_rules_chunk_loops_are_the_same_with_either_passes(torch_passe
 
     def run():
         leaves = [t.clone().requires_grad_() for t in (q, k, v, beta, S0) + ((g,) if gated else ())]
+        gate = leaves[5] if gated else None
         out, S = delta_rule.chunk_delta_rule(
-            *leaves[:4], leaves[5] if gated else None, scale=d**-0.5, chunk_size=chunk, initial_state=leaves[4]
+            *leaves[:4], gate, scale=d**-0.5, chunk_size=chunk, initial_state=leaves[4]
         )
         loss = (out * weights[0]).sum() + (S * weights[1]).sum()
         return [out.detach(), S.detach(), *torch.autograd.grad(loss, leaves)]

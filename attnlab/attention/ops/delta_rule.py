@@ -133,7 +133,8 @@ class ChunkDeltaRule(torch.autograd.Function):
         lib = passes._fused(uw, kd, S0, carry)
         if lib is not None:  # the loop in C: no library call per small product
             S = S0.clone(memory_format=torch.contiguous_format)
-            lib.delta_rule_forward_loop(*(passes._ptr(t) for t in (uw, kd, states, S, carry)), G, nc, C, D, Dv)
+            tensors = (uw, kd, states, S, carry)
+            lib.delta_rule_forward_loop(*(passes._ptr(t) for t in tensors), G, nc, C, D, Dv)
         else:
             S = S0
             per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kdt.unbind(1), strict=True)
