@@ -13,6 +13,8 @@ FlopCounterMode gets these formulas through its `custom_mapping` (nothing global
   is counted over the (query, key) pairs the mask keeps (top-left aligned, as SDPA's `is_causal`):
   N(N+1)/2 of N² in self-attention, the convention of FlashAttention's and Megatron's FLOP counts.
   An explicit `attn_mask` stays dense: the kernels do compute every masked block.
+- Products computed in C: the chunked delta rule's chunk loops (attention/ops/c_loops.py) are custom
+  ops that come with their formulas.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ def formulas() -> dict[torch._ops.OpOverloadPacket, Formula]:
             else:
                 continue
             mapping[op] = _causal_aware(op, dense)
+    from attnlab.attention.ops.c_loops import LOOP_FLOPS  # (registers the ops; imported here, not at the top,
+    # so that counting FLOPs does not import the attention package first)
+
+    mapping.update({op: _raw(formula) for op, formula in LOOP_FLOPS.items()})
     return mapping
 
 

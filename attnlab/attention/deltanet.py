@@ -49,7 +49,7 @@ class DeltaNet(RecurrentAttention):
         qk_silu: bool = True,
         qk_norm: bool = True,
         output_norm: bool = True,
-        chunk_size: Annotated[int, Range(ge=1)] = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
         self.qk_silu, self.qk_norm = qk_silu, qk_norm

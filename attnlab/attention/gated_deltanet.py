@@ -44,7 +44,7 @@ class GatedDeltaNet(RecurrentAttention):
         dt_min: Annotated[float, Range(gt=0)] = 0.001,
         dt_max: Annotated[float, Range(gt=0)] = 0.1,
         output_norm: bool = True,
-        chunk_size: Annotated[int, Range(ge=1)] = 64,
+        chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
         if dt_min > dt_max:

@@ -502,3 +502,96 @@ void delta_rule_backward_loop(float *d_new, const float *kd, const float *uw, fl
         }
     }
 }
+
+/* The chunked delta rule's per-position factors (ops/delta_rule.py), R = G nc chunks of C positions, k, q
+ * (R C, D), v (R C, Dv), beta (R C), b (R C) the cumulative log decay in each chunk or NULL (ungated).
+ * Writes, each where its pointer is not NULL: rhs (R C, Dv + D) = [beta v, beta k e^b]; kb = beta k;
+ * kd = k e^{b_last - b}; qd = scale q e^b. The decay factors are flushed below `flush`, as flushed_exp. */
+void delta_rule_factors(const float *k, const float *q, const float *v, const float *beta, const float *b, float *rhs,
+                        float *kb, float *kd, float *qd, float scale, float flush, i64 R, i64 C, i64 D, i64 Dv) {
+#pragma omp parallel for schedule(static)
+    for (i64 r = 0; r < R; r++) {
+        float last = b ? b[r * C + C - 1] : 0.0f;
+        for (i64 i = 0; i < C; i++) {
+            i64 t = r * C + i;
+            float bt = beta[t], eb = 1.0f, to_end = 1.0f;
+            if (b) {
+                eb = exp_nonpositive(b[t]);
+                eb = eb < flush ? 0.0f : eb;
+                to_end = exp_nonpositive(last - b[t]);
+                to_end = to_end < flush ? 0.0f : to_end;
+            }
+            const float *kt = k + t * D;
+            if (rhs) {
+                float *row = rhs + t * (Dv + D);
+                const float *vt = v + t * Dv;
+                float kw = bt * eb;
+#pragma omp simd
+                for (i64 e = 0; e < Dv; e++) row[e] = bt * vt[e];
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) row[Dv + d] = kw * kt[d];
+            }
+            if (kb) {
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) kb[t * D + d] = bt * kt[d];
+            }
+            if (kd) {
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) kd[t * D + d] = to_end * kt[d];
+            }
+            if (qd) {
+                float f = scale * eb;
+                const float *qt = q + t * D;
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) qd[t * D + d] = f * qt[d];
+            }
+        }
+    }
+}
+
+/* The chunked delta rule's last elementwise step of the backward, n positions (ops/delta_rule.py).
+ * Gated (d_qd not NULL): d_q += scale eb d_qd, d_kb += eb d_kw, dk += to_end d_kd, db += d_qd.qd + d_kw.kw
+ * - d_kd.kd, e_kd = d_kd.kd (eb = e^b, to_end = e^{b_last - b}, flushed, from b and the chunk length C).
+ * Then always: dk += beta d_kb, dv = beta y, d_beta = y.v + d_kb.k. */
+void delta_rule_grad_epilogue(float *dk, float *d_kb, float *d_q, float *dv, float *d_beta, float *db, float *e_kd,
+                              const float *y, const float *v, const float *k, const float *beta, const float *d_qd,
+                              const float *d_kw, const float *d_kd, const float *qd, const float *kw, const float *kd,
+                              const float *b, float scale, float flush, i64 n, i64 C, i64 D, i64 Dv) {
+#pragma omp parallel for schedule(static)
+    for (i64 t = 0; t < n; t++) {
+        float *dkt = dk + t * D, *dkbt = d_kb + t * D, bt = beta[t];
+        const float *kt = k + t * D;
+        if (d_qd) {
+            float eb = exp_nonpositive(b[t]), to_end = exp_nonpositive(b[(t / C) * C + C - 1] - b[t]);
+            eb = eb < flush ? 0.0f : eb;
+            to_end = to_end < flush ? 0.0f : to_end;
+            const float *gq = d_qd + t * D, *gw = d_kw + t * D, *gd = d_kd + t * D;
+            const float *qdt = qd + t * D, *kwt = kw + t * (D + Dv) + Dv, *kdt = kd + t * D;
+            float *dqt = d_q + t * D, s = 0.0f, s_kd = 0.0f, f = scale * eb;
+#pragma omp simd reduction(+ : s, s_kd)
+            for (i64 d = 0; d < D; d++) {
+                dqt[d] += f * gq[d];
+                dkbt[d] += eb * gw[d];
+                dkt[d] += to_end * gd[d];
+                s += gq[d] * qdt[d] + gw[d] * kwt[d];
+                s_kd += gd[d] * kdt[d];
+            }
+            db[t] += s - s_kd;
+            e_kd[t] = s_kd;
+        }
+        float sb = 0.0f, sy = 0.0f;
+#pragma omp simd reduction(+ : sb)
+        for (i64 d = 0; d < D; d++) {
+            dkt[d] += bt * dkbt[d];
+            sb += dkbt[d] * kt[d];
+        }
+        const float *yt = y + t * Dv, *vt = v + t * Dv;
+        float *dvt = dv + t * Dv;
+#pragma omp simd reduction(+ : sy)
+        for (i64 e = 0; e < Dv; e++) {
+            dvt[e] = bt * yt[e];
+            sy += yt[e] * vt[e];
+        }
+        d_beta[t] = sy + sb;
+    }
+}

@@ -63,6 +63,8 @@ SIGNATURES = {
     "decay_scores_backward": [_P, _P, _P, _P, _P, _P, _I, _I],
     "delta_rule_forward_loop": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I],
     "delta_rule_backward_loop": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I],
+    "delta_rule_factors": [_P] * 9 + [ctypes.c_float, ctypes.c_float, _I, _I, _I, _I],
+    "delta_rule_grad_epilogue": [_P] * 18 + [ctypes.c_float, ctypes.c_float, _I, _I, _I, _I],
 }
 
 

@@ -264,3 +264,13 @@ def test_the_delta_rules_chunk_loops_are_the_same_with_either_passes(torch_passe
     torch_passes()
     for a, b in zip(fused, run(), strict=True):
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+
+
+@requires_c
+def test_the_flush_takes_a_batch_of_column_major_matrices_as_they_are(torch_passes):
+    """torch.linalg.solve_triangular returns column-major matrices: flushed in C as they lie."""
+    x = (randn(3, 16, 16, seed=26) * torch.logspace(-30, 0, 16)).mT  # not contiguous, its .mT is
+    fused = delta_rule.flush_small_(x.clone().mT.contiguous().mT)
+    torch_passes()
+    torch.testing.assert_close(fused, delta_rule.flush_small_(x.clone()), rtol=0, atol=0)
+    assert (fused == 0).sum() > 0 and not fused.is_contiguous()

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import linear_passes as passes
+from attnlab.attention.ops import c_loops
 from attnlab.attention.ops.gated_linear import FLUSH_BELOW, flushed_exp
 
 
@@ -58,12 +59,89 @@ def decay_matrix(b: Tensor) -> Tensor:
 
 
 def flush_small_(x: Tensor) -> Tensor:
-    """x with entries of magnitude below FLUSH_BELOW set to 0, in place."""
-    lib = passes._fused(x)
+    """x with entries of magnitude below FLUSH_BELOW set to 0, in place (elementwise: a batch of
+    column-major matrices, as torch.linalg.solve_triangular returns, is as good as a contiguous one)."""
+    dense = x.mT if not x.is_contiguous() and x.mT.is_contiguous() else x
+    lib = passes._fused(dense)
     if lib is not None:
-        lib.flush_small(passes._ptr(x), FLUSH_BELOW, x.numel())
+        lib.flush_small(passes._ptr(dense), FLUSH_BELOW, x.numel())
         return x
     return x.masked_fill_(x.abs() < FLUSH_BELOW, 0.0)
+
+
+def delta_rule_factors(
+    k: Tensor, q: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, scale: float, *, want: str
+) -> dict[str, Tensor]:
+    """The per-position factors of ChunkDeltaRule, those named in `want` (space-separated):
+    rhs (G, nc, C, Dv + D) = [βV, β K ⊙ e^b], kb = β K, kd = K ⊙ e^{b_last - b}, qd = scale Q ⊙ e^b;
+    b (G, nc, C) the cumulative log decay (None: ungated, only rhs and kb). One pass in C for float32
+    on CPU (PyTorch: one or two per factor)."""
+    G, nc, C, D = k.shape
+    Dv = v.shape[-1]
+    names = want.split()
+    out = {n: (k.new_empty(G, nc, C, Dv + D) if n == "rhs" else torch.empty_like(k)) for n in names}
+    lib = passes._fused(k, q, v, beta, b)
+    if lib is not None:
+        ptrs = [passes._ptr(t) for t in (k, q, v, beta, b)] + [
+            passes._ptr(out.get(n)) for n in ("rhs", "kb", "kd", "qd")
+        ]
+        lib.delta_rule_factors(*ptrs, scale, FLUSH_BELOW, G * nc, C, D, Dv)
+        return out
+    eb = None if b is None else flushed_exp(b)[..., None]  # (G, nc, C, 1)
+    if "kb" in out:
+        torch.mul(k, beta[..., None], out=out["kb"])
+    if "rhs" in out:
+        torch.mul(v, beta[..., None], out=out["rhs"][..., :Dv])
+        kb = out["kb"] if "kb" in out else k * beta[..., None]
+        torch.mul(kb, 1.0 if eb is None else eb, out=out["rhs"][..., Dv:])
+    if "kd" in out:
+        torch.mul(k, flushed_exp(b[..., -1:] - b)[..., None], out=out["kd"])
+    if "qd" in out:
+        torch.mul(q, eb * scale, out=out["qd"])
+    return out
+
+
+def delta_rule_grad_epilogue_(
+    dk: Tensor,
+    d_kb: Tensor,
+    d_q: Tensor,
+    y: Tensor,
+    v: Tensor,
+    k: Tensor,
+    beta: Tensor,
+    *,
+    scale: float,
+    gated: tuple[Tensor, ...] | None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """ChunkDeltaRule's last elementwise step: -> dv, d_beta, and (gated) e_kd = Σ d kd ⊙ kd per position.
+    Gated, with gated = (d_qd, d_kw, d_kd, qd, rhs, kd, b, db): first the gradients through e^b and
+    e^{b_last - b} are added into d_q, d_kb and dk, and db gains Σ d_qd ⊙ qd + Σ d_kw ⊙ kw - e_kd
+    (in place). Then dk += β d_kb, dv = β y, d_beta = Σ y ⊙ v + Σ d_kb ⊙ k. One pass in C for float32
+    on CPU (PyTorch: about ten)."""
+    G, nc, C, D = k.shape
+    Dv = v.shape[-1]
+    dv, d_beta = torch.empty_like(y), beta.new_empty(beta.shape)
+    e_kd = None if gated is None else beta.new_empty(beta.shape)
+    lib = passes._fused(dk, d_kb, d_q, y, v, k, beta, *(gated or ()))
+    if lib is not None:
+        d_qd, d_kw, d_kd, qd, rhs, kd, b, db = gated or (None,) * 8
+        tensors = (dk, d_kb, d_q, dv, d_beta, db, e_kd, y, v, k, beta, d_qd, d_kw, d_kd, qd, rhs, kd, b)
+        lib.delta_rule_grad_epilogue(
+            *(passes._ptr(t) for t in tensors), scale, FLUSH_BELOW, G * nc * C, C, D, Dv
+        )
+        return dv, d_beta, e_kd
+    if gated is not None:
+        d_qd, d_kw, d_kd, qd, rhs, kd, b, db = gated
+        eb = flushed_exp(b)[..., None]  # (G, nc, C, 1)
+        d_q.addcmul_(d_qd, eb, value=scale)
+        d_kb.addcmul_(d_kw, eb)
+        dk.addcmul_(d_kd, flushed_exp(b[..., -1:] - b)[..., None])
+        torch.linalg.vecdot(d_kd, kd, out=e_kd)
+        db += torch.linalg.vecdot(d_qd, qd) + torch.linalg.vecdot(d_kw, rhs[..., Dv:]) - e_kd
+    dk.addcmul_(d_kb, beta[..., None])
+    torch.mul(y, beta[..., None], out=dv)
+    torch.linalg.vecdot(y, v, out=d_beta).add_(torch.linalg.vecdot(d_kb, k))
+    return dv, d_beta, e_kd
 
 
 def decay_scores_backward_(dM: Tensor, dP: Tensor, M: Tensor, P: Tensor, gamma: Tensor) -> Tensor:
@@ -105,18 +183,22 @@ class ChunkDeltaRule(torch.autograd.Function):
     def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
-        rhs = q.new_empty(G, nc, C, Dv + D)  # [βV, Kw], the right-hand sides of T
-        torch.mul(v, beta[..., None], out=rhs[..., :Dv])
         if g is None:
             gamma = torch.ones(C, C, dtype=q.dtype, device=q.device).tril_()  # (C, C) j <= i
-            kb = torch.mul(k, beta[..., None], out=rhs[..., Dv:])  # (G, nc, C, D)
-            kd, carry = k, None
+            rhs = delta_rule_factors(k, q, v, beta, None, scale, want="rhs")[
+                "rhs"
+            ]  # [βV, Kw], T's right sides
+            kb, kd, carry = rhs[..., Dv:], k, None  # (G, nc, C, D)
         else:
             b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
             gamma = decay_matrix(b)  # (G, nc, C, C)
-            kd = k * flushed_exp(b[..., -1:] - b)[..., None]  # decay from j (exclusive) to the chunk end
-            kb = k * beta[..., None]
-            torch.mul(kb, flushed_exp(b)[..., None], out=rhs[..., Dv:])  # decay from the chunk start to i
+            f = delta_rule_factors(k, q, v, beta, b, scale, want="rhs kb kd qd")
+            rhs, kb, kd, qd = (
+                f["rhs"],
+                f["kb"],
+                f["kd"],
+                f["qd"],
+            )  # kd: decay from j (exclusive) to the chunk end
             carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
         # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
         P = torch.matmul(kb, k.transpose(-2, -1))  # (G, nc, C, C)
@@ -130,11 +212,9 @@ class ChunkDeltaRule(torch.autograd.Function):
         new, w = uw[..., :Dv], uw[..., Dv:]  # u, overwritten chunk by chunk with new = u - w S
         kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
         states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
-        lib = passes._fused(uw, kd, S0, carry)
-        if lib is not None:  # the loop in C: no library call per small product
+        if passes._fused(uw, kd, S0, carry) is not None:  # the loop in C: no library call per small product
             S = S0.clone(memory_format=torch.contiguous_format)
-            tensors = (uw, kd, states, S, carry)
-            lib.delta_rule_forward_loop(*(passes._ptr(t) for t in tensors), G, nc, C, D, Dv)
+            c_loops.delta_rule_forward_loop(uw, kd, states, S, None if carry is None else carry.view(G, nc))
         else:
             S = S0
             per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kdt.unbind(1), strict=True)
@@ -144,10 +224,7 @@ class ChunkDeltaRule(torch.autograd.Function):
                 S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt_c, new_c)  # (G, D, Dv)
         M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
         M.mul_(gamma) if g is not None else M.tril_()
-        if g is None:
-            out = scaled_bmm(q, states, scale)  # (G, nc, C, Dv) from the earlier chunks
-        else:
-            out = torch.matmul(q * (flushed_exp(b) * scale)[..., None], states)
+        out = scaled_bmm(q, states, scale) if g is None else torch.matmul(qd, states)  # from earlier chunks
         add_bmm_(out, M, new)
         ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, rhs, uw, states, M)
         ctx.scale = scale
@@ -166,10 +243,8 @@ class ChunkDeltaRule(torch.autograd.Function):
         kw = rhs[..., Dv:]  # diag(β) (K ⊙ e^b)
         if gated:
             b = g.cumsum(-1)  # (G, nc, C)
-            eb = flushed_exp(b)[..., None]  # (G, nc, C, 1)
-            decay_to_end = flushed_exp(b[..., -1:] - b)[..., None]  # (G, nc, C, 1)
-            kd, kb, carry = k * decay_to_end, k * beta[..., None], flushed_exp(b[..., -1])[..., None, None]
-            qd = q * (eb * scale)  # (G, nc, C, D)
+            f = delta_rule_factors(k, q, v, beta, b, scale, want="kb kd qd")
+            kb, kd, qd, carry = f["kb"], f["kd"], f["qd"], flushed_exp(b[..., -1])[..., None, None]
             dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before c
         else:
             kd, kb, carry = k, kw, None
@@ -185,10 +260,9 @@ class ChunkDeltaRule(torch.autograd.Function):
             if d_final is None
             else d_final.clone(memory_format=torch.contiguous_format)
         )  # d loss / d S, from the final state back to S_0, in place
-        lib = passes._fused(d_new, kd, uw, dS_out, dS, carry)
-        if lib is not None:  # the loop in C
-            tensors = (d_new, kd, uw, dS_out, dS_next, dS, carry)
-            lib.delta_rule_backward_loop(*(passes._ptr(t) for t in tensors), G, nc, C, D, Dv)
+        if passes._fused(d_new, kd, uw, dS_out, dS, carry) is not None:  # the loop in C
+            carry_c = None if carry is None else carry.view(G, nc)
+            c_loops.delta_rule_backward_loop(d_new, kd, uw, dS_out, dS_next, dS, carry_c)
         else:
             per_chunk = list(zip(*(t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))))
             for c in range(nc - 1, -1, -1):
@@ -199,29 +273,23 @@ class ChunkDeltaRule(torch.autograd.Function):
                 dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c])
         y = torch.matmul(T.transpose(-2, -1), d_new)  # (G, nc, C, Dv) d loss / d r, r = βV - Kw S
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
-        dv = y * beta[..., None]
-        d_beta = torch.linalg.vecdot(y, v)  # (G, nc, C)
         # M = scale (Q Kᵀ) ⊙ Γ and P = (diag(β) K Kᵀ) ⊙ Γ; d Kw = -y Sᵀ, d kd = new dS_nextᵀ
         if gated:  # d loss / d b through Γ; dM, dP become the gradients of the undecayed scores
             db = decay_scores_backward_(dM, dP, M, P, gamma)
         else:  # Γ is the causal mask (dP is masked already)
             dM.tril_()
-        dM_scores, dP_scores = dM, dP
-        d_q = scaled_bmm(dM_scores, k, scale)  # (G, nc, C, D)
-        dk = scaled_bmm(dM_scores.transpose(-2, -1), q, scale)
-        add_bmm_(dk, dP_scores.transpose(-2, -1), kb)
-        d_kb = torch.matmul(dP_scores, k)  # (G, nc, C, D)
+        d_q = scaled_bmm(dM, k, scale)  # (G, nc, C, D)
+        dk = scaled_bmm(dM.transpose(-2, -1), q, scale)
+        add_bmm_(dk, dP.transpose(-2, -1), kb)
+        d_kb = torch.matmul(dP, k)  # (G, nc, C, D)
         if gated:
             d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D) d loss / d (scale Q ⊙ e^b)
             d_kw = torch.matmul(y, states.transpose(-2, -1)).neg_()  # (G, nc, C, D)
             d_kd = torch.matmul(new, dS_next.transpose(-2, -1))  # (G, nc, C, D)
-            d_q.addcmul_(d_qd, eb, value=scale)
-            d_kb.addcmul_(d_kw, eb)
-            dk.addcmul_(d_kd, decay_to_end)
-            # d loss / d b, through every e^{±b}: Γ (in M and P), e^b (in Q and Kw), kd, the carry
-            db += torch.linalg.vecdot(d_qd, qd) + torch.linalg.vecdot(d_kw, kw)
-            e_kd = torch.linalg.vecdot(d_kd, kd)  # (G, nc, C)
-            db -= e_kd
+            # through e^b (in Q and Kw) and kd; then the carry and cumsum(g)
+            dv, d_beta, e_kd = delta_rule_grad_epilogue_(
+                dk, d_kb, d_q, y, v, k, beta, scale=scale, gated=(d_qd, d_kw, d_kd, qd, rhs, kd, b, db)
+            )
             through_carry = torch.linalg.vecdot(states.flatten(-2), dS_next.flatten(-2)) * carry[..., 0, 0]
             db[..., -1] += e_kd.sum(-1) + through_carry
             dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
@@ -230,8 +298,7 @@ class ChunkDeltaRule(torch.autograd.Function):
             add_bmm_(d_kb, y, states.transpose(-2, -1), alpha=-1.0)
             add_bmm_(dk, new, dS_next.transpose(-2, -1))
             dg = None
-        dk.addcmul_(d_kb, beta[..., None])
-        d_beta += torch.linalg.vecdot(d_kb, k)
+            dv, d_beta, _ = delta_rule_grad_epilogue_(dk, d_kb, d_q, y, v, k, beta, scale=scale, gated=None)
         return d_q, dk, dv, d_beta, dg, dS, None
 
 
