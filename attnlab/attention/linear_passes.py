@@ -65,6 +65,8 @@ SIGNATURES = {
     "delta_rule_backward_loop": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I],
     "delta_rule_factors": [_P] * 9 + [ctypes.c_float, ctypes.c_float, _I, _I, _I, _I],
     "delta_rule_grad_epilogue": [_P] * 18 + [ctypes.c_float, ctypes.c_float, _I, _I, _I, _I],
+    "gla_chunk_factors": [_P] * 6 + [ctypes.c_float, ctypes.c_float, _I, _I, _I],
+    "gla_chunk_grad_epilogue": [_P] * 11 + [ctypes.c_float, ctypes.c_float, _I, _I, _I],
 }
 
 

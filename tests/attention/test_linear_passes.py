@@ -12,6 +12,7 @@ from attnlab.attention import linear_passes as passes
 from attnlab.attention.gla import LogDecayGate
 from attnlab.attention.linear_kernels import causal_linear_attention
 from attnlab.attention.ops import delta_rule
+from attnlab.attention.ops.gated_linear import chunk_gla
 from attnlab.attention.ops.norms import rms_norm, unit_norm
 
 requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
@@ -274,3 +275,29 @@ def test_the_flush_takes_a_batch_of_column_major_matrices_as_they_are(torch_pass
     torch_passes()
     torch.testing.assert_close(fused, delta_rule.flush_small_(x.clone()), rtol=0, atol=0)
     assert (fused == 0).sum() > 0 and not fused.is_contiguous()
+
+
+@requires_c
+@pytest.mark.parametrize(("steep", "chunk"), [(False, 16), (False, 7), (True, 64)])
+def test_glas_one_block_chunks_are_the_same_with_either_passes(torch_passes, steep, chunk):
+    """ops/gated_linear's per-dimension chunked form: with mild gates one in-chunk block covers the
+    chunk and its factors and gradients come from C (gla_chunk_*); with steep ones (sub-blocks) the
+    PyTorch path runs either way. Outputs, final state and every gradient, with an initial state."""
+    gen = torch.Generator().manual_seed(27)
+    q, k, v = (torch.randn(2, 2, 3 * chunk + 3, dim, generator=gen) for dim in (20, 20, 24))
+    g = F.logsigmoid(torch.randn(2, 2, 3 * chunk + 3, 20, generator=gen)) * (3.0 if steep else 0.1)
+    g = g.clamp(min=-4.0)  # as the gla variant's gate: 64 positions at -4 take sub-blocks of 16
+    S0 = torch.randn(2, 2, 20, 24, generator=gen) * 0.1
+    weights = randn(2, 2, 3 * chunk + 3, 24, seed=28), randn(2, 2, 20, 24, seed=29)
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, g, S0)]
+        out, S = chunk_gla(*leaves[:4], scale=0.3, chunk_size=chunk, initial_state=leaves[4])
+        loss = (out * weights[0]).sum() + (S * weights[1]).sum()
+        return [out.detach(), S.detach(), *torch.autograd.grad(loss, leaves)]
+
+    fused = run()
+    torch_passes()
+    tolerance = 1e-4 if steep else 2e-5  # sub-block factors up to e^64 amplify round-off (either way)
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)

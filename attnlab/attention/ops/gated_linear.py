@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import linear_passes as passes
 from attnlab.attention.linear_passes import inclusive_scan_
 
 SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate, at the least
@@ -174,19 +175,18 @@ class ChunkPerDimGLA(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, g, S0, scale: float, sub: int):
         G, nc, C, D = q.shape
-        qs = q * scale
         b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
+        lib = passes._fused(q, k, b)
+        ctx.one_block = sub >= C and lib is not None
+        if ctx.one_block:  # the factors in one C pass, the products as below
+            return _forward_one_block(ctx, lib, q, k, v, b, S0, scale)
+        qs = q * scale
         b_last = b[:, :, -1:]  # (G, nc, 1, D)
         to_end = flushed_exp_(b_last - b)  # decay from j (exclusive) to the chunk end
         kd = k * to_end
         writes = torch.matmul(kd.transpose(-2, -1), v)  # (G, nc, D, Dv)
         carry = flushed_exp(b_last.transpose(-2, -1))  # (G, nc, D, 1)
-        # Slot c: the state before chunk c, S_c = carry_{c-1} ⊙ S_{c-1} + writes_{c-1} (no slot for the
-        # final state: products with `states` then read it in place, no batch copies).
-        states = torch.cat([S0[:, None], writes[:, :-1]], dim=1)  # (G, nc, D, Dv)
-        for c in range(1, nc):
-            states[:, c].addcmul_(states[:, c - 1], carry[:, c - 1])
-        final = torch.addcmul(writes[:, -1], states[:, -1], carry[:, -1])  # (G, D, Dv)
+        states, final = _carried_states(writes, carry, S0)  # (G, nc, D, Dv): slot c the state before chunk c
         # e^{b_i - b_r} >= e^-80, not flushed: it multiplies key factors up to e^80 in the sub-block
         q_factor = _from_sub_block_start(b, sub).exp_()  # (G, nc, C, D), <= 1
         q_hat = qs * q_factor
@@ -216,6 +216,8 @@ class ChunkPerDimGLA(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
+        if ctx.one_block:
+            return _backward_one_block(ctx, d_out, d_final)
         k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states = ctx.saved_tensors
         scores, factors = ctx.blocks
         scale, sub = ctx.scale, ctx.sub
@@ -225,11 +227,7 @@ class ChunkPerDimGLA(torch.autograd.Function):
         d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
         dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into S_c from chunk c's output
         # d loss / d S_{c+1} = d loss / d writes_c, from the end: S_{c+1} = carry_c ⊙ S_c + writes_c
-        d_writes = torch.empty_like(dS_out)
-        d_writes[:, -1] = 0.0 if d_final is None else d_final
-        for c in range(nc - 1, 0, -1):
-            torch.addcmul(dS_out[:, c], d_writes[:, c], carry[:, c], out=d_writes[:, c - 1])
-        dS0 = torch.addcmul(dS_out[:, 0], d_writes[:, 0], carry[:, 0])  # (G, D, Dv)
+        d_writes, dS0 = _carried_grads(dS_out, carry, d_final)
         d_carry = (states * d_writes).sum(-1)  # (G, nc, D)
         d_kd = torch.matmul(v, d_writes.transpose(-2, -1))  # (G, nc, C, D)
         dv = torch.matmul(kd, d_writes)  # (G, nc, C, Dv)
@@ -263,6 +261,70 @@ class ChunkPerDimGLA(torch.autograd.Function):
         db[:, :, -1] += d_b_last
         dg = _chunk_cumsum(db, reverse=True)  # b = cumsum(g) within the chunk
         return d_qs.mul_(scale), dk, dv, dg, dS0, None, None
+
+
+def _carried_states(writes: Tensor, carry: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
+    """Slot c: the state before chunk c, S_c = carry_{c-1} ⊙ S_{c-1} + writes_{c-1}; and the final state.
+    writes (G, nc, D, Dv), carry (G, nc, D, 1), S0 (G, D, Dv). (No slot for the final state: products
+    with the states then read them in place, no batch copies.)"""
+    states = torch.cat([S0[:, None], writes[:, :-1]], dim=1)  # (G, nc, D, Dv)
+    for c in range(1, states.shape[1]):
+        states[:, c].addcmul_(states[:, c - 1], carry[:, c - 1])
+    return states, torch.addcmul(writes[:, -1], states[:, -1], carry[:, -1])
+
+
+def _carried_grads(dS_out: Tensor, carry: Tensor, d_final: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Backward of _carried_states: -> d loss / d writes (G, nc, D, Dv), d loss / d S0."""
+    nc = dS_out.shape[1]
+    d_writes = torch.empty_like(dS_out)
+    d_writes[:, -1] = 0.0 if d_final is None else d_final
+    for c in range(nc - 1, 0, -1):
+        torch.addcmul(dS_out[:, c], d_writes[:, c], carry[:, c], out=d_writes[:, c - 1])
+    return d_writes, torch.addcmul(dS_out[:, 0], d_writes[:, 0], carry[:, 0])  # (G, D, Dv)
+
+
+def _forward_one_block(ctx: FunctionCtx, lib, q, k, v, b, S0, scale: float):
+    """ChunkPerDimGLA's forward when one in-chunk block covers the chunk (sub >= C), float32 on CPU:
+    q_hat = scale q e^b, kd = k e^{b_last - b}, k_hat = k e^{-b} from one C pass; the products as in
+    the general path, whose sub-block is then the chunk."""
+    G, nc, C, D = q.shape
+    q_hat, kd, k_hat = (torch.empty_like(q) for _ in range(3))
+    tensors = (q, k, b, q_hat, kd, k_hat)
+    lib.gla_chunk_factors(*(passes._ptr(t) for t in tensors), scale, FLUSH_BELOW, G * nc, C, D)
+    carry = flushed_exp(b[:, :, -1:].transpose(-2, -1))  # (G, nc, D, 1)
+    states, final = _carried_states(torch.matmul(kd.transpose(-2, -1), v), carry, S0)
+    out = torch.matmul(q_hat, states)  # (G, nc, C, Dv) from the earlier chunks
+    A = torch.matmul(q_hat, k_hat.transpose(-2, -1)).masked_fill_(
+        _future(0, C, q.device), 0.0
+    )  # (G, nc, C, C)
+    out.view(-1, C, out.shape[-1]).baddbmm_(A.view(-1, C, C), v.view(-1, C, v.shape[-1]))
+    ctx.save_for_backward(q, k, v, b, carry, kd, q_hat, k_hat, states, A)
+    ctx.scale = scale
+    return out, final
+
+
+def _backward_one_block(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
+    """Its backward: the products, then d q, d k and d g in one C pass (linear_passes.c)."""
+    q, k, v, b, carry, kd, q_hat, k_hat, states, A = ctx.saved_tensors
+    G, nc, C, D = q.shape
+    d_out = d_out.contiguous()
+    d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
+    d_writes, dS0 = _carried_grads(torch.matmul(q_hat.transpose(-2, -1), d_out), carry, d_final)
+    d_last = torch.linalg.vecdot(states, d_writes).mul_(carry[..., 0])  # (G, nc, D) through the carry
+    d_kd = torch.matmul(v, d_writes.transpose(-2, -1))  # (G, nc, C, D)
+    dv = torch.matmul(kd, d_writes)  # (G, nc, C, Dv)
+    dA = torch.matmul(d_out, v.transpose(-2, -1)).masked_fill_(_future(0, C, q.device), 0.0)
+    dv.view(-1, C, dv.shape[-1]).baddbmm_(
+        A.transpose(-2, -1).reshape(-1, C, C), d_out.view(-1, C, d_out.shape[-1])
+    )
+    d_q_hat = torch.matmul(dA, k_hat)
+    d_k_hat = torch.matmul(dA.transpose(-2, -1), q_hat)
+    d_q, dk, dg = (torch.empty_like(q) for _ in range(3))
+    tensors = (d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, d_q, dk, dg)
+    passes.library().gla_chunk_grad_epilogue(
+        *(passes._ptr(t) for t in tensors), ctx.scale, FLUSH_BELOW, G * nc, C, D
+    )
+    return d_q, dk, dv, dg, dS0, None, None
 
 
 def _chunk_cumsum(x: Tensor, *, reverse: bool = False) -> Tensor:
