@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.measure import paired_times
 from attnlab.bench.workload import attention_workload
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "bench.yaml"
 FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
 
 
@@ -42,18 +40,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    defaults = OmegaConf.load(CONF)
-    defaults.pop("defaults"), defaults.pop("hydra")
-    overrides = {"variants": ["linear", *args.variants], "lengths": [args.length], "device": "cpu",
-                 "mode": "forward+backward", "causal": True, "baselines": ["linear"], "crossover_baseline": "linear"}  # fmt: skip
-    params = OmegaConf.from_dotlist([f"params.{p}" for p in args.param])
-    cfg = parse(OmegaConf.merge(defaults, overrides, params))
+    overrides = [f"variants=[linear,{','.join(args.variants)}]", f"lengths=[{args.length}]", "device=cpu",
+                 "mode=forward+backward", "causal=true", "baselines=[linear]", "crossover_baseline=linear",
+                 *(f"+params.{p}" for p in args.param)]  # fmt: skip
+    with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+        cfg = parse(compose(config_name="bench", overrides=overrides))
     setting = Setting("forward+backward", causal=True)
     with keep_freed_memory() as allocation:
         print(
             f"N={args.length} B={cfg.batch} H={cfg.heads} D={cfg.head_dim} fp32 forward+backward causal, "
             f"{torch.get_num_threads()} thread(s), {args.pairs} pairs; host memory: {allocation}"
         )
+        for name in args.variants:  # the hyperparameters measured, defaults filled in
+            print(f"  {name}: {cfg.params[name]}")
         print(f"{'variant':16}{'linear ms':>11}{'variant ms':>12}{'ratio':>8}{'quartiles':>16}")
         baseline = attention_workload(cfg, "linear", args.length, setting).fn
         for name in args.variants:
@@ -63,7 +62,7 @@ def main() -> None:
             variant_ms, linear_ms, ratios = paired_times(variant, baseline, args.pairs)
             q1, _, q3 = statistics.quantiles(ratios, n=4)
             print(
-                f"{name:16}{linear_ms:11.0f}{variant_ms:12.0f}{statistics.median(ratios):8.2f}"
+                f"{name:16}{linear_ms:11.1f}{variant_ms:12.1f}{statistics.median(ratios):8.2f}"
                 f"{f'{q1:.2f}-{q3:.2f}':>16}",
                 flush=True,
             )

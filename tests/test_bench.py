@@ -293,3 +293,19 @@ def test_an_interrupted_sweep_writes_the_points_it_measured(tmp_path, monkeypatc
     assert {r["status"] for r in rows} == {"ok"}
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["environment"]["interrupted"] == f"Ctrl-C after {len(rows)} point(s)"
+
+
+def test_the_paired_comparison_against_linear_runs_with_the_hyperparameters_given():
+    """benchmarks/vs_linear.py (the linear-time family's 2x-of-linear figures): a tiny run."""
+    script = ROOT / "benchmarks" / "vs_linear.py"
+    args = ["--length", "64", "--pairs", "2", "--threads", "1", "--variants", "deltanet", "gla"]
+    out = subprocess.run(
+        [sys.executable, str(script), *args, "--param", "deltanet.chunk_size=16"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    assert "'chunk_size': 16" in out.split("deltanet:", 1)[1].splitlines()[0]
+    rows = {
+        line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("deltanet ", "gla "))
+    }
+    assert set(rows) == {"deltanet", "gla"}
+    assert all(float(row[3]) > 0 for row in rows.values())  # the median ratio variant / linear
