@@ -94,8 +94,9 @@ def formulas() -> dict[torch._ops.OpOverloadPacket, Formula]:
             else:
                 continue
             mapping[op] = _causal_aware(op, dense)
-    from attnlab.attention.ops.c_loops import LOOP_FLOPS  # (registers the ops; imported here, not at the top,
-    # so that counting FLOPs does not import the attention package first)
+    # Products computed in C come with their formulas (imported here, which also registers the ops, so
+    # that importing this module does not import the attention package).
+    from attnlab.attention.ops.c_loops import LOOP_FLOPS
 
     mapping.update({op: _raw(formula) for op, formula in LOOP_FLOPS.items()})
     return mapping

@@ -301,3 +301,15 @@ def test_glas_one_block_chunks_are_the_same_with_either_passes(torch_passes, ste
     tolerance = 1e-4 if steep else 2e-5  # sub-block factors up to e^64 amplify round-off (either way)
     for a, b in zip(fused, run(), strict=True):
         torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)
+
+
+@requires_c
+def test_the_c_exp_is_within_two_ulp_up_to_88_for_glas_growing_factors():
+    """gla_chunk_factors' k e^{-b}: with k = 1 and one position per chunk, e^x for x in [0, 88]."""
+    x = torch.linspace(0, 88, 64 * 500).reshape(500, 1, 64)
+    b, ones = -x, torch.ones_like(x)
+    q_hat, kd, k_hat = (torch.empty_like(x) for _ in range(3))
+    tensors = (ones, ones, b, q_hat, kd, k_hat)
+    passes.library().gla_chunk_factors(*(passes._ptr(t) for t in tensors), 1.0, 1e-20, 500, 1, 64)
+    reference = x.double().exp()
+    assert ((k_hat.double() - reference).abs() / reference).max() < 2 * 2.0**-24

@@ -70,16 +70,15 @@ def flush_small_(x: Tensor) -> Tensor:
 
 
 def delta_rule_factors(
-    k: Tensor, q: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, scale: float, *, want: str
+    k: Tensor, q: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, scale: float, *, want: tuple[str, ...]
 ) -> dict[str, Tensor]:
-    """The per-position factors of ChunkDeltaRule, those named in `want` (space-separated):
+    """The per-position factors of ChunkDeltaRule named in `want`, in that order:
     rhs (G, nc, C, Dv + D) = [βV, β K ⊙ e^b], kb = β K, kd = K ⊙ e^{b_last - b}, qd = scale Q ⊙ e^b;
     b (G, nc, C) the cumulative log decay (None: ungated, only rhs and kb). One pass in C for float32
     on CPU (PyTorch: one or two per factor)."""
     G, nc, C, D = k.shape
     Dv = v.shape[-1]
-    names = want.split()
-    out = {n: (k.new_empty(G, nc, C, Dv + D) if n == "rhs" else torch.empty_like(k)) for n in names}
+    out = {n: (k.new_empty(G, nc, C, Dv + D) if n == "rhs" else torch.empty_like(k)) for n in want}
     lib = passes._fused(k, q, v, beta, b)
     if lib is not None:
         ptrs = [passes._ptr(t) for t in (k, q, v, beta, b)] + [
@@ -185,20 +184,15 @@ class ChunkDeltaRule(torch.autograd.Function):
         Dv = v.shape[-1]
         if g is None:
             gamma = torch.ones(C, C, dtype=q.dtype, device=q.device).tril_()  # (C, C) j <= i
-            rhs = delta_rule_factors(k, q, v, beta, None, scale, want="rhs")[
-                "rhs"
-            ]  # [βV, Kw], T's right sides
+            (rhs,) = delta_rule_factors(k, q, v, beta, None, scale, want=("rhs",)).values()  # [βV, βK]
             kb, kd, carry = rhs[..., Dv:], k, None  # (G, nc, C, D)
         else:
             b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
             gamma = decay_matrix(b)  # (G, nc, C, C)
-            f = delta_rule_factors(k, q, v, beta, b, scale, want="rhs kb kd qd")
-            rhs, kb, kd, qd = (
-                f["rhs"],
-                f["kb"],
-                f["kd"],
-                f["qd"],
-            )  # kd: decay from j (exclusive) to the chunk end
+            # kd: decayed from j (exclusive) to the chunk end; qd: from the chunk start to i
+            rhs, kb, kd, qd = delta_rule_factors(
+                k, q, v, beta, b, scale, want=("rhs", "kb", "kd", "qd")
+            ).values()
             carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
         # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
         P = torch.matmul(kb, k.transpose(-2, -1))  # (G, nc, C, C)
@@ -243,8 +237,8 @@ class ChunkDeltaRule(torch.autograd.Function):
         kw = rhs[..., Dv:]  # diag(β) (K ⊙ e^b)
         if gated:
             b = g.cumsum(-1)  # (G, nc, C)
-            f = delta_rule_factors(k, q, v, beta, b, scale, want="kb kd qd")
-            kb, kd, qd, carry = f["kb"], f["kd"], f["qd"], flushed_exp(b[..., -1])[..., None, None]
+            kb, kd, qd = delta_rule_factors(k, q, v, beta, b, scale, want=("kb", "kd", "qd")).values()
+            carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
             dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before c
         else:
             kd, kb, carry = k, kw, None

@@ -294,9 +294,8 @@ def _forward_one_block(ctx: FunctionCtx, lib, q, k, v, b, S0, scale: float):
     carry = flushed_exp(b[:, :, -1:].transpose(-2, -1))  # (G, nc, D, 1)
     states, final = _carried_states(torch.matmul(kd.transpose(-2, -1), v), carry, S0)
     out = torch.matmul(q_hat, states)  # (G, nc, C, Dv) from the earlier chunks
-    A = torch.matmul(q_hat, k_hat.transpose(-2, -1)).masked_fill_(
-        _future(0, C, q.device), 0.0
-    )  # (G, nc, C, C)
+    A = torch.matmul(q_hat, k_hat.transpose(-2, -1))  # (G, nc, C, C) in-chunk scores, made causal:
+    A.masked_fill_(_future(0, C, q.device), 0.0)
     out.view(-1, C, out.shape[-1]).baddbmm_(A.view(-1, C, C), v.view(-1, C, v.shape[-1]))
     ctx.save_for_backward(q, k, v, b, carry, kd, q_hat, k_hat, states, A)
     ctx.scale = scale
