@@ -182,8 +182,8 @@ class ChunkDeltaRule(torch.autograd.Function):
     def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
-        if g is None:
-            gamma = torch.ones(C, C, dtype=q.dtype, device=q.device).tril_()  # (C, C) j <= i
+        if g is None:  # Γ is the causal mask: applied by tril_ in place, no Γ tensor
+            gamma = None
             (rhs,) = delta_rule_factors(k, q, v, beta, None, scale, want=("rhs",)).values()  # [βV, βK]
             kb, kd, carry = rhs[..., Dv:], k, None  # (G, nc, C, D)
         else:
