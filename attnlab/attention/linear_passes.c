@@ -6,6 +6,7 @@
  * of C rows, D features, Dv value columns. Compiled and loaded at run time by linear_passes.py.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -355,28 +356,46 @@ void flush_small(float *x, float flush, i64 n) {
     for (i64 i = 0; i < n; i++) x[i] = __builtin_fabsf(x[i]) < flush ? 0.0f : x[i];
 }
 
-/* Backward through M = S_M ⊙ gamma and P = S_P ⊙ gamma (R chunks of C x C): in place dM <- dM ⊙ gamma,
- * dP <- dP ⊙ gamma (the gradients of the undecayed scores), and db (R, C) = row sums minus column sums
- * of E = dM ⊙ M + dP ⊙ P (d loss / d (b_i - b_j) through gamma_ij). */
-void decay_scores_backward(float *dM, float *dP, const float *M, const float *P, const float *gamma, float *db,
-                           i64 R, i64 C) {
+/* The delta rule's in-chunk scores, backward (R chunks of C x C): M = S_M ⊙ gamma (causal) and
+ * P = diag(beta) K K^T ⊙ gamma (strictly lower), with Praw = K K^T ⊙ gamma as saved; gamma NULL: the
+ * causal mask (ungated). In place: dM <- dM ⊙ gamma (the gradient of S_M); dP <- G + G^T with
+ * G = diag(beta) dP ⊙ gamma (the gradient of K K^T, both of its factors at once). Writes d_beta (R, C)
+ * = rows of dP ⊙ Praw, and, gated, db (R, C) = row sums minus column sums of E = dM ⊙ M + dP ⊙ P
+ * (d loss / d (b_i - b_j) through gamma_ij). dP comes in strictly lower, zero elsewhere. */
+void delta_scores_backward(float *dM, float *dP, const float *M, const float *Praw, const float *gamma,
+                           const float *beta, float *db, float *d_beta, i64 R, i64 C) {
 #pragma omp parallel for schedule(static)
     for (i64 r = 0; r < R; r++) {
-        float *dbr = db + r * C;
-        for (i64 i = 0; i < C; i++) dbr[i] = 0.0f;
+        float *dbr = db ? db + r * C : NULL;
+        if (dbr)
+            for (i64 i = 0; i < C; i++) dbr[i] = 0.0f;
         for (i64 i = 0; i < C; i++) {
             i64 o = (r * C + i) * C;
-            float row = 0.0f;
-#pragma omp simd reduction(+ : row)
-            for (i64 j = 0; j < C; j++) {
-                float e = dM[o + j] * M[o + j] + dP[o + j] * P[o + j];
-                row += e;
-                dbr[j] -= e;
-                dM[o + j] *= gamma[o + j];
-                dP[o + j] *= gamma[o + j];
+            float bi = beta[r * C + i], row = 0.0f, sb = 0.0f;
+            if (gamma) {
+#pragma omp simd reduction(+ : row, sb)
+                for (i64 j = 0; j <= i; j++) {
+                    float p = dP[o + j] * Praw[o + j], e = dM[o + j] * M[o + j] + bi * p;
+                    row += e;
+                    sb += p;
+                    dbr[j] -= e;
+                    dM[o + j] *= gamma[o + j];
+                    dP[o + j] *= bi * gamma[o + j];
+                }
+                dbr[i] += row;
+            } else {
+#pragma omp simd reduction(+ : sb)
+                for (i64 j = 0; j < i; j++) {
+                    sb += dP[o + j] * Praw[o + j];
+                    dP[o + j] *= bi;
+                }
             }
-            dbr[i] += row;
+            for (i64 j = i + 1; j < C; j++) dM[o + j] = 0.0f;
+            d_beta[r * C + i] = sb;
         }
+        float *dPr = dP + r * C * C;
+        for (i64 i = 1; i < C; i++) /* G + G^T: the upper triangle mirrors the lower one */
+            for (i64 j = 0; j < i; j++) dPr[j * C + i] = dPr[i * C + j];
     }
 }
 
@@ -457,131 +476,208 @@ static void accumulate_rows(const float *A, i64 rs, i64 cs, const float *B, i64 
     }
 }
 
+/* dst (n, m) = src^T for src (m, n) row-major: the right-hand operand of a product with a transposed
+ * state, laid out for accumulate_rows. */
+static void transpose(const float *src, float *dst, i64 m, i64 n) {
+    for (i64 i = 0; i < m; i++)
+        for (i64 j = 0; j < n; j++) dst[j * m + i] = src[i * n + j];
+}
+
+/* out (m, n) = alpha A B: accumulate_rows into zeroed rows. */
+static void product_rows(const float *A, i64 rs, i64 cs, const float *B, i64 ldb, float *out, i64 m, i64 k, i64 n,
+                         float alpha) {
+    memset(out, 0, (size_t)(m * n) * sizeof(float));
+    accumulate_rows(A, rs, cs, B, ldb, out, n, m, k, n, alpha);
+}
+
+/* Ask for n floats from p into the cache ahead of their use (the chunk loops below are otherwise
+ * bound by waiting on memory: their products are small, their operands new each chunk). */
+static inline void prefetch(const float *p, i64 n) {
+    for (i64 x = 0; x < n; x += 16) __builtin_prefetch(p + x, 0, 3);
+}
+
+/* The decay factors of chunk r (R chunks of C positions, b the cumulative log decay in each chunk or NULL):
+ * eb[i] = e^{b_i}, to_end[i] = e^{b_last - b_i}, flushed below `flush` as ops/gated_linear.flushed_exp;
+ * returns the chunk's carry e^{b_last} (flushed). Ungated: all 1. */
+static float chunk_decays(const float *b, i64 r, i64 C, float flush, float *eb, float *to_end) {
+    if (!b) {
+        for (i64 i = 0; i < C; i++) eb[i] = to_end[i] = 1.0f;
+        return 1.0f;
+    }
+    const float *br = b + r * C;
+    float last = br[C - 1];
+    for (i64 i = 0; i < C; i++) {
+        float e = exp_nonpositive(br[i]), t = exp_nonpositive(last - br[i]);
+        eb[i] = e < flush ? 0.0f : e;
+        to_end[i] = t < flush ? 0.0f : t;
+    }
+    return eb[C - 1];
+}
+
+/* rows (m, n) of x: x[i, :] *= f[i] * alpha. */
+static void scale_rows(float *x, const float *f, float alpha, i64 m, i64 n) {
+    for (i64 i = 0; i < m; i++) {
+        float s = f[i] * alpha;
+#pragma omp simd
+        for (i64 j = 0; j < n; j++) x[i * n + j] *= s;
+    }
+}
+
 /* The chunked delta rule's chunk-to-chunk recurrence (ops/delta_rule.py ChunkDeltaRule), G sequences of
- * nc chunks of C positions. uw (G, nc, C, Dv + D) holds [u w] by rows: u is overwritten with
- * new = u - w S; kd (G, nc, C, D); states (G, nc, D, Dv) receives the state before each chunk; S (G, D, Dv)
- * holds the initial state and returns the final one; carry (G, nc) or NULL: the state's decay per chunk.
- * S' = carry S + kd^T new. */
-void delta_rule_forward_loop(float *uw, const float *kd, float *states, float *S, const float *carry, i64 G, i64 nc,
-                             i64 C, i64 D, i64 Dv) {
+ * nc chunks of C positions, with every product that reads or writes the carried state done while the
+ * state is in cache, and the decays applied there (so Q ⊙ e^b and K ⊙ e^{b_last - b} are never
+ * written out). uw (G, nc, C, Dv + D) holds [u w] by rows: u is overwritten with new = u - w S; k, q
+ * (G, nc, C, D); b (G, nc, C) the cumulative log decay in each chunk, NULL ungated; out (G, nc, C, Dv)
+ * receives scale (q ⊙ e^b) S (the output's part from earlier chunks); states (G, nc, D, Dv) the state
+ * before each chunk; S (G, D, Dv) holds the initial state and returns the final one:
+ *     S' = e^{b_last} S + (k ⊙ e^{b_last - b})^T new. */
+void delta_rule_forward_loop(float *uw, const float *k, const float *q, const float *b, float scale, float flush,
+                             float *out, float *states, float *S, i64 G, i64 nc, i64 C, i64 D, i64 Dv) {
     i64 row = Dv + D, DDv = D * Dv;
 #pragma omp parallel for schedule(static)
     for (i64 g = 0; g < G; g++) {
         float *Sg = S + g * DDv;
+        float *eb = (float *)malloc((size_t)(2 * C + C * Dv) * sizeof(float)), *to_end = eb + C, *tmp = eb + 2 * C;
         for (i64 c = 0; c < nc; c++) {
             i64 chunk = g * nc + c;
+            float a = chunk_decays(b, chunk, C, flush, eb, to_end);
             memcpy(states + chunk * DDv, Sg, (size_t)DDv * sizeof(float));
-            float *u = uw + chunk * C * row;
+            float *u = uw + chunk * C * row, *oc = out + chunk * C * Dv;
+            const float *kc = k + chunk * C * D;
+            if (c + 1 < nc) {
+                prefetch(u + C * row, C * row);
+                prefetch(q + (chunk + 1) * C * D, C * D);
+                prefetch(kc + C * D, C * D);
+            }
+            product_rows(q + chunk * C * D, D, 1, Sg, Dv, oc, C, D, Dv, 1.0f); /* q S */
+            scale_rows(oc, eb, scale, C, Dv);
             accumulate_rows(u + Dv, row, 1, Sg, Dv, u, row, C, D, Dv, -1.0f); /* new = u - w S */
-            if (carry) {
-                float a = carry[chunk];
+            if (b) {
 #pragma omp simd
                 for (i64 x = 0; x < DDv; x++) Sg[x] *= a;
             }
-            accumulate_rows(kd + chunk * C * D, 1, D, u, row, Sg, Dv, D, C, Dv, 1.0f); /* S += kd^T new */
+            for (i64 i = 0; i < C; i++) /* (e^{b_last - b} ⊙ new) */
+#pragma omp simd
+                for (i64 e = 0; e < Dv; e++) tmp[i * Dv + e] = to_end[i] * u[i * row + e];
+            accumulate_rows(kc, 1, D, tmp, Dv, Sg, Dv, D, C, Dv, 1.0f); /* S += k^T (to_end ⊙ new) */
         }
+        free(eb);
     }
 }
 
-/* Its backward. d_new (G, nc, C, Dv): the direct part in, the whole gradient out; dS_out (G, nc, D, Dv):
- * d loss / d S_c from chunk c's outputs, overwritten; dS_next (G, nc, D, Dv) receives d loss / d S_{c+1};
- * dS (G, D, Dv): d loss / d (final state) in, d loss / d S_0 out. w is read from uw (row stride Dv + D). */
-void delta_rule_backward_loop(float *d_new, const float *kd, const float *uw, float *dS_out, float *dS_next, float *dS,
-                              const float *carry, i64 G, i64 nc, i64 C, i64 D, i64 Dv) {
-    i64 row = Dv + D, DDv = D * Dv;
+static float dot(const float *x, const float *y, i64 n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (i64 i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+/* Its backward, chunk by chunk from the last, with dS = d loss / d S_{c+1} running (d loss / d (final
+ * state) in, d loss / d S_0 out, (G, D, Dv)), eb = e^b, to_end = e^{b_last - b}, a = e^{b_last}:
+ *     dk   = to_end ⊙ (new dS^T)                               d loss / d k through the state update
+ *     d_new += to_end ⊙ (k dS);   y = T^T d_new                  (y = d loss / d r)
+ *     dS  <- a dS + q^T (scale eb ⊙ d_out) - w^T d_new         (d loss / d S_c)
+ *     d_q  = scale eb ⊙ (d_out S_c^T);   d_kb = eb ⊙ (-y S_c^T)  (d_kb: through Kw = β K ⊙ e^b, over β)
+ * and, gated (b not NULL), d loss / d b from these: db_rows (G, nc, C) = d_qd.qd + d_kw.kw - d_kd.kd
+ * per position (d_qd = d_out S^T, qd = scale q eb, d_kw = -y S^T, kw = β k eb, d_kd = new dS^T,
+ * kd = k to_end) and db_last (G, nc) = a <S_c, dS_{c+1}> + sum of d_kd.kd over the chunk (the terms
+ * through b_last). d_new (G, nc, C, Dv): the in-chunk part in, the whole gradient out; T (G, nc, C, C)
+ * read with element strides (t_rs, t_cs), so a column-major T (torch.linalg.solve_triangular's) is
+ * read as it lies; beta (G, nc, C); y (G, nc, C, Dv) and d_q, d_kb, dk (G, nc, C, D) overwritten. */
+void delta_rule_backward_loop(float *d_new, const float *k, const float *q, const float *uw, const float *T, i64 t_rs,
+                              i64 t_cs, const float *b, const float *beta, float scale, float flush,
+                              const float *d_out, const float *states, float *y, float *d_q, float *d_kb, float *dk,
+                              float *db_rows, float *db_last, float *dS, i64 G, i64 nc, i64 C, i64 D, i64 Dv) {
+    i64 row = Dv + D, DDv = D * Dv, wide = D > Dv ? D : Dv;
 #pragma omp parallel for schedule(static)
     for (i64 g = 0; g < G; g++) {
         float *dSg = dS + g * DDv;
+        float *eb = (float *)malloc((size_t)(2 * C + C * wide + DDv) * sizeof(float));
+        float *to_end = eb + C, *tmp = eb + 2 * C, *transposed = tmp + C * wide; /* (C, D|Dv); (Dv, D) */
         for (i64 c = nc - 1; c >= 0; c--) {
             i64 chunk = g * nc + c;
-            memcpy(dS_next + chunk * DDv, dSg, (size_t)DDv * sizeof(float));
-            float *dn = d_new + chunk * C * Dv, *dSc = dS_out + chunk * DDv;
-            accumulate_rows(kd + chunk * C * D, D, 1, dSg, Dv, dn, Dv, C, D, Dv, 1.0f); /* d new += kd dS' */
-            accumulate_rows(uw + chunk * C * row + Dv, 1, row, dn, Dv, dSc, Dv, D, C, Dv, -1.0f); /* -= w^T d new */
-            float a = carry ? carry[chunk] : 1.0f;
-#pragma omp simd
-            for (i64 x = 0; x < DDv; x++) dSg[x] = dSc[x] + a * dSg[x];
-        }
-    }
-}
-
-/* The chunked delta rule's per-position factors (ops/delta_rule.py), R = G nc chunks of C positions, k, q
- * (R C, D), v (R C, Dv), beta (R C), b (R C) the cumulative log decay in each chunk or NULL (ungated).
- * Writes, each where its pointer is not NULL: rhs (R C, Dv + D) = [beta v, beta k e^b]; kb = beta k;
- * kd = k e^{b_last - b}; qd = scale q e^b. The decay factors are flushed below `flush`, as flushed_exp. */
-void delta_rule_factors(const float *k, const float *q, const float *v, const float *beta, const float *b, float *rhs,
-                        float *kb, float *kd, float *qd, float scale, float flush, i64 R, i64 C, i64 D, i64 Dv) {
-#pragma omp parallel for schedule(static)
-    for (i64 r = 0; r < R; r++) {
-        float last = b ? b[r * C + C - 1] : 0.0f;
-        for (i64 i = 0; i < C; i++) {
-            i64 t = r * C + i;
-            float bt = beta[t], eb = 1.0f, to_end = 1.0f;
+            float a = chunk_decays(b, chunk, C, flush, eb, to_end);
+            const float *Sc = states + chunk * DDv, *u = uw + chunk * C * row, *kc = k + chunk * C * D;
+            const float *qc = q + chunk * C * D, *doc = d_out + chunk * C * Dv, *bc = beta + chunk * C;
+            float *dn = d_new + chunk * C * Dv, *yc = y + chunk * C * Dv, *dqc = d_q + chunk * C * D;
+            float *dkbc = d_kb + chunk * C * D, *dkc = dk + chunk * C * D;
+            if (c > 0) { /* the previous chunk's operands, while this one computes */
+                prefetch(Sc - DDv, DDv);
+                prefetch(u - C * row, C * row);
+                prefetch(kc - C * D, C * D);
+                prefetch(qc - C * D, C * D);
+                prefetch(dn - C * Dv, C * Dv);
+                prefetch(doc - C * Dv, C * Dv);
+                prefetch(T + (chunk - 1) * C * C, C * C);
+            }
+            float through_end = 0.0f, *dbr = b ? db_rows + chunk * C : NULL;
+            transpose(dSg, transposed, D, Dv);
+            product_rows(u, row, 1, transposed, D, dkc, C, Dv, D, 1.0f); /* d_kd = new dS^T */
             if (b) {
-                eb = exp_nonpositive(b[t]);
-                eb = eb < flush ? 0.0f : eb;
-                to_end = exp_nonpositive(last - b[t]);
-                to_end = to_end < flush ? 0.0f : to_end;
+                for (i64 i = 0; i < C; i++) {
+                    float e = to_end[i] * dot(dkc + i * D, kc + i * D, D); /* d_kd.kd */
+                    dbr[i] = -e;
+                    through_end += e;
+                }
+                db_last[chunk] = through_end + a * dot(Sc, dSg, DDv);
             }
-            const float *kt = k + t * D;
-            if (rhs) {
-                float *row = rhs + t * (Dv + D);
-                const float *vt = v + t * Dv;
-                float kw = bt * eb;
+            scale_rows(dkc, to_end, 1.0f, C, D);
+            product_rows(kc, D, 1, dSg, Dv, tmp, C, D, Dv, 1.0f); /* k dS */
+            for (i64 i = 0; i < C; i++)
 #pragma omp simd
-                for (i64 e = 0; e < Dv; e++) row[e] = bt * vt[e];
+                for (i64 e = 0; e < Dv; e++) dn[i * Dv + e] += to_end[i] * tmp[i * Dv + e];
+            product_rows(T + chunk * C * C, t_cs, t_rs, dn, Dv, yc, C, C, Dv, 1.0f); /* y = T^T d new */
+            if (b) {
 #pragma omp simd
-                for (i64 d = 0; d < D; d++) row[Dv + d] = kw * kt[d];
+                for (i64 x = 0; x < DDv; x++) dSg[x] *= a;
             }
-            if (kb) {
+            for (i64 i = 0; i < C; i++) /* scale eb ⊙ d_out */
 #pragma omp simd
-                for (i64 d = 0; d < D; d++) kb[t * D + d] = bt * kt[d];
-            }
-            if (kd) {
-#pragma omp simd
-                for (i64 d = 0; d < D; d++) kd[t * D + d] = to_end * kt[d];
-            }
-            if (qd) {
-                float f = scale * eb;
-                const float *qt = q + t * D;
-#pragma omp simd
-                for (i64 d = 0; d < D; d++) qd[t * D + d] = f * qt[d];
-            }
+                for (i64 e = 0; e < Dv; e++) tmp[i * Dv + e] = scale * eb[i] * doc[i * Dv + e];
+            accumulate_rows(qc, 1, D, tmp, Dv, dSg, Dv, D, C, Dv, 1.0f); /* += q^T (scale eb ⊙ d_out) */
+            accumulate_rows(u + Dv, 1, row, dn, Dv, dSg, Dv, D, C, Dv, -1.0f); /* -= w^T d new */
+            transpose(Sc, transposed, D, Dv);
+            product_rows(doc, Dv, 1, transposed, D, dqc, C, Dv, D, 1.0f); /* d_qd = d_out S^T */
+            product_rows(yc, Dv, 1, transposed, D, dkbc, C, Dv, D, -1.0f); /* d_kw = -y S^T */
+            if (b)
+                for (i64 i = 0; i < C; i++)
+                    dbr[i] += eb[i] * (scale * dot(dqc + i * D, qc + i * D, D) + bc[i] * dot(dkbc + i * D, kc + i * D, D));
+            scale_rows(dqc, eb, scale, C, D);
+            scale_rows(dkbc, eb, 1.0f, C, D);
         }
+        free(eb);
     }
 }
 
-/* The chunked delta rule's last elementwise step of the backward, n positions (ops/delta_rule.py).
- * Gated (d_qd not NULL): d_q += scale eb d_qd, d_kb += eb d_kw, dk += to_end d_kd, db += d_qd.qd + d_kw.kw
- * - d_kd.kd, e_kd = d_kd.kd (eb = e^b, to_end = e^{b_last - b}, flushed, from b and the chunk length C).
- * Then always: dk += beta d_kb, dv = beta y, d_beta = y.v + d_kb.k. */
-void delta_rule_grad_epilogue(float *dk, float *d_kb, float *d_q, float *dv, float *d_beta, float *db, float *e_kd,
-                              const float *y, const float *v, const float *k, const float *beta, const float *d_qd,
-                              const float *d_kw, const float *d_kd, const float *qd, const float *kw, const float *kd,
-                              const float *b, float scale, float flush, i64 n, i64 C, i64 D, i64 Dv) {
+/* The chunked delta rule's right-hand sides (ops/delta_rule.py delta_rule_rhs), R = G nc chunks of C
+ * positions, k (R C, D), v (R C, Dv), beta (R C), b (R C) the cumulative log decay in each chunk or NULL
+ * (ungated): rhs (R C, Dv + D) = [beta v, beta k e^b], e^b flushed below `flush` as flushed_exp. */
+void delta_rule_rhs(const float *k, const float *v, const float *beta, const float *b, float *rhs, float flush, i64 R,
+                    i64 C, i64 D, i64 Dv) {
+#pragma omp parallel for schedule(static)
+    for (i64 t = 0; t < R * C; t++) {
+        float bt = beta[t], eb = 1.0f;
+        if (b) {
+            eb = exp_nonpositive(b[t]);
+            eb = eb < flush ? 0.0f : eb;
+        }
+        float *row = rhs + t * (Dv + D), kw = bt * eb;
+        const float *vt = v + t * Dv, *kt = k + t * D;
+#pragma omp simd
+        for (i64 e = 0; e < Dv; e++) row[e] = bt * vt[e];
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) row[Dv + d] = kw * kt[d];
+    }
+}
+
+/* The chunked delta rule's last elementwise step of the backward, n positions (ops/delta_rule.py):
+ * dk += beta d_kb, dv = beta y, d_beta += y.v + d_kb.k. */
+void delta_rule_grad_epilogue(float *dk, const float *d_kb, float *dv, float *d_beta, const float *y, const float *v,
+                              const float *k, const float *beta, i64 n, i64 D, i64 Dv) {
 #pragma omp parallel for schedule(static)
     for (i64 t = 0; t < n; t++) {
-        float *dkt = dk + t * D, *dkbt = d_kb + t * D, bt = beta[t];
-        const float *kt = k + t * D;
-        if (d_qd) {
-            float eb = exp_nonpositive(b[t]), to_end = exp_nonpositive(b[(t / C) * C + C - 1] - b[t]);
-            eb = eb < flush ? 0.0f : eb;
-            to_end = to_end < flush ? 0.0f : to_end;
-            const float *gq = d_qd + t * D, *gw = d_kw + t * D, *gd = d_kd + t * D;
-            const float *qdt = qd + t * D, *kwt = kw + t * (D + Dv) + Dv, *kdt = kd + t * D;
-            float *dqt = d_q + t * D, s = 0.0f, s_kd = 0.0f, f = scale * eb;
-#pragma omp simd reduction(+ : s, s_kd)
-            for (i64 d = 0; d < D; d++) {
-                dqt[d] += f * gq[d];
-                dkbt[d] += eb * gw[d];
-                dkt[d] += to_end * gd[d];
-                s += gq[d] * qdt[d] + gw[d] * kwt[d];
-                s_kd += gd[d] * kdt[d];
-            }
-            db[t] += s - s_kd;
-            e_kd[t] = s_kd;
-        }
-        float sb = 0.0f, sy = 0.0f;
+        float *dkt = dk + t * D, bt = beta[t], sb = 0.0f, sy = 0.0f;
+        const float *dkbt = d_kb + t * D, *kt = k + t * D;
 #pragma omp simd reduction(+ : sb)
         for (i64 d = 0; d < D; d++) {
             dkt[d] += bt * dkbt[d];
@@ -594,7 +690,7 @@ void delta_rule_grad_epilogue(float *dk, float *d_kb, float *d_q, float *dv, flo
             dvt[e] = bt * yt[e];
             sy += yt[e] * vt[e];
         }
-        d_beta[t] = sy + sb;
+        d_beta[t] += sy + sb;
     }
 }
 

@@ -216,22 +216,30 @@ def test_glas_log_decay_gate_is_the_same_with_either_passes(torch_passes, temper
 
 
 @requires_c
-def test_the_gated_delta_rules_decay_passes_are_the_same_with_either_passes(torch_passes):
+@pytest.mark.parametrize("gated", [False, True])
+def test_the_delta_rules_score_passes_are_the_same_with_either_passes(torch_passes, gated):
     """ops/delta_rule: the in-chunk decay matrix (flushed, masked), the flush of small entries, and the
-    backward through the decays (gradients of the undecayed scores, d loss / d b)."""
+    backward through the in-chunk scores (gradients of Q Kᵀ and, symmetrised, K Kᵀ; d loss / d β and,
+    gated, d loss / d b), gated or with the causal mask alone."""
     g = -torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(17)) * 12  # steep enough to flush
     b = g.cumsum(-1)
+    beta = torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(23))
     x = randn(3, 4, 16, 16, seed=18) * torch.logspace(-30, 0, 16)  # entries down to ~1e-30
-    dM, dP, M, P = (randn(3, 4, 16, 16, seed=s) for s in range(19, 23))
+    dM, dP, M, P_raw = (randn(3, 4, 16, 16, seed=s) for s in range(19, 23))
+    dP = dP.tril(-1)  # as ChunkDeltaRule makes it
 
     def run():
         gamma = delta_rule.decay_matrix(b)
+        mask = gamma if gated else torch.ones(16, 16).tril()
         d = dM.clone(), dP.clone()
-        db = delta_rule.decay_scores_backward_(*d, M * gamma, P * gamma, gamma)
-        return gamma, delta_rule.flush_small_(x.clone()), *d, db
+        d_beta, db = delta_rule.delta_scores_backward_(
+            *d, M * mask, P_raw * mask, gamma if gated else None, beta
+        )
+        return gamma, delta_rule.flush_small_(x.clone()), *d, d_beta, *([db] if gated else [])
 
     fused = run()
     assert (fused[0] == 0).sum() > 3 * 4 * (16 * 15 // 2) + 100  # the upper triangle, and flushed decays
+    assert torch.equal(fused[3], fused[3].mT) and not fused[3].diagonal(dim1=-2, dim2=-1).any()  # G + Gᵀ
     torch_passes()
     for a, b_ in zip(fused, run(), strict=True):
         torch.testing.assert_close(a, b_, rtol=3e-6, atol=1e-6)

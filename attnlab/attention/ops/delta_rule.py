@@ -69,95 +69,80 @@ def flush_small_(x: Tensor) -> Tensor:
     return x.masked_fill_(x.abs() < FLUSH_BELOW, 0.0)
 
 
-def delta_rule_factors(
-    k: Tensor, q: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, scale: float, *, want: tuple[str, ...]
-) -> dict[str, Tensor]:
-    """The per-position factors of ChunkDeltaRule named in `want`, in that order:
-    rhs (G, nc, C, Dv + D) = [βV, β K ⊙ e^b], kb = β K, kd = K ⊙ e^{b_last - b}, qd = scale Q ⊙ e^b;
-    b (G, nc, C) the cumulative log decay (None: ungated, only rhs and kb). One pass in C for float32
-    on CPU (PyTorch: one or two per factor)."""
+def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None) -> Tensor:
+    """ChunkDeltaRule's right-hand sides [βV, Kw] (G, nc, C, Dv + D), Kw = β K ⊙ e^b (b (G, nc, C) the
+    cumulative log decay, flushed as flushed_exp; None: ungated, Kw = β K). One pass in C for float32
+    on CPU (PyTorch: two or three)."""
     G, nc, C, D = k.shape
     Dv = v.shape[-1]
-    out = {n: (k.new_empty(G, nc, C, Dv + D) if n == "rhs" else torch.empty_like(k)) for n in want}
-    lib = passes._fused(k, q, v, beta, b)
+    rhs = k.new_empty(G, nc, C, Dv + D)
+    lib = passes._fused(k, v, beta, b)
     if lib is not None:
-        ptrs = [passes._ptr(t) for t in (k, q, v, beta, b)] + [
-            passes._ptr(out.get(n)) for n in ("rhs", "kb", "kd", "qd")
-        ]
-        lib.delta_rule_factors(*ptrs, scale, FLUSH_BELOW, G * nc, C, D, Dv)
-        return out
-    eb = None if b is None else flushed_exp(b)[..., None]  # (G, nc, C, 1)
-    if "kb" in out:
-        torch.mul(k, beta[..., None], out=out["kb"])
-    if "rhs" in out:
-        torch.mul(v, beta[..., None], out=out["rhs"][..., :Dv])
-        kb = out["kb"] if "kb" in out else k * beta[..., None]
-        torch.mul(kb, 1.0 if eb is None else eb, out=out["rhs"][..., Dv:])
-    if "kd" in out:
-        torch.mul(k, flushed_exp(b[..., -1:] - b)[..., None], out=out["kd"])
-    if "qd" in out:
-        torch.mul(q, eb * scale, out=out["qd"])
-    return out
+        ptrs = (passes._ptr(t) for t in (k, v, beta, b, rhs))
+        lib.delta_rule_rhs(*ptrs, FLUSH_BELOW, G * nc, C, D, Dv)
+        return rhs
+    torch.mul(v, beta[..., None], out=rhs[..., :Dv])
+    torch.mul(
+        k, beta[..., None] if b is None else beta[..., None] * flushed_exp(b)[..., None], out=rhs[..., Dv:]
+    )
+    return rhs
+
+
+def _decayed_qk(k: Tensor, q: Tensor, b: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """The PyTorch loops' kd = K ⊙ e^{b_last - b} and qd = scale Q ⊙ e^b (the C loops apply the decays
+    in place of writing these)."""
+    return k * flushed_exp(b[..., -1:] - b)[..., None], q * (flushed_exp(b)[..., None] * scale)
 
 
 def delta_rule_grad_epilogue_(
-    dk: Tensor,
-    d_kb: Tensor,
-    d_q: Tensor,
-    y: Tensor,
-    v: Tensor,
-    k: Tensor,
-    beta: Tensor,
-    *,
-    scale: float,
-    gated: tuple[Tensor, ...] | None,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """ChunkDeltaRule's last elementwise step: -> dv, d_beta, and (gated) e_kd = Σ d kd ⊙ kd per position.
-    Gated, with gated = (d_qd, d_kw, d_kd, qd, rhs, kd, b, db): first the gradients through e^b and
-    e^{b_last - b} are added into d_q, d_kb and dk, and db gains Σ d_qd ⊙ qd + Σ d_kw ⊙ kw - e_kd
-    (in place). Then dk += β d_kb, dv = β y, d_beta = Σ y ⊙ v + Σ d_kb ⊙ k. One pass in C for float32
-    on CPU (PyTorch: about ten)."""
-    G, nc, C, D = k.shape
-    Dv = v.shape[-1]
-    dv, d_beta = torch.empty_like(y), beta.new_empty(beta.shape)
-    e_kd = None if gated is None else beta.new_empty(beta.shape)
-    lib = passes._fused(dk, d_kb, d_q, y, v, k, beta, *(gated or ()))
+    dk: Tensor, d_kb: Tensor, d_beta: Tensor, y: Tensor, v: Tensor, k: Tensor, beta: Tensor
+) -> Tensor:
+    """ChunkDeltaRule's last elementwise step, through r = diag(β) V - diag(β) (K ⊙ e^b) S and the
+    in-chunk βK: dk += β d_kb, d_beta += Σ y ⊙ v + Σ d_kb ⊙ k (in place); -> dv = β y. One pass in C
+    for float32 on CPU (PyTorch: about five)."""
+    dv = torch.empty_like(y)
+    lib = passes._fused(dk, d_kb, d_beta, y, v, k, beta)
     if lib is not None:
-        d_qd, d_kw, d_kd, qd, rhs, kd, b, db = gated or (None,) * 8
-        tensors = (dk, d_kb, d_q, dv, d_beta, db, e_kd, y, v, k, beta, d_qd, d_kw, d_kd, qd, rhs, kd, b)
+        tensors = (dk, d_kb, dv, d_beta, y, v, k, beta)
         lib.delta_rule_grad_epilogue(
-            *(passes._ptr(t) for t in tensors), scale, FLUSH_BELOW, G * nc * C, C, D, Dv
+            *(passes._ptr(t) for t in tensors), beta.numel(), k.shape[-1], v.shape[-1]
         )
-        return dv, d_beta, e_kd
-    if gated is not None:
-        d_qd, d_kw, d_kd, qd, rhs, kd, b, db = gated
-        eb = flushed_exp(b)[..., None]  # (G, nc, C, 1)
-        d_q.addcmul_(d_qd, eb, value=scale)
-        d_kb.addcmul_(d_kw, eb)
-        dk.addcmul_(d_kd, flushed_exp(b[..., -1:] - b)[..., None])
-        torch.linalg.vecdot(d_kd, kd, out=e_kd)
-        db += torch.linalg.vecdot(d_qd, qd) + torch.linalg.vecdot(d_kw, rhs[..., Dv:]) - e_kd
+        return dv
     dk.addcmul_(d_kb, beta[..., None])
     torch.mul(y, beta[..., None], out=dv)
-    torch.linalg.vecdot(y, v, out=d_beta).add_(torch.linalg.vecdot(d_kb, k))
-    return dv, d_beta, e_kd
+    d_beta += torch.linalg.vecdot(y, v) + torch.linalg.vecdot(d_kb, k)
+    return dv
 
 
-def decay_scores_backward_(dM: Tensor, dP: Tensor, M: Tensor, P: Tensor, gamma: Tensor) -> Tensor:
-    """Through M = M_raw ⊙ Γ and P = P_raw ⊙ Γ (G, nc, C, C): dM, dP become the gradients of M_raw,
-    P_raw in place; returns d loss / d b (G, nc, C) through Γ_ij = e^{b_i - b_j}: the row sums minus
-    the column sums of E = dM ⊙ M + dP ⊙ P (one pass in C; PyTorch: seven)."""
-    lib = passes._fused(dM, dP, M, P, gamma)
+def delta_scores_backward_(
+    dM: Tensor, dP: Tensor, M: Tensor, P_raw: Tensor, gamma: Tensor | None, beta: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """Through the in-chunk scores (G, nc, C, C) M = M_raw ⊙ Γ (causal) and P = diag(β) K Kᵀ ⊙ Γ
+    (strictly lower), P_raw = K Kᵀ ⊙ Γ as saved; gamma None: Γ is the causal mask. In place, dM
+    becomes the gradient of M_raw and dP (strictly lower on entry) that of K Kᵀ, G + Gᵀ with
+    G = diag(β) dP ⊙ Γ (so dK gains one product, dP K, for both of Kᵀ's factors). Returns d_beta
+    (G, nc, C) = the rows of dP ⊙ P_raw, and, gated, d loss / d b through Γ_ij = e^{b_i - b_j}: the row
+    sums minus the column sums of E = dM ⊙ M + dP ⊙ P (one pass in C; PyTorch: about eight)."""
+    G, nc, C = M.shape[:3]
+    d_beta = beta.new_empty(beta.shape)
+    db = None if gamma is None else beta.new_empty(beta.shape)
+    lib = passes._fused(dM, dP, M, P_raw, gamma, beta)
     if lib is not None:
-        G, nc, C = M.shape[:3]
-        db = M.new_empty(G, nc, C)
-        lib.decay_scores_backward(*(passes._ptr(t) for t in (dM, dP, M, P, gamma, db)), G * nc, C)
-        return db
-    E = (dM * M).addcmul_(dP, P)
-    db = E.sum(-1) - E.sum(-2)
-    dM.mul_(gamma)
-    dP.mul_(gamma)
-    return db
+        lib.delta_scores_backward(
+            *(passes._ptr(t) for t in (dM, dP, M, P_raw, gamma, beta, db, d_beta)), G * nc, C
+        )
+        return d_beta, db
+    torch.linalg.vecdot(dP, P_raw, out=d_beta)
+    dP.mul_(beta[..., None])  # G (before Γ)
+    if gamma is None:
+        dM.tril_()
+    else:
+        E = (dM * M).addcmul_(dP, P_raw)
+        torch.sub(E.sum(-1), E.sum(-2), out=db)
+        dM.mul_(gamma)
+        dP.mul_(gamma)
+    dP.add_(dP.mT.clone())  # G + Gᵀ: G is strictly lower
+    return d_beta, db
 
 
 class ChunkDeltaRule(torch.autograd.Function):
@@ -173,127 +158,159 @@ class ChunkDeltaRule(torch.autograd.Function):
 
     computed as u - w S with [u w] = T [diag(β) V, Kw] batched over all chunks. Backward, with
     y = Tᵀ d new = d r: d(Kw) = -y Sᵀ and dA = -y newᵀ (dA = -A⁻ᵀ d new newᵀ), three C x C x Dv-sized
-    products where differentiating u and w separately takes five. Every product that needs no
-    recurrence is one batched product over all chunks (G·nc matrices); only the state's
-    chunk-to-chunk update is a loop (two products per chunk each way). T = A⁻¹ is one batched
-    triangular solve. Exponents are all <= 0."""
+    products where differentiating u and w separately takes five; and the gradient of K Kᵀ taken
+    symmetric, so both of its factors come from one product. Every product that needs no recurrence
+    is one batched product over all chunks (G·nc matrices); the chunk-to-chunk recurrence is a loop
+    that also does every product reading a state (three per chunk forward, seven backward), with the
+    decays applied there (in C on CPU: ops/c_loops.py). T = A⁻¹ is one batched triangular solve.
+    Exponents are all <= 0."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
-        if g is None:  # Γ is the causal mask: applied by tril_ in place, no Γ tensor
-            gamma = None
-            (rhs,) = delta_rule_factors(k, q, v, beta, None, scale, want=("rhs",)).values()  # [βV, βK]
-            kb, kd, carry = rhs[..., Dv:], k, None  # (G, nc, C, D)
-        else:
-            b = g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
-            gamma = decay_matrix(b)  # (G, nc, C, C)
-            # kd: decayed from j (exclusive) to the chunk end; qd: from the chunk start to i
-            rhs, kb, kd, qd = delta_rule_factors(
-                k, q, v, beta, b, scale, want=("rhs", "kb", "kd", "qd")
-            ).values()
-            carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
-        # Unit lower-triangular A = I + strict_lower(diag(β) K Kᵀ ⊙ Γ) (the diagonal is not read).
-        P = torch.matmul(kb, k.transpose(-2, -1))  # (G, nc, C, C)
-        if g is not None:  # (ungated: the solve reads the strict lower triangle only)
-            P.mul_(gamma)
+        b = None if g is None else g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
+        gamma = None if b is None else decay_matrix(b)  # (G, nc, C, C); ungated: the causal mask, by tril_
+        rhs = delta_rule_rhs(k, v, beta, b)  # (G, nc, C, Dv + D) [βV, Kw]
+        # Unit lower-triangular A = I + strict_lower(P), P = diag(β) P_raw, P_raw = K Kᵀ ⊙ Γ (saved); the
+        # solve reads the strict lower triangle only (ungated: no mask needed).
+        P_raw = torch.matmul(k, k.transpose(-2, -1))  # (G, nc, C, C)
+        if gamma is not None:
+            P_raw.mul_(gamma)
+        P = P_raw * beta[..., None]
         eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(G, nc, C, C)
         T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
-        if g is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
+        if gamma is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
             flush_small_(T)
         uw = torch.matmul(T, rhs)  # (G, nc, C, Dv + D) [u w] = T [βV, Kw]
-        new, w = uw[..., :Dv], uw[..., Dv:]  # u, overwritten chunk by chunk with new = u - w S
-        kdt = kd.transpose(-2, -1)  # (G, nc, D, C)
-        states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c (the final one: S)
-        if passes._fused(uw, kd, S0, carry) is not None:  # the loop in C: no library call per small product
-            S = S0.clone(memory_format=torch.contiguous_format)
-            c_loops.delta_rule_forward_loop(uw, kd, states, S, None if carry is None else carry.view(G, nc))
+        states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c
+        # The chunk-to-chunk loop: u becomes new = u - w S; out = scale (Q ⊙ e^b) S_c (the earlier chunks')
+        if passes._fused(uw, k, q, b, S0) is not None:  # in C, each state's products while in cache
+            S = S0.clone(memory_format=torch.contiguous_format)  # the final state, in place
+            out = torch.empty_like(v)
+            c_loops.delta_rule_forward_loop(uw, k, q, b, scale, out, states, S)
         else:
-            S = S0
-            per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kdt.unbind(1), strict=True)
-            for c, (state_c, new_c, w_c, kdt_c) in enumerate(per_chunk):  # views of chunk c
-                state_c.copy_(S)
-                new_c.baddbmm_(w_c, S, alpha=-1.0)  # (G, C, Dv) in place of u_c
-                S = torch.baddbmm(S if carry is None else S * carry[:, c], kdt_c, new_c)  # (G, D, Dv)
+            S, out = _recurrence_forward(uw, k, q, b, scale, states, S0)
         M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
-        M.mul_(gamma) if g is not None else M.tril_()
-        out = scaled_bmm(q, states, scale) if g is None else torch.matmul(qd, states)  # from earlier chunks
-        add_bmm_(out, M, new)
-        ctx.save_for_backward(q, k, v, beta, g, gamma, None if g is None else P, T, rhs, uw, states, M)
+        M.mul_(gamma) if gamma is not None else M.tril_()
+        add_bmm_(out, M, uw[..., :Dv])
+        ctx.save_for_backward(q, k, v, beta, b, gamma, P_raw, T, uw, states, M)
         ctx.scale = scale
         return out, S
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor):
-        q, k, v, beta, g, gamma, P, T, rhs, uw, states, M = ctx.saved_tensors
+        q, k, v, beta, b, gamma, P_raw, T, uw, states, M = ctx.saved_tensors
         scale = ctx.scale
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
-        new, w = uw[..., :Dv], uw[..., Dv:]
-        gated = g is not None
+        new = uw[..., :Dv]
         d_out = d_out.contiguous()
-        kw = rhs[..., Dv:]  # diag(β) (K ⊙ e^b)
-        if gated:
-            b = g.cumsum(-1)  # (G, nc, C)
-            kb, kd, qd = delta_rule_factors(k, q, v, beta, b, scale, want=("kb", "kd", "qd")).values()
-            carry = flushed_exp(b[..., -1])[..., None, None]  # (G, nc, 1, 1)
-            dS_out = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) into the state before c
-        else:
-            kd, kb, carry = k, kw, None
-            dS_out = scaled_bmm(q.transpose(-2, -1), d_out, scale)
         # out = scale (Q ⊙ e^b) S_c + M new
         dM = torch.matmul(d_out, new.transpose(-2, -1))  # (G, nc, C, C)
-        d_new = torch.matmul(M.transpose(-2, -1), d_out)  # (G, nc, C, Dv)
-        # The chunk-to-chunk recurrence, backwards: S_{c+1} = a_c S_c + kdᵀ new_c, new_c = u_c - w_c S_c.
-        # d new and dS_out are ours: the carried terms are added into their slots in place.
-        dS_next = torch.empty_like(states)  # slot c: d loss / d S_{c+1}
+        d_new = torch.matmul(M.transpose(-2, -1), d_out)  # (G, nc, C, Dv): the in-chunk part
         dS = (
             torch.zeros(G, D, Dv, dtype=q.dtype, device=q.device)
             if d_final is None
             else d_final.clone(memory_format=torch.contiguous_format)
         )  # d loss / d S, from the final state back to S_0, in place
-        if passes._fused(d_new, kd, uw, dS_out, dS, carry) is not None:  # the loop in C
-            carry_c = None if carry is None else carry.view(G, nc)
-            c_loops.delta_rule_backward_loop(d_new, kd, uw, dS_out, dS_next, dS, carry_c)
+        # The chunk-to-chunk recurrence backwards (c_loops.delta_rule_backward_loop's contract): d_new
+        # gains its carried part; y = Tᵀ d new = d loss / d r; d_q, d_kb, dk get the state's terms; gated,
+        # db_rows and db_last the terms of d loss / d b that go through the state.
+        y, (d_q, d_kb, dk) = torch.empty_like(d_new), (torch.empty_like(k) for _ in range(3))
+        db_rows, db_last = (None, None) if b is None else (torch.empty_like(b), b.new_empty(G, nc))
+        grads = (y, d_q, d_kb, dk, db_rows, db_last)
+        T_lies = T if T.is_contiguous() else T.mT  # solve_triangular's T is column-major
+        if passes._fused(d_new, k, q, uw, T_lies, b, beta, d_out, states, dS) is not None:
+            c_loops.delta_rule_backward_loop(d_new, k, q, uw, T, b, beta, scale, d_out, states, *grads, dS)
         else:
-            per_chunk = list(zip(*(t.unbind(1) for t in (dS_next, d_new, dS_out, kd, w.transpose(-2, -1)))))
-            for c in range(nc - 1, -1, -1):
-                dS_next_c, d_new_c, dS_c, kd_c, wt_c = per_chunk[c]  # views of chunk c
-                dS_next_c.copy_(dS)
-                d_new_c.baddbmm_(kd_c, dS)  # (G, C, Dv)
-                dS_c.baddbmm_(wt_c, d_new_c, alpha=-1.0)  # (G, D, Dv)
-                dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c])
-        y = torch.matmul(T.transpose(-2, -1), d_new)  # (G, nc, C, Dv) d loss / d r, r = βV - Kw S
+            dS = _recurrence_backward(d_new, k, q, uw, T, b, beta, scale, d_out, states, grads, dS)
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
-        # M = scale (Q Kᵀ) ⊙ Γ and P = (diag(β) K Kᵀ) ⊙ Γ; d Kw = -y Sᵀ, d kd = new dS_nextᵀ
-        if gated:  # d loss / d b through Γ; dM, dP become the gradients of the undecayed scores
-            db = decay_scores_backward_(dM, dP, M, P, gamma)
-        else:  # Γ is the causal mask (dP is masked already)
-            dM.tril_()
-        d_q = scaled_bmm(dM, k, scale)  # (G, nc, C, D)
-        dk = scaled_bmm(dM.transpose(-2, -1), q, scale)
-        add_bmm_(dk, dP.transpose(-2, -1), kb)
-        d_kb = torch.matmul(dP, k)  # (G, nc, C, D)
-        if gated:
-            d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D) d loss / d (scale Q ⊙ e^b)
-            d_kw = torch.matmul(y, states.transpose(-2, -1)).neg_()  # (G, nc, C, D)
-            d_kd = torch.matmul(new, dS_next.transpose(-2, -1))  # (G, nc, C, D)
-            # through e^b (in Q and Kw) and kd; then the carry and cumsum(g)
-            dv, d_beta, e_kd = delta_rule_grad_epilogue_(
-                dk, d_kb, d_q, y, v, k, beta, scale=scale, gated=(d_qd, d_kw, d_kd, qd, rhs, kd, b, db)
-            )
-            through_carry = torch.linalg.vecdot(states.flatten(-2), dS_next.flatten(-2)) * carry[..., 0, 0]
-            db[..., -1] += e_kd.sum(-1) + through_carry
+        # M = scale (Q Kᵀ) ⊙ Γ and P = diag(β) K Kᵀ ⊙ Γ: dM, dP become the gradients of Q Kᵀ and K Kᵀ
+        d_beta, db = delta_scores_backward_(dM, dP, M, P_raw, gamma, beta)
+        add_bmm_(d_q, dM, k, scale)
+        add_bmm_(dk, dM.transpose(-2, -1), q, scale)
+        add_bmm_(dk, dP, k)
+        dv = delta_rule_grad_epilogue_(dk, d_kb, d_beta, y, v, k, beta)
+        dg = None
+        if db is not None:
+            db += db_rows
+            db[..., -1] += db_last
             dg = db.flip(-1).cumsum(-1).flip(-1)  # b = cumsum(g) within the chunk
-        else:  # the same terms, accumulated by the products themselves
-            add_bmm_(d_q, d_out, states.transpose(-2, -1), alpha=scale)
-            add_bmm_(d_kb, y, states.transpose(-2, -1), alpha=-1.0)
-            add_bmm_(dk, new, dS_next.transpose(-2, -1))
-            dg = None
-            dv, d_beta, _ = delta_rule_grad_epilogue_(dk, d_kb, d_q, y, v, k, beta, scale=scale, gated=None)
         return d_q, dk, dv, d_beta, dg, dS, None
+
+
+def _recurrence_forward(
+    uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, states: Tensor, S: Tensor
+) -> tuple[Tensor, Tensor]:
+    """ChunkDeltaRule's chunk-to-chunk recurrence in PyTorch (the C loop's fallback, same contract:
+    c_loops.delta_rule_forward_loop): u in uw becomes new = u - w S, states receives the state before
+    each chunk; -> the final state, and scale (Q ⊙ e^b) S_c for every chunk."""
+    Dv = states.shape[-1]
+    new, w = uw[..., :Dv], uw[..., Dv:]
+    if b is None:
+        kd, qd, carry = k, q, None
+    else:
+        kd, qd = _decayed_qk(k, q, b, scale)
+        carry = flushed_exp(b[..., -1])  # (G, nc) the state's decay over each chunk
+    per_chunk = zip(states.unbind(1), new.unbind(1), w.unbind(1), kd.transpose(-2, -1).unbind(1), strict=True)
+    for c, (state_c, new_c, w_c, kdt_c) in enumerate(per_chunk):  # views of chunk c
+        state_c.copy_(S)
+        new_c.baddbmm_(w_c, S, alpha=-1.0)  # (G, C, Dv) in place of u_c
+        S = torch.baddbmm(S if carry is None else S * carry[:, c, None, None], kdt_c, new_c)  # (G, D, Dv)
+    return S, scaled_bmm(qd, states, scale if b is None else 1.0)
+
+
+def _recurrence_backward(
+    d_new: Tensor,
+    k: Tensor,
+    q: Tensor,
+    uw: Tensor,
+    T: Tensor,
+    b: Tensor | None,
+    beta: Tensor,
+    scale: float,
+    d_out: Tensor,
+    states: Tensor,
+    grads: tuple[Tensor, ...],
+    dS: Tensor,
+) -> Tensor:
+    """Its backward in PyTorch, with the C loop's contract (c_loops.delta_rule_backward_loop): fills
+    grads = (y, d_q, d_kb, dk, db_rows, db_last) and d_new's carried part; -> d loss / d S_0."""
+    y, d_q, d_kb, dk, db_rows, db_last = grads
+    Dv = d_new.shape[-1]
+    new, w = uw[..., :Dv], uw[..., Dv:]
+    if b is None:
+        kd, qd, carry, eb = k, q * scale, None, None
+    else:
+        kd, qd = _decayed_qk(k, q, b, scale)
+        carry, eb = flushed_exp(b[..., -1]), flushed_exp(b)[..., None]  # (G, nc), (G, nc, C, 1)
+    dS_own = torch.matmul(qd.transpose(-2, -1), d_out)  # (G, nc, D, Dv) from chunk c's outputs
+    dS_next = torch.empty_like(states)  # slot c: d loss / d S_{c+1}
+    per_chunk = list(zip(*(t.unbind(1) for t in (dS_next, d_new, dS_own, kd, w.transpose(-2, -1)))))
+    for c in range(len(per_chunk) - 1, -1, -1):
+        dS_next_c, d_new_c, dS_c, kd_c, wt_c = per_chunk[c]  # views of chunk c
+        dS_next_c.copy_(dS)
+        d_new_c.baddbmm_(kd_c, dS)  # (G, C, Dv)
+        dS_c.baddbmm_(wt_c, d_new_c, alpha=-1.0)  # (G, D, Dv)
+        dS = dS_c.add_(dS) if carry is None else dS_c.addcmul_(dS, carry[:, c, None, None])
+    torch.matmul(T.transpose(-2, -1), d_new, out=y)
+    torch.matmul(d_out, states.transpose(-2, -1), out=d_q)  # (G, nc, C, D) d loss / d qd, for now
+    torch.matmul(y, states.transpose(-2, -1), out=d_kb).neg_()  # d loss / d Kw, for now
+    torch.matmul(new, dS_next.transpose(-2, -1), out=dk)  # d loss / d kd, for now
+    if b is None:
+        d_q.mul_(scale)
+        return dS
+    e_kd = torch.linalg.vecdot(dk, kd)  # (G, nc, C)
+    kw = k * (beta[..., None] * eb)
+    torch.sub(torch.linalg.vecdot(d_q, qd) + torch.linalg.vecdot(d_kb, kw), e_kd, out=db_rows)
+    through_carry = torch.linalg.vecdot(states.flatten(-2), dS_next.flatten(-2)) * carry  # (G, nc)
+    torch.add(e_kd.sum(-1), through_carry, out=db_last)
+    d_q.mul_(eb * scale)
+    d_kb.mul_(eb)
+    dk.mul_(flushed_exp(b[..., -1:] - b)[..., None])
+    return dS
 
 
 def naive_recurrent_delta_rule(
