@@ -6,7 +6,6 @@
  * of C rows, D features, Dv value columns. Compiled and loaded at run time by linear_passes.py.
  */
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -514,6 +513,10 @@ static float chunk_decays(const float *b, i64 r, i64 C, float flush, float *eb, 
     return eb[C - 1];
 }
 
+/* Floats of scratch the delta rule's chunk loops take per sequence: two factors per position, a (C, D|Dv)
+ * block and a (Dv, D) transposed state. */
+#define DELTA_RULE_SCRATCH(C, D, Dv) (2 * (C) + (C) * ((D) > (Dv) ? (D) : (Dv)) + (D) * (Dv))
+
 /* rows (m, n) of x: x[i, :] *= f[i] * alpha. */
 static void scale_rows(float *x, const float *f, float alpha, i64 m, i64 n) {
     for (i64 i = 0; i < m; i++) {
@@ -532,12 +535,12 @@ static void scale_rows(float *x, const float *f, float alpha, i64 m, i64 n) {
  * before each chunk; S (G, D, Dv) holds the initial state and returns the final one:
  *     S' = e^{b_last} S + (k ⊙ e^{b_last - b})^T new. */
 void delta_rule_forward_loop(float *uw, const float *k, const float *q, const float *b, float scale, float flush,
-                             float *out, float *states, float *S, i64 G, i64 nc, i64 C, i64 D, i64 Dv) {
+                             float *out, float *states, float *S, float *scratch, i64 G, i64 nc, i64 C, i64 D, i64 Dv) {
     i64 row = Dv + D, DDv = D * Dv;
 #pragma omp parallel for schedule(static)
     for (i64 g = 0; g < G; g++) {
         float *Sg = S + g * DDv;
-        float *eb = (float *)malloc((size_t)(2 * C + C * Dv) * sizeof(float)), *to_end = eb + C, *tmp = eb + 2 * C;
+        float *eb = scratch + g * DELTA_RULE_SCRATCH(C, D, Dv), *to_end = eb + C, *tmp = eb + 2 * C; /* tmp (C, Dv) */
         for (i64 c = 0; c < nc; c++) {
             i64 chunk = g * nc + c;
             float a = chunk_decays(b, chunk, C, flush, eb, to_end);
@@ -561,7 +564,6 @@ void delta_rule_forward_loop(float *uw, const float *k, const float *q, const fl
                 for (i64 e = 0; e < Dv; e++) tmp[i * Dv + e] = to_end[i] * u[i * row + e];
             accumulate_rows(kc, 1, D, tmp, Dv, Sg, Dv, D, C, Dv, 1.0f); /* S += k^T (to_end ⊙ new) */
         }
-        free(eb);
     }
 }
 
@@ -587,12 +589,13 @@ static float dot(const float *x, const float *y, i64 n) {
 void delta_rule_backward_loop(float *d_new, const float *k, const float *q, const float *uw, const float *T, i64 t_rs,
                               i64 t_cs, const float *b, const float *beta, float scale, float flush,
                               const float *d_out, const float *states, float *y, float *d_q, float *d_kb, float *dk,
-                              float *db_rows, float *db_last, float *dS, i64 G, i64 nc, i64 C, i64 D, i64 Dv) {
+                              float *db_rows, float *db_last, float *dS, float *scratch, i64 G, i64 nc, i64 C, i64 D,
+                              i64 Dv) {
     i64 row = Dv + D, DDv = D * Dv, wide = D > Dv ? D : Dv;
 #pragma omp parallel for schedule(static)
     for (i64 g = 0; g < G; g++) {
         float *dSg = dS + g * DDv;
-        float *eb = (float *)malloc((size_t)(2 * C + C * wide + DDv) * sizeof(float));
+        float *eb = scratch + g * DELTA_RULE_SCRATCH(C, D, Dv);
         float *to_end = eb + C, *tmp = eb + 2 * C, *transposed = tmp + C * wide; /* (C, D|Dv); (Dv, D) */
         for (i64 c = nc - 1; c >= 0; c--) {
             i64 chunk = g * nc + c;
@@ -645,7 +648,6 @@ void delta_rule_backward_loop(float *d_new, const float *k, const float *q, cons
             scale_rows(dqc, eb, scale, C, D);
             scale_rows(dkbc, eb, 1.0f, C, D);
         }
-        free(eb);
     }
 }
 

@@ -61,10 +61,10 @@ SIGNATURES = {
     "decay_matrix": [_P, _P, ctypes.c_float, _I, _I],
     "flush_small": [_P, ctypes.c_float, _I],
     "delta_scores_backward": [_P] * 8 + [_I, _I],
-    "delta_rule_forward_loop": [_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _P, _P] + [_I] * 5,
+    "delta_rule_forward_loop": [_P, _P, _P, _P, ctypes.c_float, ctypes.c_float, _P, _P, _P, _P] + [_I] * 5,
     "delta_rule_backward_loop": [_P] * 5
     + [_I, _I, _P, _P, ctypes.c_float, ctypes.c_float]
-    + [_P] * 9
+    + [_P] * 10
     + [_I] * 5,
     "delta_rule_rhs": [_P] * 5 + [ctypes.c_float, _I, _I, _I, _I],
     "delta_rule_grad_epilogue": [_P] * 8 + [_I, _I, _I],

@@ -29,9 +29,11 @@ def delta_rule_forward_loop(
     state in, the final one out, S' = e^{b_last} S + (k ⊙ e^{b_last - b})ᵀ new; b (G, nc, C) the
     cumulative log decay in each chunk, None ungated."""
     G, nc, C, D = k.shape
+    Dv = S.shape[-1]
     ptrs = [passes._ptr(t) for t in (uw, k, q, b)] + [scale, FLUSH_BELOW]
-    ptrs += [passes._ptr(t) for t in (out, states, S)]
-    passes.library().delta_rule_forward_loop(*ptrs, G, nc, C, D, S.shape[-1])
+    scratch = _scratch(k, C, D, Dv)  # held here: the call only sees its address
+    ptrs += [passes._ptr(t) for t in (out, states, S, scratch)]
+    passes.library().delta_rule_forward_loop(*ptrs, G, nc, C, D, Dv)
 
 
 @torch.library.custom_op(
@@ -63,10 +65,18 @@ def delta_rule_backward_loop(
     through the state, per position db_rows (G, nc, C) and through b_last db_last (G, nc); dS
     (G, D, Dv): d loss / d (final state) in, d / d S_0 out. T (G, nc, C, C) row- or column-major."""
     G, nc, C, D = k.shape
+    Dv = dS.shape[-1]
     ptrs = [passes._ptr(t) for t in (d_new, k, q, uw, T)] + [T.stride(-2), T.stride(-1)]
     ptrs += [passes._ptr(b), passes._ptr(beta), scale, FLUSH_BELOW]
     ptrs += [passes._ptr(t) for t in (d_out, states, y, d_q, d_kb, dk, db_rows, db_last, dS)]
-    passes.library().delta_rule_backward_loop(*ptrs, G, nc, C, D, dS.shape[-1])
+    scratch = _scratch(k, C, D, Dv)  # held here: the call only sees its address
+    passes.library().delta_rule_backward_loop(*ptrs, passes._ptr(scratch), G, nc, C, D, Dv)
+
+
+def _scratch(k: Tensor, C: int, D: int, Dv: int) -> Tensor:
+    """The loops' working memory, one row per sequence (linear_passes.c DELTA_RULE_SCRATCH): two
+    factors per position, a (C, max(D, Dv)) block and a (Dv, D) transposed state."""
+    return k.new_empty(k.shape[0], 2 * C + C * max(D, Dv) + D * Dv)
 
 
 def _forward_flops(*args, out_val=None, **kwargs) -> int:
