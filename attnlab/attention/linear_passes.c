@@ -642,9 +642,11 @@ void delta_rule_backward_loop(float *d_new, const float *k, const float *q, cons
             transpose(Sc, transposed, D, Dv);
             product_rows(doc, Dv, 1, transposed, D, dqc, C, Dv, D, 1.0f); /* d_qd = d_out S^T */
             product_rows(yc, Dv, 1, transposed, D, dkbc, C, Dv, D, -1.0f); /* d_kw = -y S^T */
-            if (b)
-                for (i64 i = 0; i < C; i++)
-                    dbr[i] += eb[i] * (scale * dot(dqc + i * D, qc + i * D, D) + bc[i] * dot(dkbc + i * D, kc + i * D, D));
+            if (b) /* d_qd.qd + d_kw.kw */
+                for (i64 i = 0; i < C; i++) {
+                    const float *qi = qc + i * D, *ki = kc + i * D;
+                    dbr[i] += eb[i] * (scale * dot(dqc + i * D, qi, D) + bc[i] * dot(dkbc + i * D, ki, D));
+                }
             scale_rows(dqc, eb, scale, C, D);
             scale_rows(dkbc, eb, 1.0f, C, D);
         }

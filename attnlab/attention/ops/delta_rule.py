@@ -11,9 +11,10 @@ Sequence Length"): inside a chunk of C positions the C corrections compose into 
 T = (I + strict_lower(diag(β) K Kᵀ ⊙ Γ))⁻¹ with Γ_ij = e^{b_i - b_j} (b the cumulative log decay in
 the chunk), one batched unit-triangular solve, then u = T diag(β) V and w = T diag(β) (K ⊙ e^b) in
 one batched product. Chunk by chunk, the new values are u - w S = T (diag(β) V - diag(β) (K ⊙ e^b) S),
-written into the state with one product, and the outputs of every chunk come from two batched
-products afterwards. The backward differentiates through r = diag(β) V - diag(β) (K ⊙ e^b) S rather
-than u and w (ChunkDeltaRule). Exponents are all <= 0 (stable for any g).
+written into the state with one product, and the output's part from earlier chunks, scale (Q ⊙ e^b) S,
+is read off the state there too; its in-chunk part is one batched product afterwards. The backward
+differentiates through r = diag(β) V - diag(β) (K ⊙ e^b) S rather than u and w (ChunkDeltaRule).
+Exponents are all <= 0 (stable for any g).
 """
 
 from __future__ import annotations
