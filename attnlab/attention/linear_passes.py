@@ -68,6 +68,9 @@ SIGNATURES = {
     + [_I] * 5,
     "delta_rule_rhs": [_P] * 5 + [ctypes.c_float, _I, _I, _I, _I],
     "delta_rule_grad_epilogue": [_P] * 8 + [_I, _I, _I],
+    "parallel_threads": [],
+    "window_attention_forward": [_P] * 6 + [ctypes.c_float, _P] + [_I] * 10,
+    "window_attention_backward": [_P] * 10 + [ctypes.c_float, _P] + [_I] * 10,
     "gla_chunk_factors": [_P] * 6 + [ctypes.c_float, ctypes.c_float, _I, _I, _I],
     "gla_chunk_grad_epilogue": [_P] * 11 + [ctypes.c_float, ctypes.c_float, _I, _I, _I],
 }
@@ -136,7 +139,7 @@ def library() -> ctypes.CDLL | None:
         return None
     for name, argtypes in SIGNATURES.items():
         getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = None
+        getattr(lib, name).restype = ctypes.c_int if name == "parallel_threads" else None
     return lib
 
 

@@ -9,8 +9,10 @@ Each query attends, with an exact softmax, only to the keys inside a window arou
 This is `full` with a band mask, but computed BLOCKED, never as a masked N x N matrix: the sequence is
 cut into blocks of C positions (C = window causal, window//2 non-causal, rounded up to a multiple of 8)
 and each block of queries attends to the keys of its own block and of its neighbouring block(s) (the
-previous one; also the next one when non-causal), a (C, 2C) or (C, 3C) tile per block, through
-PyTorch's fused scaled_dot_product_attention. O(N·w·d) time, O(N·w) memory.
+previous one; also the next one when non-causal), a (C, 2C) or (C, 3C) tile per block: on float32 CPU
+tensors in C (BlockedWindowAttention: a block's scores masked to each query's band and normalised in
+cache, the backward from the saved log-sum-exp), elsewhere through PyTorch's fused scaled_dot_product_attention with a band
+mask. O(N·w·d) time, O(N·w) memory.
 
 Incremental decoding keeps a rolling window: the last `window` keys and values (fewer while fewer
 tokens have been seen) and a count of the tokens seen, so generation memory is O(w·d) whatever the
@@ -27,8 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import linear_passes as passes
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
+from attnlab.attention.ops import c_loops
 from attnlab.attention.registry import register_attention
+
+# The C kernel's working memory per thread grows as the window squared (a block's scores and their
+# gradient, 2·C·W floats): past 16M floats (64 MB, a window of about 2K), the PyTorch path, which
+# keeps no such buffer.
+WINDOW_SCRATCH_FLOATS = 16 * 2**20
 
 
 def band_offsets(causal: bool, window: int) -> tuple[int, int]:
@@ -85,6 +94,39 @@ class NeighbourWindows(torch.autograd.Function):
         return blocks.view(B, H, nb * C, E), None, None, None
 
 
+class BlockedWindowAttention(torch.autograd.Function):
+    """The same blocked attention in C, for plain float32 CPU tensors (attention/linear_passes.c,
+    through the custom ops of ops/c_loops.py, which come with their FLOP formulas): each block of C
+    queries against only its window's keys that lie in the sequence, the scores of a block formed,
+    masked and normalised in cache, never a padded (C, W) mask nor window copies of k and v; the
+    backward recomputes the scores from the saved log-sum-exp (FlashAttention's scheme). q, k
+    (B, H, L, D), v (B, H, L, Dv), L a multiple of C; valid (B, L) 1 for a real key, or None."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, q, k, v, valid, geometry: list[int], scale: float) -> Tensor:
+        B, H, L, D = q.shape
+        q3, k3, v3 = (t.reshape(B * H, L, t.shape[-1]).contiguous() for t in (q, k, v))
+        out = q3.new_empty(B * H, L, v.shape[-1])
+        lse = q3.new_empty(B * H, L)
+        c_loops.window_attention_forward(q3, k3, v3, valid, out, lse, scale, geometry)
+        ctx.save_for_backward(q3, k3, v3, valid, out, lse)
+        ctx.geometry, ctx.scale = geometry, scale
+        return out.view(B, H, L, -1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, d_out: Tensor):
+        q3, k3, v3, valid, out, lse = ctx.saved_tensors
+        BH, L, D = q3.shape
+        dq, dk, dv = torch.empty_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
+        d_out3 = d_out.reshape(BH, L, -1).contiguous()
+        c_loops.window_attention_backward(
+            q3, k3, v3, valid, out, lse, d_out3, dq, dk, dv, ctx.scale, ctx.geometry
+        )
+        shape = d_out.shape[:2]
+        return dq.view(*shape, L, D), dk.view(*shape, L, D), dv.view(*shape, L, -1), None, None, None
+
+
 def sliding_window_attention(
     q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool, key_padding_mask: Tensor | None
 ) -> Tensor:
@@ -106,6 +148,16 @@ def sliding_window_attention(
     W = (before + 1 + after) * C
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, nb·C, ·)
+    q, k, v = (t.contiguous() for t in (q, k, v))  # (both paths reshape them into blocks)
+    geometry = [C, before, after, lowest, highest, H]
+    small_enough = c_loops.window_scratch_floats(geometry, D, Dv) <= WINDOW_SCRATCH_FLOATS
+    if small_enough and passes._fused(*(t.detach() for t in (q, k, v))) is not None:  # float32 CPU: in C
+        valid = None
+        if pad or key_padding_mask is not None:  # keys past the end, and padded ones, count for nothing
+            real = torch.ones(B, N, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
+            valid = F.pad(real, (0, pad), value=False).to(q.dtype)  # (B, nb·C)
+        out = BlockedWindowAttention.apply(q, k, v, valid, geometry, D**-0.5)  # (B, H, nb·C, Dv)
+        return out[:, :, :N]
     kw = NeighbourWindows.apply(k, C, before, after)  # (B, H·nb, W, D)
     vw = NeighbourWindows.apply(v, C, before, after)  # (B, H·nb, W, Dv)
     # Keys that exist and count: inside the sequence and not padded.

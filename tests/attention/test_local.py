@@ -180,3 +180,86 @@ def test_lengths_around_the_block_size(n, causal):
     q, k, v = qkv(2, 2, n, 8)
     out = build_attention("local", window=16)(q, k, v, causal=causal)
     torch.testing.assert_close(out, band_reference(q, k, v, window=16, causal=causal))
+
+
+requires_c = pytest.mark.skipif(
+    __import__("attnlab.attention.linear_passes", fromlist=["library"]).library() is None,
+    reason="no C compiler: the blocked kernel runs through PyTorch's SDPA only",
+)
+
+
+@requires_c
+@pytest.mark.parametrize(
+    ("causal", "window", "n", "padded"),
+    [
+        (True, 8, 50, False),
+        (True, 5, 37, True),
+        (False, 8, 50, True),
+        (False, 7, 29, False),
+        (True, 64, 200, True),
+    ],
+)
+def test_the_c_kernel_equals_the_dense_band_reference_with_its_gradients(causal, window, n, padded):
+    """On float32 CPU tensors `local` runs its blocked kernel in C (local.BlockedWindowAttention): outputs
+    and the gradients of q, k, v equal the dense band-masked softmax's (float64), with keys past the
+    last block, padded keys, and a query whose every key is padded (its output is 0)."""
+    q, k, v = (t.float() for t in qkv(2, 3, n, 16, seed=3))
+    mask = None
+    if padded:
+        mask = torch.zeros(2, n, dtype=torch.bool)
+        mask[0, n - 6 :] = True
+        mask[1, : window + 2] = True  # the first queries of sequence 1 see no real key when causal
+    attention = build_attention("local", window=window)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = attention(*leaves, causal=causal, key_padding_mask=mask)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
+    grads = torch.autograd.grad((out * weights).sum(), leaves)
+    ref_leaves = [t.double().requires_grad_() for t in (q, k, v)]
+    ref = band_reference(*ref_leaves, window=window, causal=causal, key_padding_mask=mask)
+    ref_grads = torch.autograd.grad((ref * weights.double()).sum(), ref_leaves)
+    for got, want in zip((out, *grads), (ref, *ref_grads), strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=2e-6)
+    if padded and causal:
+        assert not out[1, :, : window + 2].any()
+
+
+@requires_c
+def test_the_c_kernels_flops_count_the_pairs_they_compute(monkeypatch):
+    """The blocked kernel's custom ops (ops/c_loops.py) count 2 FLOPs per (query, key) pair computed and
+    feature: each block's queries against the window keys inside the sequence (fewer at the edges),
+    forward (scores, weights x values) and backward (five products)."""
+    from attnlab.attention.ops import c_loops
+    from attnlab.flops import count_flops
+
+    B, H, N, D, window = 1, 2, 50, 16, 8
+    C, before = 7, 1  # a causal window of 8 reaches 7 keys back: blocks of 7 and the block before
+    L = -(-N // C) * C
+    pairs = sum(C * (min(L, (b + 1) * C) - max(0, (b - before) * C)) for b in range(L // C))
+    calls = []
+    for name in ("window_attention_forward", "window_attention_backward"):
+        kernel = getattr(c_loops, name)
+        monkeypatch.setattr(c_loops, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    q, k, v = (t.float().requires_grad_() for t in qkv(B, H, N, D, seed=5))
+    attention = build_attention("local", window=window)
+    counted = count_flops(lambda: attention(q, k, v, causal=True).sum().backward())
+    assert calls == ["window_attention_forward", "window_attention_backward"]
+    assert counted == 2 * B * H * pairs * (D + D) + 2 * B * H * pairs * (3 * D + 2 * D)
+
+
+@requires_c
+def test_windows_too_large_for_the_c_kernels_memory_take_the_pytorch_path(monkeypatch):
+    """The C kernel keeps a block's scores and their gradient per thread (2·C·W floats); past
+    local.WINDOW_SCRATCH_FLOATS the blocked SDPA path runs instead, with the same result."""
+    from attnlab.attention import local
+    from attnlab.attention.ops import c_loops
+
+    calls = []
+    kernel = c_loops.window_attention_forward
+    monkeypatch.setattr(c_loops, "window_attention_forward", lambda *a: calls.append(1) or kernel(*a))
+    q, k, v = (t.float() for t in qkv(1, 2, 40, 8, seed=6))
+    attention = build_attention("local", window=16)
+    in_c = attention(q, k, v, causal=True)
+    assert calls == [1]
+    monkeypatch.setattr(local, "WINDOW_SCRATCH_FLOATS", 100)
+    torch.testing.assert_close(attention(q, k, v, causal=True), in_c, rtol=1e-5, atol=1e-6)
+    assert calls == [1]

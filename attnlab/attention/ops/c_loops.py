@@ -93,7 +93,91 @@ def _backward_flops(*args, out_val=None, **kwargs) -> int:
     return 6 * 2 * G * nc * C * D * Dv + 2 * G * nc * C * C * Dv
 
 
+@torch.library.custom_op("attnlab::window_attention_forward_mm", mutates_args=("out", "lse"))
+def window_attention_forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    valid: Tensor | None,
+    out: Tensor,
+    lse: Tensor,
+    scale: float,
+    geometry: list[int],
+) -> None:
+    """`local`'s blocked sliding-window softmax (attention/local.py): q, k (BH, L, D), v (BH, L, Dv); valid
+    (BH / heads, L) 1 for a real key or None; out (BH, L, Dv) and lse (BH, L) written. geometry = [C,
+    before, after, lowest, highest, heads] (local.py's block size, neighbour blocks and band)."""
+    BH, L, D = q.shape
+    scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
+    ptrs = [passes._ptr(t) for t in (q, k, v, valid, out, lse)] + [scale, passes._ptr(scratch)]
+    C = geometry[0]
+    passes.library().window_attention_forward(*ptrs, BH, L // C, *geometry[:5], D, v.shape[-1], geometry[5])
+
+
+@torch.library.custom_op("attnlab::window_attention_backward_mm", mutates_args=("dq", "dk", "dv"))
+def window_attention_backward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    valid: Tensor | None,
+    out: Tensor,
+    lse: Tensor,
+    d_out: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    scale: float,
+    geometry: list[int],
+) -> None:
+    """Its backward: dq overwritten, dk and dv accumulated into (zeroed by the caller)."""
+    BH, L, D = q.shape
+    scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
+    ptrs = [passes._ptr(t) for t in (q, k, v, valid, out, lse, d_out, dq, dk, dv)] + [
+        scale,
+        passes._ptr(scratch),
+    ]
+    C = geometry[0]
+    passes.library().window_attention_backward(*ptrs, BH, L // C, *geometry[:5], D, v.shape[-1], geometry[5])
+
+
+def window_scratch_floats(geometry: list[int], D: int, Dv: int) -> int:
+    """Floats of working memory per thread (linear_passes.c window_scratch): a transposed window of
+    keys or values, a block's scores and their gradient."""
+    C, before, after = geometry[:3]
+    W = (before + 1 + after) * C
+    return max(D, Dv) * W + 2 * C * W + 2 * C
+
+
+def window_scratch(q: Tensor, geometry: list[int], Dv: int) -> Tensor:
+    """The window kernels' working memory, one row per thread of the C library's parallel loops."""
+    return q.new_empty(passes.library().parallel_threads(), window_scratch_floats(geometry, q.shape[-1], Dv))
+
+
+def window_pairs(L: int, geometry: list[int]) -> int:
+    """(query, key) pairs the window kernels compute per sequence: each block's C queries times the
+    window's keys that lie inside the sequence (masked ones included: the products compute them)."""
+    C, before, after = geometry[:3]
+    W = (before + 1 + after) * C
+    return sum(C * (min(L, (b - before) * C + W) - max(0, (b - before) * C)) for b in range(L // C))
+
+
+def _window_forward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
+    """Two products over the computed pairs: scores (D) and weights times values (Dv)."""
+    BH, L, D = q.shape
+    geometry = args[-1] if args else kwargs["geometry"]
+    return 2 * BH * window_pairs(L, geometry) * (D + v.shape[-1])
+
+
+def _window_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
+    """Five: the scores again (D), d_out Vᵀ (Dv), dS K (D), dSᵀ Q (D), Pᵀ d_out (Dv)."""
+    BH, L, D = q.shape
+    geometry = args[-1] if args else kwargs["geometry"]
+    return 2 * BH * window_pairs(L, geometry) * (3 * D + 2 * v.shape[-1])
+
+
 LOOP_FLOPS = {
     torch.ops.attnlab.delta_rule_forward_loop_mm: _forward_flops,
     torch.ops.attnlab.delta_rule_backward_loop_mm: _backward_flops,
+    torch.ops.attnlab.window_attention_forward_mm: _window_forward_flops,
+    torch.ops.attnlab.window_attention_backward_mm: _window_backward_flops,
 }
