@@ -13,8 +13,8 @@ FlopCounterMode gets these formulas through its `custom_mapping` (nothing global
   is counted over the (query, key) pairs the mask keeps (top-left aligned, as SDPA's `is_causal`):
   N(N+1)/2 of N² in self-attention, the convention of FlashAttention's and Megatron's FLOP counts.
   An explicit `attn_mask` stays dense: the kernels do compute every masked block.
-- Products computed in C: the chunked delta rule's chunk loops (attention/ops/c_loops.py) are custom
-  ops that come with their formulas.
+- Products computed in C: the chunked delta rule's chunk loops and `local`'s window kernels
+  (attention/ops/c_loops.py) are custom ops that come with their formulas.
 """
 
 from __future__ import annotations

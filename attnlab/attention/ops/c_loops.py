@@ -1,14 +1,18 @@
-"""The chunked delta rule's chunk-to-chunk loops in C (attention/linear_passes.c), as PyTorch ops.
+"""The C kernels that do matrix products (attention/linear_passes.c), as PyTorch ops.
 
-Each loop runs the small matrix products of a chunk that read or write its carried state (D, C ~
-32-64: three per chunk forward, seven backward), which a library call apiece would cost more than
-they compute; in C the whole loop is one call, each state is read while it is in cache (not once per
-batched product), and the decays are applied to the chunk's rows there (not written out as decayed
-copies of q and k). Registered as custom ops (torch.library) so that what watches the dispatcher
-still sees them: attnlab/flops.py counts their
-products (LOOP_FLOPS; the conformance suite's flop-coverage check finds them by the "mm" in their
-names) and the bench's live-tensor memory sees the tensors they write. Called only with the plain
-contiguous float32 CPU tensors linear_passes._fused accepts; their arguments are ChunkDeltaRule's.
+- The chunked delta rule's chunk-to-chunk loops (ops/delta_rule.py ChunkDeltaRule). Each loop runs
+  the small matrix products of a chunk that read or write its carried state (D, C ~ 32-64: three per
+  chunk forward, seven backward), which a library call apiece would cost more than they compute; in
+  C the whole loop is one call, each state is read while it is in cache (not once per batched
+  product), and the decays are applied to the chunk's rows there (not written out as decayed copies
+  of q and k).
+- `local`'s blocked sliding-window softmax, forward and backward (attention/local.py
+  BlockedWindowAttention).
+
+Registered as custom ops (torch.library) so that what watches the dispatcher still sees them:
+attnlab/flops.py counts their products (LOOP_FLOPS; the conformance suite's flop-coverage check finds
+them by the "mm" in their names) and the bench's live-tensor memory sees the tensors they write.
+Called only with the plain contiguous float32 CPU tensors linear_passes._fused accepts.
 
 (No `from __future__ import annotations` here: torch.library reads the signatures' types.)
 """
