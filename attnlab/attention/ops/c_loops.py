@@ -111,11 +111,7 @@ def window_attention_forward(
     """`local`'s blocked sliding-window softmax (attention/local.py): q, k (BH, L, D), v (BH, L, Dv); valid
     (BH / heads, L) 1 for a real key or None; out (BH, L, Dv) and lse (BH, L) written. geometry = [C,
     before, after, lowest, highest, heads] (local.py's block size, neighbour blocks and band)."""
-    BH, L, D = q.shape
-    scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
-    ptrs = [passes._ptr(t) for t in (q, k, v, valid, out, lse)] + [scale, passes._ptr(scratch)]
-    C = geometry[0]
-    passes.library().window_attention_forward(*ptrs, BH, L // C, *geometry[:5], D, v.shape[-1], geometry[5])
+    _call_window_kernel("window_attention_forward", (q, k, v, valid, out, lse), scale, geometry)
 
 
 @torch.library.custom_op("attnlab::window_attention_backward_mm", mutates_args=("dq", "dk", "dv"))
@@ -134,14 +130,22 @@ def window_attention_backward(
     geometry: list[int],
 ) -> None:
     """Its backward: dq overwritten, dk and dv accumulated into (zeroed by the caller)."""
+    tensors = (q, k, v, valid, out, lse, d_out, dq, dk, dv)
+    _call_window_kernel("window_attention_backward", tensors, scale, geometry)
+
+
+def _call_window_kernel(
+    name: str, tensors: tuple[Tensor | None, ...], scale: float, geometry: list[int]
+) -> None:
+    """The C function `name` on tensors (q, k, v first), with its working memory and the geometry."""
+    q, v = tensors[0], tensors[2]
     BH, L, D = q.shape
     scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
-    ptrs = [passes._ptr(t) for t in (q, k, v, valid, out, lse, d_out, dq, dk, dv)] + [
-        scale,
-        passes._ptr(scratch),
-    ]
-    C = geometry[0]
-    passes.library().window_attention_backward(*ptrs, BH, L // C, *geometry[:5], D, v.shape[-1], geometry[5])
+    ptrs = [passes._ptr(t) for t in tensors] + [scale, passes._ptr(scratch)]
+    C, before, after, lowest, highest, heads = geometry
+    getattr(passes.library(), name)(
+        *ptrs, BH, L // C, C, before, after, lowest, highest, D, v.shape[-1], heads
+    )
 
 
 def window_scratch_floats(geometry: list[int], D: int, Dv: int) -> int:
