@@ -42,6 +42,13 @@ static inline float exp_nonpositive(float x) {
 }
 
 /* phi = elu(x) + 1 = exp(min(x, 0)) + max(x, 0), n elements (NaN in, NaN out, as F.elu). */
+/* e^x (x <= 88, as exp_nonpositive) with values below `flush` set to exactly 0 (ops/gated_linear.flushed_exp:
+ * such decays are far under fp32's resolution, and as subnormals ~100x slower to compute with). */
+static inline float flushed_exp(float x, float flush) {
+    float e = exp_nonpositive(x);
+    return e < flush ? 0.0f : e;
+}
+
 void elu_plus_one(const float *x, float *phi, i64 n) {
 #pragma omp parallel for simd schedule(static)
     for (i64 i = 0; i < n; i++) {
@@ -344,10 +351,7 @@ void decay_matrix(const float *b, float *gamma, float flush, i64 R, i64 C) {
         for (i64 i = 0; i < C; i++) {
             float *row = gamma + (r * C + i) * C, bi = br[i];
 #pragma omp simd
-            for (i64 j = 0; j < C; j++) {
-                float e = exp_nonpositive(bi - br[j]);
-                row[j] = (j > i || e < flush) ? 0.0f : e;
-            }
+            for (i64 j = 0; j < C; j++) row[j] = j > i ? 0.0f : flushed_exp(bi - br[j], flush);
         }
     }
 }
@@ -509,9 +513,8 @@ static float chunk_decays(const float *b, i64 r, i64 C, float flush, float *eb, 
     const float *br = b + r * C;
     float last = br[C - 1];
     for (i64 i = 0; i < C; i++) {
-        float e = exp_nonpositive(br[i]), t = exp_nonpositive(last - br[i]);
-        eb[i] = e < flush ? 0.0f : e;
-        to_end[i] = t < flush ? 0.0f : t;
+        eb[i] = flushed_exp(br[i], flush);
+        to_end[i] = flushed_exp(last - br[i], flush);
     }
     return eb[C - 1];
 }
@@ -663,11 +666,7 @@ void delta_rule_rhs(const float *k, const float *v, const float *beta, const flo
                     i64 C, i64 D, i64 Dv) {
 #pragma omp parallel for schedule(static)
     for (i64 t = 0; t < R * C; t++) {
-        float bt = beta[t], eb = 1.0f;
-        if (b) {
-            eb = exp_nonpositive(b[t]);
-            eb = eb < flush ? 0.0f : eb;
-        }
+        float bt = beta[t], eb = b ? flushed_exp(b[t], flush) : 1.0f;
         float *row = rhs + t * (Dv + D), kw = bt * eb;
         const float *vt = v + t * Dv, *kt = k + t * D;
 #pragma omp simd
@@ -714,10 +713,9 @@ void gla_chunk_factors(const float *q, const float *k, const float *b, float *q_
 #pragma omp simd
             for (i64 d = 0; d < D; d++) {
                 float bd = b[o + d];
-                float to_end = exp_nonpositive(last[d] - bd), inv = exp_nonpositive(-bd);
                 q_hat[o + d] = scale * q[o + d] * exp_nonpositive(bd);
-                kd[o + d] = to_end < flush ? 0.0f : k[o + d] * to_end;
-                k_hat[o + d] = inv < flush ? 0.0f : k[o + d] * inv;
+                kd[o + d] = k[o + d] * flushed_exp(last[d] - bd, flush);
+                k_hat[o + d] = k[o + d] * flushed_exp(-bd, flush);
             }
         }
     }
@@ -741,9 +739,7 @@ void gla_chunk_grad_epilogue(const float *d_qd, const float *d_kd, const float *
 #pragma omp simd
             for (i64 d = 0; d < D; d++) {
                 float bd = b[o + d], eb = exp_nonpositive(bd);
-                float to_end = exp_nonpositive(last[d] - bd), inv = exp_nonpositive(-bd);
-                to_end = to_end < flush ? 0.0f : to_end;
-                inv = inv < flush ? 0.0f : inv;
+                float to_end = flushed_exp(last[d] - bd, flush), inv = flushed_exp(-bd, flush);
                 float qh = scale * q[o + d] * eb, kdv = k[o + d] * to_end, kh = k[o + d] * inv;
                 float gq = d_qd[o + d] + d_q_hat[o + d], e = d_kd[o + d] * kdv;
                 d_q[o + d] = scale * eb * gq;
