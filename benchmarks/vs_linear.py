@@ -3,6 +3,10 @@
     python benchmarks/vs_linear.py --threads 1                # N = 16K, 11 pairs per variant
     python benchmarks/vs_linear.py --length 4096 --pairs 21 --variants gla deltanet
     python benchmarks/vs_linear.py --variants deltanet --param deltanet.chunk_size=32
+    python benchmarks/vs_linear.py --variants local based --against sdpa-window --param local.window=64
+
+--against sdpa-window pairs each variant with itself, its sliding window (`local`'s, based's) run
+through PyTorch's SDPA path instead of the C kernel (attention/local.py), in place of `linear`.
 
 The workloads are the bench's own (attnlab.bench.workload.attention_workload, as
 `python -m attnlab.bench ... target=attention mode=forward+backward causal=true`: the kernel, with
@@ -21,6 +25,7 @@ import statistics
 import torch
 from hydra import compose, initialize_config_module
 
+from attnlab.attention import local
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.measure import paired_times
@@ -29,12 +34,26 @@ from attnlab.bench.workload import attention_workload
 FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
 
 
+def through_sdpa(fn):
+    """fn with `local`'s window on its PyTorch (SDPA) path: the C kernel's memory cap set to 0."""
+
+    def run():
+        cap, local.WINDOW_SCRATCH_FLOATS = local.WINDOW_SCRATCH_FLOATS, 0
+        try:
+            return fn()
+        finally:
+            local.WINDOW_SCRATCH_FLOATS = cap
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=16384)
     parser.add_argument("--pairs", type=int, default=11)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--variants", nargs="+", default=FAMILY)
+    parser.add_argument("--against", choices=["linear", "sdpa-window"], default="linear")
     parser.add_argument("--param", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                         help="a hyperparameter, e.g. --param deltanet.chunk_size=32 (repeatable)")  # fmt: skip
     args = parser.parse_args()
@@ -53,12 +72,14 @@ def main() -> None:
         )
         for name in args.variants:  # the hyperparameters measured, defaults filled in
             print(f"  {name}: {cfg.params[name]}")
-        print(f"{'variant':16}{'linear ms':>11}{'variant ms':>12}{'ratio':>8}{'quartiles':>16}")
-        baseline = attention_workload(cfg, "linear", args.length, setting).fn
+        against = "linear" if args.against == "linear" else "sdpa"
+        print(f"{'variant':16}{against + ' ms':>11}{'variant ms':>12}{'ratio':>8}{'quartiles':>16}")
+        linear = attention_workload(cfg, "linear", args.length, setting).fn
         for name in args.variants:
             variant = attention_workload(cfg, name, args.length, setting).fn
+            baseline = linear if args.against == "linear" else through_sdpa(variant)
             baseline(), variant()  # warm-up
-            # ratios: variant / linear, per pair
+            # ratios: variant / baseline, per pair
             variant_ms, linear_ms, ratios = paired_times(variant, baseline, args.pairs)
             q1, _, q3 = statistics.quantiles(ratios, n=4)
             print(

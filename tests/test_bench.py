@@ -309,3 +309,36 @@ def test_the_paired_comparison_against_linear_runs_with_the_hyperparameters_give
     }
     assert set(rows) == {"deltanet", "gla"}
     assert all(float(row[3]) > 0 for row in rows.values())  # the median ratio variant / linear
+
+
+def test_vs_linear_can_pair_the_window_kernel_with_its_sdpa_path():
+    """benchmarks/vs_linear.py --against sdpa-window: the baseline is the same workload with `local`'s
+    C kernel capped off (its SDPA path), the cap restored after each call; and a tiny run prints it."""
+    import importlib.util
+
+    from attnlab.attention import local
+
+    spec = importlib.util.spec_from_file_location("vs_linear", ROOT / "benchmarks" / "vs_linear.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = []
+    module.through_sdpa(lambda: seen.append(local.WINDOW_SCRATCH_FLOATS))()
+    assert seen == [0] and local.WINDOW_SCRATCH_FLOATS > 0
+    args = [
+        "--length",
+        "64",
+        "--pairs",
+        "2",
+        "--threads",
+        "1",
+        "--variants",
+        "local",
+        "--against",
+        "sdpa-window",
+    ]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vs_linear.py"), *args],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    header, row = (line.split() for line in out.splitlines()[-2:])
+    assert header[1] == "sdpa" and row[0] == "local" and float(row[3]) > 0
