@@ -20,12 +20,28 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import linear_passes as passes
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.linear_kernels import linear_attention
-from attnlab.attention.local import LocalAttention
-from attnlab.attention.ops.based import chunk_based, recurrent_step_based, taylor_features
+from attnlab.attention.local import (
+    LocalAttention,
+    key_validity,
+    window_backward_,
+    window_forward,
+    window_kernel_applies,
+    window_plan,
+)
+from attnlab.attention.ops import c_loops
+from attnlab.attention.ops.based import (
+    based_chunks_forward,
+    chunk_based,
+    recurrent_step_based,
+    taylor_features,
+)
 from attnlab.attention.registry import register_attention
 
 EPS = 1e-6  # fla's normaliser
@@ -62,8 +78,15 @@ class BasedAttention(Attention):
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         acc = torch.promote_types(q.dtype, torch.float32)
-        fq, fk = self.features(q.to(acc), k.to(acc))  # (B, H, N, f)
         scale = self.feature_dim**-0.5
+        if causal and self.local is not None:  # float32 CPU: both parts in one Function, in C
+            weights = (self.q_feature.weight.to(acc), self.k_feature.weight.to(acc))
+            window, chunk = self.local.window, self.chunk_size
+            fused = fused_causal_based(q.to(acc), k.to(acc), v.to(acc), *weights, scale=scale, window=window,
+                                       chunk_size=chunk, key_padding_mask=key_padding_mask)  # fmt: skip
+            if fused is not None:
+                return fused.to(q.dtype)  # (B, H, N, Dv)
+        fq, fk = self.features(q.to(acc), k.to(acc))  # (B, H, N, f)
         if causal:
             out = chunk_based(fq, fk, v.to(acc), scale=scale, eps=EPS, chunk_size=self.chunk_size,
                               key_padding_mask=key_padding_mask)  # fmt: skip
@@ -104,3 +127,81 @@ class BasedAttention(Attention):
             out = out + local_out
             new.update({f"window_{key}": value for key, value in window.items()})
         return out.to(q.dtype), new
+
+
+def fused_causal_based(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_weight: Tensor,
+    k_weight: Tensor,
+    *,
+    scale: float,
+    window: int,
+    chunk_size: int,
+    key_padding_mask: Tensor | None,
+) -> Tensor | None:
+    """based's causal kernel through FusedBased: q, k (B, H, N, D), v (B, H, N, Dv), the feature
+    projections (f, D) -> (B, H, N, Dv); None where FusedBased does not apply (not plain float32 CPU
+    tensors, a window too large for its C kernel, or window blocks and chunks that do not nest)."""
+    B, H, N, D = q.shape
+    geometry, _ = window_plan(N, H, window, causal=True)
+    block = max(geometry[0], chunk_size)
+    if block % min(geometry[0], chunk_size):
+        return None
+    pad = (-N) % block
+    if pad:  # positions past the end: keys that count for nothing, queries whose outputs are dropped
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    q, k, v = (t.contiguous() for t in (q, k, v))
+    if (
+        not window_kernel_applies(geometry, q, k, v)
+        or passes._fused(q_weight.detach(), k_weight.detach()) is None
+    ):
+        return None
+    valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # (B, N + pad) or None
+    out = FusedBased.apply(q, k, v, q_weight, k_weight, valid, scale, chunk_size, geometry)
+    return out[:, :, :N]
+
+
+class FusedBased(torch.autograd.Function):
+    """based's causal kernel on plain float32 CPU tensors, its two parts in one Function: the Taylor
+    part's chunk loop (ops/based.py) and the window's blocked kernel (local.py), both in C, write
+    their gradients into the same dq, dk and dv. As two Functions, each wrote its own and autograd
+    added them: three (B, H, N, D)-sized additions and two zeroed buffers, ~6% of the kernel at 16K.
+    q, k (B, H, L, D), v (B, H, L, Dv) contiguous, L a multiple of the chunk and of the window's block;
+    the projections (f, D); valid (B, L) 1 for a real key, or None; scale the Taylor part's."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, q, k, v, q_weight, k_weight, valid, scale: float, chunk: int, geometry):
+        B, H, L, D = q.shape
+        G, nc = B * H, L // chunk
+        q_proj = q_weight * scale  # (f, D): the Taylor part's queries come pre-scaled
+        fq, fk = q @ q_proj.T, k @ k_weight.T  # (B, H, L, f)
+        if valid is None:
+            keep = q.new_ones(G, nc, chunk)
+        else:
+            keep = valid[:, None].expand(B, H, L).reshape(G, nc, chunk).contiguous()  # (G, nc, C)
+        blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep]
+        out_t, den, states = based_chunks_forward(*blocks, EPS)  # (G, nc, C, ·)
+        out_w, lse = window_forward(q, k, v, valid, geometry, D**-0.5)  # (B, H, L, Dv)
+        ctx.save_for_backward(q, k, v, q_proj, k_weight, fq, fk, keep, valid, out_t, den, states, out_w, lse)
+        ctx.geometry, ctx.scale = geometry, scale
+        return out_w + out_t.view(out_w.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, d_out: Tensor):
+        q, k, v, q_proj, k_weight, fq, fk, keep, valid, out_t, den, states, out_w, lse = ctx.saved_tensors
+        B, H, L, D = q.shape
+        G, nc, chunk = keep.shape
+        f = fq.shape[-1]
+        d_out = d_out.contiguous()
+        d_fq, d_fk, dv = torch.empty_like(fq), torch.empty_like(fk), torch.empty_like(v)
+        blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep, out_t, den, states]
+        grads = [t.view(G, nc, chunk, -1) for t in (d_out, d_fq, d_fk, dv)]
+        c_loops.based_backward_loop(*blocks, *grads)  # the Taylor part: d_fq, d_fk, dv written
+        dq, dk = d_fq @ q_proj, d_fk @ k_weight  # (B, H, L, D)
+        window_backward_(q, k, v, valid, out_w, lse, d_out, dq, dk, dv, ctx.geometry, D**-0.5)  # added in
+        d_q_weight = (d_fq.view(-1, f).T @ q.view(-1, D)).mul_(ctx.scale)  # (f, D)
+        d_k_weight = d_fk.view(-1, f).T @ k.view(-1, D)
+        return dq, dk, dv, d_q_weight, d_k_weight, None, None, None, None

@@ -37,6 +37,9 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("linear_passes.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
+# x86: let the compiler's own vector loops (exp, the elementwise passes) use all 512 bits where the CPU
+# has AVX-512 (GCC and clang default to 256 there); Based's chunk loops ran ~8% faster with it.
+X86_FLAGS = ("-mprefer-vector-width=512",)
 # Threads through torch's own OpenMP runtime (already loaded: the same libgomp/libomp serves both);
 # where torch does not use OpenMP, or the compiler has none (Apple clang), one thread.
 PARALLEL, SERIAL = ("-fopenmp",), ("-fopenmp-simd",)
@@ -71,9 +74,13 @@ SIGNATURES = {
     "parallel_threads": [],
     "window_attention_forward": [_P] * 6 + [ctypes.c_float, _P] + [_I] * 10,
     "window_attention_backward": [_P] * 10 + [ctypes.c_float, _P] + [_I] * 10,
+    "based_scratch_floats": [_I] * 3,
+    "based_forward_loop": [_P] * 4 + [ctypes.c_float] + [_P] * 4 + [_I] * 5,
+    "based_backward_loop": [_P] * 12 + [_I] * 5,
     "gla_chunk_factors": [_P] * 6 + [ctypes.c_float, ctypes.c_float, _I, _I, _I],
     "gla_chunk_grad_epilogue": [_P] * 11 + [ctypes.c_float, ctypes.c_float, _I, _I, _I],
 }
+RESULTS = {"parallel_threads": ctypes.c_int, "based_scratch_floats": _I}  # the rest return nothing
 
 
 def _cpu_signature() -> str:
@@ -87,9 +94,10 @@ def _cpu_signature() -> str:
 
 
 def _flag_sets() -> list[tuple[str, ...]]:
-    serial = (*FLAGS, *SERIAL)
+    flags = (*FLAGS, *X86_FLAGS) if platform.machine().lower() in ("x86_64", "amd64") else FLAGS
+    serial = (*flags, *SERIAL)
     if "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        return [(*FLAGS, *PARALLEL), serial]
+        return [(*flags, *PARALLEL), serial]
     return [serial]
 
 
@@ -139,7 +147,7 @@ def library() -> ctypes.CDLL | None:
         return None
     for name, argtypes in SIGNATURES.items():
         getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = ctypes.c_int if name == "parallel_threads" else None
+        getattr(lib, name).restype = RESULTS.get(name)
     return lib
 
 

@@ -104,27 +104,86 @@ class BlockedWindowAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, valid, geometry: list[int], scale: float) -> Tensor:
-        B, H, L, D = q.shape
-        q3, k3, v3 = (t.reshape(B * H, L, t.shape[-1]).contiguous() for t in (q, k, v))
-        out = q3.new_empty(B * H, L, v.shape[-1])
-        lse = q3.new_empty(B * H, L)
-        c_loops.window_attention_forward(q3, k3, v3, valid, out, lse, scale, geometry)
-        ctx.save_for_backward(q3, k3, v3, valid, out, lse)
+        q, k, v = (t.contiguous() for t in (q, k, v))
+        out, lse = window_forward(q, k, v, valid, geometry, scale)
+        ctx.save_for_backward(q, k, v, valid, out, lse)
         ctx.geometry, ctx.scale = geometry, scale
-        return out.view(B, H, L, -1)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor):
-        q3, k3, v3, valid, out, lse = ctx.saved_tensors
-        BH, L, D = q3.shape
-        dq, dk, dv = torch.empty_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
-        d_out3 = d_out.reshape(BH, L, -1).contiguous()
-        c_loops.window_attention_backward(
-            q3, k3, v3, valid, out, lse, d_out3, dq, dk, dv, ctx.scale, ctx.geometry
-        )
-        shape = d_out.shape[:2]
-        return dq.view(*shape, L, D), dk.view(*shape, L, D), dv.view(*shape, L, -1), None, None, None
+        q, k, v, valid, out, lse = ctx.saved_tensors
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        window_backward_(q, k, v, valid, out, lse, d_out.contiguous(), dq, dk, dv, ctx.geometry, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+
+def window_forward(
+    q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None, geometry: list[int], scale: float
+) -> tuple[Tensor, Tensor]:
+    """The C kernel's forward on contiguous q, k (B, H, L, D), v (B, H, L, Dv): the output (B, H, L, Dv)
+    and each query's log-sum-exp (B, H, L), which its backward takes."""
+    B, H, L, D = q.shape
+    out, lse = q.new_empty(B, H, L, v.shape[-1]), q.new_empty(B, H, L)
+    q3, k3, v3 = (t.view(B * H, L, t.shape[-1]) for t in (q, k, v))
+    c_loops.window_attention_forward(
+        q3, k3, v3, valid, out.view(B * H, L, -1), lse.view(B * H, L), scale, geometry
+    )
+    return out, lse
+
+
+def window_backward_(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    valid: Tensor | None,
+    out: Tensor,
+    lse: Tensor,
+    d_out: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    geometry: list[int],
+    scale: float,
+) -> None:
+    """Its backward, every tensor contiguous (B, H, L, ·): the window's gradients are added into dq, dk
+    and dv (zeros, or a caller's other part: based's)."""
+    B, H, L, D = q.shape
+    q3, k3, v3, out3, do3, dq3, dk3, dv3 = (
+        t.view(B * H, L, t.shape[-1]) for t in (q, k, v, out, d_out, dq, dk, dv)
+    )
+    c_loops.window_attention_backward(
+        q3, k3, v3, valid, out3, lse.view(B * H, L), do3, dq3, dk3, dv3, scale, geometry
+    )
+
+
+def window_plan(N: int, heads: int, window: int, causal: bool) -> tuple[list[int], int]:
+    """How a sequence of N positions is cut into blocks: the C kernel's geometry [C, before, after,
+    lowest, highest, heads] (the block size C, the neighbour blocks on either side, the band of key
+    offsets) and the padding that makes N a multiple of C."""
+    lowest, highest = band_offsets(causal, window)
+    reach_before, reach_after = min(-lowest, N - 1), min(highest, N - 1)
+    C = max(1, block_size(max(reach_before, reach_after)))
+    before, after = math.ceil(reach_before / C), math.ceil(reach_after / C)  # neighbour blocks: 0 or 1
+    return [C, before, after, lowest, highest, heads], (-N) % C
+
+
+def window_kernel_applies(geometry: list[int], *tensors: Tensor) -> bool:
+    """Whether the C kernel takes these: plain float32 CPU tensors, a window of working memory that fits."""
+    q, v = tensors[0], tensors[2]
+    small_enough = c_loops.window_scratch_floats(geometry, q.shape[-1], v.shape[-1]) <= WINDOW_SCRATCH_FLOATS
+    return small_enough and passes._fused(*(t.detach() for t in tensors)) is not None
+
+
+def key_validity(
+    key_padding_mask: Tensor | None, B: int, N: int, pad: int, dtype: torch.dtype
+) -> Tensor | None:
+    """(B, N + pad) 1 for a real key, 0 for a padded one or one past the end; None when every key is real."""
+    if not pad and key_padding_mask is None:
+        return None
+    real = torch.ones(B, N, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
+    return F.pad(real, (0, pad), value=False).to(dtype)
 
 
 def sliding_window_attention(
@@ -139,23 +198,15 @@ def sliding_window_attention(
     """
     B, H, N, D = q.shape
     Dv = v.shape[-1]
-    lowest, highest = band_offsets(causal, window)
-    reach_before, reach_after = min(-lowest, N - 1), min(highest, N - 1)
-    C = max(1, block_size(max(reach_before, reach_after)))
-    before, after = math.ceil(reach_before / C), math.ceil(reach_after / C)  # neighbour blocks: 0 or 1
-    pad = (-N) % C
+    geometry, pad = window_plan(N, H, window, causal)
+    C, before, after, lowest, highest = geometry[:5]
     nb = (N + pad) // C
     W = (before + 1 + after) * C
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, nb·C, ·)
     q, k, v = (t.contiguous() for t in (q, k, v))  # (both paths reshape them into blocks)
-    geometry = [C, before, after, lowest, highest, H]
-    small_enough = c_loops.window_scratch_floats(geometry, D, Dv) <= WINDOW_SCRATCH_FLOATS
-    if small_enough and passes._fused(*(t.detach() for t in (q, k, v))) is not None:  # float32 CPU: in C
-        valid = None
-        if pad or key_padding_mask is not None:  # keys past the end, and padded ones, count for nothing
-            real = torch.ones(B, N, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
-            valid = F.pad(real, (0, pad), value=False).to(q.dtype)  # (B, nb·C)
+    if window_kernel_applies(geometry, q, k, v):  # float32 CPU: in C
+        valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # keys past the end, and padded ones
         out = BlockedWindowAttention.apply(q, k, v, valid, geometry, D**-0.5)  # (B, H, nb·C, Dv)
         return out[:, :, :N]
     kw = NeighbourWindows.apply(k, C, before, after)  # (B, H·nb, W, D)

@@ -8,12 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attnlab.attention import based as based_variant
 from attnlab.attention import linear_passes as passes
 from attnlab.attention.gla import LogDecayGate
 from attnlab.attention.linear_kernels import causal_linear_attention
-from attnlab.attention.ops import delta_rule
+from attnlab.attention.ops import c_loops, delta_rule
+from attnlab.attention.ops.based import chunk_based
 from attnlab.attention.ops.gated_linear import chunk_gla
 from attnlab.attention.ops.norms import rms_norm, unit_norm
+from attnlab.attention.registry import build_attention
 
 requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
 G, C, D, DV = 6, 8, 5, 7
@@ -321,3 +324,82 @@ def test_the_c_exp_is_within_two_ulp_up_to_88_for_glas_growing_factors():
     passes.library().gla_chunk_factors(*(passes._ptr(t) for t in tensors), 1.0, 1e-20, 500, 1, 64)
     reference = x.double().exp()
     assert ((k_hat.double() - reference).abs() / reference).max() < 2 * 2.0**-24
+
+
+def spy(monkeypatch, owner, name: str) -> list[str]:
+    """Record each call of owner.name (then make it)."""
+    calls, original = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **kw: calls.append(name) or original(*a, **kw))
+    return calls
+
+
+@requires_c
+@pytest.mark.parametrize(("chunk", "d", "dv"), [(7, 5, 70), (64, 16, 64), (16, 16, 32)])
+def test_baseds_chunk_loops_are_the_same_with_either_passes(torch_passes, monkeypatch, chunk, d, dv):
+    """ops/based's chunk loops in C (features formed in cache; 16 x 16 register transposes where 16
+    divides the sizes, element by element elsewhere) against the batched PyTorch form: the output and
+    every gradient, with padded keys and a padded last chunk."""
+    B_, H_, N = 2, 2, 3 * chunk + 2
+    gen = torch.Generator().manual_seed(30)
+    q, k, v = (torch.randn(B_, H_, N, dim, generator=gen) for dim in (d, d, dv))
+    padding = torch.zeros(B_, N, dtype=torch.bool)
+    padding[1, -4:] = True
+    weights = randn(B_, H_, N, dv, seed=31)
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = chunk_based(*leaves, scale=d**-0.5, chunk_size=chunk, key_padding_mask=padding)
+        return [out.detach(), *torch.autograd.grad((out * weights).sum(), leaves)]
+
+    calls = [spy(monkeypatch, c_loops, name) for name in ("based_forward_loop", "based_backward_loop")]
+    fused = run()
+    assert [len(c) for c in calls] == [1, 1]  # the C loops ran
+    torch_passes()
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+    assert [len(c) for c in calls] == [1, 1]  # and the PyTorch form the second time
+
+
+@requires_c
+@pytest.mark.parametrize(
+    ("B_", "N", "window", "chunk", "one_function"),
+    [
+        (2, 200, 64, 64, True),
+        (2, 37, 9, 64, True),
+        (1, 12, 64, 64, True),
+        (2, 150, 16, 32, True),
+        (2, 90, 20, 16, False),
+    ],
+)
+def test_baseds_kernel_in_one_function_is_the_same_as_its_two_parts(torch_passes, monkeypatch, B_, N, window,
+                                                                     chunk, one_function):  # fmt: skip
+    """based's causal kernel on float32 CPU runs as one Function (attention/based.py FusedBased: the
+    Taylor part's C loop and the window's C kernel writing into the same gradients) where the window's
+    blocks and the chunks nest (window 20: blocks of 24 against chunks of 16, the two Functions): its
+    output and the gradients of q, k, v and both feature projections equal those of the two parts in
+    PyTorch, with padded keys and lengths that are no multiple of either block (one row: the masks of
+    the heads are then views of one row, copied before the C loop reads them)."""
+    H_, D = 3, 24
+    torch.manual_seed(32)
+    kernel = build_attention(
+        "based", head_dim=D, heads=H_, max_len=N, feature_dim=5, window=window, chunk_size=chunk
+    )
+    gen = torch.Generator().manual_seed(33)
+    q, k, v = (torch.randn(B_, H_, N, D, generator=gen) for _ in range(3))
+    padding = torch.zeros(B_, N, dtype=torch.bool)
+    padding[-1, -5:] = True
+    weights = randn(B_, H_, N, D, seed=34)
+    projections = [kernel.q_feature.weight, kernel.k_feature.weight]
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = kernel(*leaves, causal=True, key_padding_mask=padding)
+        return [out.detach(), *torch.autograd.grad((out * weights).sum(), leaves + projections)]
+
+    calls = spy(monkeypatch, based_variant.FusedBased, "apply")
+    fused = run()
+    assert len(calls) == int(one_function)
+    torch_passes()
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+    assert len(calls) == int(one_function)

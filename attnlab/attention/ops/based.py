@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import linear_passes as passes
 from attnlab.attention.linear_passes import inclusive_scan_, taylor_features_backward
 from attnlab.attention.linear_passes import taylor_features as _taylor_features
+from attnlab.attention.ops import c_loops
 
 
 def taylor_features(x: Tensor) -> Tensor:
@@ -51,12 +53,19 @@ class ChunkBased(torch.autograd.Function):
     (G, nc, C, Dv), keep (G, nc, C, 1) 1 for real keys, 0 for padded ones -> (G, nc, C, Dv).
 
     [numerator, denominator] = κ-masked in-chunk scores @ [v, 1] + φ(q) @ Z_c, with Z_c the sum over
-    earlier chunks of φ(k)ᵀ [v, 1] (F, Dv + 1), formed by an in-place prefix scan over chunks."""
+    earlier chunks of φ(k)ᵀ [v, 1] (F, Dv + 1). On CPU float32 one C loop per sequence does it all,
+    chunk by chunk, with each chunk's features formed in cache and Z_c kept there (ops/c_loops.py);
+    elsewhere batched products over all chunks, Z_c formed by an in-place prefix scan over chunks."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, keep, eps: float):
         G, nc, C, d = q.shape
         Dv = v.shape[-1]
+        ctx.fused = passes._fused(q, k, v, keep) is not None
+        if ctx.fused:
+            out, den, states = based_chunks_forward(q, k, v, keep.view(G, nc, C), eps)
+            ctx.save_for_backward(q, k, v, keep, out, den, states)
+            return out
         v1 = v.new_empty(G, nc, C, Dv + 1)  # [v, 1], zero for padded keys
         torch.mul(v, keep, out=v1[..., :Dv])
         v1[..., Dv:] = keep
@@ -80,6 +89,12 @@ class ChunkBased(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor):
+        if ctx.fused:
+            q, k, v, keep, out, den, states = ctx.saved_tensors
+            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            saved = (q, k, v, keep.view(keep.shape[:-1]), out, den, states)
+            c_loops.based_backward_loop(*saved, d_out.contiguous(), dq, dk, dv)
+            return dq, dk, dv, None, None
         q, k, v1, keep, Z, s, kappa, out, den = ctx.saved_tensors
         G, nc, C, d = q.shape
         Dv = v1.shape[-1] - 1
@@ -107,6 +122,20 @@ class ChunkBased(torch.autograd.Function):
         dk.add_(taylor_features_backward(d_phi_k, k.view(flat, C, d)))
         dv = d_v1[..., :Dv].mul(keep.view(flat, C, 1))
         return dq.view(G, nc, C, d), dk.view(G, nc, C, d), dv.view(G, nc, C, Dv), None, None
+
+
+def based_chunks_forward(
+    q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """ChunkBased's forward in C (plain contiguous float32 CPU tensors): q (pre-scaled), k (G, nc, C, d),
+    v (G, nc, C, Dv), keep (G, nc, C) -> the output (G, nc, C, Dv), its denominator (G, nc, C) and the
+    sums [Z z] before each chunk (G, nc, F, Dv + 1), which c_loops.based_backward_loop takes."""
+    G, nc, C, d = q.shape
+    Dv = v.shape[-1]
+    out, den = q.new_empty(G, nc, C, Dv), q.new_empty(G, nc, C)
+    states = q.new_empty(G, nc, c_loops.taylor_feature_count(d), Dv + 1)
+    c_loops.based_forward_loop(q, k, v, keep, eps, out, den, states)
+    return out, den, states
 
 
 def naive_recurrent_based(

@@ -8,6 +8,8 @@
   of q and k).
 - `local`'s blocked sliding-window softmax, forward and backward (attention/local.py
   BlockedWindowAttention).
+- Based's chunked Taylor linear attention, forward and backward (ops/based.py ChunkBased): each
+  chunk's Taylor features are formed in cache and never written out, and the running sums stay there.
 
 Registered as custom ops (torch.library) so that what watches the dispatcher still sees them:
 attnlab/flops.py counts their products (LOOP_FLOPS; the conformance suite's flop-coverage check finds
@@ -129,7 +131,7 @@ def window_attention_backward(
     scale: float,
     geometry: list[int],
 ) -> None:
-    """Its backward: dq overwritten, dk and dv accumulated into (zeroed by the caller)."""
+    """Its backward: dq, dk and dv accumulated into (zeros, or another part's gradients)."""
     tensors = (q, k, v, valid, out, lse, d_out, dq, dk, dv)
     _call_window_kernel("window_attention_backward", tensors, scale, geometry)
 
@@ -140,6 +142,7 @@ def _call_window_kernel(
     """The C function `name` on tensors (q, k, v first), with its working memory and the geometry."""
     q, v = tensors[0], tensors[2]
     BH, L, D = q.shape
+    _check_layout(*tensors)
     scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
     ptrs = [passes._ptr(t) for t in tensors] + [scale, passes._ptr(scratch)]
     C, before, after, lowest, highest, heads = geometry
@@ -183,9 +186,91 @@ def _window_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
     return 2 * BH * window_pairs(L, geometry) * (3 * D + 2 * v.shape[-1])
 
 
+@torch.library.custom_op("attnlab::based_forward_loop_mm", mutates_args=("out", "den", "states"))
+def based_forward_loop(
+    q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float, out: Tensor, den: Tensor, states: Tensor
+) -> None:
+    """Based's chunked form (ops/based.py ChunkBased): q (pre-scaled), k (G, nc, C, d) features, v
+    (G, nc, C, Dv), keep (G, nc, C) 1 for a real key; out (G, nc, C, Dv), den (G, nc, C) its denominator
+    + eps, and states (G, nc, F, Dv + 1), the sums [Z z] = Σ φ(k)ᵀ [v 1] over the chunks before each,
+    written."""
+    G, nc, C, d = q.shape
+    _check_layout(q, k, v, keep, out, den, states)
+    scratch = _based_scratch(q, v.shape[-1])  # held here: the call only sees its address
+    ptrs = [passes._ptr(t) for t in (q, k, v, keep)] + [eps]
+    ptrs += [passes._ptr(t) for t in (out, den, states, scratch)]
+    passes.library().based_forward_loop(*ptrs, G, nc, C, d, v.shape[-1])
+
+
+@torch.library.custom_op("attnlab::based_backward_loop_mm", mutates_args=("dq", "dk", "dv"))
+def based_backward_loop(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    keep: Tensor,
+    out: Tensor,
+    den: Tensor,
+    states: Tensor,
+    d_out: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+) -> None:
+    """Its backward, from d_out (G, nc, C, Dv) and the forward's out, den and states: dq, dk, dv
+    overwritten."""
+    G, nc, C, d = q.shape
+    _check_layout(q, k, v, keep, out, den, states, d_out, dq, dk, dv)
+    scratch = _based_scratch(q, v.shape[-1])  # held here: the call only sees its address
+    ptrs = [passes._ptr(t) for t in (q, k, v, keep, out, den, states, d_out, dq, dk, dv, scratch)]
+    passes.library().based_backward_loop(*ptrs, G, nc, C, d, v.shape[-1])
+
+
+def _check_layout(*tensors: Tensor | None) -> None:
+    """The C code reads and writes these by address, row after row: a strided view (an expanded mask,
+    a transposed gradient) would be read as the wrong elements."""
+    for t in tensors:
+        if t is not None and not t.is_contiguous():
+            raise ValueError(
+                f"attnlab internal: a C kernel needs contiguous tensors, got strides {t.stride()}"
+            )
+
+
+def _based_scratch(q: Tensor, Dv: int) -> Tensor:
+    """Based's loops' working memory, one row per sequence (its size from linear_passes.c)."""
+    G, nc, C, d = q.shape
+    return q.new_empty(G, passes.library().based_scratch_floats(C, d, Dv))
+
+
+def taylor_feature_count(d: int) -> int:
+    """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions (ops/based.py taylor_features)."""
+    return 1 + d + d * (d + 1) // 2
+
+
+def _based_products(q: Tensor, v: Tensor, carried: int, in_chunk: int) -> int:
+    """FLOPs of products (C, F) x (F, `carried`) for every chunk but one of each sequence (the first
+    chunk has no sums before it, the last no later chunk to feed) and C x C x `in_chunk` per chunk."""
+    G, nc, C, d = q.shape
+    return 2 * G * ((nc - 1) * C * taylor_feature_count(d) * carried + nc * C * C * in_chunk)
+
+
+def _based_forward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
+    """Through the sums φ(q) [Z z] and [Z z] += φ(k)ᵀ [v 1]; in the chunk q kᵀ and κ [v 1]."""
+    d, Dv = q.shape[-1], v.shape[-1]
+    return _based_products(q, v, carried=2 * (Dv + 1), in_chunk=d + Dv + 1)
+
+
+def _based_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
+    """Through the sums dφ(q) = [dn dd] [Z z]ᵀ, dφ(k) = [v 1] [dW dw]ᵀ, dv += φ(k) dW and [dW dw] +=
+    φ(q)ᵀ [dn dd]; in the chunk q kᵀ again, dκ = [dn dd] [v 1]ᵀ, κᵀ dn, ds k and dsᵀ q."""
+    d, Dv = q.shape[-1], v.shape[-1]
+    return _based_products(q, v, carried=4 * (Dv + 1) - 1, in_chunk=3 * d + 2 * Dv + 1)
+
+
 LOOP_FLOPS = {
     torch.ops.attnlab.delta_rule_forward_loop_mm: _forward_flops,
     torch.ops.attnlab.delta_rule_backward_loop_mm: _backward_flops,
     torch.ops.attnlab.window_attention_forward_mm: _window_forward_flops,
     torch.ops.attnlab.window_attention_backward_mm: _window_backward_flops,
+    torch.ops.attnlab.based_forward_loop_mm: _based_forward_flops,
+    torch.ops.attnlab.based_backward_loop_mm: _based_backward_flops,
 }
