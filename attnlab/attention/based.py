@@ -12,7 +12,8 @@ model input to feature_dim directly); the linear part is fla's `naive_parallel_b
 Difference from the paper: Based interleaves separate linear-attention and sliding-window layers
 (and short convolutions); here one kernel sums both parts per head. window=0 leaves the linear part
 alone, exactly fla's op. Decoding keeps the running feature sums and the rolling window: O(f²·d + w·d)
-per sequence, whatever the length.
+per sequence, whatever the length. Causal, on float32 CPU tensors, the two parts run as one autograd
+Function in C (FusedBased, below), which writes both parts' gradients into the same tensors.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ features, the symmetric half of the d² products fla writes out (the same κ at 
 
 The chunked form (ChunkBased) uses the features only for the state carried between chunks (running
 sums of φ(k) [v, 1]ᵀ, numerator and denominator together); inside a chunk it evaluates κ directly
-from s = q·k, a C x C x d product instead of C x C x (1 + d + d(d+1)/2). Its backward is written out:
-the feature map's derivative is two small products with fixed 0/1 matrices, never an index_put.
+from s = q·k, a C x C x d product instead of C x C x (1 + d + d(d+1)/2). Its backward is written out.
+On CPU float32 one C loop per sequence runs it chunk by chunk, each chunk's features formed in cache
+and never written out (attention/linear_passes.c, through ops/c_loops.py); elsewhere batched products
+over all chunks, with the features written out.
 """
 
 from __future__ import annotations
