@@ -148,7 +148,7 @@ def test_baseds_c_loops_count_the_batched_forms_products_less_those_they_skip(mo
     if passes.library() is None:
         pytest.skip("no C compiler: the loops run in PyTorch only")
     B, H, nc, C, d, Dv = 1, 3, 5, 8, 4, 12
-    G, F_ = B * H, c_loops.taylor_feature_count(d)
+    G, F_ = B * H, passes.taylor_feature_count(d)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, H, nc * C, dim, generator=gen, requires_grad=True) for dim in (d, d, Dv))
 

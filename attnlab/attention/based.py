@@ -103,7 +103,7 @@ class BasedAttention(Attention):
     def init_state(
         self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
     ) -> State:
-        F = 1 + self.feature_dim + self.feature_dim * (self.feature_dim + 1) // 2
+        F = passes.taylor_feature_count(self.feature_dim)
         state = {
             "kv": torch.zeros(batch, heads, F, head_dim, device=device, dtype=torch.float32),  # (B, H, F, Dv)
             "z": torch.zeros(batch, heads, F, device=device, dtype=torch.float32),  # (B, H, F)

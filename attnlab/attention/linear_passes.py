@@ -298,12 +298,17 @@ def feature_grad_(
     return x
 
 
+def taylor_feature_count(d: int) -> int:
+    """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions (taylor_features)."""
+    return 1 + d + d * (d + 1) // 2
+
+
 def taylor_features(x: Tensor) -> Tensor:
     """Based's feature map, x (..., d) -> φ(x) (..., 1 + d + d(d+1)/2) = [1, x, c_ab x_a x_b (a <= b)],
     c_aa = 1/√2, c_ab = 1 (pairs in row-major order of the upper triangle), with no autograd record.
     In PyTorch: one broadcast product per row a of the pairs (index gathers are ~10x slower)."""
     d = x.shape[-1]
-    phi = x.new_empty(*x.shape[:-1], 1 + d + d * (d + 1) // 2)
+    phi = x.new_empty(*x.shape[:-1], taylor_feature_count(d))
     lib = _fused(x)
     if lib is not None:
         lib.taylor_features(_ptr(x), _ptr(phi), x.numel() // d, d)

@@ -135,7 +135,7 @@ def based_chunks_forward(
     G, nc, C, d = q.shape
     Dv = v.shape[-1]
     out, den = q.new_empty(G, nc, C, Dv), q.new_empty(G, nc, C)
-    states = q.new_empty(G, nc, c_loops.taylor_feature_count(d), Dv + 1)
+    states = q.new_empty(G, nc, passes.taylor_feature_count(d), Dv + 1)
     c_loops.based_forward_loop(q, k, v, keep, eps, out, den, states)
     return out, den, states
 

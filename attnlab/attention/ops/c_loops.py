@@ -241,29 +241,24 @@ def _based_scratch(q: Tensor, Dv: int) -> Tensor:
     return q.new_empty(G, passes.library().based_scratch_floats(C, d, Dv))
 
 
-def taylor_feature_count(d: int) -> int:
-    """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions (ops/based.py taylor_features)."""
-    return 1 + d + d * (d + 1) // 2
-
-
-def _based_products(q: Tensor, v: Tensor, carried: int, in_chunk: int) -> int:
+def _based_products(q: Tensor, carried: int, in_chunk: int) -> int:
     """FLOPs of products (C, F) x (F, `carried`) for every chunk but one of each sequence (the first
     chunk has no sums before it, the last no later chunk to feed) and C x C x `in_chunk` per chunk."""
     G, nc, C, d = q.shape
-    return 2 * G * ((nc - 1) * C * taylor_feature_count(d) * carried + nc * C * C * in_chunk)
+    return 2 * G * ((nc - 1) * C * passes.taylor_feature_count(d) * carried + nc * C * C * in_chunk)
 
 
 def _based_forward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
     """Through the sums φ(q) [Z z] and [Z z] += φ(k)ᵀ [v 1]; in the chunk q kᵀ and κ [v 1]."""
     d, Dv = q.shape[-1], v.shape[-1]
-    return _based_products(q, v, carried=2 * (Dv + 1), in_chunk=d + Dv + 1)
+    return _based_products(q, carried=2 * (Dv + 1), in_chunk=d + Dv + 1)
 
 
 def _based_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
     """Through the sums dφ(q) = [dn dd] [Z z]ᵀ, dφ(k) = [v 1] [dW dw]ᵀ, dv += φ(k) dW and [dW dw] +=
     φ(q)ᵀ [dn dd]; in the chunk q kᵀ again, dκ = [dn dd] [v 1]ᵀ, κᵀ dn, ds k and dsᵀ q."""
     d, Dv = q.shape[-1], v.shape[-1]
-    return _based_products(q, v, carried=4 * (Dv + 1) - 1, in_chunk=3 * d + 2 * Dv + 1)
+    return _based_products(q, carried=4 * (Dv + 1) - 1, in_chunk=3 * d + 2 * Dv + 1)
 
 
 LOOP_FLOPS = {
