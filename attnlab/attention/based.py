@@ -31,7 +31,6 @@ from attnlab.attention.linear_kernels import linear_attention
 from attnlab.attention.local import (
     LocalAttention,
     key_validity,
-    window_backward_,
     window_forward,
     window_kernel_applies,
     window_plan,
@@ -202,7 +201,8 @@ class FusedBased(torch.autograd.Function):
         grads = [t.view(G, nc, chunk, -1) for t in (d_out, d_fq, d_fk, dv)]
         c_loops.based_backward_loop(*blocks, *grads)  # the Taylor part: d_fq, d_fk, dv written
         dq, dk = d_fq @ q_proj, d_fk @ k_weight  # (B, H, L, D)
-        window_backward_(q, k, v, valid, out_w, lse, d_out, dq, dk, dv, ctx.geometry, D**-0.5)  # added in
+        window = (q, k, v, valid, out_w, lse, d_out, dq, dk, dv, D**-0.5, ctx.geometry)
+        c_loops.window_attention_backward(*window)  # the window's gradients, added in
         d_q_weight = (d_fq.view(-1, f).T @ q.view(-1, D)).mul_(ctx.scale)  # (f, D)
         d_k_weight = d_fk.view(-1, f).T @ k.view(-1, D)
         return dq, dk, dv, d_q_weight, d_k_weight, None, None, None, None

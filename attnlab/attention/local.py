@@ -114,8 +114,12 @@ class BlockedWindowAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor):
         q, k, v, valid, out, lse = ctx.saved_tensors
+        # the kernel adds its gradients into dq, dk, dv
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        window_backward_(q, k, v, valid, out, lse, d_out.contiguous(), dq, dk, dv, ctx.geometry, ctx.scale)
+        d_out = d_out.contiguous()
+        c_loops.window_attention_backward(
+            q, k, v, valid, out, lse, d_out, dq, dk, dv, ctx.scale, ctx.geometry
+        )
         return dq, dk, dv, None, None, None
 
 
@@ -123,39 +127,12 @@ def window_forward(
     q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None, geometry: list[int], scale: float
 ) -> tuple[Tensor, Tensor]:
     """The C kernel's forward on contiguous q, k (B, H, L, D), v (B, H, L, Dv): the output (B, H, L, Dv)
-    and each query's log-sum-exp (B, H, L), which its backward takes."""
+    and each query's log-sum-exp (B, H, L), which its backward (c_loops.window_attention_backward,
+    which adds its gradients into the dq, dk and dv it is given) takes."""
     B, H, L, D = q.shape
     out, lse = q.new_empty(B, H, L, v.shape[-1]), q.new_empty(B, H, L)
-    q3, k3, v3 = (t.view(B * H, L, t.shape[-1]) for t in (q, k, v))
-    c_loops.window_attention_forward(
-        q3, k3, v3, valid, out.view(B * H, L, -1), lse.view(B * H, L), scale, geometry
-    )
+    c_loops.window_attention_forward(q, k, v, valid, out, lse, scale, geometry)
     return out, lse
-
-
-def window_backward_(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    valid: Tensor | None,
-    out: Tensor,
-    lse: Tensor,
-    d_out: Tensor,
-    dq: Tensor,
-    dk: Tensor,
-    dv: Tensor,
-    geometry: list[int],
-    scale: float,
-) -> None:
-    """Its backward, every tensor contiguous (B, H, L, ·): the window's gradients are added into dq, dk
-    and dv (zeros, or a caller's other part: based's)."""
-    B, H, L, D = q.shape
-    q3, k3, v3, out3, do3, dq3, dk3, dv3 = (
-        t.view(B * H, L, t.shape[-1]) for t in (q, k, v, out, d_out, dq, dk, dv)
-    )
-    c_loops.window_attention_backward(
-        q3, k3, v3, valid, out3, lse.view(B * H, L), do3, dq3, dk3, dv3, scale, geometry
-    )
 
 
 def window_plan(N: int, heads: int, window: int, causal: bool) -> tuple[list[int], int]:

@@ -110,9 +110,10 @@ def window_attention_forward(
     scale: float,
     geometry: list[int],
 ) -> None:
-    """`local`'s blocked sliding-window softmax (attention/local.py): q, k (BH, L, D), v (BH, L, Dv); valid
-    (BH / heads, L) 1 for a real key or None; out (BH, L, Dv) and lse (BH, L) written. geometry = [C,
-    before, after, lowest, highest, heads] (local.py's block size, neighbour blocks and band)."""
+    """`local`'s blocked sliding-window softmax (attention/local.py): q, k (B, H, L, D), v (B, H, L, Dv)
+    (or with B and H as one axis, (BH, L, ·)); valid (B, L) 1 for a real key or None; out (B, H, L, Dv)
+    and lse (B, H, L) written. geometry = [C, before, after, lowest, highest, heads] (local.py's block
+    size, neighbour blocks and band)."""
     _call_window_kernel("window_attention_forward", (q, k, v, valid, out, lse), scale, geometry)
 
 
@@ -141,13 +142,13 @@ def _call_window_kernel(
 ) -> None:
     """The C function `name` on tensors (q, k, v first), with its working memory and the geometry."""
     q, v = tensors[0], tensors[2]
-    BH, L, D = q.shape
+    BH, L = _sequences(q)
     _check_layout(*tensors)
     scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
     ptrs = [passes._ptr(t) for t in tensors] + [scale, passes._ptr(scratch)]
     C, before, after, lowest, highest, heads = geometry
     getattr(passes.library(), name)(
-        *ptrs, BH, L // C, C, before, after, lowest, highest, D, v.shape[-1], heads
+        *ptrs, BH, L // C, C, before, after, lowest, highest, q.shape[-1], v.shape[-1], heads
     )
 
 
@@ -172,16 +173,22 @@ def window_pairs(L: int, geometry: list[int]) -> int:
     return sum(C * (min(L, (b - before) * C + W) - max(0, (b - before) * C)) for b in range(L // C))
 
 
+def _sequences(q: Tensor) -> tuple[int, int]:
+    """(sequences, positions) of q (..., L, D): every axis before the last two is one of sequences."""
+    L = q.shape[-2]
+    return q.numel() // (L * q.shape[-1]), L
+
+
 def _window_forward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
     """Two products over the computed pairs: scores (D) and weights times values (Dv)."""
-    BH, L, D = q.shape
+    (BH, L), D = _sequences(q), q.shape[-1]
     geometry = args[-1] if args else kwargs["geometry"]
     return 2 * BH * window_pairs(L, geometry) * (D + v.shape[-1])
 
 
 def _window_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
     """Five: the scores again (D), d_out Vᵀ (Dv), dS K (D), dSᵀ Q (D), Pᵀ d_out (Dv)."""
-    BH, L, D = q.shape
+    (BH, L), D = _sequences(q), q.shape[-1]
     geometry = args[-1] if args else kwargs["geometry"]
     return 2 * BH * window_pairs(L, geometry) * (3 * D + 2 * v.shape[-1])
 
