@@ -176,10 +176,11 @@ def test_decoding_state_does_not_grow(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", FAMILY)
-def test_three_hundred_bf16_training_steps_stay_finite(name):
-    """Autocast bf16 on CPU, one causal layer learning a running sum mod 16: loss and gradient norm
-    finite at every step (the decays and the delta rule are where fla's users report NaNs)."""
+def test_three_hundred_half_precision_training_steps_stay_finite(name, dtype):
+    """Autocast bf16 or fp16 on CPU, one causal layer learning a running sum mod 16: loss and gradient
+    norm finite at every step (the decays and the delta rule are where fla's users report NaNs)."""
     from attnlab.nn.layer import MultiHeadAttention
     from attnlab.nn.spec import AttentionSpec
 
@@ -191,7 +192,7 @@ def test_three_hundred_bf16_training_steps_stay_finite(name):
     opt = torch.optim.AdamW(params, lr=3e-3)
     for _ in range(300):
         x = torch.randint(0, V, (8, n))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
             h = emb(x)
             logits = head(h + layer(norm(h), causal=True))
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, V), (x.cumsum(1) % V).reshape(-1))
