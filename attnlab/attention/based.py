@@ -77,27 +77,26 @@ class BasedAttention(Attention):
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
-        acc = torch.promote_types(q.dtype, torch.float32)
+        dtype, acc = q.dtype, torch.promote_types(q.dtype, torch.float32)
+        q, k, v = q.to(acc), k.to(acc), v.to(acc)
         scale = self.feature_dim**-0.5
         if causal and self.local is not None:  # float32 CPU: both parts in one Function, in C
             weights = (self.q_feature.weight.to(acc), self.k_feature.weight.to(acc))
             window, chunk = self.local.window, self.chunk_size
-            fused = fused_causal_based(q.to(acc), k.to(acc), v.to(acc), *weights, scale=scale, window=window,
-                                       chunk_size=chunk, key_padding_mask=key_padding_mask)  # fmt: skip
+            fused = fused_causal_based(q, k, v, *weights, scale=scale, window=window, chunk_size=chunk,
+                                       key_padding_mask=key_padding_mask)  # fmt: skip
             if fused is not None:
-                return fused.to(q.dtype)  # (B, H, N, Dv)
-        fq, fk = self.features(q.to(acc), k.to(acc))  # (B, H, N, f)
+                return fused.to(dtype)  # (B, H, N, Dv)
+        fq, fk = self.features(q, k)  # (B, H, N, f)
         if causal:
-            out = chunk_based(fq, fk, v.to(acc), scale=scale, eps=EPS, chunk_size=self.chunk_size,
+            out = chunk_based(fq, fk, v, scale=scale, eps=EPS, chunk_size=self.chunk_size,
                               key_padding_mask=key_padding_mask)  # fmt: skip
         else:  # the same kernel κ over every key
             phi_q, phi_k = taylor_features(fq * scale), taylor_features(fk)  # (B, H, N, F)
-            out = linear_attention(phi_q, phi_k, v.to(acc), EPS, None, key_padding_mask)
+            out = linear_attention(phi_q, phi_k, v, EPS, None, key_padding_mask)
         if self.local is not None:
-            out = out + self.local(
-                q.to(acc), k.to(acc), v.to(acc), causal=causal, key_padding_mask=key_padding_mask
-            )
-        return out.to(q.dtype)  # (B, H, N, Dv)
+            out = out + self.local(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+        return out.to(dtype)  # (B, H, N, Dv)
 
     def init_state(
         self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
@@ -147,16 +146,13 @@ def fused_causal_based(
     B, H, N, D = q.shape
     geometry, _ = window_plan(N, H, window, causal=True)
     block = max(geometry[0], chunk_size)
-    if block % min(geometry[0], chunk_size):
-        return None
+    if block % min(geometry[0], chunk_size) or passes._fused(q_weight.detach(), k_weight.detach()) is None:
+        return None  # (the projections tell a module on a GPU before q, k, v are copied and padded)
     pad = (-N) % block
     if pad:  # positions past the end: keys that count for nothing, queries whose outputs are dropped
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     q, k, v = (t.contiguous() for t in (q, k, v))
-    if (
-        not window_kernel_applies(geometry, q, k, v)
-        or passes._fused(q_weight.detach(), k_weight.detach()) is None
-    ):
+    if not window_kernel_applies(geometry, q, k, v):
         return None
     valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # (B, N + pad) or None
     out = FusedBased.apply(q, k, v, q_weight, k_weight, valid, scale, chunk_size, geometry)
