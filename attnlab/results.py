@@ -37,6 +37,23 @@ RESULTS_KEYS = (
 )
 
 
+# What `budget.stopped_by` may say. The first three end a run as planned; the rest cut it short.
+STOP_REASONS = ("max_steps", "max_epochs", "early_stopping", "max_time", "interrupted", "non_finite")
+PARTIAL_STOPS = ("max_time", "interrupted", "non_finite")
+
+
+def is_partial(results: dict[str, Any]) -> bool:
+    """True when a run did not get the budget it was promised (a time guard, a Ctrl-C, a NaN).
+
+    Early stopping is a planned end (the run asked to stop when validation stalled), so it is complete.
+    Results written before budgets were recorded (no `budget` key) count as complete: nothing says otherwise.
+    """
+    budget = results.get("budget")
+    if not isinstance(budget, dict):
+        return False
+    return budget.get("stopped_by") in PARTIAL_STOPS
+
+
 def results_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / RESULTS_FILE
 
