@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_run
+from helpers import compose_run, run_cli
 
 from attnlab.app import preflight, run_args
 from attnlab.errors import CapabilityError, ConfigError
@@ -135,7 +135,8 @@ def test_unigram_baseline_is_add_one_smoothed_train_frequencies():
 def test_builtin_knobs_are_ordinary_typed_keys_with_the_generators_defaults(tmp_path):
     cfg = compose_run(tmp_path, ["task=mqar", "task.data.builtin.seq_len=32"])
     assert cfg.task.data.builtin.seq_len == 32 and cfg.task.data.builtin.num_kv_pairs is None
-    assert cfg.task.data.builtin.vocab_size == 8192 == cfg.task.data.vocab_size  # mqar's signature default
+    # task=mqar's own default (conf/task/mqar.yaml); the generator's signature keeps zoology's 8192
+    assert cfg.task.data.builtin.vocab_size == 128 == cfg.task.data.vocab_size
     listops = compose_run(tmp_path, ["task.data.builtin.max_length=300", "task.data.builtin.min_length=200"])
     assert listops.task.data.builtin.max_length == 300 and listops.task.data.builtin.max_depth == 3
     for task, key in (("translate", "max_words"), ("summarise", "max_sentences"), ("lm", "max_documents")):
@@ -144,6 +145,42 @@ def test_builtin_knobs_are_ordinary_typed_keys_with_the_generators_defaults(tmp_
         preflight(["task=mqar", "task.data.builtin.seq_lne=32"], hydra_config=False)
     with pytest.raises(ConfigError, match="expected an integer"):
         preflight(["task=mqar", "task.data.builtin.seq_len=long"], hydra_config=False)
+
+
+def test_task_mqar_alone_carries_the_settings_that_learn_mqar(tmp_path):
+    """Issue 33: the task's defaults are the preset's; only the study's model size stays in experiment=mqar."""
+    cfg = compose_run(tmp_path, ["task=mqar", "task.data.builtin.seq_len=1024"], fast=False)
+    assert cfg.model.max_len == 1024  # follows the generated length: seq_len alone works
+    assert cfg.model.token_shift and not cfg.model.tie_embeddings and cfg.model.dropout == 0.0
+    assert cfg.task.module.lr == 3e-3 and cfg.trainer.max_steps == 400
+    assert cfg.model.d_model == 64 and cfg.model.heads == 4  # the size is still model=tiny's
+    assert compose_run(tmp_path, ["task=mqar", "model.max_len=300"], fast=False).model.max_len == 300
+    assert compose_run(tmp_path, ["task=mqar", "trainer.max_steps=9"], fast=False).trainer.max_steps == 9
+    small = compose_run(tmp_path, ["task=mqar", "model=small"], fast=False)
+    assert small.model.d_model == 128 and small.model.token_shift  # a chosen size keeps its width
+    preset = compose_run(tmp_path, ["experiment=mqar", "task.data.builtin.seq_len=256"], fast=False)
+    assert preset.model.heads == 2 and preset.model.max_len == 256 and preset.trainer.max_steps == 400
+    other = compose_run(tmp_path, ["task=lm"], fast=False)
+    assert other.model.max_len == 512 and not other.model.token_shift  # only mqar's defaults moved
+
+
+@pytest.mark.slow
+def test_task_mqar_on_its_own_learns_mqar(tmp_path):
+    """The command a new user reads first: `python -m attnlab task=mqar attention=multihead
+    task.data.builtin.seq_len=128` reaches >= 0.9 test accuracy (README; ~2.5 min on one core)."""
+    args = [
+        "task=mqar",
+        "attention=multihead",
+        "task.data.builtin.seq_len=128",
+        "threads=1",
+        "logger=none",
+        f"paths.run_dir={tmp_path / 'run'}",
+        f"paths.data_cache={tmp_path / 'cache'}",
+    ]
+    done = run_cli(args, tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["metrics"]["test/acc"] >= 0.9, results["metrics"]
 
 
 def test_non_causal_variant_for_lm_is_a_one_line_error(tmp_path):
