@@ -21,7 +21,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from attnlab.reliability import NumericalError
@@ -56,9 +55,9 @@ def stop_reason(
     """
     if isinstance(error, NumericalError):
         return "non_finite"
-    if isinstance(error, SIGTERMException) or trainer.received_sigterm:
-        if planned is None or steps_done < planned:
-            return "interrupted"
+    stopped = isinstance(error, SIGTERMException) or trainer.received_sigterm
+    if stopped and (planned is None or steps_done < planned):
+        return "interrupted"
     if planned is not None and steps_done >= planned:
         return limit
     early = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
