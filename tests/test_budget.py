@@ -14,7 +14,7 @@ import pytest
 from helpers import compose_run, run_cli
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab.budget import budget_line, planned_steps
+from attnlab.budget import budget_line, planned_steps, stop_reason
 from attnlab.reliability import NumericalError, write_failure
 from attnlab.results import RESULTS_KEYS, is_partial, read_failure
 from attnlab.train import log_summary, run
@@ -67,6 +67,35 @@ def test_planned_steps_is_the_first_limit_the_trainer_reaches():
     assert planned_steps(50, 2, float("inf")) == (50, "max_steps")  # an iterable dataset: epochs unknown
 
 
+def fake_trainer(*callbacks, sigterm: bool = False) -> SimpleNamespace:
+    """What stop_reason reads of a trainer after its fit."""
+    return SimpleNamespace(
+        received_sigterm=sigterm, callbacks=list(callbacks), current_epoch=0, max_epochs=-1
+    )
+
+
+def test_stop_reason_reads_the_callbacks_and_a_reached_budget_wins():
+    from lightning.pytorch.callbacks import EarlyStopping, Timer
+    from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+
+    timer = Timer(duration="00:00:00:01")
+    timer._offset = 5.0  # 5 s of training restored from a checkpoint: past the 1 s limit
+    early = EarlyStopping(monitor="val/acc")
+    assert stop_reason(fake_trainer(timer), 460, 2300, "max_steps", None) == "max_time"
+    assert stop_reason(fake_trainer(timer), 2300, 2300, "max_steps", None) == "max_steps"  # it got them all
+    assert (
+        stop_reason(fake_trainer(Timer(duration="01:00:00:00")), 2300, 2300, "max_steps", None) == "max_steps"
+    )
+    assert stop_reason(fake_trainer(timer, sigterm=True), 460, 2300, "max_steps", None) == "interrupted"
+    assert stop_reason(fake_trainer(sigterm=True), 2300, 2300, "max_steps", None) == "max_steps"
+    early.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
+    assert stop_reason(fake_trainer(early), 400, 2300, "max_steps", None) == "early_stopping"
+    early.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC  # val metric NaN: the model diverged
+    assert stop_reason(fake_trainer(early), 400, 2300, "max_steps", None) == "non_finite"
+    assert stop_reason(fake_trainer(), 10, 24, "max_epochs", NumericalError("nan")) == "non_finite"
+    assert stop_reason(fake_trainer(), 10, None, "max_epochs", SIGTERMException()) == "interrupted"
+
+
 def test_the_console_line_says_partial_with_what_to_do_and_nothing_for_a_complete_run(tmp_path):
     assert budget_line({"steps_done": 2300, "steps_planned": 2300, "stopped_by": "max_steps"}) is None
     cut = {"steps_done": 460, "steps_planned": 2300, "stopped_by": "max_time"}
@@ -103,6 +132,14 @@ def test_a_run_that_gets_its_steps_records_max_steps_and_says_nothing(tmp_path, 
     assert saved["budget"] == {"steps_done": 4, "steps_planned": 4, "stopped_by": "max_steps"}
     assert list(saved)[: len(RESULTS_KEYS)] == list(RESULTS_KEYS) and results["budget"] == saved["budget"]
     assert not is_partial(saved) and not budget_lines(caplog)
+
+
+def test_an_epoch_based_run_plans_epochs_times_batches(tmp_path):
+    cfg = compose_run(
+        tmp_path, [*TINY, "trainer.max_steps=-1", "trainer.max_epochs=2", "trainer.val_check_interval=4"]
+    )
+    results = run(cfg)  # 64 rows in batches of 8: 8 steps an epoch
+    assert results["budget"] == {"steps_done": 16, "steps_planned": 16, "stopped_by": "max_epochs"}
 
 
 def test_max_time_records_a_partial_run_and_warns_on_the_last_line(tmp_path, caplog):
