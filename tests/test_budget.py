@@ -248,3 +248,22 @@ def test_the_command_line_ends_with_the_budget_warning(tmp_path):
     budget = json.loads(results.read_text())["budget"]
     assert budget["stopped_by"] == "max_time" and budget["steps_done"] < 50
     assert any("budget: stopped by trainer.max_time" in line for line in last[-2:]), last[-5:]
+
+
+def test_continuing_a_time_cut_run_without_its_timer_raises_no_warning():
+    import warnings
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+    from attnlab.console import quiet_frameworks
+
+    lightning_says = (
+        "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided "
+        "during `Trainer` instantiation. Please add the following callbacks: {}."
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_frameworks()
+        rank_zero_warn(lightning_says.format(["Timer"]))  # the suggested command drops max_time on purpose
+        rank_zero_warn(lightning_says.format(["Timer", "MyCallback"]))  # a callback the user forgot: kept
+    assert [str(w.message) for w in caught] == [lightning_says.format(["Timer", "MyCallback"])]
