@@ -29,6 +29,8 @@ NOISE_LOGS = (
 NOISE_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning calling a deprecated torch API
     r"Checkpoint directory .* exists and is not empty",  # a resumed run writes into its own directory
+    # continuing a time-cut run with trainer.max_time=null drops its Timer on purpose (docs/runs.md, budgets)
+    r"Be aware that when using `ckpt_path`, .* Please add the following callbacks: \['Timer'\]\.?$",
 )
 
 

@@ -9,7 +9,9 @@ writes report.md and report.png into --out (default: the first PATH's directory)
 
 A run is on the front when no other successful run of the same task is at least as good in quality
 AND at least as cheap, and strictly better in one of the two. Runs whose status is not "ok" are
-listed as failures.
+listed as failures. Partial runs (cut short by trainer.max_time, an interruption or a NaN before
+their planned steps: attnlab.results.is_partial) are shown with ⚠ in the steps column and left off
+the front, unless --allow-partial.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.errors import AttnlabError, OneLineArgumentParser
-from attnlab.results import RESULTS_FILE
+from attnlab.results import RESULTS_FILE, is_partial
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.data.get("status") == "ok"
+
+    @property
+    def partial(self) -> bool:
+        """Cut short before its planned steps (budget.stopped_by: max_time, interrupted, non_finite)."""
+        return is_partial(self.data)
 
     @property
     def task(self) -> str:
@@ -117,7 +124,7 @@ def load_runs(files: Sequence[Path]) -> list[Run]:
             data = json.loads(file.read_text())
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-            for section in ("metrics", "cost", "attention", "config"):
+            for section in ("metrics", "cost", "attention", "config", "budget"):
                 if not isinstance(data.get(section, {}), dict):
                     raise ValueError(f"'{section}' is not a JSON object")
         except (OSError, ValueError) as exc:
@@ -132,13 +139,15 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 
-def mark_pareto_front(runs: Sequence[Run], axis: CostAxis) -> None:
-    """Set run.on_front per task; runs that failed or lack quality or cost are never on it."""
+def mark_pareto_front(runs: Sequence[Run], axis: CostAxis, *, allow_partial: bool = False) -> None:
+    """Set run.on_front per task; runs that failed or lack quality or cost are never on it, nor are
+    partial runs unless `allow_partial` (a run cut short would be compared on a budget it never got)."""
     points: dict[int, tuple[float, float]] = {}
     for i, run in enumerate(runs):
         run.on_front = False
         quality, cost = run.quality(), run.cost(axis)
-        if run.ok and quality is not None and cost is not None:
+        ranked = run.ok and (allow_partial or not run.partial)
+        if ranked and quality is not None and cost is not None:
             points[i] = (
                 quality if run.higher_quality_is_better else -quality,
                 -cost if axis.higher_is_better else cost,
@@ -168,6 +177,7 @@ COLUMNS = [
     "peak memory MB",
     "attention FLOPs/token",
     "tokens/example (mean/max)",
+    "steps",
     "seed",
 ]
 DECODE_COLUMN = "decode tokens/s (beam)"  # test-time generation speed: tasks that generate only
@@ -201,11 +211,24 @@ def sequence_length(run: Run) -> str:
     return f"≤{run.data['max_len']}" if run.data.get("max_len") is not None else "-"
 
 
+def steps(run: Run) -> str:
+    """`2,300` for a run that got its planned steps; `1,200/2,300 early_stopping` for one that stopped
+    earlier as configured; `⚠ 460/2,300 max_time` for a partial run; `-` where no budget was recorded."""
+    budget = run.data.get("budget") or {}
+    done, planned = _number(budget.get("steps_done")), _number(budget.get("steps_planned"))
+    if done is None:
+        return "-"
+    if planned is not None and done >= planned:
+        return _fmt(done, "int")
+    count = _fmt(done, "int") + (f"/{_fmt(planned, 'int')}" if planned is not None else "")
+    return f"{'⚠ ' if run.partial else ''}{count} {budget.get('stopped_by', '?')}"
+
+
 def task_rows(runs: Sequence[Run]) -> list[list[str]]:
-    """One row per run, in the order of task_columns(runs)."""
+    """One row per run, in the order of task_columns(runs): the front, the rest, then partial runs off it."""
     rows = []
     decode = [decode_speed] if decodes(runs) else []
-    for run in sorted(runs, key=lambda r: (not r.on_front, r.label, str(r.data.get("seed")))):
+    for run in sorted(runs, key=lambda r: (not r.on_front, r.partial, r.label, str(r.data.get("seed")))):
         cost = run.data.get("cost") or {}
         rows.append(
             [
@@ -217,6 +240,7 @@ def task_rows(runs: Sequence[Run]) -> list[list[str]]:
                 _fmt(_number(cost.get("peak_memory_mb"))),
                 _fmt(_number(cost.get("attention_flops_per_token")), "sci"),
                 sequence_length(run),
+                steps(run),
                 str(run.data.get("seed", "-")),
             ]
         )
@@ -241,17 +265,37 @@ def _quality_heading(runs: Sequence[Run]) -> str:
     return f"{runs[0].metric} ({direction} is better)"
 
 
+def partial_note(runs: Sequence[Run], allow_partial: bool) -> str | None:
+    """What the report did with partial runs, or None when there are none."""
+    partial = [r for r in runs if r.ok and r.partial]
+    if not partial:
+        return None
+    if allow_partial:
+        return f"⚠ {len(partial)} partial run(s) (cut short before their planned steps) ranked with the rest: --allow-partial."
+    return (
+        f"⚠ {len(partial)} partial run(s) (cut short before their planned steps: see the steps column) are "
+        "listed last and left off the Pareto front; --allow-partial ranks them with the rest."
+    )
+
+
 def write_markdown(
-    path: Path, runs: Sequence[Run], axis: CostAxis, plot: Path | None, sources: Sequence[str]
+    path: Path,
+    runs: Sequence[Run],
+    axis: CostAxis,
+    plot: Path | None,
+    sources: Sequence[str],
+    allow_partial: bool = False,
 ) -> None:
     ok = [r for r in runs if r.ok]
     failed = [r for r in runs if not r.ok]
     better = "higher" if axis.higher_is_better else "lower"
+    note = partial_note(runs, allow_partial)
     lines = [
         "# attnlab report",
         "",
         f"{len(ok)} successful run(s), {len(failed)} failed, from {', '.join(f'`{s}`' for s in sources)}.",
         f"Cost axis: {axis.label} ({better} is better). ★ = on the Pareto front of quality vs cost within its task.",
+        *([note] if note else []),
         "",
     ]
     for task, task_runs in by_task(runs).items():
@@ -293,6 +337,8 @@ def write_plot(path: Path, runs: Sequence[Run], axis: CostAxis) -> Path | None:
             style = (
                 {"color": "tab:red", "s": 60, "zorder": 3} if run.on_front else {"color": "tab:gray", "s": 30}
             )
+            if run.partial:  # cut short: a cross, whatever its rank
+                style |= {"marker": "x"}
             ax.scatter([x], [y], **style)
         front = sorted((r.cost(axis), r.quality()) for r in task_runs if r.on_front)
         if len(front) > 1:
@@ -361,7 +407,7 @@ def _annotate(ax: Any, label: str, point: tuple[float, float], offset: tuple[flo
     )  # fmt: skip
 
 
-def print_tables(runs: Sequence[Run], axis: CostAxis) -> None:
+def print_tables(runs: Sequence[Run], axis: CostAxis, allow_partial: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -373,6 +419,8 @@ def print_tables(runs: Sequence[Run], axis: CostAxis) -> None:
         for row in task_rows(task_runs):
             table.add_row(*row)
         console.print(table)
+    if (note := partial_note(runs, allow_partial)) is not None:
+        console.print(note)
     failed = [r for r in runs if not r.ok]
     if failed:
         table = Table(title="failed runs")
@@ -404,9 +452,14 @@ def log_wandb(runs: Sequence[Run], axis: CostAxis, out: Path, plot: Path | None,
 
 # ---- command line -------------------------------------------------------------------------------
 def report(
-    paths: Sequence[str], *, cost: str = "flops", out: str | None = None, use_wandb: bool = False
+    paths: Sequence[str],
+    *,
+    cost: str = "flops",
+    out: str | None = None,
+    use_wandb: bool = False,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
-    """Build the report; returns {runs, markdown, plot}."""
+    """Build the report; returns {runs, markdown, plot}. Partial runs stay off the front unless `allow_partial`."""
     axis = COSTS[cost]
     runs = load_runs(find_results(paths))
     unreadable = [r for r in runs if r.data.get("status") == "unreadable"]
@@ -415,14 +468,14 @@ def report(
             f"none of the {len(runs)} {RESULTS_FILE} file(s) could be read ({unreadable[0].path}: "
             f"{unreadable[0].data['error']}); re-run those runs or give other run directories"
         )
-    mark_pareto_front(runs, axis)
+    mark_pareto_front(runs, axis, allow_partial=allow_partial)
     first = Path(paths[0])
     out_dir = Path(out) if out else (first if first.is_dir() else first.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = write_plot(out_dir / "report.png", runs, axis)
     markdown = out_dir / "report.md"
-    write_markdown(markdown, runs, axis, plot, [str(p) for p in paths])
-    print_tables(runs, axis)
+    write_markdown(markdown, runs, axis, plot, [str(p) for p in paths], allow_partial)
+    print_tables(runs, axis, allow_partial)
     print(f"wrote {markdown}" + (f" and {plot}" if plot else ""))
     if use_wandb:
         log_wandb(runs, axis, out_dir, plot, markdown)
@@ -441,7 +494,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--wandb", action="store_true", help="log the tables and plot to wandb (offline if no key)"
     )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="put runs cut short before their planned steps (max_time, interrupted, non_finite) on the front",
+    )
     args = parser.parse_args(argv)
+    study_spelling = next((p for p in args.paths if p.split("=", 1)[0] == "allow_partial"), None)
+    if study_spelling is not None and not Path(study_spelling).exists():
+        print(
+            f"error: {study_spelling} is the study's spelling; the report takes --allow-partial",
+            file=sys.stderr,
+        )
+        return 2
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         print(
             f"error: --out {args.out} is a file; give a directory for report.md and report.png",
@@ -449,7 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        report(args.paths, cost=args.cost, out=args.out, use_wandb=args.wandb)
+        report(
+            args.paths, cost=args.cost, out=args.out, use_wandb=args.wandb, allow_partial=args.allow_partial
+        )
     except OSError as exc:  # the output directory cannot be created or written
         print(
             f"error: cannot write the report: {exc}; choose a writable directory with --out", file=sys.stderr

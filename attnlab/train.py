@@ -15,15 +15,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
+from attnlab.budget import budget_line, run_budget
 from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import check_checkpoint
 from attnlab.config_checks import check_config
-from attnlab.reliability import already_finished_message
-from attnlab.results import RESULTS_FILE, read_finished, write_results
+from attnlab.reliability import NumericalError, already_finished_message
+from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads
 from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
@@ -70,9 +72,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ):
         log.info("%s; memory: %s", threads, allocation)
         try:
-            return fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
+            results = fit_and_test(cfg, run_dir, trainer, module, datamodule, cost, loggers)
         finally:
             finish_loggers(loggers)  # flush wandb files; a sweep's next run must not reuse this wandb run
+    # The console's last line, after wandb's: a run that stopped before its planned steps says so.
+    if trainer.is_global_zero and (line := budget_line(results["budget"], run_dir)) is not None:
+        (log.warning if is_partial(results) else log.info)(line)
+    return results
 
 
 def fit_and_test(
@@ -87,7 +93,14 @@ def fit_and_test(
     """Fit, evaluate the best checkpoint on the test split, and record the results (rank zero)."""
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
     check_checkpoint(ckpt_path, module.hparams)  # unreadable, or another task/model/attention: one line
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except (SIGTERMException, NumericalError) as stop:  # failed.json records the budget (write_failure)
+        stop.budget = run_budget(trainer, stop)
+        if trainer.is_global_zero and (line := budget_line(stop.budget, run_dir)) is not None:
+            log.warning(line)
+        raise
+    budget = run_budget(trainer)  # what the fit got of its steps, read before the test stage
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
     # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.
@@ -97,7 +110,7 @@ def fit_and_test(
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
-    results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best)
+    results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best, budget)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:
         log.info(
@@ -178,7 +191,9 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def collect_results(cfg: DictConfig, module: L.LightningModule, metrics: dict, cost: dict, best: str) -> dict:
+def collect_results(
+    cfg: DictConfig, module: L.LightningModule, metrics: dict, cost: dict, best: str, budget: dict
+) -> dict:
     cls = get_attention_class(cfg.attention.name)
     attention = describe(cls) | {
         "params": {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}
@@ -194,6 +209,7 @@ def collect_results(cfg: DictConfig, module: L.LightningModule, metrics: dict, c
         "parameters": sum(p.numel() for p in module.parameters()),
         "max_len": cfg.model.max_len,
         "seed": cfg.seed,
+        "budget": budget,  # {steps_done, steps_planned, stopped_by}: attnlab.budget
         "best_checkpoint": best or None,
         "run_dir": str(cfg.paths.run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -216,6 +232,7 @@ def log_summary(logger: Any, results: dict) -> None:
     flat |= {f"attention/{k}": v for k, v in results["attention"].items() if not isinstance(v, dict)}
     flat |= {k: v for k, v in results["metrics"].items()}
     flat["parameters"] = results["parameters"]
+    flat |= {f"budget/{k}": v for k, v in results["budget"].items() if v is not None}
     summary.update(flat)
 
 

@@ -334,6 +334,13 @@ REPORT = [
     Bad("@results:not_an_object", "not a JSON object", "report"),
     Bad("@results:metrics_not_an_object", "'metrics' is not a JSON object", "report"),
     Bad("@results:corrupt --out /etc/hostname", "--out /etc/hostname is a file", "report"),
+    Bad("--allow-partial=yes {tmp}", "argument --allow-partial: ignored explicit argument 'yes'", "report"),
+    Bad(
+        "allow_partial=true {tmp}",
+        "allow_partial=true is the study's spelling; the report takes --allow-partial",
+        "report",
+    ),
+    Bad("@results:budget_not_an_object", "'budget' is not a JSON object", "report"),
 ]
 
 VARIANTS = [Bad("--bogus", "unrecognized arguments: --bogus", "variants")]

@@ -129,6 +129,7 @@ def results_dir(tmp: Path, name: str) -> Path:
         "corrupt": "{not json",
         "not_an_object": "[1, 2]",
         "metrics_not_an_object": json.dumps({"status": "ok", "task": "classify", "metrics": "high"}),
+        "budget_not_an_object": json.dumps({"status": "ok", "task": "classify", "budget": "all of it"}),
     }[name]
     folder = tmp / "runs" / name
     folder.mkdir(parents=True)

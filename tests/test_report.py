@@ -29,6 +29,7 @@ def write_run(
                  "peak_memory_kind": "cpu_rss", "attention_flops_per_token": flops},
         "attention": {"name": name, "complexity": "?", "params": {}, "capabilities": {}, "exact": name == "multihead"},
         "max_len": 512, "seed": 0, "run_dir": str(directory), "config": {},
+        "budget": {"steps_done": 100, "steps_planned": 100, "stopped_by": "max_steps"},
         **extra,
     }  # fmt: skip
     (directory / "results.json").write_text(json.dumps(data))
@@ -181,3 +182,62 @@ def test_decoding_speed_is_a_column_where_the_task_decodes_and_a_cost_axis(tmp_p
     # the front on (quality, decode speed): local is slower and worse than multihead
     translate = {run.variant: run.on_front for run in result["runs"] if run.task == "translate"}
     assert translate == {"multihead": True, "linear": True, "local": False}
+
+
+def test_partial_runs_are_marked_and_left_off_the_front_unless_allowed(tmp_path, capsys):
+    cut = {"steps_done": 460, "steps_planned": 2300, "stopped_by": "max_time"}
+    early = {"steps_done": 1200, "steps_planned": 2300, "stopped_by": "early_stopping"}
+    write_run(tmp_path / "a", "multihead", acc=0.80, flops=400_000, tokens_per_s=1000)
+    write_run(tmp_path / "b", "linear", acc=0.70, flops=100_000, tokens_per_s=4000, budget=cut)  # cheapest
+    write_run(tmp_path / "c", "local", acc=0.75, flops=200_000, tokens_per_s=900, budget=early)
+    write_run(tmp_path / "d", "performer", acc=0.60, flops=150_000, tokens_per_s=3000)  # dominated by b only
+    write_run(
+        tmp_path / "e",
+        "full",
+        acc=0.9,
+        flops=50_000,
+        tokens_per_s=1,
+        budget=cut | {"stopped_by": "interrupted"},
+    )
+
+    result = report([str(tmp_path)], out=str(tmp_path / "out"))
+    runs = {run.variant: run for run in result["runs"]}
+    assert {v: r.partial for v, r in runs.items()} == {
+        "multihead": False, "linear": True, "local": False, "performer": False, "full": True,
+    }  # fmt: skip
+    # without the two cut runs, performer (dominated only by linear) is back on the front; early
+    # stopping is a planned end, so local keeps its place
+    assert fronts(result) == {
+        "multihead": True, "linear": False, "local": True, "performer": True, "full": False,
+    }  # fmt: skip
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| tokens/example (mean/max) | steps | seed |" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "|---" not in line][1:]
+    assert [row.split(" | ")[1] for row in rows[-2:]] == ["full", "linear"]  # partial runs last
+    linear = next(row for row in rows if "| linear |" in row)
+    assert "⚠ 460/2,300 max_time" in linear
+    local = next(row for row in rows if "| local |" in row)
+    assert "1,200/2,300 early_stopping" in local and "⚠" not in local
+    multihead = next(row for row in rows if "| multihead |" in row)
+    assert "| 100 |" in multihead
+    assert "2 partial run(s)" in markdown and "left off the Pareto front" in markdown
+    assert "2 partial run(s)" in capsys.readouterr().out
+
+    # --allow-partial: the cut runs compete again (full dominates everything it is cheaper than)
+    assert main([str(tmp_path), "--out", str(tmp_path / "all"), "--allow-partial"]) == 0
+    allowed = report([str(tmp_path)], out=str(tmp_path / "all"), allow_partial=True)
+    assert fronts(allowed) == {
+        "multihead": False, "linear": False, "local": False, "performer": False, "full": True,
+    }  # fmt: skip
+    assert "ranked with the rest" in (tmp_path / "all" / "report.md").read_text()
+
+
+def test_results_without_a_budget_count_as_complete(tmp_path):
+    run_dir = write_run(tmp_path / "old", "linear", acc=0.7, flops=1e5, tokens_per_s=1000)
+    data = json.loads((run_dir / "results.json").read_text())
+    del data["budget"]  # written before budgets were recorded
+    (run_dir / "results.json").write_text(json.dumps(data))
+    result = report([str(tmp_path)], out=str(tmp_path / "out"))
+    (run,) = result["runs"]
+    assert not run.partial and run.on_front
+    assert "| ≤512 | - | 0 |" in (tmp_path / "out" / "report.md").read_text()

@@ -16,6 +16,7 @@ import torch
 from helpers import compose_run, read_wandb_offline_run, run_cli
 
 from attnlab.reliability import write_failure
+from attnlab.results import read_failure
 from attnlab.train import run
 
 # 48 training rows in batches of 8: 6 batches per epoch; validation (and last.ckpt) every 4 steps, so
@@ -193,7 +194,7 @@ def test_sigterm_saves_last_ckpt_and_says_how_to_resume(tmp_path):
         _wait_for_glob(tmp_path, "outputs/classify/multihead/*/run.log", proc)
         time.sleep(8)  # into training
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -202,3 +203,6 @@ def test_sigterm_saves_last_ckpt_and_says_how_to_resume(tmp_path):
     (last,) = tmp_path.glob("outputs/classify/multihead/*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=False)["global_step"] > 0
     assert not list(tmp_path.rglob("results.json"))
+    budget = read_failure(last.parent.parent)["budget"]  # failed.json says how far the run got
+    assert budget["stopped_by"] == "interrupted" and 0 < budget["steps_done"] < budget["steps_planned"]
+    assert "budget: stopped by an interruption" in stdout + stderr

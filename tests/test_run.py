@@ -164,6 +164,7 @@ def test_wandb_offline_run_directory_holds_the_metrics(tmp_path, monkeypatch):
     summary = logged["summary"]
     assert "test/acc" in summary and summary["cost/attention_flops_per_token"] > 0
     assert summary["attention/name"] == "multihead"
+    assert (summary["budget/steps_done"], summary["budget/stopped_by"]) == (4, "max_steps")
 
 
 def test_files_source_run_on_jsonl_written_by_the_test(tmp_path):
