@@ -151,12 +151,15 @@ class Capabilities:
     key_padding_mask: bool = False  # ignores padded keys
     cross: bool = False  # query and key lengths may differ (encoder-decoder cross attention)
     incremental: bool = False  # step-by-step decoding with a state (init_state / step)
+    # takes an ALiBi distance bias: forward/step accept `alibi`, the per-head slopes (H,) (attention/alibi.py)
+    alibi: bool = False
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         "causal": "causal (autoregressive) masking",
         "key_padding_mask": "key padding masks",
         "cross": "cross attention (query and key lengths differ)",
         "incremental": "incremental step-by-step decoding",
+        "alibi": "an ALiBi distance bias (model.positional=alibi)",
     }
 
     def names(self) -> list[str]:
@@ -270,10 +273,14 @@ class KVCacheDecoding:
         empty = torch.zeros(batch, heads, 0, head_dim, device=device, dtype=dtype)  # (B, H, 0, D)
         return {"k": empty, "v": empty.clone()}
 
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, alibi: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         keys = torch.cat([state["k"], k], dim=2)  # (B, H, t, D)
         values = torch.cat([state["v"], v], dim=2)  # (B, H, t, Dv)
-        out = self.forward(q, keys, values, causal=False)  # the newest query may see every cached key
+        # The newest query may see every cached key; an ALiBi bias (slopes (H,)) aligns it to the last key.
+        bias = {} if alibi is None else {"alibi": alibi}
+        out = self.forward(q, keys, values, causal=False, **bias)
         return out, {"k": keys, "v": values}
 
 

@@ -55,7 +55,7 @@ class CausalLM(nn.Module):
     def hidden(self, ids: Tensor) -> Tensor:
         """The final (normalised) representations, before the output head: ids (B, N) -> (B, N, C).
         A loss over a few positions applies `lm_head` to those rows only (MQAR: its answers)."""
-        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
+        x = self.dropout(self.positions.add(self.embed(ids) * self.embed_scale))  # (B, N, C)
         for i, block in enumerate(self.blocks):
             if self.shifts is not None:
                 previous = nn.functional.pad(x, (0, 0, 1, 0))[:, :-1]  # (B, N, C): position t holds x[t-1]
@@ -89,7 +89,7 @@ class CausalLM(nn.Module):
         if state.self_states is None:  # recomputation fallback for variants without a state
             return self.forward(ids)[:, -1], state.replace(ids=ids)
         t = state.ids.shape[1]
-        x = self.embed(token[:, None]) * self.embed_scale + self.positions(1, offset=t)  # (B, 1, C)
+        x = self.positions.add(self.embed(token[:, None]) * self.embed_scale, offset=t)  # (B, 1, C)
         new_states, new_previous = [], []
         for i, (block, self_state) in enumerate(zip(self.blocks, state.self_states)):
             if self.shifts is not None:
