@@ -248,6 +248,11 @@ def check_data(data: DictConfig) -> None:
     check_choice(data.get("tokenizer", _ABSENT), "task.data.tokenizer", TOKENIZERS)
     if data.get("tokenizer") in BPE_TOKENIZERS:
         check_number(data.get("vocab_size", _ABSENT), "task.data.vocab_size", ge=262, example=8000)
+    boundaries = OmegaConf.select(data, "packing.boundaries", default=_ABSENT)
+    if boundaries is not _ABSENT and not isinstance(boundaries, bool):
+        raise ConfigError(
+            f"task.data.packing.boundaries={_show(boundaries)} must be true (documents kept apart) or false"
+        )
     columns = data.get("columns", _ABSENT)
     if columns is not _ABSENT and columns is not None:
         if not OmegaConf.is_dict(columns):

@@ -21,7 +21,9 @@ class MultiheadAttention(KVCacheDecoding, Attention):
     """Exact multi-head softmax attention via PyTorch's fused SDPA kernels."""
 
     complexity = "O(N²·d)"
-    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=True, incremental=True, alibi=True)
+    capabilities = Capabilities(
+        causal=True, key_padding_mask=True, cross=True, incremental=True, alibi=True, segments=True
+    )
     exact = True
     reference_tolerance = 1e-5  # exact: differs from the reference only by fp32 round-off
 
@@ -38,13 +40,21 @@ class MultiheadAttention(KVCacheDecoding, Attention):
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
         alibi: Tensor | None = None,
+        segment_ids: Tensor | None = None,
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         dropout = self.dropout if self.training else 0.0
-        if key_padding_mask is None and alibi is None:  # the fast path: flash kernels stay eligible
+        if (
+            key_padding_mask is None and alibi is None and segment_ids is None
+        ):  # the fast path: flash eligible
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
         allowed = allowed_keys(
-            q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device
+            q.shape[-2],
+            k.shape[-2],
+            causal=causal,
+            key_padding_mask=key_padding_mask,
+            device=q.device,
+            segment_ids=segment_ids,
         )
         if allowed is None:  # ALiBi alone: every key visible
             bias = alibi_bias(alibi, q.shape[-2], k.shape[-2], dtype=q.dtype)  # (H, Nq, Nk)

@@ -558,3 +558,40 @@ def positions_alibi(name: str) -> None:
             close(out, expected, f"differs from softmax with an ALiBi bias (causal={causal})")
     if capable(name, "incremental"):
         _layer_decoding(name, "alibi")
+
+
+# ---- packed documents (segment ids) ---------------------------------------------------------------------
+PACKED_DOCUMENTS = ([5, 4, 3], [1, 7, 4])  # two rows of N = 12 tokens, documents of these lengths
+
+
+def packed_segments() -> torch.Tensor:
+    """(2, N) segment ids of PACKED_DOCUMENTS: document j of a row has id j."""
+    return torch.stack(
+        [torch.repeat_interleave(torch.arange(len(row)), torch.tensor(row)) for row in PACKED_DOCUMENTS]
+    )
+
+
+@check("packed-documents", "in a packed row, each document's outputs equal its outputs run alone (rope too)")
+def packed_documents(name: str) -> None:
+    caps = get_attention_class(name).capabilities
+    if not (caps.segments or caps.key_padding_mask):
+        raise Skip(
+            "declares neither segments nor key_padding_mask: the LM task gives it one document per row"
+        )
+    causal = caps.causal
+    segments = packed_segments()  # (2, N)
+    x = randn(2, N, H * D, seed=40)  # (2, N, C)
+    for positional in ("none", "rope"):
+        layer = layer_of(name, positional)
+        packed = layer(x, causal=causal, segments=segments)  # (2, N, C)
+        for row, lengths in enumerate(PACKED_DOCUMENTS):
+            start = 0
+            for j, length in enumerate(lengths):
+                alone = layer(x[row : row + 1, start : start + length], causal=causal)  # (1, L, C)
+                close(
+                    packed[row : row + 1, start : start + length],
+                    alone,
+                    f"{positional}: document {j} of row {row} differs from it run alone (it sees another document)",
+                    rtol=1e-5,
+                )
+                start += length

@@ -7,6 +7,9 @@ kernel's forward and step. Kernels without gates are called exactly as before.
 
 Positions (`positional`, attnlab.nn.rotary.LayerPositions): rope rotates q and k here, before any
 kernel; alibi passes the kernel its slopes. Only self-attention layers are given a scheme.
+
+Packed documents (`segments`, (B, N) ids, attnlab.nn.segments): self attention never crosses a
+document boundary, natively where the kernel declares `segments`, else by unpacking the documents.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from attnlab.attention.base import State
 from attnlab.errors import ConfigError
 from attnlab.nn.positional import ROPE_BASE
 from attnlab.nn.rotary import LayerPositions
+from attnlab.nn.segments import attend_in_segments
 from attnlab.nn.spec import AttentionSpec
 
 
@@ -93,15 +97,23 @@ class MultiHeadAttention(nn.Module):
         *,
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
+        segments: Tensor | None = None,
     ) -> Tensor:
         source = x if memory is None else memory
         q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
         k = self.split_heads(self.k_proj(source))  # (B, H, Nk, D)
         v = self.split_heads(self.v_proj(source))  # (B, H, Nk, D)
         gates = self.gates_of(source)  # per key/value token: the step that token's state update takes
-        q, k = self.positions.rotate(q, k)  # rope: positions 0..N-1
-        extra = {**gates, **self.positions.kernel_inputs()}
-        out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)  # (B, H, Nq, D)
+        if segments is not None:  # packed documents (self attention): (B, H, N, D)
+            out = attend_in_segments(
+                self, q, k, v, gates, segments, causal=causal, key_padding_mask=key_padding_mask
+            )
+        else:
+            q, k = self.positions.rotate(q, k)  # rope: positions 0..N-1
+            extra = {**gates, **self.positions.kernel_inputs()}
+            out = self.kernel(
+                q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra
+            )  # (B, H, Nq, D)
         return self.dropout(self.out_proj(self.merge_heads(out)))
 
     # ---- incremental decoding -------------------------------------------------------------------

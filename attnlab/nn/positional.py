@@ -57,9 +57,15 @@ class PositionalEmbedding(nn.Module):
     def absolute(self) -> bool:
         return self.kind in ABSOLUTE
 
-    def add(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, N, C) at positions offset .. offset+N-1, plus their absolute positions (if any)."""
-        return x + self(x.shape[1], offset) if self.absolute else x
+    def add(self, x: Tensor, offset: int = 0, *, positions: Tensor | None = None) -> Tensor:
+        """x (B, N, C) at positions offset .. offset+N-1 (or at `positions` (B, N), e.g. each token's
+        place in its packed document), plus their absolute positions (if any)."""
+        if not self.absolute:
+            return x
+        if positions is None:
+            return x + self(x.shape[1], offset)
+        self(int(positions.max()) + 1)  # the length check
+        return x + self.table[positions]  # (B, N, C)
 
     def forward(self, length: int, offset: int = 0) -> Tensor:
         """Positions offset .. offset+length-1 -> (length, C) (absolute schemes only)."""

@@ -137,9 +137,13 @@ class TransformerBlock(nn.Module):
         padding_mask: Tensor | None = None,
         memory: Tensor | None = None,
         memory_padding_mask: Tensor | None = None,
+        segments: Tensor | None = None,
     ) -> Tensor:
         x = x + self.self_attention(
-            self.norm_self(x), causal=causal, key_padding_mask=None if causal else padding_mask
+            self.norm_self(x),
+            causal=causal,
+            key_padding_mask=None if causal else padding_mask,
+            segments=segments,  # packed documents (B, N): self attention stays inside each
         )
         if self.cross_attention is not None:
             x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
