@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf_models import is_hf_model, require_transformers
+from attnlab.nn.positional import SCHEMES
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
@@ -102,6 +103,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
         check_number(model.get("decoder_layers", _ABSENT), "model.decoder_layers", ge=1, example=2)
         check_choice(model.get("positional", _ABSENT), "model.positional", POSITIONAL)
+        check_number(model.get("rope_base", _ABSENT), "model.rope_base", kind=float, gt=1, example=10000)
     check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
     data = cfg.task.get("data")
     if model.get("share_embeddings") is True and data is not None and data.get("shared_tokenizer") is False:
@@ -131,7 +133,9 @@ def check_config(cfg: DictConfig) -> None:
     check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric
 
 
-POSITIONAL = ("sinusoidal", "learned")
+POSITIONAL = SCHEMES  # model.positional: attnlab/nn/positional.py is their one home
+# Typed fields whose `=null` error lists the allowed values.
+NULL_REFUSED_CHOICES = {"model.positional": POSITIONAL}
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", 32, "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16", 16)
 PRECISIONS += ("64-true", "64", 64)
@@ -244,6 +248,11 @@ def check_data(data: DictConfig) -> None:
     check_choice(data.get("tokenizer", _ABSENT), "task.data.tokenizer", TOKENIZERS)
     if data.get("tokenizer") in BPE_TOKENIZERS:
         check_number(data.get("vocab_size", _ABSENT), "task.data.vocab_size", ge=262, example=8000)
+    boundaries = OmegaConf.select(data, "packing.boundaries", default=_ABSENT)
+    if boundaries is not _ABSENT and not isinstance(boundaries, bool):
+        raise ConfigError(
+            f"task.data.packing.boundaries={_show(boundaries)} must be true (documents kept apart) or false"
+        )
     columns = data.get("columns", _ABSENT)
     if columns is not _ABSENT and columns is not None:
         if not OmegaConf.is_dict(columns):
@@ -628,6 +637,12 @@ def hydra_error_message(error: BaseException, argv: list[str] = (), *, config_na
             match.group(2), match.group(2)
         )
         return f"{where}={match.group(1)} is not valid: expected {kind}; set {where}=<{kind}>"
+    match = re.search(r"field '([\w.]+)' is not Optional", text)
+    if match:  # null for a typed field that must hold a value
+        where = match.group(1)
+        choices = NULL_REFUSED_CHOICES.get(where)
+        fix = f"choose {where}= one of {', '.join(choices)}" if choices else f"set {where}=<value>"
+        return f"{where}=null is not allowed: the key needs a value; {fix} (or drop the override for its default)"
     match = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
     if match:
         group, option = match.groups()

@@ -24,6 +24,8 @@ CAPABILITY_LABELS = {
     "key_padding_mask": "padding",
     "cross": "cross",
     "incremental": "incremental",
+    "alibi": "alibi",
+    "segments": "segments",
 }
 
 

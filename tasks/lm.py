@@ -6,13 +6,15 @@ Two kinds of rows, chosen by the data config's `columns`:
 - text (`columns: {text: ...}`; built-in: the shipped Python-docs corpus; or any hub set / local
   file): tokenized (bytes or BPE), PACKED into one stream with an EOS after each document and cut
   into windows of model.max_len + 1 tokens (attnlab.data.packing says why packing, not chunking);
-  every token is a target.
+  every token is a target. With task.data.packing.boundaries=true (the default) batches carry
+  per-token segment ids, and no document sees another (attnlab.nn.segments): the EOS before a
+  document opens it, as a BOS would. A model that cannot take segments gets one document per row.
 - pre-tokenized (`columns: {ids: ..., loss_mask: ...}`; built-in: MQAR, task=mqar): each row is
   one example of at most model.max_len + 1 ids, over a vocabulary of `task.data.vocab_size`, with
   a per-token loss mask saying which tokens count (MQAR: only the answers).
 
 Batches: {ids (B, N) inputs, targets (B, N) the next tokens, loss_mask (B, N) True where a target
-counts, padding_mask (B, N) True where padded}. Loss, perplexity (exp of the mean loss) and
+counts, padding_mask (B, N) True where padded; segments (B, N) document ids, packed text only}. Loss, perplexity (exp of the mean loss) and
 accuracy (argmax = target) are over the counted positions only.
 
 Baselines, logged at test time: test/unigram_ppl, the perplexity of the train targets' token
@@ -39,6 +41,7 @@ from attnlab.data.packing import Window, pack, windows
 from attnlab.errors import ConfigError, DataError
 from attnlab.hf_models import hf_causal_lm, is_hf_model
 from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
+from attnlab.nn.segments import Unpacked
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class LMDataModule(EncodedDataModule):
     def __init__(self, data: Mapping, *, max_len: int, cache_dir: str | None = None):
         super().__init__()
         self.data, self.max_len, self.cache_dir = data, max_len, cache_dir
+        self.boundaries = bool((data.get("packing") or {}).get("boundaries", False))  # packed text only
         self.batch_size = int(data["batch_size"])
         self.columns = {k: v for k, v in dict(data["columns"]).items() if v is not None}
         if set(self.columns) not in (set(TEXT_COLUMNS), set(TOKENIZED_COLUMNS)):
@@ -138,12 +142,33 @@ class LMDataModule(EncodedDataModule):
             ids[row, : len(window_ids)] = torch.as_tensor(window_ids)
             counted[row, : len(window_mask)] = torch.as_tensor(window_mask)
             padding_mask[row, : len(window_ids) - 1] = False
-        return {
+        batch = {
             "ids": ids[:, :-1],
             "targets": ids[:, 1:],
             "loss_mask": counted[:, 1:],
             "padding_mask": padding_mask,
         }
+        if self.boundaries and not self.tokenized:
+            batch["segments"] = document_segments(batch["ids"], self.tokenizer.eos_id)
+        return batch
+
+
+def document_segments(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, N) segment ids of packed windows: a new document at each EOS, which opens the document
+    after it (it is that document's BOS: the first token is predicted from it alone, as a document
+    run by itself would be); the last document's padding joins it (causal: nothing reads it)."""
+    return (ids == eos_id).long().cumsum(dim=1)  # (B, N)
+
+
+def one_document_per_row(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A packed batch re-laid as one document per row, right-padded: (B, N) -> (D, L) each, for a
+    model that cannot take segments. Same targets and loss mask, so the same loss."""
+    plan = Unpacked.of(batch["segments"])
+    out = {}
+    for key in ("ids", "targets", "loss_mask"):
+        out[key] = plan.unpack(batch[key][:, None])[:, 0]  # (D, L); padding: 0 / False
+    out["padding_mask"] = plan.unpack_mask(batch.get("padding_mask"))  # (D, L)
+    return out
 
 
 def unigram_baselines(train: Sequence[Window], test: Sequence[Window], vocab_size: int) -> dict[str, float]:
@@ -193,6 +218,7 @@ class LMTask(AttnlabTask):
             self.model = CausalLM(
                 vocab_size, ModelConfig.from_config(model), AttentionSpec.from_config(attention)
             )
+        self._warned_unpacking = False
         # per counted token: its negative log-likelihood (-> perplexity) and whether argmax was right
         self.metrics = nn.ModuleDict(
             {
@@ -216,22 +242,43 @@ class LMTask(AttnlabTask):
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["ids"])  # (B, N, V)
+        batch = self.documents_apart(batch)
+        return self.model(batch["ids"], *self._segments(batch))  # (B, N, V)
+
+    def documents_apart(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch as the model can keep its packed documents apart: as it is when the model takes
+        segment ids; else one document per row (warned once), never attention across documents."""
+        if "segments" not in batch or getattr(self.model, "takes_segments", False):
+            return batch
+        if not self._warned_unpacking:
+            self._warned_unpacking = True
+            log.warning(
+                "the model cannot take packed-document segments (model=hf, or a kernel with neither "
+                "Capabilities.segments nor key_padding_mask): one document per batch row instead"
+            )
+        return one_document_per_row(batch)
+
+    @staticmethod
+    def _segments(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return (batch["segments"],) if "segments" in batch else ()
 
     def counted_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Next-token logits at the counted positions only: (M, V), M = loss_mask.sum(). The output
         head runs on those rows alone (MQAR counts ~1 position in 16: that much less head compute)."""
-        hidden = self.model.hidden(batch["ids"])  # (B, N, C)
+        batch = self.documents_apart(batch)
+        hidden = self.model.hidden(batch["ids"], *self._segments(batch))  # (B, N, C)
         return self.model.lm_head(hidden[batch["loss_mask"]]).float()  # (M, V)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token cross entropy over the counted positions (0, with a gradient, when none count)."""
+        batch = self.documents_apart(batch)
         logits = self.counted_logits(batch)  # (M, V)
         if logits.shape[0] == 0:
             return logits.sum() * 0.0
         return F.cross_entropy(logits, batch["targets"][batch["loss_mask"]])
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        batch = self.documents_apart(batch)
         logits = self.counted_logits(batch)  # (M, V)
         targets = batch["targets"][batch["loss_mask"]]  # (M,)
         counted = int(targets.numel())

@@ -119,6 +119,11 @@ APP = [
     Bad("model.dropout=1.5", "model.dropout=1.5 must be in [0, 1)"),
     Bad("model.dropout=-0.1", "model.dropout=-0.1 must be in [0, 1)"),
     Bad("model.positional=learnt", "did you mean 'learned'"),
+    Bad("model.positional=null", "model.positional=null is not allowed"),
+    Bad("model.positional=alibi attention=linear", "attention= one of full, multihead, local"),
+    Bad("model.positional=rope model.heads=32", "is 1, odd"),
+    Bad("model.positional=rope model.rope_base=1", "must be a number > 1; e.g. model.rope_base=10000"),
+    Bad("task=lm task.data.packing.boundaries=maybe", "task.data.packing.boundaries=maybe must be true"),
     # ---- seed, task module (lr, weight decay ...): typed at compose time, not after training began --
     Bad("seed=abc", "seed=abc must be an integer >= 0"),
     Bad("seed=-1", "seed=-1 must be an integer >= 0"),

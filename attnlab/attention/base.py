@@ -151,12 +151,19 @@ class Capabilities:
     key_padding_mask: bool = False  # ignores padded keys
     cross: bool = False  # query and key lengths may differ (encoder-decoder cross attention)
     incremental: bool = False  # step-by-step decoding with a state (init_state / step)
+    # takes an ALiBi distance bias: forward/step accept `alibi`, the per-head slopes (H,) (attention/alibi.py)
+    alibi: bool = False
+    # takes packed documents natively: forward accepts `segment_ids` (B, N) and no query sees a key of
+    # another segment (attnlab/nn/segments.py honours them for other kernels with key padding masks)
+    segments: bool = False
 
     DESCRIPTIONS: ClassVar[dict[str, str]] = {
         "causal": "causal (autoregressive) masking",
         "key_padding_mask": "key padding masks",
         "cross": "cross attention (query and key lengths differ)",
         "incremental": "incremental step-by-step decoding",
+        "alibi": "an ALiBi distance bias (model.positional=alibi)",
+        "segments": "packed-document segment ids (natively, or through key padding masks)",
     }
 
     def names(self) -> list[str]:
@@ -270,10 +277,14 @@ class KVCacheDecoding:
         empty = torch.zeros(batch, heads, 0, head_dim, device=device, dtype=dtype)  # (B, H, 0, D)
         return {"k": empty, "v": empty.clone()}
 
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, alibi: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         keys = torch.cat([state["k"], k], dim=2)  # (B, H, t, D)
         values = torch.cat([state["v"], v], dim=2)  # (B, H, t, Dv)
-        out = self.forward(q, keys, values, causal=False)  # the newest query may see every cached key
+        # The newest query may see every cached key; an ALiBi bias (slopes (H,)) aligns it to the last key.
+        bias = {} if alibi is None else {"alibi": alibi}
+        out = self.forward(q, keys, values, causal=False, **bias)
         return out, {"k": keys, "v": values}
 
 
@@ -306,15 +317,25 @@ def describe(cls: type[Attention]) -> dict[str, Any]:
 
 
 def allowed_keys(
-    nq: int, nk: int, *, causal: bool, key_padding_mask: Tensor | None, device: torch.device
+    nq: int,
+    nk: int,
+    *,
+    causal: bool,
+    key_padding_mask: Tensor | None,
+    device: torch.device,
+    segment_ids: Tensor | None = None,
 ) -> Tensor | None:
-    """Boolean (B|1, 1, Nq, Nk) mask, True where a query may attend to a key; None when all may."""
+    """Boolean (B|1, 1, Nq, Nk) mask, True where a query may attend to a key; None when all may.
+    segment_ids (B, N) (self attention, Nq = Nk = N): a query sees only keys of its own segment."""
     allowed = None
     if causal:
         allowed = torch.ones(nq, nk, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, Nq, Nk)
     if key_padding_mask is not None:
         real = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
         allowed = real if allowed is None else allowed & real
+    if segment_ids is not None:
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, N, N) block-diagonal
+        allowed = same if allowed is None else allowed & same
     return allowed
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
+from attnlab.attention.alibi import alibi_bias
 from attnlab.attention.base import (
     Attention,
     Capabilities,
@@ -28,7 +29,9 @@ class FullAttention(KVCacheDecoding, Attention):
     """Single-head softmax attention with an explicit score matrix (the reference)."""
 
     complexity = "O(N²·d)"
-    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=True, incremental=True)
+    capabilities = Capabilities(
+        causal=True, key_padding_mask=True, cross=True, incremental=True, alibi=True, segments=True
+    )
     fixed_heads = 1
     exact = True
     reference_tolerance = 1e-5  # exact: differs from the reference only by fp32 round-off
@@ -38,19 +41,45 @@ class FullAttention(KVCacheDecoding, Attention):
         self.dropout = dropout
 
     def attention_weights(
-        self, q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        alibi: Tensor | None = None,
+        segment_ids: Tensor | None = None,
     ) -> Tensor:
-        """The attention probabilities (B, H, Nq, Nk); rows with no visible key are all zero."""
+        """The attention probabilities (B, H, Nq, Nk); rows with no visible key are all zero.
+        `alibi`: per-head slopes (H,) of an ALiBi distance bias added to the scores; `segment_ids` (B, N):
+        packed documents, a query sees only keys of its own."""
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Nq, Nk)
+        if alibi is not None:
+            scores = scores + alibi_bias(alibi, q.shape[-2], k.shape[-2], dtype=scores.dtype)  # (H, Nq, Nk)
         allowed = allowed_keys(
-            q.shape[-2], k.shape[-2], causal=causal, key_padding_mask=key_padding_mask, device=q.device
+            q.shape[-2],
+            k.shape[-2],
+            causal=causal,
+            key_padding_mask=key_padding_mask,
+            device=q.device,
+            segment_ids=segment_ids,
         )
         return masked_softmax(scores, allowed)
 
     def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        alibi: Tensor | None = None,
+        segment_ids: Tensor | None = None,
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
-        weights = self.attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask)
+        weights = self.attention_weights(
+            q, k, causal=causal, key_padding_mask=key_padding_mask, alibi=alibi, segment_ids=segment_ids
+        )
         weights = torch.nn.functional.dropout(weights, self.dropout, self.training)
         return weights @ v  # (B, H, Nq, Dv)

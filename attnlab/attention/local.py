@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import linear_passes as passes
+from attnlab.attention.alibi import alibi_bias
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.ops import c_loops
 from attnlab.attention.registry import register_attention
@@ -164,7 +165,14 @@ def key_validity(
 
 
 def sliding_window_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool, key_padding_mask: Tensor | None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    window: int,
+    causal: bool,
+    key_padding_mask: Tensor | None,
+    alibi: Tensor | None = None,
 ) -> Tensor:
     """Blocked sliding-window softmax attention. q, k (B, H, N, D), v (B, H, N, Dv) -> (B, H, N, Dv).
 
@@ -172,6 +180,7 @@ def sliding_window_attention(
     its neighbours) through F.scaled_dot_product_attention with an additive (C, W) band mask (0 or
     -inf), which also masks keys beyond either end of the sequence and padded keys. The fused kernel
     never stores the (C, W) weights; rows with no allowed key come out as zeros (PyTorch >= 2.5).
+    `alibi`: per-head slopes (H,) of an ALiBi bias -slope·|j - i| added to the band (PyTorch path only).
     """
     B, H, N, D = q.shape
     Dv = v.shape[-1]
@@ -182,7 +191,7 @@ def sliding_window_attention(
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, nb·C, ·)
     q, k, v = (t.contiguous() for t in (q, k, v))  # (both paths reshape them into blocks)
-    if window_kernel_applies(geometry, q, k, v):  # float32 CPU: in C
+    if alibi is None and window_kernel_applies(geometry, q, k, v):  # float32 CPU: in C
         valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # keys past the end, and padded ones
         out = BlockedWindowAttention.apply(q, k, v, valid, geometry, D**-0.5)  # (B, H, nb·C, Dv)
         return out[:, :, :N]
@@ -202,6 +211,9 @@ def sliding_window_attention(
     allowed = band & real_w[:, None, :, None, :]  # (B, 1, nb, C, W)
     # Additive, in q's dtype: a boolean mask is converted by the kernel on every call, forward and backward.
     bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    if alibi is not None:  # the distance |j - i| = |offset| is the same in every block
+        distance = -alibi.to(q.dtype)[:, None, None] * offset.abs().to(q.dtype)  # (H, C, W)
+        bias = bias + distance[None, :, None]  # (B, H, nb, C, W)
     out = F.scaled_dot_product_attention(
         q.reshape(B, H * nb, C, D),  # 4-D: 5-D inputs fall back to the unfused math kernel
         kw,
@@ -216,7 +228,7 @@ class LocalAttention(Attention):
     """Exact softmax attention restricted to a sliding window of keys, computed block by block."""
 
     complexity = "O(N·w·d)"
-    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=False, incremental=True)
+    capabilities = Capabilities(causal=True, key_padding_mask=True, cross=False, incremental=True, alibi=True)
     # A different model (`full` with a band mask), checked against the dense band-masked softmax instead.
     reference_tolerance = None
 
@@ -226,7 +238,14 @@ class LocalAttention(Attention):
 
     @fp32_accumulation
     def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        alibi: Tensor | None = None,
     ) -> Tensor:
         self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         acc = torch.promote_types(q.dtype, torch.float32)  # fp32 accumulation for half inputs
@@ -237,6 +256,7 @@ class LocalAttention(Attention):
             window=self.window,
             causal=causal,
             key_padding_mask=key_padding_mask,
+            alibi=alibi,
         )
         return out.to(q.dtype)  # (B, H, N, Dv)
 
@@ -252,7 +272,9 @@ class LocalAttention(Attention):
         }
 
     @fp32_accumulation
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(
+        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, alibi: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         # The newest key last; past `window` keys the oldest falls out, so the state never exceeds it.
         held = state["k"].shape[2]
         drop = max(0, held + 1 - self.window)
@@ -260,5 +282,7 @@ class LocalAttention(Attention):
         values = torch.cat([state["v"][:, :, drop:], v.to(state["v"].dtype)], dim=2)  # (B, H, min(t, w), Dv)
         acc = torch.promote_types(q.dtype, torch.float32)  # fp32 accumulation for half inputs
         scores = q.to(acc) @ keys.to(acc).transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, 1, min(t, w))
+        if alibi is not None:  # the query is the newest position, the keys the latest min(t, w)
+            scores = scores + alibi_bias(alibi, 1, keys.shape[2], dtype=acc)  # (H, 1, min(t, w))
         out = torch.softmax(scores, dim=-1) @ values.to(acc)  # (B, H, 1, Dv)
         return out.to(q.dtype), {"k": keys, "v": values, "count": state["count"] + 1}

@@ -21,7 +21,8 @@ From a plugin's own tests:
 The points are in attnlab/check/checks.py (CHECKS): the declaration, shape and dtype, batch rows
 independent, causality (gradients, perturbation, chunk boundaries), key padding, cross attention,
 incremental decoding equal to the parallel pass (beams included), exactness, the declared
-reference tolerance, gradients, bf16/fp16, and FLOP coverage.
+reference tolerance, gradients, bf16/fp16, FLOP coverage, positions in the layer (rope, alibi) and
+packed documents kept apart.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from attnlab.check.inputs import (
     MAX_LEN,
     B,
     D,
+    H,
     N,
     build,
     capable,
@@ -459,3 +460,138 @@ check("flop-coverage", "every matrix product, forward and backward, is one attnl
 check("flop-coverage-causal", "as flop-coverage, with causal=True")(
     functools.partial(_flop_coverage, causal=True)
 )
+
+
+# ---- positions in the layer (model.positional=rope / alibi) ---------------------------------------------
+def layer_of(name: str, positional: str):
+    """A seeded self-attention layer (width H·D) around the variant, with `positional`, in eval mode."""
+    from attnlab.nn import AttentionSpec, MultiHeadAttention
+
+    torch.manual_seed(0)
+    spec = AttentionSpec.from_config(name)
+    return MultiHeadAttention(H * D, H, spec, max_len=MAX_LEN, positional=positional).eval()
+
+
+def decode_layer(layer, x: torch.Tensor, state):
+    """Feed x (B, T, C) one token at a time through layer.step: outputs (B, T, C) and the final state."""
+    outs = []
+    for t in range(x.shape[1]):
+        out, state = layer.step(x[:, t : t + 1], state)
+        outs.append(out)
+    return torch.cat(outs, dim=1), state
+
+
+def _layer_decoding(name: str, positional: str) -> None:
+    """Decoding through the layer (positions counted by its state) equals its causal parallel pass,
+    and reordered beams continue at the right positions."""
+    layer = layer_of(name, positional)
+    x = randn(3, N, H * D, seed=30)  # (3, N, C)
+    parallel = layer(x, causal=True)  # (3, N, C)
+    state = layer.init_state(3, device=x.device, dtype=x.dtype)
+    stepped, _ = decode_layer(layer, x, state)
+    close(stepped, parallel, f"{positional}: decoded outputs differ from the causal parallel pass", rtol=1e-5)
+    t, index = N // 2, torch.tensor([2, 0, 0])
+    _, state = decode_layer(layer, x[:, :t], layer.init_state(3, device=x.device, dtype=x.dtype))
+    state = Attention.reorder_state(state, index)
+    suffix = randn(3, N - t, H * D, seed=31)
+    continued, _ = decode_layer(layer, suffix, state)
+    expected = layer(torch.cat([x[index, :t], suffix], dim=1), causal=True)[:, t:]
+    close(
+        continued,
+        expected,
+        f"{positional}: reordered beams decode differently from their prefixes",
+        rtol=1e-5,
+    )
+
+
+@check(
+    "positions-rope", "rope in the layer: longer than max_len; decoding (beams too) equals the parallel pass"
+)
+def positions_rope(name: str) -> None:
+    layer = layer_of(name, "rope")
+    # Past model.max_len (rope sizes nothing by it), unless the kernel's own weights are sized by it (lowrank).
+    length = MAX_LEN if "max_len" in registry_entry(name).context else MAX_LEN + 8
+    x = randn(B, length, H * D, seed=32)  # (B, N, C)
+    causal = capable(name, "causal")
+    out = layer(x, causal=causal)
+    require(out.shape == x.shape and torch.isfinite(out).all(), "rope layer output wrong shape or not finite")
+    require(
+        not torch.allclose(out, layer_of(name, "none")(x, causal=causal)), "rope leaves the output unchanged"
+    )
+    if capable(name, "incremental"):
+        _layer_decoding(name, "rope")
+
+
+@check(
+    "positions-alibi",
+    "alibi: the kernel's bias moves outputs, decoding equals the parallel pass (or refused)",
+)
+def positions_alibi(name: str) -> None:
+    from attnlab.attention.alibi import alibi_slopes
+    from attnlab.errors import ConfigError
+
+    if not capable(name, "alibi"):
+        try:
+            layer_of(name, "alibi")
+        except ConfigError as error:
+            require(name in str(error), f"the alibi refusal does not name '{name}': {error}")
+            return
+        raise AssertionError("does not declare alibi but a layer with model.positional=alibi was built")
+    q, k, v = inputs(name)
+    attention, h = build(name), heads_of(name)
+    for causal in (False, True) if capable(name, "causal") else (False,):
+        plain = attention(q, k, v, causal=causal)
+        close(
+            attention(q, k, v, causal=causal, alibi=torch.zeros(h)), plain, "zero ALiBi slopes change outputs"
+        )
+        biased = attention(q, k, v, causal=causal, alibi=alibi_slopes(h) * 4)
+        require(
+            not torch.allclose(biased, plain, atol=1e-3),
+            f"the ALiBi bias never reaches outputs (causal={causal})",
+        )
+    if get_attention_class(name).exact:
+        mask = padding_mask(N, [N, N - 3])
+        slopes = alibi_slopes(h)
+        for causal in (False, True):
+            out = attention(q, k, v, causal=causal, key_padding_mask=mask, alibi=slopes)
+            expected = softmax_reference(q, k, v, causal=causal, key_padding_mask=mask, alibi=slopes)
+            close(out, expected, f"differs from softmax with an ALiBi bias (causal={causal})")
+    if capable(name, "incremental"):
+        _layer_decoding(name, "alibi")
+
+
+# ---- packed documents (segment ids) ---------------------------------------------------------------------
+PACKED_DOCUMENTS = ([5, 4, 3], [1, 7, 4])  # two rows of N = 12 tokens, documents of these lengths
+
+
+def packed_segments() -> torch.Tensor:
+    """(2, N) segment ids of PACKED_DOCUMENTS: document j of a row has id j."""
+    return torch.stack(
+        [torch.repeat_interleave(torch.arange(len(row)), torch.tensor(row)) for row in PACKED_DOCUMENTS]
+    )
+
+
+@check("packed-documents", "in a packed row, each document's outputs equal its outputs run alone (rope too)")
+def packed_documents(name: str) -> None:
+    caps = get_attention_class(name).capabilities
+    if not (caps.segments or caps.key_padding_mask):
+        raise Skip(
+            "declares neither segments nor key_padding_mask: the LM task gives it one document per row"
+        )
+    causal = caps.causal
+    segments = packed_segments()  # (2, N)
+    x = randn(2, N, H * D, seed=40)  # (2, N, C)
+    for positional in ("none", "rope"):
+        layer = layer_of(name, positional)
+        packed = layer(x, causal=causal, segments=segments)  # (2, N, C)
+        for row, lengths in enumerate(PACKED_DOCUMENTS):
+            start = 0
+            for j, length in enumerate(lengths):
+                alone = layer(x[row : row + 1, start : start + length], causal=causal)  # (1, L, C)
+                close(
+                    packed[row : row + 1, start : start + length],
+                    alone,
+                    f"{positional}: document {j} of row {row} differs from it run alone (it sees another document)",
+                    rtol=1e-5,
+                )
+                start += length

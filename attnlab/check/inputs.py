@@ -66,9 +66,14 @@ def padding_mask(nk: int, lengths: list[int]) -> torch.Tensor:
     return torch.arange(nk)[None, :] >= torch.tensor(lengths)[:, None]
 
 
-def softmax_reference(q, k, v, *, causal=False, key_padding_mask=None):
-    """Plain softmax attention, written out: the definition every exact variant must match."""
+def softmax_reference(q, k, v, *, causal=False, key_padding_mask=None, alibi=None):
+    """Plain softmax attention, written out: the definition every exact variant must match.
+    `alibi`: per-head slopes (H,); the score of query i, key j is lowered by slope·|i - j|."""
     scores = (q.double() @ k.double().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Nq, Nk)
+    if alibi is not None:
+        nq, nk = scores.shape[-2:]
+        i = torch.arange(nq)[:, None] + (nk - nq)  # queries aligned to the last keys
+        scores = scores - alibi.double()[:, None, None] * (i - torch.arange(nk)[None, :]).abs()
     allowed = torch.ones(scores.shape[-2:], dtype=torch.bool)
     if causal:
         allowed = allowed.tril()

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnlab.attention.base import Attention, State
 from attnlab.nn.positional import PositionalEmbedding
+from attnlab.nn.segments import segment_positions, segment_starts
 from attnlab.nn.spec import AttentionSpec
 from attnlab.nn.transformer import ModelConfig, TransformerBlock, scaled_embedding
 
@@ -49,19 +50,33 @@ class CausalLM(nn.Module):
         self.incremental = self_spec.capabilities.incremental
         self._warned_fallback = False
 
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.lm_head(self.hidden(ids))  # (B, N, V)
+    def forward(self, ids: Tensor, segments: Tensor | None = None) -> Tensor:
+        return self.lm_head(self.hidden(ids, segments))  # (B, N, V)
 
-    def hidden(self, ids: Tensor) -> Tensor:
+    def hidden(self, ids: Tensor, segments: Tensor | None = None) -> Tensor:
         """The final (normalised) representations, before the output head: ids (B, N) -> (B, N, C).
-        A loss over a few positions applies `lm_head` to those rows only (MQAR: its answers)."""
-        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
+        A loss over a few positions applies `lm_head` to those rows only (MQAR: its answers).
+        segments (B, N): packed documents (attnlab.nn.segments); each is modelled as if alone."""
+        positions = None if segments is None else segment_positions(segments)  # (B, N) from 0 per document
+        x = self.dropout(
+            self.positions.add(self.embed(ids) * self.embed_scale, positions=positions)
+        )  # (B, N, C)
         for i, block in enumerate(self.blocks):
             if self.shifts is not None:
                 previous = nn.functional.pad(x, (0, 0, 1, 0))[:, :-1]  # (B, N, C): position t holds x[t-1]
+                if segments is not None:  # a document's first token has no previous one
+                    previous = previous.masked_fill(segment_starts(segments)[..., None], 0.0)
                 x = x + self.shifts[i](previous)
-            x = block(x, causal=True)
+            x = block(x, causal=True, segments=segments)
         return self.norm(x)
+
+    @property
+    def takes_segments(self) -> bool:
+        """Whether every layer can keep packed documents apart (natively or by unpacking them)."""
+        return all(
+            kernel.segments or kernel.key_padding_mask
+            for kernel in (type(block.self_attention.kernel).capabilities for block in self.blocks)
+        )
 
     # ---- generation -----------------------------------------------------------------------------
     def start(self, batch: int, *, device: torch.device, dtype: torch.dtype) -> LMState:
@@ -89,7 +104,7 @@ class CausalLM(nn.Module):
         if state.self_states is None:  # recomputation fallback for variants without a state
             return self.forward(ids)[:, -1], state.replace(ids=ids)
         t = state.ids.shape[1]
-        x = self.embed(token[:, None]) * self.embed_scale + self.positions(1, offset=t)  # (B, 1, C)
+        x = self.positions.add(self.embed(token[:, None]) * self.embed_scale, offset=t)  # (B, 1, C)
         new_states, new_previous = [], []
         for i, (block, self_state) in enumerate(zip(self.blocks, state.self_states)):
             if self.shifts is not None:

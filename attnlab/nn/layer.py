@@ -4,6 +4,12 @@ A kernel that declares gates (`Attention.gates`, e.g. GLA's decay, DeltaNet's β
 the layer owns one projection per gate (built by the kernel's `gate_projection`), applies it to the
 input of each token, and passes the result as a keyword tensor, (B, H, N) or (B, H, N, D), to the
 kernel's forward and step. Kernels without gates are called exactly as before.
+
+Positions (`positional`, attnlab.nn.rotary.LayerPositions): rope rotates q and k here, before any
+kernel; alibi passes the kernel its slopes. Only self-attention layers are given a scheme.
+
+Packed documents (`segments`, (B, N) ids, attnlab.nn.segments): self attention never crosses a
+document boundary, natively where the kernel declares `segments`, else by unpacking the documents.
 """
 
 from __future__ import annotations
@@ -13,13 +19,26 @@ from torch import Tensor, nn
 from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import State
 from attnlab.errors import ConfigError
+from attnlab.nn.positional import ROPE_BASE
+from attnlab.nn.rotary import LayerPositions
+from attnlab.nn.segments import attend_in_segments
 from attnlab.nn.spec import AttentionSpec
 
 
 class MultiHeadAttention(nn.Module):
     """x (B, Nq, C), memory (B, Nk, C) -> (B, Nq, C), attention computed by the chosen variant."""
 
-    def __init__(self, d_model: int, heads: int, spec: AttentionSpec, *, max_len: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        spec: AttentionSpec,
+        *,
+        max_len: int,
+        dropout: float = 0.0,
+        positional: str = "none",
+        rope_base: float = ROPE_BASE,
+    ):
         super().__init__()
         cls = get_attention_class(spec.name)
         heads = cls.fixed_heads or heads  # `full` is single-head by definition
@@ -46,6 +65,9 @@ class MultiHeadAttention(nn.Module):
             )
             if gates
             else None
+        )
+        self.positions = LayerPositions(
+            positional, heads=heads, head_dim=self.head_dim, rope_base=rope_base, kernel=cls
         )
 
     def gates_of(self, x: Tensor) -> dict[str, Tensor]:
@@ -75,27 +97,39 @@ class MultiHeadAttention(nn.Module):
         *,
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
+        segments: Tensor | None = None,
     ) -> Tensor:
         source = x if memory is None else memory
         q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
         k = self.split_heads(self.k_proj(source))  # (B, H, Nk, D)
         v = self.split_heads(self.v_proj(source))  # (B, H, Nk, D)
         gates = self.gates_of(source)  # per key/value token: the step that token's state update takes
-        # (B, H, Nq, D)
-        out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **gates)
+        if segments is not None:  # packed documents (self attention): (B, H, N, D)
+            out = attend_in_segments(
+                self, q, k, v, gates, segments, causal=causal, key_padding_mask=key_padding_mask
+            )
+        else:
+            q, k = self.positions.rotate(q, k)  # rope: positions 0..N-1
+            extra = {**gates, **self.positions.kernel_inputs()}
+            out = self.kernel(
+                q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra
+            )  # (B, H, Nq, D)
         return self.dropout(self.out_proj(self.merge_heads(out)))
 
     # ---- incremental decoding -------------------------------------------------------------------
     def init_state(self, batch: int, *, device, dtype) -> State:
-        return self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
+        state = self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
+        return self.positions.start(state, batch, device)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One causal self-attention step: x (B, 1, C) -> (B, 1, C)."""
         q, k, v = (
             self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj)
         )  # (B, H, 1, D)
-        out, state = self.kernel.step(q, k, v, state, **self.gates_of(x))
-        return self.out_proj(self.merge_heads(out)), state
+        state, seen = self.positions.split(state)  # seen (B,): this token's position under rope
+        q, k = self.positions.rotate(q, k, None if seen is None else seen[:, None])
+        out, state = self.kernel.step(q, k, v, state, **self.gates_of(x), **self.positions.kernel_inputs())
+        return self.out_proj(self.merge_heads(out)), self.positions.advance(state, seen)
 
     def project_memory(self, memory: Tensor, key_padding_mask: Tensor | None) -> State:
         """The kernel's `memory_state` of an encoder memory (B, Nk, C), computed once per generation:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from attnlab.attention.base import State
 from attnlab.errors import ConfigError
 from attnlab.nn.layer import MultiHeadAttention
-from attnlab.nn.positional import PositionalEmbedding
+from attnlab.nn.positional import ROPE_BASE, PositionalEmbedding
 from attnlab.nn.spec import AttentionSpec
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,10 @@ class ModelConfig:
     mlp_ratio: int = 4
     dropout: float = 0.1
     max_len: int = 512  # positional table size; longer data is truncated with a logged count
-    positional: str = "sinusoidal"  # or "learned"
+    # sinusoidal | learned (absolute, added to the embeddings, up to max_len) | rope | alibi | none
+    # (in the self-attention layers, any length): attnlab/nn/positional.py, docs/positions.md
+    positional: str = "sinusoidal"
+    rope_base: float = ROPE_BASE  # RoPE's θ base (positional=rope)
     # Causal LM only: before each block, add a learned map of the previous position's residual stream
     # (a 2-tap causal "token shift", as RWKV; the short convolutions of H3/Based/Mamba/fla layers play
     # the same part). It hands every layer the previous token, which an attention layer otherwise has
@@ -91,10 +94,20 @@ class TransformerBlock(nn.Module):
         cross_spec: AttentionSpec | None = None,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        positional: str = "none",
+        rope_base: float = ROPE_BASE,
     ):
         super().__init__()
         self.norm_self = nn.LayerNorm(d_model)
-        self.self_attention = MultiHeadAttention(d_model, heads, self_spec, max_len=max_len, dropout=dropout)
+        self.self_attention = MultiHeadAttention(
+            d_model,
+            heads,
+            self_spec,
+            max_len=max_len,
+            dropout=dropout,
+            positional=positional,
+            rope_base=rope_base,
+        )  # positions (rope/alibi) in self attention only: cross attention relates no positions
         self.cross_attention = None
         if cross_spec is not None:
             self.norm_cross = nn.LayerNorm(d_model)
@@ -108,10 +121,11 @@ class TransformerBlock(nn.Module):
     def stack(
         cls, cfg: ModelConfig, layers: int, spec: AttentionSpec, *, cross_spec: AttentionSpec | None = None
     ) -> nn.ModuleList:
-        """`layers` blocks sized by the model config (d_model, heads, max_len, mlp_ratio, dropout)."""
+        """`layers` blocks sized by the model config (d_model, heads, max_len, mlp_ratio, dropout,
+        positional, rope_base)."""
         return nn.ModuleList(
             cls(cfg.d_model, cfg.heads, spec, max_len=cfg.max_len, cross_spec=cross_spec,
-                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, positional=cfg.positional, rope_base=cfg.rope_base)
             for _ in range(layers)
         )  # fmt: skip
 
@@ -123,9 +137,13 @@ class TransformerBlock(nn.Module):
         padding_mask: Tensor | None = None,
         memory: Tensor | None = None,
         memory_padding_mask: Tensor | None = None,
+        segments: Tensor | None = None,
     ) -> Tensor:
         x = x + self.self_attention(
-            self.norm_self(x), causal=causal, key_padding_mask=None if causal else padding_mask
+            self.norm_self(x),
+            causal=causal,
+            key_padding_mask=None if causal else padding_mask,
+            segments=segments,  # packed documents (B, N): self attention stays inside each
         )
         if self.cross_attention is not None:
             x = x + self.cross_attention(self.norm_cross(x), memory, key_padding_mask=memory_padding_mask)
@@ -170,7 +188,7 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, N, C)
+        x = self.dropout(self.positions.add(self.embed(ids) * self.embed_scale))  # (B, N, C)
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask)
         return self.norm(x)
@@ -195,7 +213,7 @@ class Decoder(nn.Module):
         self._warned_fallback = False
 
     def forward(self, ids: Tensor, memory: Tensor, memory_padding_mask: Tensor | None = None) -> Tensor:
-        x = self.dropout(self.embed(ids) * self.embed_scale + self.positions(ids.shape[1]))  # (B, T, C)
+        x = self.dropout(self.positions.add(self.embed(ids) * self.embed_scale))  # (B, T, C)
         for block in self.blocks:
             x = block(x, causal=True, memory=memory, memory_padding_mask=memory_padding_mask)
         return self.lm_head(self.norm(x))  # (B, T, V)
@@ -232,7 +250,7 @@ class Decoder(nn.Module):
             logits = self.forward(ids, state.memory, state.memory_padding_mask)[:, -1]
             return logits, state.replace(ids=ids)
         t = state.ids.shape[1]
-        x = self.embed(token[:, None]) * self.embed_scale + self.positions(1, offset=t)  # (B, 1, C)
+        x = self.positions.add(self.embed(token[:, None]) * self.embed_scale, offset=t)  # (B, 1, C)
         new_states = []
         for block, self_state, memory in zip(self.blocks, state.self_states, state.cross):
             x, self_state = block.step(x, self_state, memory=memory)
