@@ -52,6 +52,8 @@ BUILTIN_MODULES = (
     "attnlab.attention.deltanet",
     "attnlab.attention.gated_deltanet",
     "attnlab.attention.based",
+    "attnlab.attention.mamba2",
+    "attnlab.attention.fox",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 
