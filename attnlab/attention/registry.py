@@ -54,6 +54,7 @@ BUILTIN_MODULES = (
     "attnlab.attention.based",
     "attnlab.attention.mamba2",
     "attnlab.attention.fox",
+    "attnlab.attention.gated_deltaproduct",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 

@@ -96,6 +96,27 @@ def test_fox_equals_fla_naive_forgetting_attn():
     assert_same(ours, theirs, [q, k, v, raw], TOL_2026)
 
 
+def test_gated_deltaproduct_equals_fla_naive_recurrent_gated_delta_product():
+    """Two delta-rule steps per token (k, v, β then k2, v2, β2), the decay once per token."""
+    naive = fla_naive("gated_delta_product").naive_recurrent_gated_delta_product
+    q, k, v, k2, v2, raw_g, raw_b, raw_b2 = leaves(*[(B, H, N, D)] * 5, (B, H, N), (B, H, N), (B, H, N))
+    torch.manual_seed(0)  # A_log and dt_bias are drawn at build time
+    attention = build_attention("gated_deltaproduct", heads=H, output_norm=False)
+    ours = attention(q, k, v, causal=True, g=raw_g, beta=raw_b, beta2=raw_b2, k2=k2, v2=v2)
+    unit = lambda x: F.normalize(F.silu(x), dim=-1, eps=1e-6)  # noqa: E731  (SiLU, then L2)
+    g = -attention.A_log.exp()[:, None] * F.softplus(raw_g + attention.dt_bias[:, None])  # (B, H, N)
+    steps = lambda a, b: torch.stack([a, b], dim=3).flatten(2, 3)  # noqa: E731  (B, H, 2N, ·)
+    theirs = naive(
+        btHd(unit(q) * D**-0.5),  # fla's naive reads q unscaled
+        btHd(steps(unit(k), unit(k2))),
+        btHd(steps(v, v2)),
+        btHd(g),
+        btHd(steps(torch.sigmoid(raw_b), torch.sigmoid(raw_b2))),
+        scale=None, cu_seqlens=None, num_householder=2,
+    )[0]  # fmt: skip
+    assert_same(ours, btHd(theirs), [q, k, v, k2, v2, raw_g, raw_b, raw_b2], TOL_2026)
+
+
 def test_gla_equals_fla_naive_recurrent_gla():
     naive = fla_naive("gla").naive_recurrent_gla
     q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D))

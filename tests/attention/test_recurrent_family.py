@@ -1,4 +1,4 @@
-"""retention, gla, deltanet, gated_deltanet, based, mamba2: three forms of each op agree (naive loop, chunked,
+"""retention, gla, deltanet, gated_deltanet, based, mamba2, gated_deltaproduct: three forms of each op agree (naive loop, chunked,
 decoding step), padded tokens are identity steps, the non-causal pass is the two directions summed,
 extreme gates stay finite. (Outside references: test_fla_reference.py; the contract: test_gates.py.)"""
 
@@ -26,7 +26,7 @@ from attnlab.attention.registry import get_attention_class
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 B, H, N, D = 2, 2, 37, 8
-FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2"]
+FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2", "gated_deltaproduct"]
 
 
 def tensors(*shapes, seed=0, grad=True):
@@ -133,7 +133,9 @@ def test_padded_tokens_anywhere_are_identity_steps(name):
             torch.testing.assert_close(out[b : b + 1, :, real], alone, atol=1e-9, rtol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["retention", "gla", "deltanet", "gated_deltanet", "mamba2"])
+@pytest.mark.parametrize(
+    "name", ["retention", "gla", "deltanet", "gated_deltanet", "mamba2", "gated_deltaproduct"]
+)
 def test_non_causal_is_both_directions_summed(name):
     skip = {"skip": False} if name == "mamba2" else {}  # mamba2's D·v skip is added once, after the sum
     attention = build(name, output_norm=False, **skip)
