@@ -25,7 +25,7 @@ from attnlab.attention import ops
 from attnlab.bench.measure import paired_times
 
 B, H, D = 1, 4, 64
-FAMILY = ("retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2", "gated_deltaproduct")
+FAMILY = ("retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2", "gated_deltaproduct", "kda")
 SCALE = D**-0.5
 
 
@@ -35,7 +35,7 @@ def inputs(name: str, n: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     n = 2 * n if name == "gated_deltaproduct" else n
     q, k, v = (torch.randn(B, H, n, D, generator=gen) for _ in range(3))
-    if name in ("deltanet", "gated_deltanet", "gated_deltaproduct"):
+    if name in ("deltanet", "gated_deltanet", "gated_deltaproduct", "kda"):
         k = F.normalize(k, dim=-1)
     if name == "based":
         q, k = q[..., :16], k[..., :16]  # feature_dim 16
@@ -48,6 +48,10 @@ def inputs(name: str, n: int) -> list[torch.Tensor]:
             -torch.rand(B, H, n, generator=gen),
         ],
         "based": [],
+        "kda": [
+            torch.sigmoid(torch.randn(B, H, n, generator=gen)),
+            F.logsigmoid(torch.randn(B, H, n, D, generator=gen)) / 16,  # a decay per key dimension
+        ],
         "mamba2": [-F.softplus(torch.randn(B, H, n, generator=gen)) * 0.1],  # data-dependent scalar decay
         # gated_deltaproduct: the delta rule over 2n interleaved steps (two Householder steps per token)
         "gated_deltaproduct": [
@@ -66,6 +70,9 @@ def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
     if name in ("deltanet", "gated_deltanet", "gated_deltaproduct"):
         fn = ops.chunk_delta_rule if form == "chunk" else ops.naive_recurrent_delta_rule
         return fn(q, k, v, gates[0], gates[1] if len(gates) > 1 else None, scale=SCALE)[0]
+    if name == "kda":
+        fn = ops.chunk_kda if form == "chunk" else ops.naive_recurrent_kda
+        return fn(q, k, v, gates[0], gates[1], scale=SCALE)[0]
     if form == "chunk":
         return ops.chunk_based(q, k, v, scale=16**-0.5)
     return ops.naive_recurrent_based(q, k, v, scale=16**-0.5)[0]

@@ -55,6 +55,7 @@ BUILTIN_MODULES = (
     "attnlab.attention.mamba2",
     "attnlab.attention.fox",
     "attnlab.attention.gated_deltaproduct",
+    "attnlab.attention.kda",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 

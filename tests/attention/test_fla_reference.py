@@ -117,6 +117,19 @@ def test_gated_deltaproduct_equals_fla_naive_recurrent_gated_delta_product():
     assert_same(ours, btHd(theirs), [q, k, v, k2, v2, raw_g, raw_b, raw_b2], TOL_2026)
 
 
+def test_kda_equals_fla_naive_recurrent_kda():
+    """The delta rule with a decay per key dimension: log α = -exp(A_log) softplus(g + dt_bias)."""
+    naive = fla_naive("kda").naive_recurrent_kda
+    q, k, v, raw_g, raw_b = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N))
+    torch.manual_seed(0)  # A_log and dt_bias are drawn at build time
+    attention = build_attention("kda", heads=H, head_dim=D, output_norm=False)
+    ours = attention(q, k, v, causal=True, g=raw_g, beta=raw_b)
+    unit = lambda x: F.normalize(F.silu(x), dim=-1, eps=1e-6)  # noqa: E731  (SiLU, then L2)
+    g = -attention.A_log.exp()[:, None, None] * F.softplus(raw_g + attention.dt_bias[:, None, :])
+    theirs = naive(btHd(unit(q)), btHd(unit(k)), btHd(v), btHd(g), btHd(torch.sigmoid(raw_b)))[0]
+    assert_same(ours, btHd(theirs), [q, k, v, raw_g, raw_b], TOL_2026)
+
+
 def test_gla_equals_fla_naive_recurrent_gla():
     naive = fla_naive("gla").naive_recurrent_gla
     q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D))
