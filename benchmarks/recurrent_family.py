@@ -25,7 +25,17 @@ from attnlab.attention import ops
 from attnlab.bench.measure import paired_times
 
 B, H, D = 1, 4, 64
-FAMILY = ("retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2", "gated_deltaproduct", "kda")
+FAMILY = (
+    "retention",
+    "gla",
+    "deltanet",
+    "gated_deltanet",
+    "based",
+    "mamba2",
+    "gated_deltaproduct",
+    "kda",
+    "rwkv7",
+)
 SCALE = D**-0.5
 
 
@@ -52,11 +62,17 @@ def inputs(name: str, n: int) -> list[torch.Tensor]:
             torch.sigmoid(torch.randn(B, H, n, generator=gen)),
             F.logsigmoid(torch.randn(B, H, n, D, generator=gen)) / 16,  # a decay per key dimension
         ],
+        "rwkv7": [  # α = -κ̂, β = κ̂ ⊙ a, log decay -e^-0.5 σ(w)
+            -F.normalize(torch.randn(B, H, n, D, generator=gen), dim=-1),
+            F.normalize(torch.randn(B, H, n, D, generator=gen), dim=-1)
+            * torch.rand(B, H, n, D, generator=gen),
+            -0.6065 * torch.sigmoid(torch.randn(B, H, n, D, generator=gen)),
+        ],
         "mamba2": [-F.softplus(torch.randn(B, H, n, generator=gen)) * 0.1],  # data-dependent scalar decay
         # gated_deltaproduct: the delta rule over 2n interleaved steps (two Householder steps per token)
         "gated_deltaproduct": [
             torch.sigmoid(torch.randn(B, H, n, generator=gen)),
-            -torch.rand(B, H, n, generator=gen) * (torch.arange(n) % 2 == 0),  # decay on first steps only
+            -torch.rand(B, H, n, generator=gen) * (torch.arange(n) % 2 == 0),  # the decay on first steps
         ],
     }[name]
     return [t.contiguous().requires_grad_() for t in (q, k, v, *gates)]
@@ -70,6 +86,10 @@ def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
     if name in ("deltanet", "gated_deltanet", "gated_deltaproduct"):
         fn = ops.chunk_delta_rule if form == "chunk" else ops.naive_recurrent_delta_rule
         return fn(q, k, v, gates[0], gates[1] if len(gates) > 1 else None, scale=SCALE)[0]
+    if name == "rwkv7":
+        fn = ops.chunk_dplr if form == "chunk" else ops.naive_recurrent_dplr
+        extra = {"chunk_size": 64} if form == "chunk" else {}  # the variant's default
+        return fn(q, k, v, *gates, scale=SCALE, **extra)[0]
     if name == "kda":
         fn = ops.chunk_kda if form == "chunk" else ops.naive_recurrent_kda
         return fn(q, k, v, gates[0], gates[1], scale=SCALE)[0]

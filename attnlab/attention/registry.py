@@ -56,6 +56,7 @@ BUILTIN_MODULES = (
     "attnlab.attention.fox",
     "attnlab.attention.gated_deltaproduct",
     "attnlab.attention.kda",
+    "attnlab.attention.rwkv7",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 

@@ -130,6 +130,23 @@ def test_kda_equals_fla_naive_recurrent_kda():
     assert_same(ours, btHd(theirs), [q, k, v, raw_g, raw_b], TOL_2026)
 
 
+def test_rwkv7_equals_fla_dplr_recurrence():
+    """RWKV-7 as fla's generalised delta rule: α = -κ̂, β = κ̂ ⊙ a, log decay -e^-0.5 σ(w)."""
+    naive = fla_naive("generalized_delta_rule/dplr").dplr_recurrence
+    q, k, v, raw_w, raw_a = leaves(*[(B, H, N, D)] * 5)
+    attention = build_attention("rwkv7", heads=H, head_dim=D, output_norm=False)
+    with torch.no_grad():  # away from their initial values, so both learned mixes are exercised
+        attention.k_k.uniform_(0.5, 1.0)
+        attention.k_a.uniform_(0.5, 1.5)
+    ours = attention(q, k, v, causal=True, w=raw_w, a=raw_a)
+    a = torch.sigmoid(raw_a)
+    removal = F.normalize(k * attention.k_k[:, None, :], dim=-1, eps=1e-6)
+    write = k * (1 + (a - 1) * attention.k_a[:, None, :])
+    g = -0.6065306597126334 * torch.sigmoid(raw_w)
+    theirs, _ = naive(q, write, v, -removal, removal * a, g)  # fla's dplr takes (B, H, N, D) and scales q
+    assert_same(ours, theirs, [q, k, v, raw_w, raw_a], TOL_2026)
+
+
 def test_gla_equals_fla_naive_recurrent_gla():
     naive = fla_naive("gla").naive_recurrent_gla
     q, k, v, raw = leaves((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N, D))
