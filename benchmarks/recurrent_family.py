@@ -2,6 +2,7 @@
 
     python benchmarks/recurrent_family.py                     # reference at N=1024, chunked at 1024 and 16K
     python benchmarks/recurrent_family.py --ref-length 2048 --threads 1
+    python benchmarks/recurrent_family.py --length 8192 --variants mamba2 gated_deltaproduct
 
 Setting: CPU, B=1, H=4, head dim 64, fp32, forward+backward, causal, the ops of attnlab.attention.ops
 called directly (gates already in their domain). The reference loop costs the same per token at any
@@ -24,14 +25,27 @@ from attnlab.attention import ops
 from attnlab.bench.measure import paired_times
 
 B, H, D = 1, 4, 64
+FAMILY = (
+    "retention",
+    "gla",
+    "deltanet",
+    "gated_deltanet",
+    "based",
+    "mamba2",
+    "gated_deltaproduct",
+    "kda",
+    "rwkv7",
+)
 SCALE = D**-0.5
 
 
 def inputs(name: str, n: int) -> list[torch.Tensor]:
-    """q, k, v and the op's gates (in their domain), leaves with gradients."""
+    """q, k, v and the op's gates (in their domain), leaves with gradients (gated_deltaproduct: its
+    2n interleaved delta-rule steps for n tokens)."""
     gen = torch.Generator().manual_seed(0)
+    n = 2 * n if name == "gated_deltaproduct" else n
     q, k, v = (torch.randn(B, H, n, D, generator=gen) for _ in range(3))
-    if name in ("deltanet", "gated_deltanet"):
+    if name in ("deltanet", "gated_deltanet", "gated_deltaproduct", "kda"):
         k = F.normalize(k, dim=-1)
     if name == "based":
         q, k = q[..., :16], k[..., :16]  # feature_dim 16
@@ -44,18 +58,41 @@ def inputs(name: str, n: int) -> list[torch.Tensor]:
             -torch.rand(B, H, n, generator=gen),
         ],
         "based": [],
+        "kda": [
+            torch.sigmoid(torch.randn(B, H, n, generator=gen)),
+            F.logsigmoid(torch.randn(B, H, n, D, generator=gen)) / 16,  # a decay per key dimension
+        ],
+        "rwkv7": [  # α = -κ̂, β = κ̂ ⊙ a, log decay -e^-0.5 σ(w)
+            -F.normalize(torch.randn(B, H, n, D, generator=gen), dim=-1),
+            F.normalize(torch.randn(B, H, n, D, generator=gen), dim=-1)
+            * torch.rand(B, H, n, D, generator=gen),
+            -0.6065 * torch.sigmoid(torch.randn(B, H, n, D, generator=gen)),
+        ],
+        "mamba2": [-F.softplus(torch.randn(B, H, n, generator=gen)) * 0.1],  # data-dependent scalar decay
+        # gated_deltaproduct: the delta rule over 2n interleaved steps (two Householder steps per token)
+        "gated_deltaproduct": [
+            torch.sigmoid(torch.randn(B, H, n, generator=gen)),
+            -torch.rand(B, H, n, generator=gen) * (torch.arange(n) % 2 == 0),  # the decay on first steps
+        ],
     }[name]
     return [t.contiguous().requires_grad_() for t in (q, k, v, *gates)]
 
 
 def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
     q, k, v, *gates = tensors
-    if name in ("retention", "gla"):
+    if name in ("retention", "gla", "mamba2"):
         fn = ops.chunk_gla if form == "chunk" else ops.naive_recurrent_gla
         return fn(q, k, v, gates[0], scale=SCALE)[0]
-    if name in ("deltanet", "gated_deltanet"):
+    if name in ("deltanet", "gated_deltanet", "gated_deltaproduct"):
         fn = ops.chunk_delta_rule if form == "chunk" else ops.naive_recurrent_delta_rule
         return fn(q, k, v, gates[0], gates[1] if len(gates) > 1 else None, scale=SCALE)[0]
+    if name == "rwkv7":
+        fn = ops.chunk_dplr if form == "chunk" else ops.naive_recurrent_dplr
+        extra = {"chunk_size": 64} if form == "chunk" else {}  # the variant's default
+        return fn(q, k, v, *gates, scale=SCALE, **extra)[0]
+    if name == "kda":
+        fn = ops.chunk_kda if form == "chunk" else ops.naive_recurrent_kda
+        return fn(q, k, v, gates[0], gates[1], scale=SCALE)[0]
     if form == "chunk":
         return ops.chunk_based(q, k, v, scale=16**-0.5)
     return ops.naive_recurrent_based(q, k, v, scale=16**-0.5)[0]
@@ -63,7 +100,7 @@ def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def fwd_bwd(name: str, form: str, n: int) -> Callable[[], None]:
     tensors = inputs(name, n)
-    grad = torch.randn(B, H, n, D)
+    grad = torch.randn(tensors[0].shape)
 
     def run() -> None:
         for t in tensors:
@@ -89,6 +126,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=16384)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--variants", nargs="+", default=list(FAMILY))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,7 +134,7 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()}  B={B} H={H} D={D} fp32 fwd+bwd causal  reference at N={n0}")
     print(f"{'variant':16}{'ref@' + str(n0):>12}{'chunk@' + str(n0):>12}{'x':>8}"
           f"{'ref@' + str(n1) + '*':>14}{'chunk@' + str(n1):>12}{'x':>8}")  # fmt: skip
-    for name in ("retention", "gla", "deltanet", "gated_deltanet", "based"):
+    for name in args.variants:
         ref_ms, chunk_ms, _ = paired_times(
             fwd_bwd(name, "naive", n0), fwd_bwd(name, "chunk", n0), args.repeats
         )

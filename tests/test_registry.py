@@ -25,7 +25,8 @@ from attnlab.errors import CapabilityError, ConfigError, PluginError
 
 BUILT_INS = [
     "full", "multihead", "linear", "lowrank", "nystrom", "performer", "local",
-    "retention", "gla", "deltanet", "gated_deltanet", "based",
+    "retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2", "fox",
+    "gated_deltaproduct", "kda", "rwkv7",
 ]  # fmt: skip
 
 

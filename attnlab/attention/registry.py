@@ -52,6 +52,11 @@ BUILTIN_MODULES = (
     "attnlab.attention.deltanet",
     "attnlab.attention.gated_deltanet",
     "attnlab.attention.based",
+    "attnlab.attention.mamba2",
+    "attnlab.attention.fox",
+    "attnlab.attention.gated_deltaproduct",
+    "attnlab.attention.kda",
+    "attnlab.attention.rwkv7",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 

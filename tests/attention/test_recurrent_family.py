@@ -1,4 +1,4 @@
-"""retention, gla, deltanet, gated_deltanet, based: three forms of each op agree (naive loop, chunked,
+"""retention, gla, deltanet, gated_deltanet, based, mamba2, gated_deltaproduct, kda, rwkv7: three forms of each op agree (naive loop, chunked,
 decoding step), padded tokens are identity steps, the non-causal pass is the two directions summed,
 extreme gates stay finite. (Outside references: test_fla_reference.py; the contract: test_gates.py.)"""
 
@@ -12,13 +12,19 @@ from attnlab.attention.gates import random_gates
 from attnlab.attention.ops import (
     chunk_based,
     chunk_delta_rule,
+    chunk_dplr,
     chunk_gla,
+    chunk_kda,
     naive_recurrent_based,
     naive_recurrent_delta_rule,
+    naive_recurrent_dplr,
     naive_recurrent_gla,
+    naive_recurrent_kda,
     recurrent_step_based,
     recurrent_step_delta_rule,
+    recurrent_step_dplr,
     recurrent_step_gla,
+    recurrent_step_kda,
     taylor_features,
 )
 from attnlab.attention.ops.norms import rms_norm, unit_norm
@@ -26,7 +32,17 @@ from attnlab.attention.registry import get_attention_class
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 B, H, N, D = 2, 2, 37, 8
-FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
+FAMILY = [
+    "retention",
+    "gla",
+    "deltanet",
+    "gated_deltanet",
+    "based",
+    "mamba2",
+    "gated_deltaproduct",
+    "kda",
+    "rwkv7",
+]
 
 
 def tensors(*shapes, seed=0, grad=True):
@@ -93,6 +109,37 @@ def test_delta_rule_forms_agree(gated, chunk_size):
     )
 
 
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
+@pytest.mark.parametrize("steepness", [0.5, 3.0, 30.0])  # mild to decays of e^-30 a step
+def test_kda_forms_agree(chunk_size, steepness):
+    q, k, v, raw_beta, raw_g = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N), (B, H, N, D))
+    k_unit, beta = torch.nn.functional.normalize(k, dim=-1), torch.sigmoid(raw_beta)
+    g = torch.nn.functional.logsigmoid(raw_g) * steepness  # (B, H, N, D) <= 0
+    naive, S = naive_recurrent_kda(q, k_unit, v, beta, g, scale=0.3)
+    chunk, S_chunk = chunk_kda(q, k_unit, v, beta, g, scale=0.3, chunk_size=chunk_size)
+    same_with_grads(chunk, naive, [q, k, v, raw_beta, raw_g])
+    torch.testing.assert_close(S_chunk, S)
+    step = lambda q, k, v, b, g, s: recurrent_step_kda(q, k, v, b, g, s, scale=0.3)  # noqa: E731
+    zeros = torch.zeros(B, H, D, D, dtype=q.dtype)
+    torch.testing.assert_close(stepped(step, q, k_unit, v, zeros, beta, g)[0], naive)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
+def test_dplr_forms_agree(chunk_size):
+    """RWKV-7's update: decay per dimension, write k vᵀ, replace at κ̂ (α = -κ̂, β = κ̂ ⊙ a)."""
+    q, k, v, raw_kk, raw_a, raw_w = tensors(*[(B, H, N, D)] * 6)
+    kk = torch.nn.functional.normalize(raw_kk, dim=-1)
+    alpha, beta = -kk, kk * torch.sigmoid(raw_a)
+    g = -0.6 * torch.sigmoid(raw_w)
+    naive, S = naive_recurrent_dplr(q, k, v, alpha, beta, g, scale=0.3)
+    chunk, S_chunk = chunk_dplr(q, k, v, alpha, beta, g, scale=0.3, chunk_size=chunk_size)
+    same_with_grads(chunk, naive, [q, k, v, raw_kk, raw_a, raw_w])
+    torch.testing.assert_close(S_chunk, S)
+    step = lambda q, k, v, a, b, g, s: recurrent_step_dplr(q, k, v, a, b, g, s, scale=0.3)  # noqa: E731
+    zeros = torch.zeros(B, H, D, D, dtype=q.dtype)
+    torch.testing.assert_close(stepped(step, q, k, v, zeros, alpha, beta, g)[0], naive)
+
+
 def test_based_forms_agree():
     q, k, v = tensors((B, H, N, 4), (B, H, N, 4), (B, H, N, D))
     naive, _ = naive_recurrent_based(q, k, v, scale=0.5)
@@ -133,9 +180,12 @@ def test_padded_tokens_anywhere_are_identity_steps(name):
             torch.testing.assert_close(out[b : b + 1, :, real], alone, atol=1e-9, rtol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["retention", "gla", "deltanet", "gated_deltanet"])
+@pytest.mark.parametrize(
+    "name", ["retention", "gla", "deltanet", "gated_deltanet", "mamba2", "gated_deltaproduct", "kda", "rwkv7"]
+)
 def test_non_causal_is_both_directions_summed(name):
-    attention = build(name, output_norm=False)
+    skip = {"skip": False} if name == "mamba2" else {}  # mamba2's D·v skip is added once, after the sum
+    attention = build(name, output_norm=False, **skip)
     q, k, v = tensors((B, H, N, D), (B, H, N, D), (B, H, N, D), grad=False)
     gates = gates_for(name, N)
     forward = attention(q, k, v, causal=True, **gates)

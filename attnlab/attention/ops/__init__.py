@@ -25,16 +25,30 @@ from attnlab.attention.ops.delta_rule import (
     recurrent_step_delta_rule,
 )
 from attnlab.attention.ops.gated_linear import chunk_gla, naive_recurrent_gla, recurrent_step_gla
+from attnlab.attention.ops.kda import (
+    chunk_dplr,
+    chunk_kda,
+    naive_recurrent_dplr,
+    naive_recurrent_kda,
+    recurrent_step_dplr,
+    recurrent_step_kda,
+)
 
 __all__ = [
     "chunk_based",
     "chunk_delta_rule",
+    "chunk_dplr",
     "chunk_gla",
+    "chunk_kda",
     "naive_recurrent_based",
     "naive_recurrent_delta_rule",
+    "naive_recurrent_dplr",
     "naive_recurrent_gla",
+    "naive_recurrent_kda",
     "recurrent_step_based",
     "recurrent_step_delta_rule",
+    "recurrent_step_dplr",
     "recurrent_step_gla",
+    "recurrent_step_kda",
     "taylor_features",
 ]

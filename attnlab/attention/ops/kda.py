@@ -1,0 +1,221 @@
+"""The delta rule with a decay per key dimension (Kimi Delta Attention's op):
+
+    S' = diag(e^{g_t}) S_{t-1}        S_t = S' + β_t k_t (v_t - S'ᵀ k_t)ᵀ        o_t = (scale · q_t)ᵀ S_t
+
+g (B, H, N, D) log decays <= 0, β (B, H, N) in (0, 1). Same recurrence as fla's `naive_recurrent_kda`.
+
+The chunked form, in plain PyTorch (autograd differentiates it). Inside a chunk of C positions, with b the
+inclusive cumulative log decay and u_t = β_t (v_t - S'ᵀ k_t) the value each step writes,
+
+    S_t = e^{b_t} ⊙ S_0 + Σ_{j<=t} (e^{b_t - b_j} ⊙ k_j) u_jᵀ
+
+so the writes solve one unit lower-triangular system per chunk, (I + L) u = β (V - (K ⊙ e^b) S_0) with
+L_tj = β_t Σ_d k_td k_jd e^{b_td - b_jd} (j < t): u = U - W S_0 with U, W independent of S_0. Then the
+state before each chunk is a linear recurrence, S_{c+1} = A_c S_c + B_c (one (D, D) x (D, Dv) product a
+chunk: the only loop), and every output is batched over all chunks:
+o = scale · ((Q ⊙ e^b - M W) S_c + M U), M_tj = Σ_d q_td k_jd e^{b_td - b_jd} (j <= t).
+The pair products Σ_d x_td y_jd e^{b_td - b_jd} are one matmul of (x ⊙ e^b) and (y ⊙ e^-b) while no chunk
+decays by more than e^-80 (decayed_pairs), else formed pair by pair with exponents b_t - b_j <= 0: nothing
+overflows, whatever the gates. The pair-by-pair route costs (C, C, D) per chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MAX_EXPONENT = 80.0  # e^80 ~ 5.5e34 < fp32's max 3.4e38: the largest factor the matmul route forms
+
+
+def decayed_pairs(x: Tensor, y: Tensor, b_x: Tensor, b_y: Tensor, allowed: Tensor) -> Tensor:
+    """P_tj = Σ_d x_td y_jd e^{b_x,td - b_y,jd} where allowed[t, j], else 0: (…, C, D) x2, (C, C) -> (…, C, C).
+
+    b_x, b_y are cumulative log decays from the chunk start (<= 0). When no chunk decays by more than
+    e^-80 one matmul does it, (x ⊙ e^{b_x}) (y ⊙ e^{-b_y})ᵀ: factors <= 1 and <= e^80, products exact up to
+    rounding. Otherwise the pairs are formed one by one, e^{b_x,t - b_y,j} <= 1 each, at (C, C, D) a chunk."""
+    if float((-b_y).detach().max()) <= MAX_EXPONENT:
+        scores = (x * b_x.exp()) @ (y * (-b_y).exp()).transpose(-2, -1)  # (…, C, C)
+        return scores.masked_fill(~allowed, 0.0)
+    exponent = (b_x[..., :, None, :] - b_y[..., None, :, :]).masked_fill(~allowed[..., None], float("-inf"))
+    return (x[..., :, None, :] * exponent.exp() * y[..., None, :, :]).sum(-1)
+
+
+def recurrent_step_kda(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor, state: Tensor, *, scale: float
+) -> tuple[Tensor, Tensor]:
+    """One decoding step: q, k (B, H, 1, D), v (B, H, 1, Dv), beta (B, H, 1), g (B, H, 1, D), state (B, H, D, Dv)."""
+    S = state * g.transpose(-2, -1).exp()  # (B, H, D, Dv): row d decays by e^{g_d}
+    error = v - k @ S  # (B, H, 1, Dv)
+    S = S + k.transpose(-2, -1) @ (beta[..., None] * error)
+    return (q * scale) @ S, S  # (B, H, 1, Dv)
+
+
+def naive_recurrent_kda(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    g: Tensor,
+    *,
+    scale: float,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The recurrence, one position at a time (the test oracle): -> output (B, H, N, Dv), final state."""
+    B, H, N, D = q.shape
+    S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
+    outs = []
+    for t in range(N):
+        window = slice(t, t + 1)
+        out, S = recurrent_step_kda(
+            q[:, :, window],
+            k[:, :, window],
+            v[:, :, window],
+            beta[:, :, window],
+            g[:, :, window],
+            S,
+            scale=scale,
+        )
+        outs.append(out)
+    return torch.cat(outs, dim=2), S
+
+
+def chunk_kda(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    g: Tensor,
+    *,
+    scale: float,
+    chunk_size: int = 32,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The chunked form (module docstring): -> output (B, H, N, Dv), final state (B, H, D, Dv)."""
+    B, H, N, D = q.shape
+    Dv = v.shape[-1]
+    C = min(chunk_size, N)
+    pad = (-N) % C
+    if pad:  # padded steps come last and are identities (k = 0 writes nothing, g = 0 decays nothing)
+        q, k, v, g = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v, g))
+        beta = F.pad(beta, (0, pad))
+    nc = (N + pad) // C
+    qc, kc, gc = (t.reshape(B, H, nc, C, D) for t in (q, k, g))  # (B, H, nc, C, D)
+    vc = v.reshape(B, H, nc, C, Dv)
+    betac = beta.reshape(B, H, nc, C, 1)
+    b = gc.cumsum(3)  # (B, H, nc, C, D) inclusive cumulative log decay
+    seen = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # (C, C) j <= t
+    M = decayed_pairs(qc, kc, b, b, seen)  # (B, H, nc, C, C): q_t · (e^{b_t - b_j} ⊙ k_j), j <= t
+    KK = decayed_pairs(kc, kc, b, b, seen.tril(-1))  # (B, H, nc, C, C), j < t
+    eye = torch.eye(C, dtype=q.dtype, device=q.device)
+    system = eye + betac * KK  # (I + L), unit lower triangular
+    U = torch.linalg.solve_triangular(system, betac * vc, upper=False, unitriangular=True)  # (…, C, Dv)
+    decay_in = b.exp()  # (B, H, nc, C, D) from the chunk start through t
+    W = torch.linalg.solve_triangular(system, betac * kc * decay_in, upper=False, unitriangular=True)
+    b_last = b[..., -1:, :]  # (B, H, nc, 1, D)
+    k_to_end = kc * (b_last - b).exp()  # (B, H, nc, C, D): decay from j (exclusive) to the chunk end
+    carry = torch.diag_embed(b_last.squeeze(-2).exp()) - k_to_end.transpose(-2, -1) @ W  # (…, D, D)
+    writes = k_to_end.transpose(-2, -1) @ U  # (B, H, nc, D, Dv)
+    S = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    states = []
+    # unbind, not carry[:, :, c]: each indexing's backward would write a zero tensor the size of all chunks
+    for A_c, B_c in zip(carry.unbind(2), writes.unbind(2), strict=True):  # S_{c+1} = A_c S_c + B_c
+        states.append(S)
+        S = torch.baddbmm(
+            B_c.reshape(B * H, D, Dv),
+            A_c.reshape(B * H, D, D),
+            S.reshape(B * H, D, Dv),
+        ).reshape(B, H, D, Dv)
+    before = torch.stack(states, dim=2)  # (B, H, nc, D, Dv)
+    out = (qc * decay_in - M @ W) @ before + M @ U  # (B, H, nc, C, Dv)
+    return (out * scale).reshape(B, H, nc * C, Dv)[:, :, :N], S
+
+
+# ---- the diagonal-plus-low-rank (DPLR) update: RWKV-7's ------------------------------------------------
+def recurrent_step_dplr(
+    q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, beta: Tensor, g: Tensor, state: Tensor, *, scale: float
+) -> tuple[Tensor, Tensor]:
+    """S_t = diag(e^{g_t}) S_{t-1} + k_t v_tᵀ + β_t (α_tᵀ S_{t-1}), o_t = (scale q_t)ᵀ S_t: all of q, k, α, β,
+    g (B, H, 1, D), v (B, H, 1, Dv), state (B, H, D, Dv). fla's `dplr_recurrence` (RWKV-7: α = -κ̂,
+    β = κ̂ ⊙ a, so the state is first decayed, then its content at κ̂ replaced)."""
+    read = alpha @ state  # (B, H, 1, Dv): α_tᵀ S_{t-1}, read before the decay
+    S = state * g.transpose(-2, -1).exp() + k.transpose(-2, -1) @ v + beta.transpose(-2, -1) @ read
+    return (q * scale) @ S, S
+
+
+def naive_recurrent_dplr(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Tensor,
+    beta: Tensor,
+    g: Tensor,
+    *,
+    scale: float,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The DPLR recurrence one position at a time (the test oracle): -> (B, H, N, Dv), final state."""
+    B, H, N, D = q.shape
+    S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
+    outs = []
+    for t in range(N):
+        at = [x[:, :, t : t + 1] for x in (q, k, v, alpha, beta, g)]
+        out, S = recurrent_step_dplr(*at, S, scale=scale)
+        outs.append(out)
+    return torch.cat(outs, dim=2), S
+
+
+def chunk_dplr(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Tensor,
+    beta: Tensor,
+    g: Tensor,
+    *,
+    scale: float,
+    chunk_size: int = 32,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The DPLR recurrence chunked as chunk_kda: inside a chunk the reads x_t = α_tᵀ S_{t-1} solve
+    (I - A_ab) x = (α ⊙ e^{b_{t-1}}) S_0 + A_ak V, with A_ab, A_ak the strictly lower α·β and α·k products
+    decayed by e^{b_{t-1} - b_j}; between chunks a (D, D) linear recurrence; outputs batched."""
+    B, H, N, D = q.shape
+    Dv = v.shape[-1]
+    C = min(chunk_size, N)
+    pad = (-N) % C
+    if pad:  # padded steps come last and are identities (k = β = 0 write nothing, g = 0 decays nothing)
+        q, k, v, alpha, beta, g = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v, alpha, beta, g))
+    nc = (N + pad) // C
+    qc, kc, ac, bc, gc = (t.reshape(B, H, nc, C, D) for t in (q, k, alpha, beta, g))
+    vc = v.reshape(B, H, nc, C, Dv)
+    b = gc.cumsum(3)  # (B, H, nc, C, D) inclusive cumulative log decay
+    b_before = b - gc  # through t - 1: the reads see S_{t-1}
+    lower = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # j <= t
+    strict = lower.tril(-1)  # j < t
+    A_ab, A_ak = decayed_pairs(ac, bc, b_before, b, strict), decayed_pairs(ac, kc, b_before, b, strict)
+    A_qk, A_qb = decayed_pairs(qc, kc, b, b, lower), decayed_pairs(qc, bc, b, b, lower)  # (…, C, C)
+    eye = torch.eye(C, dtype=q.dtype, device=q.device)
+    system = eye - A_ab  # unit lower triangular
+    X0 = torch.linalg.solve_triangular(system, A_ak @ vc, upper=False, unitriangular=True)  # (…, C, Dv)
+    Xs = torch.linalg.solve_triangular(
+        system, ac * b_before.exp(), upper=False, unitriangular=True
+    )  # (…, C, D)
+    b_last = b[..., -1:, :]  # (B, H, nc, 1, D)
+    to_end = (b_last - b).exp()  # (…, C, D) decay from j (exclusive) to the chunk end
+    k_end, b_end = kc * to_end, bc * to_end
+    carry = torch.diag_embed(b_last.squeeze(-2).exp()) + b_end.transpose(-2, -1) @ Xs  # (…, D, D)
+    writes = k_end.transpose(-2, -1) @ vc + b_end.transpose(-2, -1) @ X0  # (…, D, Dv)
+    S = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    states = []
+    # unbind, not carry[:, :, c]: each indexing's backward would write a zero tensor the size of all chunks
+    for A_c, B_c in zip(carry.unbind(2), writes.unbind(2), strict=True):  # S_{c+1} = A_c S_c + B_c
+        states.append(S)
+        S = torch.baddbmm(
+            B_c.reshape(B * H, D, Dv),
+            A_c.reshape(B * H, D, D),
+            S.reshape(B * H, D, Dv),
+        ).reshape(B, H, D, Dv)
+    before = torch.stack(states, dim=2)  # (B, H, nc, D, Dv)
+    out = (qc * b.exp() + A_qb @ Xs) @ before + A_qk @ vc + A_qb @ X0  # (B, H, nc, C, Dv)
+    return (out * scale).reshape(B, H, nc * C, Dv)[:, :, :N], S
