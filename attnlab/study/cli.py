@@ -9,9 +9,21 @@ from typing import Any
 
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.study import collect, launch, plan
+from attnlab.study.select import Monitor
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130
-STUDY_ARGS = ("task", "variants", "lengths", "seeds", "out")
+STUDY_ARGS = (
+    "task",
+    "variants",
+    "lengths",
+    "seeds",
+    "out",
+    "eval_lengths",
+    "allow_partial",
+    "mean_over",
+    "skip",
+)
+AXIS_ARGS = ("grid", "tune")  # grid.<key>=[...], tune.<key>=[...]; grid={} / tune={} drop the task's
 
 USAGE = """usage: python -m attnlab.study task=NAME [variants=[a,b]] [lengths=[64,128]] [seeds=[0,1]] [out=DIR] [OVERRIDE ...]
 
@@ -58,6 +70,10 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         if key in STUDY_ARGS:
             own[key] = override.value()
             continue
+        kind, dot, rest = key.partition(".")
+        if kind in AXIS_ARGS:
+            parse_axis(own, kind, rest if dot else None, override.value(), arg)
+            continue
         check_passed_override(key, arg, override.is_sweep_override())
         passed.append(arg)
     if "task" not in own:
@@ -65,11 +81,28 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
             f"no task given; choose task= one of {', '.join(plan.tasks_with_study()) or '(none)'}, e.g. "
             "python -m attnlab.study task=classify"
         )
-    for key in ("variants", "lengths", "seeds"):
+    for key in ("variants", "lengths", "seeds", "eval_lengths"):
         value = own.get(key)
         if value is not None and not isinstance(value, list):
             own[key] = list(value.list) if hasattr(value, "list") else [value]  # x=a or x=a,b
     return own, passed
+
+
+def parse_axis(own: dict[str, Any], kind: str, key: str | None, value: Any, arg: str) -> None:
+    """`grid.<key>=[...]` into own["grid"][key]; `grid={}` (or a mapping) replaces the task's axes."""
+    from attnlab.study.axes import plain
+
+    value = plain(value)
+    if key is None:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{arg}: give one axis per argument, {kind}.<key>=[values] (e.g. {kind}.model.d_model=[64,128]), "
+                f"or {kind}={{}} to drop the task's default {kind} axes"
+            )
+        own.setdefault("cleared", []).append(kind)
+        own.setdefault(kind, {}).update(value)
+        return
+    own.setdefault(kind, {})[key] = value
 
 
 def check_passed_override(key: str, arg: str, is_sweep: bool) -> None:
@@ -81,9 +114,15 @@ def check_passed_override(key: str, arg: str, is_sweep: bool) -> None:
         raise ConfigError(f"{arg}: the study places every run under out=DIR; drop {bare}")
     if is_sweep:
         raise ConfigError(
-            f"{arg}: an override passed through applies to every run, so it cannot sweep; vary "
-            "variants=/lengths=/seeds=, or run one study per value with its own out=DIR"
+            f"{arg}: an override passed through applies to every run, so it cannot sweep; make it an axis, "
+            f"grid.{bare}=[...] (reported per value) or tune.{bare}=[...] (the best on validation per cell)"
         )
+
+
+def flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value}: expected true or false")
+    return value
 
 
 # ---- the study -----------------------------------------------------------------------------------
@@ -97,6 +136,13 @@ def study(argv: Sequence[str]) -> int:
         seeds=own.get("seeds"),
         overrides=passed,
         out=own.get("out"),
+        grid=own.get("grid"),
+        tune=own.get("tune"),
+        cleared=own.get("cleared", ()),
+        mean_over=None if own.get("mean_over") is None else str(own["mean_over"]),
+        eval_lengths=own.get("eval_lengths"),
+        allow_partial=flag("allow_partial", own.get("allow_partial", False)),
+        skip=own.get("skip"),
     )
     first = plan.preflight_cells(spec)
     use_wandb = "wandb" in (first.get("logger") or {})
@@ -109,18 +155,22 @@ def study(argv: Sequence[str]) -> int:
         launch.launch(spec, state.to_run, wandb_group=use_wandb, resume=state.resume)
     except KeyboardInterrupt:
         interrupted = True
-    cells = collect.collect(spec)
+    monitor = Monitor(str(first.task.monitor), str(first.task.monitor_mode) != "min")
+    cells = collect.collect(spec, monitor)
     default = collect.Metric(str(first.task.primary_metric), str(first.task.monitor_mode) != "min")
     metric = collect.metric_of(cells, default)
-    outputs = write_outputs(spec, cells, metric)
+    outputs = write_outputs(spec, cells, metric, monitor)
     if use_wandb and not interrupted:
         project = str(first.logger.wandb.get("project") or "attnlab")
-        wandb_dir = track_study(spec, cells, metric, project, outputs)
+        wandb_dir = track_study(spec, cells, metric, monitor, project, outputs)
         print(f"wandb: the study's table and plot in {wandb_dir} (group {spec.group})", file=sys.stderr)
     print(collect.tables_text(spec, cells, metric))
     failed = collect.failures(cells)
     for cell in failed:
         print(f"  {cell.status} {cell.cell.name}: {cell.message}  ({cell.run_dir})", file=sys.stderr)
+    for cell in collect.partial_runs(cells):
+        counted = "counted (allow_partial=true)" if spec.allow_partial else "left out of means and selections"
+        print(f"  cut short {cell.cell.name}: stopped by {cell.stopped_by}; {counted}", file=sys.stderr)
     done = len(cells) - len(failed)
     print(
         f"study: {done}/{len(cells)} cells finished, {len(failed)} failed or missing; wrote "
@@ -133,20 +183,30 @@ def study(argv: Sequence[str]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def write_outputs(spec: plan.Study, cells: list, metric: collect.Metric) -> dict[str, Path | None]:
-    from attnlab.study.plot import plot
+def write_outputs(
+    spec: plan.Study, cells: list, metric: collect.Metric, monitor: Monitor
+) -> dict[str, Path | None]:
+    from attnlab.study.plot import plot, plot_extrapolation, plot_state
 
-    csv_path = collect.write_csv(spec.out / "study.csv", cells, metric)
-    png = plot(spec.out / "study.png", spec, cells, metric)
+    csv_path = collect.write_csv(spec.out / "study.csv", spec, cells, metric, monitor)
+    plots = {
+        "study": plot(spec.out / "study.png", spec, cells, metric),
+        "state": plot_state(spec.out / "state.png", spec, cells, metric),
+        "extrapolation": plot_extrapolation(spec.out / "extrapolation.png", spec, cells, metric),
+    }
     md = spec.out / "study.md"
-    md.write_text(collect.markdown(spec, cells, metric, png))
-    return {"csv": csv_path, "md": md, "png": png}
+    md.write_text(collect.markdown(spec, cells, metric, monitor, plots))
+    return {"csv": csv_path, "md": md, **{f"{k}_png": p for k, p in plots.items()}}
 
 
-def track_study(spec: plan.Study, cells: list, metric: collect.Metric, project: str, outputs: dict) -> str:
+def track_study(
+    spec: plan.Study, cells: list, metric: collect.Metric, monitor: Monitor, project: str, outputs: dict
+) -> str:
     from attnlab.study.track import log_study
 
-    return log_study(spec, cells, metric, project=project, plot=outputs["png"], markdown=outputs["md"])
+    return log_study(
+        spec, cells, metric, monitor, project=project, plot=outputs["study_png"], markdown=outputs["md"]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
