@@ -15,8 +15,11 @@ Each cell becomes one tiny `# @package _global_` config in a generated config gr
 the missing ones). Every cell's config is composed and checked here, through the same files.
 
 The block may also hold `grid:` and `tune:` mappings (config key -> values, attnlab.study.axes),
-`mean_over:` (a grid key whose values the study averages per variant) and `skip:` (cells left out:
-a list of {axis: value or [values]} matches, axes being variant, length, seed or a grid key).
+`mean_over:` (a grid key whose values the study averages per variant), `skip:` (cells left out:
+a list of {axis: value or [values]} matches, axes being variant, length, seed or a grid key) and
+`per_length:` ({config key: {length: value}}: a value that follows the length, e.g. zoology's
+(length, pairs) points). The block is read from the task composed with the command's overrides, so
+an `experiment=` preset may carry its own study settings (conf/experiment/zoology_mqar.yaml).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ STUDY_KEYS = (
     "tune",
     "mean_over",
     "skip",
+    "per_length",
 )
 TEMPLATE_FIELDS = ("length", "half")
 CELL_GROUP = "study_cell"  # the generated config group, one config per cell
@@ -86,6 +90,7 @@ class Study:
     eval_lengths: tuple[int, ...] = ()  # every run is also tested at these lengths (task.eval_lengths)
     allow_partial: bool = False  # runs cut short count in means and selections
     skip: tuple[dict[str, tuple[Any, ...]], ...] = ()  # cells left out (matches)
+    per_length: tuple[tuple[str, dict[int, Any]], ...] = ()  # (key, {length: value}) set in each cell
 
     @property
     def grid_points(self) -> list[ax.Point]:
@@ -216,7 +221,7 @@ def plan(
     """The study of `task`: None takes the study block's default; checks everything but the cells' configs.
     `grid`/`tune`: {key: values} from the command line, over the block's; `cleared`: "grid"/"tune"
     whose block defaults are dropped (`grid={}`)."""
-    cfg = compose([f"task={task}"])
+    cfg = compose_task(task, overrides)
     block = study_block(task, cfg)
     variants = _unique(block.get("variants") if variants is None else variants)
     lengths = _unique(block.get("lengths") if lengths is None else lengths)
@@ -237,13 +242,21 @@ def plan(
     grid_axes = ax.merge("grid", block.get("grid"), grid, "grid" in cleared)
     tune_axes = ax.merge("tune", block.get("tune"), tune, "tune" in cleared)
     templates = tuple(str(t) for t in block.length_overrides)
-    task_overrides = tuple(str(o) for o in block.get("overrides") or ())
+    task_overrides = tuple(str(o) for o in block.get("overrides") or () if str(o) not in overrides)
+    per_length = check_per_length(task, block.get("per_length"))
+    passed = [override_key(o) for o in (*task_overrides, *overrides)]
     ax.check_keys(
         grid_axes,
         tune_axes,
-        passed=[override_key(o) for o in (*task_overrides, *overrides)],
-        length_keys=[override_key(t) for t in templates],
+        passed=passed,
+        length_keys=[*(override_key(t) for t in templates), *(k for k, _ in per_length)],
     )
+    for key, _ in per_length:
+        if key in passed:
+            raise ConfigError(
+                f"{key} is set per length by the study's per_length and by the override {key}=...; "
+                f"the override would win at every length: drop it"
+            )
     mean_over = str(block.get("mean_over")) if mean_over is None and block.get("mean_over") else mean_over
     if mean_over is not None and mean_over not in dict(grid_axes):
         known = [k for k, _ in grid_axes]
@@ -270,9 +283,43 @@ def plan(
         eval_lengths=evals,
         allow_partial=bool(allow_partial),
         skip=skips,
+        per_length=per_length,
     )
     check_names(study)
     return study
+
+
+def compose_task(task: str, overrides: Sequence[str]) -> DictConfig:
+    """The task's config composed with the command's overrides (a preset may change the study block);
+    when those overrides do not compose, the task alone (preflight_cells then names the bad override)."""
+    if overrides:
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_module
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from attnlab.schemas import store_configs
+
+        store_configs()
+        try:  # Hydra's composition only: the run's own checks (a GPU preset on a CPU) come per cell
+            with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+                return hydra_compose(config_name="config", overrides=[f"task={task}", *overrides])
+        except (HydraException, OmegaConfBaseException):
+            pass
+    return compose([f"task={task}"])
+
+
+def check_per_length(task: str, block: Any) -> tuple[tuple[str, dict[int, Any]], ...]:
+    """`per_length: {key: {length: value}}`, each inner mapping keyed by lengths."""
+    out = []
+    for key, mapping in (ax.plain(block) or {}).items():
+        if not isinstance(mapping, dict) or not all(isinstance(n, int) for n in mapping):
+            raise ConfigError(
+                f"task {task}: study.per_length.{key} must map lengths to values, e.g. "
+                f"per_length: {{{key}: {{64: 4, 128: 8}}}}"
+            )
+        out.append((str(key), dict(mapping)))
+    return tuple(out)
 
 
 def override_key(override: str) -> str:
@@ -395,6 +442,9 @@ def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
                 f"config value (key=value), not a config group or a sweep"
             )
         OmegaConf.update(values, key, override.value(), force_add=True)  # `+` or not: a config may add keys
+    for key, by_length in study.per_length:
+        if cell.length in by_length:
+            OmegaConf.update(values, key, by_length[cell.length], force_add=True)
     groups = config_groups()
     defaults = [f"override /attention: {cell.variant}"]
     for key, value in (*cell.grid, *cell.tune):
@@ -439,9 +489,22 @@ def shared_overrides(study: Study, cells_dir: Path, *, wandb_group: bool) -> lis
     return argv
 
 
+def representative_cells(study: Study) -> list[Cell]:
+    """The cells whose configs preflight composes: every (variant, length, grid point) once, and every
+    further tuned value once. A seed is an integer that no check refuses, and a composition takes a
+    second or more on a busy laptop, so the default MQAR study's 72 cells need 14, not 72."""
+    chosen: dict[tuple, Cell] = {}
+    for cell in study.cells:
+        chosen.setdefault((cell.variant, cell.length, ax.describe(cell.grid)), cell)
+    for cell in study.cells:
+        chosen.setdefault(("tune", ax.describe(cell.tune)), cell)
+    picked = set(chosen.values())
+    return [cell for cell in study.cells if cell in picked]
+
+
 def preflight_cells(study: Study) -> DictConfig:
-    """Compose and check every cell's config (through its generated file) before any run starts.
-    Returns the first cell's config (its logger, task and metric)."""
+    """Compose and check the cells' configs (through their generated files, representative_cells)
+    before any run starts. Returns the first cell's config (its logger, task and metric)."""
     from attnlab.config_checks import config_groups
 
     first: DictConfig | None = None
@@ -457,7 +520,7 @@ def preflight_cells(study: Study) -> DictConfig:
                 raise ConfigError(f"study cell {bare.name}: {err}") from None
             ax.check_keys_exist(base, study.grid, "grid", config_groups())
             ax.check_keys_exist(base, study.tune, "tune", config_groups())
-        for cell in study.cells:
+        for cell in representative_cells(study):
             argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={cell.name}"]
             try:
                 cfg = compose(argv)
