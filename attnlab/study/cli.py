@@ -25,24 +25,38 @@ STUDY_ARGS = (
 )
 AXIS_ARGS = ("grid", "tune")  # grid.<key>=[...], tune.<key>=[...]; grid={} / tune={} drop the task's
 
-USAGE = """usage: python -m attnlab.study task=NAME [variants=[a,b]] [lengths=[64,128]] [seeds=[0,1]] [out=DIR] [OVERRIDE ...]
+USAGE = """usage: python -m attnlab.study task=NAME [variants=[a,b]] [lengths=[64,128]] [seeds=[0,1]]
+                                [grid.KEY=[..]] [tune.KEY=[..]] [eval_lengths=[..]] [out=DIR] [OVERRIDE ...]
 
-The accuracy-vs-length study in one command: every variant × length × seed is one run of
-`python -m attnlab`, all cells in one Hydra multirun, then DIR/study.csv (one row per run),
-DIR/study.md (variant × length, mean ± std over seeds, cost columns) and DIR/study.png.
+The accuracy-vs-length study in one command: every variant × length × grid point × seed × tuned
+value is one run of `python -m attnlab`, all in one Hydra multirun, then DIR/study.csv (one row per
+run), DIR/study.md (per grid point: variant × length, mean ± std over seeds, cost, decoding state and
+parameter columns), DIR/study.png, DIR/state.png (metric against decoding-state bytes) and, with
+eval_lengths, DIR/extrapolation.png.
 
-  task=NAME        a task with a study: block in conf/task/NAME.yaml (it says how a length becomes overrides)
-  variants=[..]    attention variants (default: the task's study.variants)
-  lengths=[..]     sequence lengths (default: the task's study.lengths)
-  seeds=[..]       seeds per cell (default: the task's study.seeds)
-  out=DIR          the study's directory (default: studies/<task>/); runs go to DIR/runs/<variant>-L<length>-s<seed>
-  OVERRIDE         any other override goes to every run, after the task's study.overrides:
-                   trainer.max_steps=500  logger=csv  hydra/launcher=parallel  hydra/launcher=slurm
+  task=NAME          a task with a study: block in conf/task/NAME.yaml (it says how a length becomes overrides)
+  variants=[..]      attention variants (default: the task's study.variants)
+  lengths=[..]       sequence lengths (default: the task's study.lengths)
+  seeds=[..]         seeds per cell (default: the task's study.seeds)
+  grid.KEY=[..]      any config key as an axis, crossed with the rest (default: the task's study.grid)
+  tune.KEY=[..]      every value runs; each cell reports the run with the best VALIDATION metric
+                     (the task's monitor), never chosen on test (default: the task's study.tune)
+  grid={} tune={}    drop the task's default axes
+  eval_lengths=[..]  every run also tests its weights at these lengths (task.eval_lengths): one column each
+  allow_partial=true runs cut short (time guard, Ctrl-C, NaN; marked †) count in means and selections
+  mean_over=KEY      a grid key averaged per variant in study.md (default: the task's study.mean_over)
+  skip=[{..}]        cells left out, e.g. skip=[{length:64,task.data.builtin.num_kv_pairs:64}]
+  out=DIR            the study's directory (default: studies/<task>/); runs go to
+                     DIR/runs/<variant>-L<length>[-<grid>]-s<seed>[-<tuned>]
+  OVERRIDE           any other override goes to every run, after the task's study.overrides:
+                     trainer.max_steps=500  logger=csv  hydra/launcher=parallel  hydra/launcher=slurm
 
-Rerunning the same command runs only the cells without a finished run (failed ones are retried).
-Exit status: 0 when every cell finished, 2 when one failed or the input is wrong.
+Rerunning the same command runs only the runs without a finished result (failed ones are retried).
+Exit status: 0 when every run finished, 2 when one failed or the input is wrong.
 
   python -m attnlab.study task=mqar variants=[multihead,linear,performer,local] lengths=[64,128,256] seeds=[0,1] out=studies/mqar
+  python -m attnlab.study task=mqar grid.model.d_model=[64,128,256] tune.task.module.lr=[1e-3,3e-3,1e-2]
+  python -m attnlab.study task=mqar lengths=[256] eval_lengths=[256,1024,4096]
 """
 
 
@@ -110,6 +124,11 @@ def check_passed_override(key: str, arg: str, is_sweep: bool) -> None:
     if bare == "attention" or bare == "seed":
         plural = {"attention": "variants", "seed": "seeds"}[bare]
         raise ConfigError(f"{arg}: the study sets {bare} per cell; list them with {plural}=[...] instead")
+    if bare == "task.eval_lengths":
+        raise ConfigError(
+            f"{arg}: give the study eval_lengths=[...] instead; it passes them to every run and adds a column "
+            "per test length"
+        )
     if bare.startswith(("hydra.sweep.", "hydra.searchpath", "paths.run_dir", "hydra.run.")):
         raise ConfigError(f"{arg}: the study places every run under out=DIR; drop {bare}")
     if is_sweep:

@@ -76,7 +76,7 @@ def eval_key(metric: str, length: int) -> str:
     return f"{metric}@{length}"
 
 
-def collect(study: Study, monitor: Monitor | None = None, primary: str | None = None) -> list[CellResult]:
+def collect(study: Study, monitor: Monitor | None = None) -> list[CellResult]:
     """Every run of the study, read back; with `monitor`, each selection group's run is marked."""
     out = []
     for cell in study.cells:
