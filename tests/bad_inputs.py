@@ -339,7 +339,8 @@ REPORT = [
 
 VARIANTS = [Bad("--bogus", "unrecognized arguments: --bogus", "variants")]
 
-# `python -m attnlab.study` (out={tmp}/study is prepended): its axes, selection and test lengths.
+# `python -m attnlab.study` (out={tmp}/study and a one-run, one-step grid are prepended, STUDY_TINY in
+# tests/test_bad_inputs.py, so a row accepted by mistake trains one step): axes, selection, test lengths.
 STUDY = [
     Bad("task=mqar grid.model.d_modle=[16,32]", "'model' has no key 'd_modle' (did you mean 'd_model'?)"),
     Bad("task=mqar tune.task.module.lrr=[1e-3,1e-2]", "'task.module' has no key 'lrr' (did you mean 'lr'?)"),
@@ -355,7 +356,7 @@ STUDY = [
     Bad("task=mqar grid.task.data.builtin.seq_len=[64,128]", "vary it with lengths=[...]"),
     Bad("task=mqar grid=[16,32]", "give one axis per argument"),
     Bad("task=mqar tune.task.module.lr=[fast]", "task.module.lr=fast must be a number > 0"),
-    Bad("task=mqar grid.task.data.builtin.num_kv_pairs=[4,'4']", "two cells would share the name"),
+    Bad("task=mqar \"grid.task.data.builtin.num_kv_pairs=[4,'4']\"", "two cells would share the name"),
     Bad("task=mqar mean_over=model.d_model", "mean_over=model.d_model: not a grid axis"),
     Bad("task=mqar eval_lengths=[]", "eval_lengths=[] is empty"),
     Bad("task=mqar eval_lengths=[0,256]", "eval_lengths: 0 is not a positive integer"),

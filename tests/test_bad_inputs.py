@@ -41,6 +41,20 @@ BENCH_TINY = [
     "device=cpu",
 ]
 
+# prepended to study rows (a row's own keys come later and win): an accepted row runs one tiny step
+STUDY_TINY = [
+    "variants=[linear]",
+    "lengths=[32]",
+    "seeds=[0]",
+    "hydra/launcher=basic",
+    "logger=none",
+    "trainer.max_steps=1",
+    "trainer.val_check_interval=1",
+    "task.data.builtin.n_train=8",
+    "task.data.builtin.n_validation=8",
+    "task.data.builtin.n_test=8",
+]
+
 
 # ---- setups: the files a row refers to as @kind:name -------------------------------------------------
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -176,7 +190,7 @@ def run_row(row: Bad, words: list[str], tmp: Path) -> tuple[int, str]:
     if row.what == "study":
         from attnlab.study import main as study_main
 
-        return study_main([f"out={tmp / 'study'}", *words]), ""
+        return study_main([f"out={tmp / 'study'}", *STUDY_TINY, *words]), ""
     raise ValueError(f"unknown catalogue kind {row.what!r}")
 
 
