@@ -6,7 +6,8 @@ unless allow_partial=true):
 - state.png: the primary metric against decoding-state bytes per sequence (log x), one panel per
   length, one line per variant through its grid points (zoology's recall-against-state view);
 - extrapolation.png (eval_lengths): the metric of the same weights against test length, one line per
-  variant, one panel per (grid point, training length), the training length marked.
+  variant, one panel per (grid point, training length), the training length marked (its point: the
+  run's own test metric).
 """
 
 from __future__ import annotations
@@ -145,13 +146,15 @@ def plot_extrapolation(path: Path, study: Study, cells: Sequence[CellResult], me
         gtext = ax.describe(g)
         for i, variant in enumerate(study.variants):
             point = grid[(variant, length, gtext)]
-            xs = [n for n in tested if point.eval_mean(n) is not None]
+            # the run's own test metric is the same weights at the training length
+            values = {n: point.eval_mean(n) for n in tested} | {length: point.eval_mean(length) or point.mean}
+            xs = sorted(n for n, y in values.items() if y is not None)
             if xs:
-                ys = [point.eval_mean(n) for n in xs]
-                axis.plot(xs, ys, marker="o", label=variant, color=colors(i % 10))
+                axis.plot(xs, [values[n] for n in xs], marker="o", label=variant, color=colors(i % 10))
         axis.axvline(length, color="grey", linestyle="--", linewidth=1, label=f"trained at {length}")
         axis.set_xscale("log", base=2)
-        axis.set_xticks(tested, [str(n) for n in tested])
+        ticks = sorted({*tested, length})
+        axis.set_xticks(ticks, [str(n) for n in ticks])
         axis.set_xlabel("test length")
         axis.set_ylabel(_direction(metric))
         axis.set_title(f"{study.task}: trained at L={length}" + (f" | {_short(g)}" if g else ""), fontsize=9)
