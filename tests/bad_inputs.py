@@ -7,8 +7,9 @@ Add a row for every new mistake found; keep the fragment to the words that carry
 
     Bad(args, fragment, what)
       args      the command line after `python -m attnlab` (what="app"), `python -m attnlab.bench`
-                ("bench"), `python -m attnlab.report` ("report") or `python -m attnlab.variants`
-                ("variants"), split like a shell (shlex).
+                ("bench"), `python -m attnlab.report` ("report"), `python -m attnlab.variants`
+                ("variants") or `python -m attnlab.study` ("study", after out={tmp}/study), split
+                like a shell (shlex).
                 `{tmp}` is the test's temporary directory; a word `@name` is replaced by the words the
                 setup `name` returns (tests/test_bad_inputs.py: data files, checkpoints, results).
       fragment  words the one-line message must contain.
@@ -350,4 +351,33 @@ REPORT = [
 
 VARIANTS = [Bad("--bogus", "unrecognized arguments: --bogus", "variants")]
 
-ROWS = [*APP, *FLAGS, *BENCH, *REPORT, *VARIANTS]
+# `python -m attnlab.study` (out={tmp}/study and a one-run, one-step grid are prepended, STUDY_TINY in
+# tests/test_bad_inputs.py, so a row accepted by mistake trains one step): axes, selection, test lengths.
+STUDY = [
+    Bad("task=mqar grid.model.d_modle=[16,32]", "'model' has no key 'd_modle' (did you mean 'd_model'?)"),
+    Bad("task=mqar tune.task.module.lrr=[1e-3,1e-2]", "'task.module' has no key 'lrr' (did you mean 'lr'?)"),
+    Bad("task=mqar grid.model.d_model=[]", "grid.model.d_model=[] is empty"),
+    Bad("task=mqar tune.task.module.lr=[]", "tune.task.module.lr=[] is empty"),
+    Bad("task=mqar grid.model.d_model=[16,32] model.d_model=64", "given both as grid.model.d_model=[...]"),
+    # task=mqar's study block tunes the learning rate by default
+    Bad("task=mqar task.module.lr=1e-2", "given both as tune.task.module.lr=[...]"),
+    Bad("task=mqar grid.attention=[linear,local]", "list the variants with variants=[...]"),
+    Bad("task=mqar grid.seed=[0,1]", "list the seeds with seeds=[...]"),
+    Bad("task=mqar grid.task=[lm,mqar]", "a study is one task"),
+    Bad("task=mqar grid.model.d_model=[16] tune.model.d_model=[32]", "both vary model.d_model; keep one"),
+    Bad("task=mqar grid.task.data.builtin.seq_len=[64,128]", "vary it with lengths=[...]"),
+    Bad("task=mqar grid=[16,32]", "give one axis per argument"),
+    Bad("task=mqar tune.task.module.lr=[fast]", "task.module.lr=fast must be a number > 0"),
+    Bad("task=mqar \"grid.task.data.builtin.num_kv_pairs=[4,'4']\"", "two cells would share the name"),
+    Bad("task=mqar mean_over=model.d_model", "mean_over=model.d_model: not a grid axis"),
+    Bad("task=mqar eval_lengths=[]", "eval_lengths=[] is empty"),
+    Bad("task=mqar eval_lengths=[0,256]", "eval_lengths: 0 is not a positive integer"),
+    Bad("task=mqar task.eval_lengths=[256,4096]", "give the study eval_lengths=[...] instead"),
+    Bad("task=mqar allow_partial=maybe", "allow_partial=maybe: expected true or false"),
+    Bad("task=mqar skip=[{lenght:64}]", "'lenght' is not an axis of this study (did you mean 'length'?)"),
+    Bad("task=mqar lengths=[64] skip=[{length:64}]", "skip= leaves no cell to run"),
+    Bad("task=mqar trainer.max_steps=2,3", "grid.trainer.max_steps=[...]"),
+]
+STUDY = [row._replace(what="study") for row in STUDY]
+
+ROWS = [*APP, *FLAGS, *BENCH, *REPORT, *VARIANTS, *STUDY]

@@ -41,6 +41,20 @@ BENCH_TINY = [
     "device=cpu",
 ]
 
+# prepended to study rows (a row's own keys come later and win): an accepted row runs one tiny step
+STUDY_TINY = [
+    "variants=[linear]",
+    "lengths=[32]",
+    "seeds=[0]",
+    "hydra/launcher=basic",
+    "logger=none",
+    "trainer.max_steps=1",
+    "trainer.val_check_interval=1",
+    "task.data.builtin.n_train=8",
+    "task.data.builtin.n_validation=8",
+    "task.data.builtin.n_test=8",
+]
+
 
 # ---- setups: the files a row refers to as @kind:name -------------------------------------------------
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -174,6 +188,10 @@ def run_row(row: Bad, words: list[str], tmp: Path) -> tuple[int, str]:
             return (report_main if row.what == "report" else variants_main)(words), ""
         except SystemExit as stop:  # argparse
             return int(stop.code), ""
+    if row.what == "study":
+        from attnlab.study import main as study_main
+
+        return study_main([f"out={tmp / 'study'}", *STUDY_TINY, *words]), ""
     raise ValueError(f"unknown catalogue kind {row.what!r}")
 
 
@@ -184,7 +202,7 @@ def row_id(row: Bad) -> str:
 def test_the_catalogue_covers_every_class():
     assert len(ROWS) >= 120
     assert len({(r.what, r.args) for r in ROWS}) == len(ROWS), "duplicate rows"
-    assert {r.what for r in ROWS} == {"app", "flags", "bench", "report", "variants"}
+    assert {r.what for r in ROWS} == {"app", "flags", "bench", "report", "variants", "study"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
@@ -194,7 +212,7 @@ def test_bad_input_is_one_clear_line(row: Bad, tmp_path, request, capsys):
     words = expand(row, tmp_path, request)
     code, message = run_row(row, words, tmp_path)
     err = capsys.readouterr().err
-    if row.what in ("report", "variants"):  # main() prints its own line
+    if row.what in ("report", "variants", "study"):  # main() prints its own line
         message = "\n".join(line for line in err.splitlines() if line.startswith("error: "))
     assert code == EXIT_USER_ERROR, f"accepted (exit {code}): {row.args}"
     assert message.startswith("error: ") and "\n" not in message, message
@@ -203,6 +221,7 @@ def test_bad_input_is_one_clear_line(row: Bad, tmp_path, request, capsys):
     assert not list((tmp_path / "run").rglob("results.json")) if (tmp_path / "run").exists() else True
     assert not list(tmp_path.rglob("*.ckpt")) or "ckpt" in row.args
     assert not list(tmp_path.rglob("bench.csv")) and not list(tmp_path.rglob("report.md"))
+    assert not (tmp_path / "study").exists()  # a study refused before anything runs writes nothing
 
 
 # ---- a handful through real subprocesses: exit status, one line on a clean screen ---------------------

@@ -63,9 +63,13 @@ def last_checkpoint(run_dir: Path) -> Path:
 def describe(study: Study, state: Todo) -> list[str]:
     """What the study is about to do, for the console."""
     cells = study.cells
+    factors = [f"{len(study.variants)} variants", f"{len(study.lengths)} lengths"]
+    factors += [f"{len(study.grid_points)} grid points"] if study.grid else []
+    factors += [f"{len(study.seeds)} seeds"]
+    factors += [f"{len(study.tune_points)} tuned values"] if study.tune else []
+    left_out = " less skip=" if study.skip else ""
     lines = [
-        f"study {study.task}: {len(cells)} cells ({len(study.variants)} variants × {len(study.lengths)} "
-        f"lengths × {len(study.seeds)} seeds) in {study.out}",
+        f"study {study.task}: {len(cells)} cells ({' × '.join(factors)}{left_out}) in {study.out}",
         f"skipped {len(state.finished)} finished cell(s); running {len(state.to_run)} "
         f"({len(state.missing)} new, {len(state.failed)} failed before and retried)",
     ]

@@ -13,6 +13,13 @@ Each cell becomes one tiny `# @package _global_` config in a generated config gr
 (its attention, seed, length overrides and run directory); the runs are one Hydra multirun over
 `+study_cell=<cell>,<cell>,...`, so the cells need not form a cartesian product (a rerun sweeps only
 the missing ones). Every cell's config is composed and checked here, through the same files.
+
+The block may also hold `grid:` and `tune:` mappings (config key -> values, attnlab.study.axes),
+`mean_over:` (a grid key whose values the study averages per variant), `skip:` (cells left out:
+a list of {axis: value or [values]} matches, axes being variant, length, seed or a grid key) and
+`per_length:` ({config key: {length: value}}: a value that follows the length, e.g. zoology's
+(length, pairs) points). The block is read from the task composed with the command's overrides, so
+an `experiment=` preset may carry its own study settings (conf/experiment/zoology_mqar.yaml).
 """
 
 from __future__ import annotations
@@ -20,15 +27,27 @@ from __future__ import annotations
 import string
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.errors import ConfigError, did_you_mean
+from attnlab.study import axes as ax
 
-STUDY_KEYS = ("length_overrides", "variants", "lengths", "seeds", "overrides")
+STUDY_KEYS = (
+    "length_overrides",
+    "variants",
+    "lengths",
+    "seeds",
+    "overrides",
+    "grid",
+    "tune",
+    "mean_over",
+    "skip",
+    "per_length",
+)
 TEMPLATE_FIELDS = ("length", "half")
 CELL_GROUP = "study_cell"  # the generated config group, one config per cell
 
@@ -38,11 +57,22 @@ class Cell:
     variant: str
     length: int
     seed: int
+    grid: ax.Point = ()  # the grid point: ((key, value), ...)
+    tune: ax.Point = ()  # the tuned values this run trains with
+    tags: tuple[str, str] = field(default=("", ""), compare=False)  # the name's grid and tune parts
 
     @property
     def name(self) -> str:
-        """The cell's config name and run directory name, e.g. linear-L128-s0."""
-        return f"{self.variant}-L{self.length}-s{self.seed}"
+        """The cell's config name and run directory name, e.g. linear-L128-s0, linear-L128-d_model64-s0-lr0p003."""
+        return f"{self.variant}-L{self.length}{self.tags[0]}-s{self.seed}{self.tags[1]}"
+
+    @property
+    def group(self) -> tuple[str, int, str, int]:
+        """What one tuned selection is made over: (variant, length, grid point, seed)."""
+        return (self.variant, self.length, ax.describe(self.grid), self.seed)
+
+    def __hash__(self) -> int:  # values may be lists; the name is unique within a study
+        return hash(self.name)
 
 
 @dataclass(frozen=True)
@@ -54,10 +84,36 @@ class Study:
     length_overrides: tuple[str, ...]  # templates with {length} and {half}
     overrides: tuple[str, ...]  # the task's study.overrides, then the user's own (to every run)
     out: Path  # absolute: a launcher's jobs may run elsewhere (SLURM) and need the same path
+    grid: ax.Axes = ()
+    tune: ax.Axes = ()
+    mean_over: str | None = None  # a grid key averaged per variant in study.md
+    eval_lengths: tuple[int, ...] = ()  # every run is also tested at these lengths (task.eval_lengths)
+    allow_partial: bool = False  # runs cut short count in means and selections
+    skip: tuple[dict[str, tuple[Any, ...]], ...] = ()  # cells left out (matches)
+    per_length: tuple[tuple[str, dict[int, Any]], ...] = ()  # (key, {length: value}) set in each cell
+
+    @property
+    def grid_points(self) -> list[ax.Point]:
+        return ax.points(self.grid)
+
+    @property
+    def tune_points(self) -> list[ax.Point]:
+        return ax.points(self.tune)
 
     @property
     def cells(self) -> list[Cell]:
-        return [Cell(v, n, s) for v in self.variants for n in self.lengths for s in self.seeds]
+        grid_names, tune_names = ax.labels([k for k, _ in self.grid]), ax.labels([k for k, _ in self.tune])
+        out = []
+        for v in self.variants:
+            for n in self.lengths:
+                for g in self.grid_points:
+                    for s in self.seeds:
+                        for t in self.tune_points:
+                            tags = (ax.tag(g, grid_names), ax.tag(t, tune_names))
+                            cell = Cell(v, n, s, g, t, tags)
+                            if not skipped(self.skip, cell):
+                                out.append(cell)
+        return out
 
     @property
     def runs_dir(self) -> Path:
@@ -76,6 +132,12 @@ class Study:
 
     def run_dir(self, cell: Cell) -> Path:
         return self.runs_dir / cell.name
+
+
+def skipped(skip: Sequence[dict[str, tuple[Any, ...]]], cell: Cell) -> bool:
+    """True when every axis of one `skip` entry holds the cell's value."""
+    values = {"variant": cell.variant, "length": cell.length, "seed": cell.seed, **dict(cell.grid)}
+    return any(all(values.get(key) in allowed for key, allowed in entry.items()) for entry in skip)
 
 
 def default_out(task: str) -> Path:
@@ -126,10 +188,10 @@ def study_block(task: str, cfg: DictConfig) -> DictConfig:
 
 
 def check_template(task: str, template: str) -> None:
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is not None and field not in TEMPLATE_FIELDS:
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in TEMPLATE_FIELDS:
             raise ConfigError(
-                f"conf/task/{task}.yaml: study.length_overrides '{template}' uses {{{field}}}; "
+                f"conf/task/{task}.yaml: study.length_overrides '{template}' uses {{{name}}}; "
                 f"only {{length}} and {{half}} may appear in braces"
             )
     if "=" not in template:
@@ -148,9 +210,18 @@ def plan(
     seeds: Sequence[int] | None = None,
     overrides: Sequence[str] = (),
     out: str | Path | None = None,
+    grid: dict[str, Any] | None = None,
+    tune: dict[str, Any] | None = None,
+    cleared: Sequence[str] = (),
+    mean_over: str | None = None,
+    eval_lengths: Sequence[int] | None = None,
+    allow_partial: bool = False,
+    skip: Sequence[dict[str, Any]] | None = None,
 ) -> Study:
-    """The study of `task`: None takes the study block's default; checks everything but the cells' configs."""
-    cfg = compose([f"task={task}"])
+    """The study of `task`: None takes the study block's default; checks everything but the cells' configs.
+    `grid`/`tune`: {key: values} from the command line, over the block's; `cleared`: "grid"/"tune"
+    whose block defaults are dropped (`grid={}`)."""
+    cfg = compose_task(task, overrides)
     block = study_block(task, cfg)
     variants = _unique(block.get("variants") if variants is None else variants)
     lengths = _unique(block.get("lengths") if lengths is None else lengths)
@@ -168,15 +239,139 @@ def plan(
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seeds: {seed!r} is not an integer; e.g. seeds=[0,1]")
     check_variants(task, [str(v) for v in variants], task_attention_roles(cfg))
-    return Study(
+    grid_axes = ax.merge("grid", block.get("grid"), grid, "grid" in cleared)
+    tune_axes = ax.merge("tune", block.get("tune"), tune, "tune" in cleared)
+    templates = tuple(str(t) for t in block.length_overrides)
+    task_overrides = tuple(str(o) for o in block.get("overrides") or () if str(o) not in overrides)
+    per_length = check_per_length(task, block.get("per_length"))
+    passed = [override_key(o) for o in (*task_overrides, *overrides)]
+    ax.check_keys(
+        grid_axes,
+        tune_axes,
+        passed=passed,
+        length_keys=[*(override_key(t) for t in templates), *(k for k, _ in per_length)],
+    )
+    for key, _ in per_length:
+        if key in passed:
+            raise ConfigError(
+                f"{key} is set per length by the study's per_length and by the override {key}=...; "
+                f"the override would win at every length: drop it"
+            )
+    mean_over = str(block.get("mean_over")) if mean_over is None and block.get("mean_over") else mean_over
+    if mean_over is not None and mean_over not in dict(grid_axes):
+        known = [k for k, _ in grid_axes]
+        raise ConfigError(
+            f"mean_over={mean_over}: not a grid axis{did_you_mean(mean_over, known)}; it averages over the values "
+            f"of one grid.<key>=[...] ({', '.join(known) or 'this study has none'})"
+        )
+    evals = check_eval_lengths(eval_lengths)
+    if evals:
+        overrides = (*overrides, f"task.eval_lengths=[{','.join(str(n) for n in evals)}]")
+    axis_names = ("variant", "length", "seed", *(k for k, _ in grid_axes))
+    skips = check_skip(block.get("skip") if skip is None else skip, axis_names)
+    study = Study(
         task=task,
         variants=tuple(str(v) for v in variants),
         lengths=tuple(lengths),
         seeds=tuple(seeds),
-        length_overrides=tuple(str(t) for t in block.length_overrides),
-        overrides=(*(str(o) for o in block.get("overrides") or ()), *overrides),
+        length_overrides=templates,
+        overrides=(*task_overrides, *overrides),
         out=Path(str(out) if out is not None else default_out(task)).expanduser().resolve(),
+        grid=grid_axes,
+        tune=tune_axes,
+        mean_over=mean_over,
+        eval_lengths=evals,
+        allow_partial=bool(allow_partial),
+        skip=skips,
+        per_length=per_length,
     )
+    check_names(study)
+    return study
+
+
+def compose_task(task: str, overrides: Sequence[str]) -> DictConfig:
+    """The task's config composed with the command's overrides (a preset may change the study block);
+    when those overrides do not compose, the task alone (preflight_cells then names the bad override)."""
+    if overrides:
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_module
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from attnlab.schemas import store_configs
+
+        store_configs()
+        try:  # Hydra's composition only: the run's own checks (a GPU preset on a CPU) come per cell
+            with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+                return hydra_compose(config_name="config", overrides=[f"task={task}", *overrides])
+        except (HydraException, OmegaConfBaseException):
+            pass
+    return compose([f"task={task}"])
+
+
+def check_per_length(task: str, block: Any) -> tuple[tuple[str, dict[int, Any]], ...]:
+    """`per_length: {key: {length: value}}`, each inner mapping keyed by lengths."""
+    out = []
+    for key, mapping in (ax.plain(block) or {}).items():
+        if not isinstance(mapping, dict) or not all(isinstance(n, int) for n in mapping):
+            raise ConfigError(
+                f"task {task}: study.per_length.{key} must map lengths to values, e.g. "
+                f"per_length: {{{key}: {{64: 4, 128: 8}}}}"
+            )
+        out.append((str(key), dict(mapping)))
+    return tuple(out)
+
+
+def override_key(override: str) -> str:
+    """The key an override (or a length template) sets, without `+`/`~`/`++`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_eval_lengths(values: Sequence[int] | None) -> tuple[int, ...]:
+    evals = tuple(_unique(values))
+    if values is not None and not evals:
+        raise ConfigError(
+            "eval_lengths=[] is empty; give the test lengths, e.g. eval_lengths=[256,1024,4096]"
+        )
+    for n in evals:
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"eval_lengths: {n!r} is not a positive integer; e.g. eval_lengths=[256,4096]")
+    return evals
+
+
+def check_skip(entries: Any, axis_names: Sequence[str]) -> tuple[dict[str, tuple[Any, ...]], ...]:
+    """`skip`: a list of {axis: value or [values]}; an axis that is not one of the study's is an error."""
+    out = []
+    for entry in ax.as_list(entries) if entries is not None else []:
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(
+                f"skip: {entry!r} is not a mapping of axes to values; e.g. "
+                "skip=[{length:64,task.data.builtin.num_kv_pairs:64}]"
+            )
+        flat = ax.flatten(entry)
+        for key in flat:
+            if key not in axis_names:
+                raise ConfigError(
+                    f"skip: '{key}' is not an axis of this study{did_you_mean(key, axis_names)}; "
+                    f"the axes: {', '.join(axis_names)}"
+                )
+        out.append({key: tuple(ax.as_list(value)) for key, value in flat.items()})
+    return tuple(out)
+
+
+def check_names(study: Study) -> None:
+    """Every cell has its own name (two values of an axis could read alike, e.g. 1 and "1")."""
+    cells = study.cells
+    if not cells:
+        raise ConfigError("skip= leaves no cell to run; drop or narrow its entries")
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        if cell.name in seen:
+            raise ConfigError(
+                f"two cells would share the name {cell.name} ({ax.describe(seen[cell.name].grid + seen[cell.name].tune)} "
+                f"and {ax.describe(cell.grid + cell.tune)}); give the axis values that differ in more than their type"
+            )
+        seen[cell.name] = cell
 
 
 def _unique(values: Any) -> list[Any]:
@@ -247,11 +442,22 @@ def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
                 f"config value (key=value), not a config group or a sweep"
             )
         OmegaConf.update(values, key, override.value(), force_add=True)  # `+` or not: a config may add keys
+    for key, by_length in study.per_length:
+        if cell.length in by_length:
+            OmegaConf.update(values, key, by_length[cell.length], force_add=True)
+    groups = config_groups()
+    defaults = [f"override /attention: {cell.variant}"]
+    for key, value in (*cell.grid, *cell.tune):
+        if key in groups:  # a config group as an axis (grid.model=[tiny,small]): a choice, not a value
+            defaults.append(f"override /{key.replace('.', '/')}: {value}")
+        else:
+            OmegaConf.update(values, key, value, force_add=True)
     if resume:
         OmegaConf.update(values, "ckpt_path", "last")
     OmegaConf.update(values, "hydra.sweep.subdir", cell.name, force_add=True)
     body = OmegaConf.to_yaml(values)
-    return f"# @package _global_\n# study cell {cell.name}\ndefaults:\n  - override /attention: {cell.variant}\n\n{body}"
+    listed = "".join(f"  - {line}\n" for line in defaults)
+    return f"# @package _global_\n# study cell {cell.name}\ndefaults:\n{listed}\n{body}"
 
 
 def write_cell_configs(
@@ -283,13 +489,38 @@ def shared_overrides(study: Study, cells_dir: Path, *, wandb_group: bool) -> lis
     return argv
 
 
+def representative_cells(study: Study) -> list[Cell]:
+    """The cells whose configs preflight composes: every (variant, length, grid point) once, and every
+    further tuned value once. A seed is an integer that no check refuses, and a composition takes a
+    second or more on a busy laptop, so the default MQAR study's 72 cells need 14, not 72."""
+    chosen: dict[tuple, Cell] = {}
+    for cell in study.cells:
+        chosen.setdefault((cell.variant, cell.length, ax.describe(cell.grid)), cell)
+    for cell in study.cells:
+        chosen.setdefault(("tune", ax.describe(cell.tune)), cell)
+    picked = set(chosen.values())
+    return [cell for cell in study.cells if cell in picked]
+
+
 def preflight_cells(study: Study) -> DictConfig:
-    """Compose and check every cell's config (through its generated file) before any run starts.
-    Returns the first cell's config (its logger, task and metric)."""
+    """Compose and check the cells' configs (through their generated files, representative_cells)
+    before any run starts. Returns the first cell's config (its logger, task and metric)."""
+    from attnlab.config_checks import config_groups
+
     first: DictConfig | None = None
     with tempfile.TemporaryDirectory(prefix="attnlab-study-") as tmp:
         cells_dir = write_cell_configs(study, study.cells, Path(tmp))
-        for cell in study.cells:
+        if study.grid or study.tune:  # the axis keys exist in a cell's config composed without them
+            bare = Cell(study.variants[0], study.lengths[0], study.seeds[0], tags=("-axes", ""))
+            write_cell_configs(study, [bare], cells_dir)
+            argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={bare.name}"]
+            try:
+                base = compose(argv)
+            except ConfigError as err:
+                raise ConfigError(f"study cell {bare.name}: {err}") from None
+            ax.check_keys_exist(base, study.grid, "grid", config_groups())
+            ax.check_keys_exist(base, study.tune, "tune", config_groups())
+        for cell in representative_cells(study):
             argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={cell.name}"]
             try:
                 cfg = compose(argv)

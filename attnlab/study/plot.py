@@ -1,5 +1,14 @@
-"""study.png: the primary metric against length per variant (mean, error bars = standard deviation
-over seeds), beside train tokens/s and peak memory against length, from the same runs."""
+"""The study's figures, from the same aggregated points as study.md (runs cut short are left out
+unless allow_partial=true):
+
+- study.png: per grid point (one row of panels each), the primary metric against length per variant
+  (mean, error bars = standard deviation over seeds), beside train tokens/s and peak memory;
+- state.png: the primary metric against decoding-state bytes per sequence (log x), one panel per
+  length, one line per variant through its grid points (zoology's recall-against-state view);
+- extrapolation.png (eval_lengths): the metric of the same weights against test length, one line per
+  variant, one panel per (grid point, training length), the training length marked (its point: the
+  run's own test metric).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +20,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from attnlab.study import axes as ax  # noqa: E402
 from attnlab.study.collect import CellResult, Metric, points  # noqa: E402
 from attnlab.study.plan import Study  # noqa: E402
+
+MAX_ROWS = 12  # grid points drawn in study.png; the table holds them all
+
+
+def _direction(metric: Metric) -> str:
+    return f"{metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)"
 
 
 def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
@@ -20,46 +36,132 @@ def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) 
     if not any(c.status == "ok" for c in cells):
         return None
     grid = points(study, cells)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    grid_points = study.grid_points[:MAX_ROWS]
+    fig, axes = plt.subplots(len(grid_points), 3, figsize=(16, 4.5 * len(grid_points)), squeeze=False)
     colors = plt.get_cmap("tab10")
-    panels = (
-        (axes[0], None, f"{metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)"),
-        (axes[1], "train_tokens_per_s", "train tokens/s"),
-        (axes[2], "peak_memory_mb", "peak memory (MB)"),
-    )
-    for i, variant in enumerate(study.variants):
-        color = colors(i % 10)
-        dodge = 2 ** (0.02 * (i - (len(study.variants) - 1) / 2))  # equal accuracies stay visible
-        for ax, cost_key, _ in panels:
-            xs, ys, errs = [], [], []
-            for length in study.lengths:
-                point = grid[(variant, length)]
-                y = point.mean if cost_key is None else point.cost_mean(cost_key)
-                if y is not None:
-                    xs.append(length)
-                    ys.append(y)
-                    errs.append(point.spread or 0.0)
-            if not xs:
+    for row, g in zip(axes, grid_points, strict=True):
+        gtext = ax.describe(g)
+        panels = (
+            (row[0], None, _direction(metric)),
+            (row[1], "train_tokens_per_s", "train tokens/s"),
+            (row[2], "peak_memory_mb", "peak memory (MB)"),
+        )
+        for i, variant in enumerate(study.variants):
+            color = colors(i % 10)
+            dodge = 2 ** (0.02 * (i - (len(study.variants) - 1) / 2))  # equal accuracies stay visible
+            for axis, cost_key, _ in panels:
+                xs, ys, errs = [], [], []
+                for length in study.lengths:
+                    point = grid[(variant, length, gtext)]
+                    y = point.mean if cost_key is None else point.cost_mean(cost_key)
+                    if y is not None:
+                        xs.append(length)
+                        ys.append(y)
+                        errs.append(point.spread or 0.0)
+                if not xs:
+                    continue
+                if cost_key is None:
+                    xs = [x * dodge for x in xs]
+                    axis.errorbar(xs, ys, yerr=errs, marker="o", capsize=4, label=variant, color=color)
+                else:
+                    axis.plot(xs, ys, marker="o", label=variant, color=color)
+        for axis, cost_key, label in panels:
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(list(study.lengths), [str(n) for n in study.lengths])
+            low, high = axis.get_ylim() if axis.has_data() else (0.0, 0.0)
+            if cost_key is not None and low > 0 and high / low > 10:
+                axis.set_yscale("log")
+            axis.set_xlabel("sequence length")
+            axis.set_ylabel(label)
+            axis.grid(True, which="both", alpha=0.3)
+            if axis.has_data():
+                axis.legend(fontsize=8)
+        where = f" | {gtext}" if g else ""
+        row[0].set_title(
+            f"{study.task}: {metric.name} (error bars: std over seeds {list(study.seeds)}){where}"
+        )
+        row[1].set_title(f"training throughput{where}")
+        row[2].set_title(f"peak memory{where}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_state(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
+    """Write state.png; None when no finished cell recorded its decoding state."""
+    grid = points(study, cells)
+    if not any(p.mean is not None and p.cost_mean("decode_state_bytes") for p in grid.values()):
+        return None
+    fig, axes = plt.subplots(1, len(study.lengths), figsize=(5.5 * len(study.lengths), 4.5), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for axis, length in zip(axes[0], study.lengths, strict=True):
+        for i, variant in enumerate(study.variants):
+            found = []
+            for g in study.grid_points:
+                point = grid[(variant, length, ax.describe(g))]
+                state = point.cost_mean("decode_state_bytes")
+                if point.mean is not None and state:
+                    found.append((state, point.mean, point.spread or 0.0, g))
+            if not found:
                 continue
-            if cost_key is None:
-                xs = [x * dodge for x in xs]
-                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=4, label=variant, color=color)
-            else:
-                ax.plot(xs, ys, marker="o", label=variant, color=color)
-    for ax, cost_key, label in panels:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(list(study.lengths), [str(n) for n in study.lengths])
-        low, high = ax.get_ylim() if ax.has_data() else (0.0, 0.0)
-        if cost_key is not None and low > 0 and high / low > 10:
-            ax.set_yscale("log")
-        ax.set_xlabel("sequence length")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=8)
-    axes[0].set_title(f"{study.task}: {metric.name} (error bars: std over seeds {list(study.seeds)})")
-    axes[1].set_title("training throughput")
-    axes[2].set_title("peak memory")
+            found.sort(key=lambda item: item[0])
+            xs, ys, errs, _ = zip(*found, strict=True)
+            axis.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=variant, color=colors(i % 10))
+            if len(study.grid_points) > 1:
+                for x, y, _, g in found:
+                    axis.annotate(_short(g), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("decoding state per sequence (bytes, measured)")
+        axis.set_ylabel(_direction(metric))
+        axis.set_title(f"{study.task}, L={length}")
+        axis.grid(True, which="both", alpha=0.3)
+        if axis.has_data():
+            axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _short(point: ax.Point) -> str:
+    names = ax.labels([k for k, _ in point])
+    return " ".join(f"{names[k]}={ax.value_text(v)}" for k, v in point)
+
+
+def plot_extrapolation(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
+    """Write extrapolation.png (eval_lengths); None without test lengths or numbers at them."""
+    if not study.eval_lengths:
+        return None
+    grid = points(study, cells)
+    if not any(p.evals for p in grid.values()):
+        return None
+    panels = [(g, n) for g in study.grid_points for n in study.lengths][: MAX_ROWS * 3]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    tested = sorted(set(study.eval_lengths))
+    for axis, (g, length) in zip(axes.flat, panels, strict=False):
+        gtext = ax.describe(g)
+        for i, variant in enumerate(study.variants):
+            point = grid[(variant, length, gtext)]
+            # the run's own test metric is the same weights at the training length
+            values = {n: point.eval_mean(n) for n in tested} | {length: point.eval_mean(length) or point.mean}
+            xs = sorted(n for n, y in values.items() if y is not None)
+            if xs:
+                axis.plot(xs, [values[n] for n in xs], marker="o", label=variant, color=colors(i % 10))
+        axis.axvline(length, color="grey", linestyle="--", linewidth=1, label=f"trained at {length}")
+        axis.set_xscale("log", base=2)
+        ticks = sorted({*tested, length})
+        axis.set_xticks(ticks, [str(n) for n in ticks])
+        axis.set_xlabel("test length")
+        axis.set_ylabel(_direction(metric))
+        axis.set_title(f"{study.task}: trained at L={length}" + (f" | {_short(g)}" if g else ""), fontsize=9)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from attnlab.study.collect import CellResult, Metric, csv_columns, csv_rows
 from attnlab.study.plan import Study
+from attnlab.study.select import Monitor
 
 
 def log_study(
     study: Study,
     cells: Sequence[CellResult],
     metric: Metric,
+    monitor: Monitor,
     *,
     project: str,
     plot: Path | None,
@@ -33,11 +35,16 @@ def log_study(
             "lengths": list(study.lengths),
             "seeds": list(study.seeds),
             "overrides": list(study.overrides),
+            "grid": {key: list(values) for key, values in study.grid},
+            "tune": {key: list(values) for key, values in study.tune},
+            "eval_lengths": list(study.eval_lengths),
+            "allow_partial": study.allow_partial,
         },
         tags=[f"task:{study.task}", "study"],
     )
-    columns = csv_columns(metric)
-    logged = {"study/runs": wandb_log.table([dict(zip(columns, row)) for row in csv_rows(cells)], columns)}
+    columns = csv_columns(study, metric, monitor)
+    rows = [dict(zip(columns, row, strict=True)) for row in csv_rows(study, cells, metric, monitor)]
+    logged = {"study/runs": wandb_log.table(rows, columns)}
     if plot is not None:
         logged["study/plot"] = wandb_log.image(plot)
     run.log(logged)

@@ -1,0 +1,389 @@
+"""The study's axes and protocol: `grid.<key>` and `tune.<key>` cells (names, cell configs, csv columns),
+the selection of tuned runs on validation (never test), runs cut short (budget.stopped_by), the
+eval_lengths columns and extrapolation.png, mean_over, state.png, the task's default tune and the
+zoology preset (composed only).
+
+Most tests write results.json files by hand (attnlab.results.write_results), so they pin exactly what
+the study reads; one slow test runs a tiny grid × tune on MQAR end to end, then resumes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from attnlab.errors import ConfigError
+from attnlab.results import RESULTS_KEYS, write_results
+from attnlab.study import main
+from attnlab.study.cli import write_outputs
+from attnlab.study.collect import DAGGER, Metric, collect, tables_text
+from attnlab.study.plan import Study, cell_config, plan, preflight_cells
+from attnlab.study.select import Monitor
+
+ACC = Metric("test/acc", True)
+VAL = Monitor("val/acc", True)
+LR = "task.module.lr"
+
+
+def fake_run(study: Study, cell, *, val, test, budget=None, evals=None, state=1024, params=1000) -> None:
+    """A finished run's results.json as the run writes it (only what the study reads is filled in)."""
+    metrics = {"val/acc": val, "test/acc": test} | {f"test/acc@{n}": v for n, v in (evals or {}).items()}
+    results = {key: None for key in RESULTS_KEYS} | {
+        "status": "ok",
+        "task": study.task,
+        "primary_metric": "test/acc",
+        "primary_mode": "max",
+        "metrics": metrics,
+        "cost": {
+            "train_tokens_per_s": 1000.0,
+            "peak_memory_mb": 100.0,
+            "attention_flops_per_token": 10.0,
+            "decode_state_bytes": state,
+        },
+        "parameters": params,
+    }
+    if budget is not None:
+        results["budget"] = budget
+    write_results(study.run_dir(cell), results)
+
+
+def by_name(study: Study) -> dict:
+    return {cell.name: cell for cell in study.cells}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---- cells and their names --------------------------------------------------------------------------
+def test_grid_and_tune_cross_the_variants_lengths_and_seeds_with_stable_names(tmp_path):
+    study = plan(
+        "mqar",
+        variants=["linear", "local"],
+        lengths=[32],
+        seeds=[0, 1],
+        grid={"model.d_model": [16, 32]},
+        tune={LR: [1e-3, 1e-2]},
+        out=tmp_path,
+    )
+    names = [cell.name for cell in study.cells]
+    assert len(names) == len(set(names)) == 2 * 1 * 2 * 2 * 2
+    assert names[:4] == [
+        "linear-L32-d_model16-s0-lr0p001",
+        "linear-L32-d_model16-s0-lr0p01",
+        "linear-L32-d_model16-s1-lr0p001",
+        "linear-L32-d_model16-s1-lr0p01",
+    ]
+    # a name depends only on its own values: adding a width keeps the finished runs' directories
+    wider = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[32],
+        seeds=[0],
+        grid={"model.d_model": [8, 16, 32]},
+        tune={LR: [1e-3, 1e-2]},
+        out=tmp_path,
+    )
+    assert set(names) & {c.name for c in wider.cells} == {
+        f"linear-L32-d_model{d}-s0-lr{lr}" for d in (16, 32) for lr in ("0p001", "0p01")
+    }
+    # the cell config sets the grid point and the tuned value
+    text = cell_config(study, study.cells[1])
+    assert "d_model: 16" in text and "lr: 0.01" in text and "override /attention: linear" in text
+    # without axes, the names the study always used
+    plain = plan(
+        "mqar", variants=["linear"], lengths=[32], seeds=[0], tune={}, cleared=["tune"], out=tmp_path
+    )
+    assert [c.name for c in plain.cells] == ["linear-L32-s0"]
+
+
+def test_names_of_words_lists_and_clashing_values(tmp_path):
+    from attnlab.study.axes import token
+
+    assert token("in_context_recall") == "in_context_recall"
+    assert token(0.003) == "0p003" and token(1e-4) == "0p0001" and token(None) == "null"
+    odd = token("a b/c")
+    assert odd.startswith("a_b_c-") and len(odd) == len("a_b_c-") + 6
+    assert token([1, 2]) != token([1, 3])
+    with pytest.raises(ConfigError, match="two cells would share the name"):
+        plan(
+            "mqar",
+            variants=["linear"],
+            lengths=[32],
+            grid={"task.data.builtin.num_kv_pairs": [4, "4"]},
+            out=tmp_path,
+        )
+
+
+def test_skip_leaves_cells_out_for_a_capacity_point(tmp_path):
+    pairs = "task.data.builtin.num_kv_pairs"
+    study = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[64, 128, 256],
+        seeds=[0],
+        grid={pairs: [None, 64]},
+        tune={},
+        cleared=["tune"],
+        skip=[{"length": [64, 128], pairs: 64}],
+        out=tmp_path,
+    )
+    assert [c.name for c in study.cells] == [
+        "linear-L64-num_kv_pairs_null-s0",
+        "linear-L128-num_kv_pairs_null-s0",
+        "linear-L256-num_kv_pairs_null-s0",
+        "linear-L256-num_kv_pairs64-s0",
+    ]
+    with pytest.raises(ConfigError, match="'lenght' is not an axis of this study"):
+        plan("mqar", variants=["linear"], lengths=[64], skip=[{"lenght": 64}], out=tmp_path)
+
+
+def test_the_default_mqar_study_is_tuned_over_three_learning_rates_and_two_seeds(tmp_path):
+    study = plan("mqar", out=tmp_path)
+    ((key, lrs),) = study.tune
+    assert key == LR and len(lrs) >= 3 and 3e-3 in lrs  # around experiment=mqar's own lr
+    assert study.seeds == (0, 1)
+    assert not plan("mqar", tune={}, cleared=["tune"], out=tmp_path).tune  # tune={} drops it
+
+
+# ---- selection ----------------------------------------------------------------------------------------
+def test_the_tuned_value_is_chosen_on_validation_never_on_test(tmp_path):
+    study = plan(
+        "mqar", variants=["linear"], lengths=[32], seeds=[0, 1], tune={LR: [1e-3, 1e-2]}, out=tmp_path
+    )
+    cells = by_name(study)
+    # seed 0: validation prefers lr 1e-3, test would prefer 1e-2; seed 1 the other way round
+    fake_run(study, cells["linear-L32-s0-lr0p001"], val=0.9, test=0.2)
+    fake_run(study, cells["linear-L32-s0-lr0p01"], val=0.5, test=0.95)
+    fake_run(study, cells["linear-L32-s1-lr0p001"], val=0.1, test=0.9)
+    fake_run(study, cells["linear-L32-s1-lr0p01"], val=0.8, test=0.3)
+    runs = collect(study, VAL)
+    assert [r.selected for r in runs] == [True, False, False, True]
+    outputs = write_outputs(study, runs, ACC, VAL)
+    rows = read_csv(outputs["csv"])
+    assert list(rows[0])[:10] == [
+        "variant",
+        "length",
+        "seed",
+        LR,
+        "status",
+        "partial",
+        "stopped_by",
+        "selected",
+        "val/acc",
+        "test/acc",
+    ]
+    assert [(r[LR], r["selected"]) for r in rows] == [
+        ("0.001", "True"),
+        ("0.01", "False"),
+        ("0.001", "False"),
+        ("0.01", "True"),
+    ]
+    md = outputs["md"].read_text()
+    # the mean of the selected runs' TEST metric (0.2, 0.3), and the value each seed chose
+    assert "| linear | 0.250 ± 0.071 [lr 0.001/0.01] |" in md
+    assert "Tuned: task.module.lr in {0.001, 0.01}" in md and "validation, never test" in md
+
+
+def test_runs_cut_short_are_marked_and_left_out_unless_allowed(tmp_path):
+    study = plan(
+        "mqar", variants=["linear"], lengths=[32, 64], seeds=[0], tune={LR: [1e-3, 1e-2]}, out=tmp_path
+    )
+    cells = by_name(study)
+    cut = {"steps_done": 90, "steps_planned": 400, "stopped_by": "max_time"}
+    full = {"steps_done": 400, "steps_planned": 400, "stopped_by": "max_steps"}
+    # L=32: the best validation is a run cut short; the complete one is chosen
+    fake_run(study, cells["linear-L32-s0-lr0p001"], val=0.99, test=0.99, budget=cut)
+    fake_run(study, cells["linear-L32-s0-lr0p01"], val=0.5, test=0.4, budget=full)
+    # L=64: only runs cut short (one without a budget key would count as complete: see below)
+    fake_run(study, cells["linear-L64-s0-lr0p001"], val=0.3, test=0.35, budget=cut)
+    fake_run(
+        study, cells["linear-L64-s0-lr0p01"], val=0.2, test=0.25, budget=cut | {"stopped_by": "interrupted"}
+    )
+    runs = collect(study, VAL)
+    assert [(r.partial, r.selected) for r in runs] == [
+        (True, False),
+        (False, True),
+        (True, False),
+        (True, False),
+    ]
+    text = tables_text(study, runs, ACC)
+    assert f"| linear | 0.400 [lr 0.01] | (0.350{DAGGER}) |" in text and "allow_partial=true" in text
+    md = write_outputs(study, runs, ACC, VAL)["md"].read_text()
+    assert "## Runs cut short" in md and "| linear-L32-s0-lr0p001 | max_time | no |" in md
+
+    allowed = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[32, 64],
+        seeds=[0],
+        tune={LR: [1e-3, 1e-2]},
+        allow_partial=True,
+        out=tmp_path,
+    )
+    runs = collect(allowed, VAL)
+    assert [r.selected for r in runs] == [True, False, True, False]
+    assert f"| linear | 0.990{DAGGER} [lr 0.001] | 0.350{DAGGER} [lr 0.001] |" in tables_text(
+        allowed, runs, ACC
+    )
+
+    # results.json written before budgets were recorded: complete
+    fake_run(study, cells["linear-L64-s0-lr0p01"], val=0.2, test=0.25)
+    assert [r.selected for r in collect(study, VAL)][2:] == [False, True]
+
+
+# ---- eval lengths, mean over an axis, the state view ------------------------------------------------
+def test_eval_lengths_reach_every_run_and_get_a_column_each(tmp_path):
+    study = plan(
+        "mqar",
+        variants=["multihead", "linear"],
+        lengths=[64],
+        seeds=[0],
+        tune={},
+        cleared=["tune"],
+        eval_lengths=[256, 4096],
+        out=tmp_path,
+    )
+    assert study.overrides[-1] == "task.eval_lengths=[256,4096]"  # to every run, recorded in launched.json
+    cells = by_name(study)
+    fake_run(study, cells["multihead-L64-s0"], val=0.9, test=0.95, evals={256: 0.4, 4096: 0.01})
+    fake_run(study, cells["linear-L64-s0"], val=0.7, test=0.8, evals={256: 0.6, 4096: 0.5})
+    runs = collect(study, VAL)
+    outputs = write_outputs(study, runs, ACC, VAL)
+    rows = read_csv(outputs["csv"])
+    assert [(r["test/acc@256"], r["test/acc@4096"]) for r in rows] == [("0.4", "0.01"), ("0.6", "0.5")]
+    md = outputs["md"].read_text()
+    assert "| variant | trained at | @256 | @4096 |" in md
+    assert "| multihead | 64 | 0.400 | 0.010 |" in md and "| linear | 64 | 0.600 | 0.500 |" in md
+    png = outputs["extrapolation_png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "(extrapolation.png)" in md
+    with pytest.raises(ConfigError, match="eval_lengths=\\[\\] is empty"):
+        plan("mqar", variants=["linear"], eval_lengths=[], out=tmp_path)
+
+
+def test_grid_blocks_mean_over_an_axis_and_the_state_plot(tmp_path):
+    study = plan(
+        "mqar",
+        variants=["multihead", "linear"],
+        lengths=[32],
+        seeds=[0],
+        grid={"model.d_model": [16, 32]},
+        tune={},
+        cleared=["tune"],
+        mean_over="model.d_model",
+        out=tmp_path,
+    )
+    cells = by_name(study)
+    for name, test, state in (
+        ("multihead-L32-d_model16-s0", 0.5, 4096),
+        ("multihead-L32-d_model32-s0", 0.7, 8192),
+        ("linear-L32-d_model16-s0", 0.2, 1024),
+        ("linear-L32-d_model32-s0", 0.6, 4096),
+    ):
+        fake_run(study, cells[name], val=test, test=test, state=state)
+    outputs = write_outputs(study, collect(study, VAL), ACC, VAL)
+    md = outputs["md"].read_text()
+    assert "### model.d_model=16" in md and "### model.d_model=32" in md
+    assert "| variant | L=32 | train tokens/s @32 | peak memory MB @32 | attention FLOPs/token @32 |" in md
+    assert "decode state bytes @32 | parameters @32 |" in md
+    assert "## Mean over model.d_model" in md
+    assert (
+        "| multihead | 32 | 0.5 | 0.7 | **0.600** |" in md and "| linear | 32 | 0.2 | 0.6 | **0.400** |" in md
+    )
+    assert [r["model.d_model"] for r in read_csv(outputs["csv"])] == ["16", "32", "16", "32"]
+    for key in ("state_png", "study_png"):
+        assert outputs[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="mean_over=model.heads: not a grid axis"):
+        plan("mqar", variants=["linear"], grid={"model.d_model": [16]}, mean_over="model.heads", out=tmp_path)
+
+
+# ---- the zoology preset: composed, never run here -----------------------------------------------------
+def test_the_zoology_preset_composes_figure_2s_grid(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from attnlab.study.plan import CELL_GROUP, shared_overrides, write_cell_configs
+
+    study = plan("mqar", variants=["multihead", "based"], overrides=["experiment=zoology_mqar"], out=tmp_path)
+    assert study.lengths == (64, 128, 256, 512) and study.seeds == (0,)
+    assert study.grid == (("model.d_model", (64, 128, 256, 512)),)
+    ((key, lrs),) = study.tune
+    assert key == LR and len(lrs) == 4
+    for lr, expected in zip(lrs, [10 ** (-4 + 2 * i / 3) for i in range(4)], strict=True):
+        assert math.isclose(lr, expected, rel_tol=0.01)  # numpy.logspace(-4, -2, 4)
+    assert study.overrides == ("experiment=zoology_mqar",)  # the mqar block's CPU preset is replaced
+    assert len(study.cells) == 2 * 4 * 4 * 4
+    cell = next(c for c in study.cells if c.length == 512 and dict(c.grid)["model.d_model"] == 256)
+    cells_dir = write_cell_configs(study, [cell], tmp_path / ".cells")
+    argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={cell.name}"]
+    with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=argv)  # trainer=gpu: the run's checks need a GPU
+    builtin = cfg.task.data.builtin
+    assert (builtin.seq_len, builtin.num_kv_pairs, builtin.vocab_size) == (512, 64, 8192)
+    assert cfg.task.data.batch_size == 128 and cfg.model.max_len == 512
+    assert (cfg.model.d_model, cfg.model.decoder_layers, cfg.model.heads) == (256, 2, 1)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 64
+    assert cfg.attention.name == "multihead" and cfg.task.module.lr == lrs[0]
+
+
+# ---- end to end ---------------------------------------------------------------------------------------
+TINY_MQAR = [
+    "logger=csv",
+    "hydra/launcher=basic",
+    "model.heads=2",
+    "model.decoder_layers=1",
+    "task.data.builtin.vocab_size=64",
+    "task.data.builtin.n_train=64",
+    "task.data.builtin.n_validation=16",
+    "task.data.builtin.n_test=16",
+    "task.data.batch_size=8",
+    "callbacks.progress=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "callbacks.cost.warmup_steps=1",
+]
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_and_tune_on_mqar_runs_selects_and_resumes(tmp_path, capfd):
+    out = tmp_path / "study"
+    argv = ["task=mqar", f"out={out}", "variants=[linear]", "lengths=[32]", "seeds=[0]"]
+    argv += ["grid.model.d_model=[16,32]", "tune.task.module.lr=[1e-3,1e-2]", *TINY_MQAR]
+    argv += [f"paths.data_cache={tmp_path / 'cache'}"]
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    assert "4 cells (1 variants × 1 lengths × 2 grid points × 1 seeds × 2 tuned values)" in err
+    assert "study: 4/4 cells finished" in err
+    rows = read_csv(out / "study.csv")
+    assert [(r["model.d_model"], r[LR]) for r in rows] == [
+        ("16", "0.001"),
+        ("16", "0.01"),
+        ("32", "0.001"),
+        ("32", "0.01"),
+    ]
+    for width in ("16", "32"):
+        pair = [r for r in rows if r["model.d_model"] == width]
+        assert sum(r["selected"] == "True" for r in pair) == 1
+        best = max(pair, key=lambda r: float(r["val/acc"]))  # first on ties, as the study
+        assert best["selected"] == "True"
+    assert float(rows[2]["parameters"]) > float(rows[0]["parameters"])  # wider model, more parameters
+    assert float(rows[2]["decode_state_bytes"]) > float(rows[0]["decode_state_bytes"])
+    assert (out / "state.png").exists() and "### model.d_model=32" in (out / "study.md").read_text()
+
+    assert main(argv) == 0  # nothing left to run
+    assert "skipped 4 finished cell(s); running 0" in capfd.readouterr().err
+
+
+def test_preflight_composes_one_cell_per_point_and_per_tuned_value(tmp_path):
+    from attnlab.study.plan import representative_cells
+
+    study = plan("mqar", variants=["linear", "local"], lengths=[32, 64], seeds=[0, 1], out=tmp_path)
+    picked = representative_cells(study)
+    assert len(study.cells) == 2 * 2 * 2 * 3 and len(picked) == 2 * 2 + 2
+    assert {c.tune for c in picked} == {((LR, lr),) for _, lrs in study.tune for lr in lrs}
+    small = plan("mqar", variants=["linear"], lengths=[32], seeds=[0], tune={LR: [1e-3]}, out=tmp_path)
+    assert preflight_cells(small).task.module.lr == 1e-3
