@@ -230,3 +230,12 @@ def test_one_batch_run_of_every_kind(tmp_path, kind):
     chance = {"in_context_recall": 1 / 8, "noisy_recall": 1 / 8, "compression": 1 / 15}
     if kind in chance:  # every value / token is asked somewhere in 32 training rows
         assert metrics["test/baseline_acc"] == pytest.approx(chance[kind])
+
+
+def test_the_study_block_plans_the_three_variants_at_one_length(tmp_path):
+    from attnlab.study.plan import plan, preflight_cells
+
+    study = plan("mad", out=tmp_path)
+    assert study.variants == ("multihead", "linear", "deltanet") and len(study.lengths) == 1
+    cfg = preflight_cells(study)
+    assert cfg.task.name == "mad" and cfg.model.max_len == cfg.task.data.builtin.seq_len == study.lengths[0]
