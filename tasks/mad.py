@@ -52,7 +52,7 @@ class MADDataModule(EncodedDataModule):
         name, params = generator_params(data.get("builtin") or {})
         if name != "mad":
             raise ConfigError(f"task.data.builtin is generator '{name}'; task=mad reads the 'mad' generator")
-        self.kind = str(params.get("kind", "in_context_recall"))
+        self.kind = str(params["kind"])  # the structured config always holds it
         self.vocab_size = vocabulary(self.kind, params.get("vocab_size"))
         self.pad_id = 0
         self.encoded: dict[str, list[tuple[list[int], list[int]]]] = {}
