@@ -80,6 +80,20 @@ APP = [
     Bad("task=mqar attention=lowrank", "'lowrank' does not support causal"),
     Bad("task=mqar task.data.builtin.seq_lne=64", "did you mean 'seq_len'"),
     Bad("task=mqar task.data.builtin.num_kv_pairs=0", "num_kv_pairs"),
+    Bad("task=mad task.data.builtin.kind=copying", "is unknown; set task.data.builtin.kind= one of"),
+    Bad(
+        "task=mad task.data.builtin.kind=compression task.data.builtin.frac_noise=0.2",
+        "has no knob frac_noise",
+    ),
+    Bad("task=mad task.data.builtin.kind=selective_copying task.data.builtin.seq_len=32", "raise seq_len"),
+    Bad("task=mad task.data.builtin.kind=noisy_recall task.data.builtin.frac_noise=1.5", "must be in [0, 1)"),
+    Bad("task=mad task.data.builtin.seq_len=63", "must be even"),
+    Bad("task=mad task.data.builtin.kind=fuzzy_recall task.data.builtin.k_motif_size=9", "vocab_size >= 19"),
+    Bad(
+        "task=mad task.data.builtin.seq_len=256 task.data.builtin.n_train=4 task.data.builtin.n_validation=4 "
+        "task.data.builtin.n_test=4",
+        "set model.max_len=255",
+    ),
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
     Bad("task=summarise task.data.builtin.role_rate=1.5", "set task.data.builtin.role_rate=1"),
     Bad(

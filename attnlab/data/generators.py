@@ -25,6 +25,7 @@ from typing import Any
 
 from attnlab.data.corpus import corpus
 from attnlab.data.listops import listops
+from attnlab.data.mad import mad
 from attnlab.data.mqar import mqar
 from attnlab.data.seq2seq_builtin import summarisation_builtin, translation_builtin
 from attnlab.errors import ConfigError, did_you_mean
@@ -34,6 +35,7 @@ GENERATORS: dict[str, Callable[..., dict[str, list[dict]]]] = {
     "translation": translation_builtin,
     "summarisation": summarisation_builtin,
     "mqar": mqar,
+    "mad": mad,
     "corpus": corpus,
 }
 GENERATOR_KEY = "generator"  # the field naming the generator in a `builtin` node
