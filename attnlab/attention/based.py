@@ -29,6 +29,7 @@ from attnlab.attention import linear_passes as passes
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.linear_kernels import linear_attention
 from attnlab.attention.local import (
+    MAX_WINDOW,
     LocalAttention,
     key_validity,
     window_forward,
@@ -59,7 +60,7 @@ class BasedAttention(Attention):
         *,
         head_dim: int,
         feature_dim: Annotated[int, Range(ge=1)] = 16,
-        window: Annotated[int, Range(ge=0)] = 64,
+        window: Annotated[int, Range(ge=0, le=MAX_WINDOW)] = 64,
         chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
@@ -67,6 +68,17 @@ class BasedAttention(Attention):
         self.q_feature = nn.Linear(head_dim, feature_dim, bias=False)
         self.k_feature = nn.Linear(head_dim, feature_dim, bias=False)
         self.local = LocalAttention(window=window) if window else None
+
+    @classmethod
+    def parameter_count(cls, params, *, heads, head_dim):
+        return 2 * head_dim * params["feature_dim"]  # q_feature, k_feature
+
+    @classmethod
+    def working_memory(cls, params, *, batch, heads, length, head_dim):
+        # phi(q), phi(k): (B, H, N, F), F = 1 + f + f(f+1)/2 Taylor features, kept for the backward
+        features = passes.taylor_feature_count(params["feature_dim"])
+        window = min(params["window"], length)
+        return batch * heads * length * (2 * features + window)  # + the window's scores (B, H, N, w)
 
     def features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """(B, H, N, D) -> (B, H, N, feature_dim), in the inputs' (fp32) dtype."""

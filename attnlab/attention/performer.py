@@ -111,6 +111,14 @@ class PerformerAttention(Attention):
         )  # (r, d)
         self.projection: Tensor
 
+    @classmethod
+    def parameter_count(cls, params, *, heads, head_dim):
+        return params["features"] * head_dim  # the projection buffer (saved, not trained)
+
+    @classmethod
+    def working_memory(cls, params, *, batch, heads, length, head_dim):
+        return 2 * batch * heads * length * params["features"]  # phi(q), phi(k): (B, H, N, features)
+
     def _exponents(self, x: Tensor) -> Tensor:
         """x (B, H, N, d) -> exponents W x' - |x'|²/2 with x' = x / d^¼, at least fp32: (B, H, N, r).
 

@@ -79,6 +79,13 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def _threads(value: Any) -> int:
+    from attnlab.threads import check_threads
+
+    check_threads(_positive_int("threads", value))
+    return value
+
+
 def _flag(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} must be true or false")
@@ -242,7 +249,7 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         dtype=DTYPES[dtype_name],
         dtype_name=dtype_name,
         device=device,
-        threads=None if cfg.get("threads") is None else _positive_int("threads", cfg["threads"]),
+        threads=None if cfg.get("threads") is None else _threads(cfg["threads"]),
         keep_freed_memory=_flag("keep_freed_memory", cfg.get("keep_freed_memory", True)),
         target=_choice("target", cfg["target"], TARGETS),
         repeats=repeats,
