@@ -122,6 +122,7 @@ def check_config(cfg: DictConfig) -> None:
         check_data(data)
     check_choice(cfg.task.get("monitor_mode", _ABSENT), "task.monitor_mode", ("min", "max"))
     check_tags(cfg.get("tags", _ABSENT))
+    check_wandb_mode(cfg.get("logger"))
     check_paths(cfg)
     check_task_module(cfg.task)
     check_decode(cfg.task.get("decode"))
@@ -373,6 +374,21 @@ def check_decode(decode: DictConfig | None) -> None:
     for key in ("val_samples", "test_samples"):
         check_number(decode.get(key, _ABSENT), f"task.decode.{key}", ge=1, also=(None,), example=64)
     check_number(decode.get("table_rows", _ABSENT), "task.decode.table_rows", ge=0, example=50)
+
+
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # wandb's Settings.mode
+
+
+def check_wandb_mode(loggers: DictConfig | None) -> None:
+    """WANDB_MODE read from the environment: a value wandb does not know is a pydantic traceback
+    when the logger starts, after the data is prepared and the model built."""
+    mode = os.environ.get("WANDB_MODE")
+    uses_wandb = any("Wandb" in str((c or {}).get("_target_", "")) for c in (loggers or {}).values())
+    if mode and uses_wandb and mode not in WANDB_MODES:
+        raise ConfigError(
+            f"WANDB_MODE={mode} is not a wandb mode{did_you_mean(mode, WANDB_MODES)}; set WANDB_MODE= one of "
+            f"online, offline, disabled (or unset it: offline without an API key), or use logger=csv"
+        )
 
 
 def check_tags(tags: Any) -> None:

@@ -274,11 +274,11 @@ APP = [
     ),
     Bad(
         "attention=local attention.window=99999999999999999999",
-        "attention.window=99999999999999999999 must be",
+        "attention.window=99999999999999999999 is invalid for 'local': expected a 64-bit integer",
     ),
     Bad(
         "attention=based attention.window=99999999999999999999",
-        "attention.window=99999999999999999999 must be",
+        "attention.window=99999999999999999999 is invalid for 'based': expected a 64-bit integer",
     ),
     Bad("attention=null", "attention=null"),
     Bad("@files:object_texts", "holds a dict in the text column"),

@@ -29,7 +29,6 @@ from attnlab.attention import linear_passes as passes
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
 from attnlab.attention.linear_kernels import linear_attention
 from attnlab.attention.local import (
-    MAX_WINDOW,
     LocalAttention,
     key_validity,
     window_forward,
@@ -60,7 +59,7 @@ class BasedAttention(Attention):
         *,
         head_dim: int,
         feature_dim: Annotated[int, Range(ge=1)] = 16,
-        window: Annotated[int, Range(ge=0, le=MAX_WINDOW)] = 64,
+        window: Annotated[int, Range(ge=0)] = 64,
         chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()

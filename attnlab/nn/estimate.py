@@ -8,7 +8,7 @@ hold (weights, gradients and Adam's two moments in fp32; the activations one bat
 backward pass, at model.max_len; the attention kernel's own working memory; the logits), so a
 config refused by it cannot run, and configs near the limit are left to try.
 
-    parameters   embeddings (vocab × d) + positions (max_len × d) + per block:
+    parameters   embeddings (vocab × d) + learned positions (max_len × d) + per block:
                  4·d² (q, k, v, out) [+ 4·d² cross attention] + 2·mlp_ratio·d² (MLP) + variant's own
     activations  per block: B·N·d·(10 + 2·mlp_ratio) floats (norms, q, k, v, output, residual, the MLP's
                  hidden layer twice) + the variant's `Attention.working_memory` (based's Taylor
@@ -95,7 +95,8 @@ def estimate(cfg: Any) -> Estimate:
         layers = int(model.encoder_layers if stack == "encoder" else model.get("decoder_layers", 1))
         attentions = 2 if stack.endswith("+cross") else 1
         block = attentions * (4 * d * d + kernel_params) + 2 * ratio * d * d
-        parameters += vocab * d + max_len * d + layers * block
+        positions = max_len * d if model.get("positional") == "learned" else 0  # sinusoidal: a buffer
+        parameters += vocab * d + positions + layers * block
         kernels += layers * attentions * kernel_memory
         activations += layers * batch * max_len * d * (BLOCK_ACTIVATIONS + 2 * ratio)
     if stacks[-1] != "encoder":
