@@ -64,13 +64,14 @@ GUARD = torch.finfo(torch.float32).tiny
 def orthogonal_gaussian(features: int, dim: int, *, generator: torch.Generator | None = None) -> Tensor:
     """(features, dim) rows orthogonal within each block of `dim`, norms of Gaussian vectors (FAVOR+)."""
     blocks = []
+    device = None if generator is None else generator.device  # a seeded draw: the generator's device
     for _ in range(math.ceil(features / dim)):
-        gaussian = torch.randn(dim, dim, generator=generator)  # (d, d)
+        gaussian = torch.randn(dim, dim, generator=generator, device=device)  # (d, d)
         q, r = torch.linalg.qr(gaussian)  # (d, d) orthonormal columns
         q = q * torch.sign(torch.diagonal(r))  # sign fix: makes q Haar-distributed (rows isotropic)
         blocks.append(q.T)  # (d, d) orthonormal rows
     directions = torch.cat(blocks, dim=0)[:features]  # (r, d)
-    norms = torch.randn(features, dim, generator=generator).norm(dim=1, keepdim=True)  # (r, 1) chi(d)
+    norms = torch.randn(features, dim, generator=generator, device=device).norm(dim=1, keepdim=True)  # (r, 1)
     return directions * norms  # (r, d): each row marginally N(0, I), rows of a block orthogonal
 
 
