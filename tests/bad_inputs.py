@@ -358,6 +358,11 @@ BENCH = [
     Bad("keep_freed_memory=maybe", "keep_freed_memory='maybe' must be true or false", "bench"),
     Bad("fit_min_length=0", "fit_min_length=0 must be an integer >= 1", "bench"),
     Bad("out_dir=/proc/nope", "out_dir=/proc/nope cannot be created", "bench"),
+    Bad(
+        "variants=[based] 'params={based: {feature_dim: 100000}}'",
+        "'based' (params.based.feature_dim=100000",
+        "bench",
+    ),
     Bad("threads=1000", "threads=1000 is more than the", "bench"),
 ]
 
