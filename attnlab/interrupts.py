@@ -11,7 +11,8 @@
   it raises Lightning's SIGTERMException instead, so GracefulStop still saves `last.ckpt`;
 - a main thread stuck in one long C call (a huge allocation, a kernel) cannot run a Python handler,
   so a watchdog thread, woken by the signal itself (`signal.set_wakeup_fd`), ends the process after
-  GRACE_S seconds with the same line and status unless a training step has claimed the signal.
+  GRACE_S seconds with the same line and status; it stands down inside a Lightning trainer call
+  (whose handler wraps this one) and under GracefulStop's Ctrl-C, where a checkpoint may be written.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def _watchdog(read_fd: int) -> None:
             data = os.read(read_fd, 64)
         except OSError:
             return
-        signums = [s for s in data if s in EXIT_STATUS]
+        # Only signals this module's handler owns: inside a Lightning trainer call (its handler wraps
+        # ours) or GracefulStop's Ctrl-C, the stop is theirs and may be writing a checkpoint.
+        signums = [s for s in data if s in EXIT_STATUS and signal.getsignal(s) is _handler]
         if not signums:
             continue
         deadline = time.monotonic() + GRACE_S
