@@ -3,10 +3,12 @@
 A config such as `model.encoder_layers=1000`, `model.mlp_ratio=100000` or `attention=based
 attention.feature_dim=100000` is accepted by every type and range, and then allocates until the
 machine swaps. `check_fits(cfg)` refuses it first, with the estimate, the memory available and what
-to lower. The estimate is deliberately a floor, not a forecast: it counts only what training must
-hold (weights, gradients and Adam's two moments in fp32; the activations one batch saves for the
-backward pass, at model.max_len; the attention kernel's own working memory; the logits), so a
-config refused by it cannot run, and configs near the limit are left to try.
+to lower. The estimate counts only what training must hold for a batch at model.max_len, the longest
+the model accepts (weights, gradients and Adam's two moments in fp32; the activations the batch saves
+for the backward pass; the attention kernel's own working memory; the logits) and nothing of the
+framework's own overheads, so it errs low: configs near the limit are left to try. Padded tasks
+(classify, translate, summarise) whose data is much shorter than model.max_len need less: there the
+advice to lower model.max_len is the fix (it costs nothing but positions the data never reaches).
 
     parameters   embeddings (vocab × d) + learned positions (max_len × d) + per block:
                  4·d² (q, k, v, out) [+ 4·d² cross attention] + 2·mlp_ratio·d² (MLP) + variant's own
