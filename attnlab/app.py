@@ -50,6 +50,7 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from attnlab.console import quiet_frameworks
+    from attnlab.interrupts import Interrupted, report
     from attnlab.reliability import write_failure
     from attnlab.train import run
 
@@ -57,6 +58,9 @@ def main(cfg: DictConfig) -> float | None:
     multirun = _is_multirun()
     try:
         results = run(cfg)
+    except Interrupted as stop:  # outside a training step: one line naming the phase, status 143 / 130
+        write_failure(_run_dir(), stop, stop.line().removeprefix("error: "))
+        report(stop)
     except SIGTERMException as stop:
         message = f"interrupted: checkpoint saved in {_run_dir()}/checkpoints/last.ckpt; resume with the same command plus ckpt_path=last"
         write_failure(_run_dir(), stop, message)
@@ -164,6 +168,10 @@ def run_args(argv: list[str]) -> tuple[int, str]:
 def entry() -> None:
     """Console entry point (`attnlab` and `python -m attnlab`)."""
     argv = sys.argv[1:]
+    from attnlab.interrupts import Interrupted, install, report, set_phase
+
+    install()  # SIGTERM and Ctrl-C end every phase within seconds (attnlab/interrupts.py)
+    set_phase("checking the config")
     try:
         cfg = preflight(argv)
         if cfg is not None:
@@ -174,7 +182,13 @@ def entry() -> None:
     except RunFinished as finished:
         print(finished, file=sys.stderr)
         sys.exit(0)
-    main()
+    except Interrupted as stop:
+        report(stop)
+    set_phase("starting the run")
+    try:
+        main()
+    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.app.main
+        report(stop)
     from attnlab.reliability import SweepSummary
 
     if SweepSummary.failures:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Callback
+
 from attnlab.errors import ConfigError
 
 # Hyperparameters that define the weights' shapes or meaning; the rest may change on resume.
@@ -29,14 +31,77 @@ STRUCTURAL = (
     "eos_id",
 )
 FRESH = "start fresh (drop ckpt_path)"
+DATA_RECORD_KEY = "attnlab_data"  # the run's task.data settings, written into every checkpoint
+# Data settings that change neither the rows nor their order.
+DATA_FREE = ("num_workers",)
 
 
-def check_checkpoint(path: str | None, hparams: Mapping[str, Any]) -> None:
+class DataRecord(Callback):
+    """Writes the run's task.data settings into each checkpoint (under DATA_RECORD_KEY), so a resumed
+    run on other data (another file, limit, tokenizer, generator seed) is refused by check_checkpoint
+    instead of continuing a model on data it was not trained on."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        self.data = dict(data)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[DATA_RECORD_KEY] = self.data
+
+
+def data_settings(data: Any) -> dict[str, Any]:
+    """task.data as plain values, without the settings that do not change the data (DATA_FREE)."""
+    plain = _plain(data) or {}
+    return {k: v for k, v in plain.items() if k not in DATA_FREE}
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _compare_data(where: str, saved: Any, ours: Mapping[str, Any] | None) -> None:
+    if not isinstance(saved, Mapping) or ours is None:
+        return  # written before data settings were recorded, or not compared (tests)
+    old, new = _flatten(data_settings(saved)), _flatten(data_settings(ours))
+    differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if differ:
+        shown = "; ".join(
+            f"task.data.{k}={_short(old.get(k))} there, {_short(new.get(k))} here" for k in differ[:3]
+        )
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        settings = " ".join(f"task.data.{k}={_short(old.get(k))}" for k in differ[:3])
+        raise ConfigError(
+            f"{where} was trained with other data settings: {shown}{more}; to continue it set {settings}, or {FRESH}"
+        )
+
+
+def check_checkpoint(
+    path: str | None,
+    hparams: Mapping[str, Any],
+    *,
+    max_steps: int | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> None:
     """Raise ConfigError when `path` cannot be read as a Lightning checkpoint, or was saved by another
-    task, attention or model than the one described by `hparams` (the built module's hparams)."""
+    task, attention or model than the one described by `hparams` (the built module's hparams), or on
+    other data settings than `data` (this run's task.data, as DataRecord stores it), or has already
+    trained `max_steps` (this trainer's limit) steps: resuming it would train nothing and write a
+    fresh results.json for the old model."""
     if path is None:
         return
     checkpoint = read_checkpoint(path)
+    _compare_data(f"ckpt_path={path}", checkpoint.get(DATA_RECORD_KEY), data)
+    step = checkpoint.get("global_step")
+    if max_steps is not None and max_steps > 0 and isinstance(step, int) and step >= max_steps:
+        raise ConfigError(
+            f"ckpt_path={path} has already trained {step} steps, trainer.max_steps={max_steps}: resuming would "
+            f"train nothing; set trainer.max_steps=<n> above {step} to train on, or {FRESH}"
+        )
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, Mapping):
         return  # saved without hyperparameters (a plain Lightning module): nothing to compare

@@ -17,6 +17,7 @@ from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf_models import is_hf_model, require_transformers
 from attnlab.nn.positional import SCHEMES
+from attnlab.threads import check_threads
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
@@ -105,6 +106,7 @@ def check_config(cfg: DictConfig) -> None:
         check_choice(model.get("positional", _ABSENT), "model.positional", POSITIONAL)
         check_number(model.get("rope_base", _ABSENT), "model.rope_base", kind=float, gt=1, example=10000)
     check_number(cfg.get("seed", _ABSENT), "seed", ge=0, le=2**32 - 1, example=0)
+    check_threads(cfg.get("threads"))
     data = cfg.task.get("data")
     if model.get("share_embeddings") is True and data is not None and data.get("shared_tokenizer") is False:
         raise ConfigError(
@@ -122,12 +124,19 @@ def check_config(cfg: DictConfig) -> None:
         check_data(data)
     check_choice(cfg.task.get("monitor_mode", _ABSENT), "task.monitor_mode", ("min", "max"))
     check_tags(cfg.get("tags", _ABSENT))
+    check_wandb_mode(cfg.get("logger"))
     check_paths(cfg)
     check_task_module(cfg.task)
     check_decode(cfg.task.get("decode"))
     check_callbacks(cfg.get("callbacks"))
     check_attention(cfg)
     check_device(trainer)
+    if not is_hf_model(
+        model
+    ):  # sizes in range may still not fit: refuse before building (attnlab.nn.estimate)
+        from attnlab.nn.estimate import check_fits
+
+        check_fits(cfg)
     from attnlab.tasks.common import check_task_config
 
     check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric
@@ -266,6 +275,23 @@ def check_data(data: DictConfig) -> None:
                 raise ConfigError(
                     f"task.data.columns.{name}={_show(column)} must be a column name, e.g. task.data.columns.{name}={name}"
                 )
+        check_distinct_columns(columns)
+
+
+def check_distinct_columns(columns: DictConfig) -> None:
+    """Two logical columns read from one data column: the model would be given its own answer
+    (task.data.columns.text=label reaches test accuracy 1.0) or one side of a pair twice."""
+    seen: dict[str, str] = {}
+    for name, column in columns.items():
+        if column is None:
+            continue
+        if column in seen:
+            other = seen[column]
+            raise ConfigError(
+                f"task.data.columns.{other}={column} and task.data.columns.{name}={column} read the same column: "
+                f"the model would be given its {name} as its {other}; give each its own column"
+            )
+        seen[column] = str(name)
 
 
 # Ranges of the task modules' common hyperparameters (their types come from the task's signature).
@@ -339,12 +365,17 @@ def _task_hints(target: str) -> dict[str, Any] | None:
     return None
 
 
+MAX_BEAM = 64
+
+
 def check_decode(decode: DictConfig | None) -> None:
     """task.decode (translate, summarise): beam widths, lengths and sample counts."""
     if decode is None:
         return
-    check_number(decode.get("beam", _ABSENT), "task.decode.beam", ge=1, example=4)
-    check_number(decode.get("val_beam", _ABSENT), "task.decode.val_beam", ge=1, example=1)
+    # Beam search steps beam × batch hypotheses together, so its time and memory grow with the beam;
+    # translation and summarisation use beams of 4 to 10, and MAX_BEAM leaves room above.
+    check_number(decode.get("beam", _ABSENT), "task.decode.beam", ge=1, le=MAX_BEAM, example=4)
+    check_number(decode.get("val_beam", _ABSENT), "task.decode.val_beam", ge=1, le=MAX_BEAM, example=1)
     check_number(decode.get("max_new_tokens", _ABSENT), "task.decode.max_new_tokens", ge=1, example=128)
     check_number(
         decode.get("length_penalty", _ABSENT), "task.decode.length_penalty", kind=float, ge=0, example=1.0
@@ -352,6 +383,21 @@ def check_decode(decode: DictConfig | None) -> None:
     for key in ("val_samples", "test_samples"):
         check_number(decode.get(key, _ABSENT), f"task.decode.{key}", ge=1, also=(None,), example=64)
     check_number(decode.get("table_rows", _ABSENT), "task.decode.table_rows", ge=0, example=50)
+
+
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # wandb's Settings.mode
+
+
+def check_wandb_mode(loggers: DictConfig | None) -> None:
+    """WANDB_MODE read from the environment: a value wandb does not know is a pydantic traceback
+    when the logger starts, after the data is prepared and the model built."""
+    mode = os.environ.get("WANDB_MODE")
+    uses_wandb = any("Wandb" in str((c or {}).get("_target_", "")) for c in (loggers or {}).values())
+    if mode and uses_wandb and mode not in WANDB_MODES:
+        raise ConfigError(
+            f"WANDB_MODE={mode} is not a wandb mode{did_you_mean(mode, WANDB_MODES)}; set WANDB_MODE= one of "
+            f"online, offline, disabled (or unset it: offline without an API key), or use logger=csv"
+        )
 
 
 def check_tags(tags: Any) -> None:
@@ -370,13 +416,18 @@ def check_paths(cfg: DictConfig) -> None:
             value = _select(cfg, key)
         except Exception:  # ${hydra:...} before Hydra runs: checked when Hydra creates it
             continue
-        if value is _ABSENT or value is None:
-            continue
-        if str(value).strip() == "":
-            raise ConfigError(f"{key} is empty; give a directory, e.g. {key}=outputs/my_run")
-        blocker = _unwritable(Path(str(value)))
-        if blocker is not None:
-            raise ConfigError(f"{key}={value} cannot be created: {blocker}; choose a writable directory")
+        check_directory(key, value)
+
+
+def check_directory(key: str, value: Any) -> None:
+    """Directory `value` (set at config `key`) can be created and written, else a one-line ConfigError."""
+    if value is _ABSENT or value is None:
+        return
+    if str(value).strip() == "":
+        raise ConfigError(f"{key} is empty; give a directory, e.g. {key}=outputs/my_run")
+    blocker = _unwritable(Path(str(value)))
+    if blocker is not None:
+        raise ConfigError(f"{key}={value} cannot be created: {blocker}; choose a writable directory")
 
 
 def _unwritable(path: Path) -> str | None:
@@ -525,7 +576,14 @@ def check_overrides(argv: list[str]) -> None:
         values = _values(override)
         if key == "attention" or key.endswith("_attention"):
             for name in values:
-                if name in (None, "null"):
+                if name in (None, "null") and key == "attention":  # else Hydra's multi-line ValueError
+                    from attnlab.attention import available_attentions
+
+                    raise ConfigError(
+                        f"attention=null: every model needs an attention variant; choose attention= one of "
+                        f"{', '.join(available_attentions())} (e.g. attention=multihead)"
+                    )
+                if name in (None, "null"):  # a role override set back to the run's attention
                     continue
                 check_attention_name(str(name))
                 names.append(str(name))

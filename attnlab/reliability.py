@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from attnlab.errors import AttnlabError
+from attnlab.interrupts import set_training
 from attnlab.results import (
     SWEEP_SUMMARY_FILE,
     read_failure,
@@ -246,6 +247,7 @@ class GracefulStop(L.Callback):
         self.saved: str | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_training(in_fit=True)  # attnlab.interrupts: validation now stops through SIGTERMException
         connector = getattr(trainer, "_signal_connector", None)
         if connector is None or not _main_thread():
             return
@@ -266,13 +268,25 @@ class GracefulStop(L.Callback):
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
 
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        set_training(in_step=True)  # a signal now waits for the step's end (Lightning's flag)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        set_training(in_step=False)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_training(in_fit=False, in_step=False)
         self._restore_sigint()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore_sigint()
+        set_training(in_fit=False, in_step=False)
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if not isinstance(exception, SIGTERMException):

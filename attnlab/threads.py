@@ -75,6 +75,22 @@ def choose_threads(setting: int | str) -> tuple[int, str]:
     return setting, f"threads={setting}"
 
 
+def check_threads(setting: int | str | None, key: str = "threads") -> None:
+    """A thread count above the cores this process may use is refused before anything starts: past
+    them threads only wait on each other, and far past them (threads=1000) OpenMP fails to create
+    them with a multi-line libgomp error inside the first parallel region."""
+    from attnlab.errors import ConfigError
+
+    if setting is None or setting == "auto" or isinstance(setting, bool) or not isinstance(setting, int):
+        return
+    cores, why = available_cores()
+    if setting > cores:
+        raise ConfigError(
+            f"{key}={setting} is more than the {cores} core{'s' if cores > 1 else ''} this process may use "
+            f"({why}); set {key}=auto or {key}=<n> with n <= {cores}"
+        )
+
+
 @contextmanager
 def training_threads(setting: int | str) -> Iterator[str]:
     """Within the block torch uses the chosen number of intra-op threads (restored after). Yields

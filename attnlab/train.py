@@ -22,8 +22,9 @@ from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.budget import budget_line, run_budget
 from attnlab.callbacks import CostMeter
-from attnlab.checkpoint_check import check_checkpoint
+from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
+from attnlab.interrupts import set_phase
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
 from attnlab.tasks.common import check_datamodule
@@ -43,10 +44,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
 
+    set_phase("preparing the data")
     datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup("fit")  # loads and validates the data before any training step
     check_datamodule(datamodule, cfg.task)
+    set_phase("building the model")
     module = instantiate(cfg.task.module, _recursive_=False)(
         datamodule=datamodule, model=cfg.model, attention=cfg.attention
     )
@@ -56,6 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.trainer.fast_dev_run:  # a check that the config runs: no checkpoints (Lightning's save_last would)
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    callbacks.append(DataRecord(data_settings(cfg.task.get("data"))))  # compared when a run resumes from it
     cost = next((c for c in callbacks if isinstance(c, CostMeter)), None) or CostMeter()
     if cost not in callbacks:
         callbacks.append(cost)
@@ -92,7 +96,11 @@ def fit_and_test(
 ) -> dict[str, Any]:
     """Fit, evaluate the best checkpoint on the test split, and record the results (rank zero)."""
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
-    check_checkpoint(ckpt_path, module.hparams)  # unreadable, or another task/model/attention: one line
+    # unreadable, another task/model/attention/data, or already at max_steps: one line
+    check_checkpoint(
+        ckpt_path, module.hparams, max_steps=trainer.max_steps, data=data_settings(cfg.task.get("data"))
+    )
+    set_phase("training")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except (SIGTERMException, NumericalError) as stop:  # failed.json records the budget (write_failure)
@@ -100,6 +108,7 @@ def fit_and_test(
         if trainer.is_global_zero and (line := budget_line(stop.budget, run_dir)) is not None:
             log.warning(line)
         raise
+    set_phase("testing")
     budget = run_budget(trainer)  # what the fit got of its steps, read before the test stage
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""

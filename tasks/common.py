@@ -118,6 +118,11 @@ class AttnlabTask(L.LightningModule):
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.warmup_steps, total // 2)
+        if warmup < self.warmup_steps:  # a warm-up past the run's end would train it at a tiny lr throughout
+            log.info(
+                "task.module.warmup_steps=%d is more than half of the run's %d steps: warming up over %d",
+                self.warmup_steps, total, warmup,
+            )  # fmt: skip
 
         def schedule(step: int) -> float:
             if step < warmup:

@@ -170,6 +170,10 @@ class Seq2SeqTask(AttnlabTask):
         self.model = EncoderDecoder(
             vocab_size, ModelConfig.from_config(model), spec, target_vocab_size=target_vocab_size
         )
+        cap = int(dict(model)["max_len"]) - 1  # the decoder's positional table, BOS included
+        if self.decode["max_new_tokens"] > cap:
+            log.info("task.decode.max_new_tokens=%d: generation stops at %d tokens (model.max_len - 1)",
+                     self.decode["max_new_tokens"], cap)  # fmt: skip
         self._outputs: dict[str, dict[int, str]] = {"val": {}, "test": {}}
         self._decode_speed = DecodeSpeed()
 

@@ -280,6 +280,42 @@ APP = [
     Bad("ckpt_path=@ckpt:multihead model.encoder_layers=2", "to continue it set model.encoder_layers=1"),
     Bad("ckpt_path=@ckpt:multihead task=translate", "was saved by another task"),
     Bad("ckpt_path=@ckpt:multihead @files:two_classes", "was trained on other data"),
+    # ---- issue 30: nothing runaway, no tracebacks, nothing silently wrong, no raw messages -------------
+    # Sizes in range that cannot fit: refused from the config's estimate (attnlab/nn/estimate.py) before
+    # anything is built; test_bad_inputs.py pins the memory a row may take (ATTNLAB_MEMORY_GB=4).
+    Bad("model.encoder_layers=1000", "lower model.encoder_layers=1000"),
+    Bad("model.mlp_ratio=100000", "lower model.mlp_ratio=100000"),
+    Bad("model.d_model=1000000", "lower model.d_model=1000000"),
+    Bad("attention=based attention.feature_dim=100000", "lower attention.feature_dim=100000"),
+    Bad("task=translate task.decode.beam=1000", "task.decode.beam=1000 must be an integer >= 1 and <= 64"),
+    Bad(
+        "task=summarise task.decode.val_beam=1000",
+        "task.decode.val_beam=1000 must be an integer >= 1 and <= 64",
+    ),
+    Bad(
+        "attention=local attention.window=99999999999999999999",
+        "attention.window=99999999999999999999 is invalid for 'local': expected a 64-bit integer",
+    ),
+    Bad(
+        "attention=based attention.window=99999999999999999999",
+        "attention.window=99999999999999999999 is invalid for 'based': expected a 64-bit integer",
+    ),
+    Bad("attention=null", "attention=null"),
+    Bad("@files:object_texts", "holds a dict in the text column"),
+    Bad("@files:empty_texts", "every text in the train split"),
+    Bad("@files:header_only_csv", "has a header but no rows"),
+    Bad("task=mqar @files:mqar_string_ids", "ids must be a list of token ids"),
+    Bad("task.data.columns.text=label", "read the same column"),
+    Bad(
+        "attention=retention attention.first_exponent=1e308",
+        "attention.first_exponent=1e+308 must be > 0 and <= 24",
+    ),
+    Bad("attention=retention model.heads=32 model.d_model=64", "exactly 1 in float32"),
+    Bad("ckpt_path=@ckpt:finished", "has already trained"),
+    Bad("ckpt_path=@ckpt:with_data task.data.limit.train=32", "task.data.limit.train=64 there, 32 here"),
+    Bad("threads=1000", "threads=1000 is more than the"),
+    Bad("model.positional=null", "choose model.positional= one of sinusoidal"),
+    Bad("model.d_model=null", "model.d_model=null is not allowed"),
 ]
 
 # Hydra's own flags: handled before Hydra, so checked through the CLI's preflight.
@@ -341,6 +377,13 @@ BENCH = [
     Bad("head_dim=1.5", "head_dim=1.5 must be an integer >= 1", "bench"),
     Bad("keep_freed_memory=maybe", "keep_freed_memory='maybe' must be true or false", "bench"),
     Bad("fit_min_length=0", "fit_min_length=0 must be an integer >= 1", "bench"),
+    Bad("out_dir=/proc/nope", "out_dir=/proc/nope cannot be created", "bench"),
+    Bad(
+        "variants=[based] 'params={based: {feature_dim: 100000}}'",
+        "'based' (params.based.feature_dim=100000",
+        "bench",
+    ),
+    Bad("threads=1000", "threads=1000 is more than the", "bench"),
 ]
 
 REPORT = [

@@ -79,9 +79,30 @@ def data_files(tmp: Path, name: str) -> list[str]:
         train = [{**r, "label": i} for i, r in enumerate(rows)]
     elif name == "unseen_label":
         validation = [{**r, "label": 7} for r in rows[:10]]
-    elif name != "two_classes":
+    elif name == "object_texts":
+        train = [{**r, "text": {"body": r["text"]}} for r in rows]
+    elif name == "empty_texts":
+        train = [{**r, "text": ""} for r in rows]
+    elif name == "mqar_string_ids":  # task=mqar rows, ids written as one string
+        mqar = [
+            {"ids": " ".join(str(t % 8) for t in range(i, i + 9)), "loss_mask": [True] * 9} for i in range(20)
+        ]
+        folder = tmp / "data" / name
+        paths = {
+            split: write_jsonl(folder / f"{split}.jsonl", mqar) for split in ("train", "validation", "test")
+        }
+        return ["task.data.source=files", *(f"task.data.{split}={path}" for split, path in paths.items())]
+    elif name != "two_classes" and name != "header_only_csv":
         raise KeyError(name)
     folder = tmp / "data" / name
+    if name == "header_only_csv":
+        (folder).mkdir(parents=True, exist_ok=True)
+        (folder / "train.csv").write_text("text,label\n")
+        return [
+            "task.data.source=files",
+            f"task.data.train={folder / 'train.csv'}",
+            f"task.data.validation={write_jsonl(folder / 'val.jsonl', validation)}",
+        ]
     paths = {
         "train": write_jsonl(folder / "train.jsonl", train),
         "validation": write_jsonl(folder / "val.jsonl", validation),
@@ -133,6 +154,15 @@ def checkpoint_file(tmp: Path, name: str, multihead: Path) -> Path:
         (path / "checkpoints").mkdir(parents=True)
     elif name == "not_lightning":
         torch.save({"weights": torch.zeros(2)}, path)
+    elif name in ("finished", "with_data"):  # the catalogue's default config, its data settings recorded
+        from attnlab.app import preflight
+        from attnlab.checkpoint_check import DATA_RECORD_KEY, data_settings
+
+        checkpoint = torch.load(multihead, weights_only=False)
+        cfg = preflight(app_argv(tmp, []), hydra_config=False)
+        checkpoint[DATA_RECORD_KEY] = data_settings(cfg.task.data)
+        checkpoint["global_step"] = 10**6 if name == "finished" else 0  # past any max_steps, or at the start
+        torch.save(checkpoint, path)
     else:
         raise KeyError(name)
     return path
@@ -171,6 +201,12 @@ def expand(row: Bad, tmp: Path, request) -> list[str]:
 
 
 # ---- the catalogue ----------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def four_gigabytes(monkeypatch):
+    """Rows see a machine with 4 GB free (attnlab.nn.estimate), so a size refused here is refused everywhere."""
+    monkeypatch.setenv("ATTNLAB_MEMORY_GB", "4")
+
+
 def run_row(row: Bad, words: list[str], tmp: Path) -> tuple[int, str]:
     if row.what in ("app", "flags"):
         from attnlab.app import run_args

@@ -209,6 +209,21 @@ class Attention(nn.Module):
     ) -> Tensor:
         raise NotImplementedError
 
+    # ---- size, before building: attnlab.nn.estimate refuses what cannot fit ------------------------
+    @classmethod
+    def parameter_count(cls, params: dict[str, Any], *, heads: int, head_dim: int) -> int:
+        """Weights the kernel itself owns with hyperparameters `params` (not the layer's projections)."""
+        return 0
+
+    @classmethod
+    def working_memory(
+        cls, params: dict[str, Any], *, batch: int, heads: int, length: int, head_dim: int
+    ) -> int:
+        """Floats one call over (batch, heads, length, head_dim) inputs holds beside q, k, v and the
+        output, forward and backward. Default: one more q-sized tensor (an O(N) kernel's running sums);
+        a variant whose intermediate grows with its own size (features, N² scores) says so."""
+        return batch * heads * length * head_dim
+
     # ---- requests a variant cannot serve are errors, never silent wrong answers -------------------
     def check_request(self, q: Tensor, k: Tensor, *, causal: bool, key_padding_mask: Tensor | None) -> None:
         """Raise CapabilityError when a call asks for something this variant does not declare."""

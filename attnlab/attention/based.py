@@ -68,6 +68,17 @@ class BasedAttention(Attention):
         self.k_feature = nn.Linear(head_dim, feature_dim, bias=False)
         self.local = LocalAttention(window=window) if window else None
 
+    @classmethod
+    def parameter_count(cls, params, *, heads, head_dim):
+        return 2 * head_dim * params["feature_dim"]  # q_feature, k_feature
+
+    @classmethod
+    def working_memory(cls, params, *, batch, heads, length, head_dim):
+        # phi(q), phi(k): (B, H, N, F), F = 1 + f + f(f+1)/2 Taylor features, kept for the backward
+        features = passes.taylor_feature_count(params["feature_dim"])
+        window = min(params["window"], length)
+        return batch * heads * length * (2 * features + window)  # + the window's scores (B, H, N, w)
+
     def features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """(B, H, N, D) -> (B, H, N, feature_dim), in the inputs' (fp32) dtype."""
         return q @ self.q_feature.weight.to(q.dtype).T, k @ self.k_feature.weight.to(k.dtype).T

@@ -40,6 +40,10 @@ class FullAttention(KVCacheDecoding, Attention):
         super().__init__()
         self.dropout = dropout
 
+    @classmethod
+    def working_memory(cls, params, *, batch, heads, length, head_dim):
+        return 2 * batch * length * length  # one head's scores and probabilities: (B, 1, N, N) each
+
     def attention_weights(
         self,
         q: Tensor,

@@ -31,7 +31,7 @@ class KeyDerivedGates(nn.Module):
         out = {}
         for i, (name, spec) in enumerate(sorted(type(self.kernel).gates.items())):
             generator = torch.Generator().manual_seed(self.seed + i)
-            weight = torch.randn(D, D if spec.per_dim else 1, generator=generator)  # (D, D|1)
+            weight = torch.randn(D, D if spec.per_dim else 1, generator=generator, device="cpu")  # (D, D|1)
             gate = (
                 k @ weight.to(device=k.device, dtype=k.dtype) * (self.scale / math.sqrt(D))
             )  # (B, H, N, D|1)

@@ -64,13 +64,14 @@ GUARD = torch.finfo(torch.float32).tiny
 def orthogonal_gaussian(features: int, dim: int, *, generator: torch.Generator | None = None) -> Tensor:
     """(features, dim) rows orthogonal within each block of `dim`, norms of Gaussian vectors (FAVOR+)."""
     blocks = []
+    device = None if generator is None else generator.device  # a seeded draw: the generator's device
     for _ in range(math.ceil(features / dim)):
-        gaussian = torch.randn(dim, dim, generator=generator)  # (d, d)
+        gaussian = torch.randn(dim, dim, generator=generator, device=device)  # (d, d)
         q, r = torch.linalg.qr(gaussian)  # (d, d) orthonormal columns
         q = q * torch.sign(torch.diagonal(r))  # sign fix: makes q Haar-distributed (rows isotropic)
         blocks.append(q.T)  # (d, d) orthonormal rows
     directions = torch.cat(blocks, dim=0)[:features]  # (r, d)
-    norms = torch.randn(features, dim, generator=generator).norm(dim=1, keepdim=True)  # (r, 1) chi(d)
+    norms = torch.randn(features, dim, generator=generator, device=device).norm(dim=1, keepdim=True)  # (r, 1)
     return directions * norms  # (r, d): each row marginally N(0, I), rows of a block orthogonal
 
 
@@ -110,6 +111,14 @@ class PerformerAttention(Attention):
             "projection", orthogonal_gaussian(features, head_dim, generator=generator)
         )  # (r, d)
         self.projection: Tensor
+
+    @classmethod
+    def parameter_count(cls, params, *, heads, head_dim):
+        return params["features"] * head_dim  # the projection buffer (saved, not trained)
+
+    @classmethod
+    def working_memory(cls, params, *, batch, heads, length, head_dim):
+        return 2 * batch * heads * length * params["features"]  # phi(q), phi(k): (B, H, N, features)
 
     def _exponents(self, x: Tensor) -> Tensor:
         """x (B, H, N, d) -> exponents W x' - |x'|²/2 with x' = x / d^¼, at least fp32: (B, H, N, r).

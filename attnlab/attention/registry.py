@@ -374,6 +374,8 @@ def _coerce(name: str, p: Hyperparameter, value: Any, prefix: str = "attention."
         raise bad(f"choose one of {list(p.choices)}{did_you_mean(value, map(str, p.choices))}")
     if p.type is float and not math.isfinite(value):  # nan/inf break every kernel
         raise bad(f"expected a finite number, got {value}")
+    if p.type is int and not -(2**63) <= value < 2**63:  # past int64 every tensor op raises a TypeError
+        raise bad(f"expected a 64-bit integer (at most {2**63 - 1})")
     why = None if p.range is None else p.range.violation(value)
     if why is not None:
         example = p.range.example(value, p.default)

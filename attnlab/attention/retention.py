@@ -22,6 +22,10 @@ from attnlab.attention.base import Range, State, fp32_accumulation
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
+from attnlab.errors import ConfigError
+
+# γ = 1 - 2^-e is exactly 1 in float32 (24-bit significand) once e > 24: the state would never decay.
+MAX_EXPONENT = 24
 
 
 def retnet_log_decays(
@@ -44,12 +48,20 @@ class Retention(RecurrentAttention):
         self,
         *,
         heads: int,
-        first_exponent: Annotated[float, Range(gt=0)] = 5.0,
+        first_exponent: Annotated[float, Range(gt=0, le=MAX_EXPONENT)] = 5.0,
         exponent_step: Annotated[float, Range(ge=0)] = 1.0,
         output_norm: bool = True,
         chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
+        last = first_exponent + exponent_step * (heads - 1)
+        if last > MAX_EXPONENT:
+            step = (MAX_EXPONENT - first_exponent) / max(1, heads - 1)
+            raise ConfigError(
+                f"attention.first_exponent={first_exponent:g} and attention.exponent_step={exponent_step:g} give "
+                f"head {heads - 1} the decay 1 - 2^-{last:g}, exactly 1 in float32 (no decay); keep "
+                f"first_exponent + exponent_step x (heads - 1) <= {MAX_EXPONENT}, e.g. attention.exponent_step={step:.2g}"
+            )
         self.first_exponent, self.exponent_step = first_exponent, exponent_step
         self.output_norm, self.chunk_size = output_norm, chunk_size
         self.register_buffer(

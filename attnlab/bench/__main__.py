@@ -51,6 +51,9 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(hydra_error_message(err, argv, config_name="bench")) from err
     parse(cfg)
+    from attnlab.config_checks import check_directory
+
+    check_directory("out_dir", cfg.get("out_dir"))  # else an OSError traceback after the sweep has measured
     return cfg
 
 

@@ -79,6 +79,13 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def _threads(value: Any) -> int:
+    from attnlab.threads import check_threads
+
+    check_threads(_positive_int("threads", value))
+    return value
+
+
 def _flag(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} must be true or false")
@@ -139,6 +146,26 @@ def _check_memory(n: int, bytes_per_position: int, device: torch.device, *, back
         raise ConfigError(
             f"lengths: N={n} needs {needed / 2**30:.1f} GiB for q, k, v and the output alone but this {device.type} "
             f"has {available / 2**30:.1f} GiB available; keep lengths below {fits} (or lower batch/heads/head_dim)"
+        )
+
+
+def _check_working_memory(
+    name: str, params: dict[str, Any], n: int, device: torch.device, *, batch: int, heads: int, head_dim: int
+) -> None:
+    """A variant whose own intermediates (Attention.working_memory: based's Taylor features, performer's
+    random features) exceed the memory at the sweep's shortest length cannot run any point."""
+    from attnlab.attention import get_attention_class
+
+    floats = get_attention_class(name).working_memory(
+        params, batch=batch, heads=heads, length=n, head_dim=head_dim
+    )
+    available = device_memory_bytes(device)
+    needed = 4 * floats  # kernels accumulate in fp32
+    if available is not None and needed > available:
+        sizes = " ".join(f"params.{name}.{k}={v}" for k, v in params.items() if isinstance(v, int) and v > 1)
+        raise ConfigError(
+            f"variants: '{name}' ({sizes or 'its defaults'}) needs {needed / 2**30:.1f} GiB of working memory "
+            f"already at N={n} but this {device.type} has {available / 2**30:.1f} GiB available; lower its sizes"
         )
 
 
@@ -232,6 +259,10 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
     batch, heads, head_dim = (_positive_int(k, cfg[k]) for k in ("batch", "heads", "head_dim"))
     per_position = batch * heads * head_dim * DTYPES[dtype_name].itemsize
     _check_memory(lengths[-1], per_position, device, backward="forward+backward" in modes)
+    for name in ordered:
+        _check_working_memory(
+            name, params[name], min(lengths), device, batch=batch, heads=heads, head_dim=head_dim
+        )
     return BenchConfig(
         variants=tuple(ordered),
         lengths=tuple(lengths),
@@ -242,7 +273,7 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         dtype=DTYPES[dtype_name],
         dtype_name=dtype_name,
         device=device,
-        threads=None if cfg.get("threads") is None else _positive_int("threads", cfg["threads"]),
+        threads=None if cfg.get("threads") is None else _threads(cfg["threads"]),
         keep_freed_memory=_flag("keep_freed_memory", cfg.get("keep_freed_memory", True)),
         target=_choice("target", cfg["target"], TARGETS),
         repeats=repeats,

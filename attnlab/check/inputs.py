@@ -20,7 +20,13 @@ HALF_ATOL = {torch.bfloat16: 0.05, torch.float16: 0.01}  # vs fp32 on unit-varia
 
 
 def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+    return _seeded(shape, torch.Generator().manual_seed(seed)) * scale
+
+
+def _seeded(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Drawn on the CPU (the same numbers on every machine), then on the default device: the suite
+    runs on CUDA inside `with torch.device("cuda")` (attnlab.check.gpu)."""
+    return torch.randn(shape, generator=generator, device="cpu").to(torch.get_default_device())
 
 
 def qkv(
@@ -44,6 +50,7 @@ def build(name: str, **params) -> Attention:
     """The variant with default hyperparameters (plus `params`), in eval mode, seeded."""
     torch.manual_seed(0)  # variants with learned parameters (lowrank) start the same every time
     attention = build_attention(name, head_dim=D, heads=H, max_len=MAX_LEN, **params)
+    attention = attention.to(torch.get_default_device())  # buffers drawn from a CPU generator too
     return with_example_gates(attention.eval())  # gated variants get gates derived from the keys
 
 
@@ -94,7 +101,7 @@ def smooth_fixture(heads: int):
     f = REFERENCE_FIXTURE
     gen = torch.Generator().manual_seed(f["seed"])
     shape = (f["batch"], heads, f["length"], f["head_dim"])
-    q = torch.randn(shape, generator=gen) * f["qk_std"]  # (B, H, N, D)
-    k = torch.randn(shape, generator=gen) * f["qk_std"]
-    v = torch.randn(shape, generator=gen)
+    q = _seeded(shape, gen) * f["qk_std"]  # (B, H, N, D)
+    k = _seeded(shape, gen) * f["qk_std"]
+    v = _seeded(shape, gen)
     return q, k, v

@@ -75,13 +75,16 @@ def read_table(file: str | Path, key: str, *, cache_dir: str | Path | None = Non
             f"use one of {', '.join(FORMATS)}"
         )
     builder, kwargs, is_text = FORMATS[suffix]
+    derive = (
+        f", or leave task.data.{key} unset to derive it from train" if key in ("validation", "test") else ""
+    )
     if is_text and not text_bytes(path).strip():
-        derive = (
-            f", or leave task.data.{key} unset to derive it from train"
-            if key in ("validation", "test")
-            else ""
-        )
         raise DataError(f"data file {path} (task.data.{key}) is empty; add rows to it{derive}")
+    if builder == "csv" and len([line for line in text_bytes(path).splitlines() if line.strip()]) < 2:
+        # else datasets' own words: "Instruction 'train' corresponds to no data!"
+        raise DataError(
+            f"data file {path} (task.data.{key}) has a header but no rows; add rows to it{derive}"
+        )
     if is_text:
         path = utf8_copy(path, cache_dir)
     try:

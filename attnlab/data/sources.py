@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attnlab.data.row_checks import check_row_values
 from attnlab.errors import DataError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def load_splits(
             )
             raise DataError(f"split '{split}' of {origin} is empty; {fix}")
     splits = {split: select_columns(tables[split], columns, origin=origin, split=split) for split in SPLITS}
+    check_row_values(splits, columns, origin)
     return splits
 
 
