@@ -4,6 +4,10 @@ A kernel that declares gates (`Attention.gates`, e.g. GLA's decay, DeltaNet's β
 the layer owns one projection per gate (built by the kernel's `gate_projection`), applies it to the
 input of each token, and passes the result as a keyword tensor, (B, H, N) or (B, H, N, D), to the
 kernel's forward and step. Kernels without gates are called exactly as before.
+
+Layer options (short convolution, output gate, QK-norm: attnlab/nn/layer_options.py) wrap the
+kernel when `options` asks for them; the layer's own decoding state (the convolution's cache) is
+kept under "layer.*" keys beside the kernel's.
 """
 
 from __future__ import annotations
@@ -13,13 +17,23 @@ from torch import Tensor, nn
 from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import State
 from attnlab.errors import ConfigError
+from attnlab.nn.layer_options import STATE_PREFIX, LayerOptions, LayerWrap
 from attnlab.nn.spec import AttentionSpec
 
 
 class MultiHeadAttention(nn.Module):
     """x (B, Nq, C), memory (B, Nk, C) -> (B, Nq, C), attention computed by the chosen variant."""
 
-    def __init__(self, d_model: int, heads: int, spec: AttentionSpec, *, max_len: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        spec: AttentionSpec,
+        *,
+        max_len: int,
+        dropout: float = 0.0,
+        options: LayerOptions | None = None,
+    ):
         super().__init__()
         cls = get_attention_class(spec.name)
         heads = cls.fixed_heads or heads  # `full` is single-head by definition
@@ -47,6 +61,9 @@ class MultiHeadAttention(nn.Module):
             if gates
             else None
         )
+        options = options or LayerOptions()
+        # Only layers with options get the module: other layers' state dicts are unchanged.
+        self.wrap = LayerWrap(options, d_model, self.head_dim) if options != LayerOptions() else None
 
     def gates_of(self, x: Tensor) -> dict[str, Tensor]:
         """The kernel's gates projected from x (B, N, C): {name: (B, H, N) or (B, H, N, D)}."""
@@ -77,25 +94,42 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: Tensor | None = None,
     ) -> Tensor:
         source = x if memory is None else memory
-        q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
-        k = self.split_heads(self.k_proj(source))  # (B, H, Nk, D)
-        v = self.split_heads(self.v_proj(source))  # (B, H, Nk, D)
+        q, k, v = self.q_proj(x), self.k_proj(source), self.v_proj(source)  # (B, N, C)
+        if self.wrap is not None:
+            q, k, v = self.wrap.mix(q, k, v)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, N, D)
+        if self.wrap is not None:
+            q, k = self.wrap.normalise(q, k)
         gates = self.gates_of(source)  # per key/value token: the step that token's state update takes
         # (B, H, Nq, D)
         out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **gates)
-        return self.dropout(self.out_proj(self.merge_heads(out)))
+        out = self.merge_heads(out)  # (B, Nq, C)
+        if self.wrap is not None:
+            out = self.wrap.gate_output(out, x)
+        return self.dropout(self.out_proj(out))
 
     # ---- incremental decoding -------------------------------------------------------------------
     def init_state(self, batch: int, *, device, dtype) -> State:
-        return self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
+        state = self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
+        if self.wrap is not None:
+            state = {**state, **self.wrap.init_state(batch, device=device, dtype=dtype)}
+        return state
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One causal self-attention step: x (B, 1, C) -> (B, 1, C)."""
-        q, k, v = (
-            self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )  # (B, H, 1, D)
-        out, state = self.kernel.step(q, k, v, state, **self.gates_of(x))
-        return self.out_proj(self.merge_heads(out)), state
+        own = {key: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
+        kernel_state = {key: value for key, value in state.items() if not key.startswith(STATE_PREFIX)}
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, 1, C)
+        if self.wrap is not None:
+            q, k, v = self.wrap.mix_step(q, k, v, own)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, 1, D)
+        if self.wrap is not None:
+            q, k = self.wrap.normalise(q, k)
+        out, kernel_state = self.kernel.step(q, k, v, kernel_state, **self.gates_of(x))
+        out = self.merge_heads(out)  # (B, 1, C)
+        if self.wrap is not None:
+            out = self.wrap.gate_output(out, x)
+        return self.out_proj(out), {**kernel_state, **own}
 
     def project_memory(self, memory: Tensor, key_padding_mask: Tensor | None) -> State:
         """The kernel's `memory_state` of an encoder memory (B, Nk, C), computed once per generation:
