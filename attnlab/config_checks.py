@@ -426,8 +426,8 @@ def check_attention(cfg: DictConfig) -> None:
     check_patterns(cfg.model, AttentionSpec(name, attention))  # model.layers (attnlab/nn/pattern.py)
     for part in ("encoder", "decoder"):
         roles = cfg.model.get(part) or {}
-        for variant in roles.values():
-            if variant not in (None, name):
+        for role, variant in roles.items():
+            if role != "layers" and variant not in (None, name):  # layers: a pattern, checked above
                 check_attention_name(str(variant))
                 registry.validate_hyperparameters(str(variant), {}, max_len=max_len)
 

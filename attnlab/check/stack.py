@@ -24,6 +24,7 @@ import torch
 
 from attnlab.check import FAIL, PASS, SKIP, Result
 from attnlab.check.checks import Skip
+from attnlab.check.inputs import MAX_LEN  # the conformance suite's: every default fits it
 from attnlab.nn.layer_options import LayerOptions
 from attnlab.nn.pattern import LayerSpec, parse_pattern, pattern_label
 
@@ -46,7 +47,7 @@ def causal_lm(layers: Sequence[LayerSpec], options: LayerOptions, *, seed: int =
 
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        d_model=WIDTH, heads=HEADS, max_len=2 * LENGTH, dropout=0.0, mlp_ratio=2, layers=_pattern(layers),
+        d_model=WIDTH, heads=HEADS, max_len=MAX_LEN, dropout=0.0, mlp_ratio=2, layers=_pattern(layers),
         short_conv=options.short_conv, output_gate=options.output_gate, qk_norm=options.qk_norm,
     )  # fmt: skip
     return CausalLM(VOCAB, cfg, AttentionSpec.from_config(layers[0].name)).eval()
@@ -58,7 +59,7 @@ def encoder(layers: Sequence[LayerSpec], options: LayerOptions, *, seed: int = 0
 
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        d_model=WIDTH, heads=HEADS, max_len=2 * LENGTH, dropout=0.0, mlp_ratio=2, layers=_pattern(layers),
+        d_model=WIDTH, heads=HEADS, max_len=MAX_LEN, dropout=0.0, mlp_ratio=2, layers=_pattern(layers),
         short_conv=options.short_conv, output_gate=options.output_gate, qk_norm=options.qk_norm,
     )  # fmt: skip
     return Encoder(VOCAB, cfg, AttentionSpec.from_config(layers[0].name))

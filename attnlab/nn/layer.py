@@ -61,9 +61,8 @@ class MultiHeadAttention(nn.Module):
             if gates
             else None
         )
-        options = options or LayerOptions()
-        # Only layers with options get the module: other layers' state dicts are unchanged.
-        self.wrap = LayerWrap(options, d_model, self.head_dim) if options != LayerOptions() else None
+        # Modules only for the options asked for: a layer without options keeps its state dict.
+        self.wrap = LayerWrap(options or LayerOptions(), d_model, self.head_dim)
 
     def gates_of(self, x: Tensor) -> dict[str, Tensor]:
         """The kernel's gates projected from x (B, N, C): {name: (B, H, N) or (B, H, N, D)}."""
@@ -95,40 +94,32 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         source = x if memory is None else memory
         q, k, v = self.q_proj(x), self.k_proj(source), self.v_proj(source)  # (B, N, C)
-        if self.wrap is not None:
-            q, k, v = self.wrap.mix(q, k, v)
+        q, k, v = self.wrap.mix(q, k, v)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, N, D)
-        if self.wrap is not None:
-            q, k = self.wrap.normalise(q, k)
+        q, k = self.wrap.normalise(q, k)
         gates = self.gates_of(source)  # per key/value token: the step that token's state update takes
         # (B, H, Nq, D)
         out = self.kernel(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **gates)
         out = self.merge_heads(out)  # (B, Nq, C)
-        if self.wrap is not None:
-            out = self.wrap.gate_output(out, x)
+        out = self.wrap.gate_output(out, x)
         return self.dropout(self.out_proj(out))
 
     # ---- incremental decoding -------------------------------------------------------------------
     def init_state(self, batch: int, *, device, dtype) -> State:
         state = self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
-        if self.wrap is not None:
-            state = {**state, **self.wrap.init_state(batch, device=device, dtype=dtype)}
-        return state
+        return {**state, **self.wrap.init_state(batch, device=device, dtype=dtype)}
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One causal self-attention step: x (B, 1, C) -> (B, 1, C)."""
         own = {key: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
         kernel_state = {key: value for key, value in state.items() if not key.startswith(STATE_PREFIX)}
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, 1, C)
-        if self.wrap is not None:
-            q, k, v = self.wrap.mix_step(q, k, v, own)
+        q, k, v = self.wrap.mix_step(q, k, v, own)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, 1, D)
-        if self.wrap is not None:
-            q, k = self.wrap.normalise(q, k)
+        q, k = self.wrap.normalise(q, k)
         out, kernel_state = self.kernel.step(q, k, v, kernel_state, **self.gates_of(x))
         out = self.merge_heads(out)  # (B, 1, C)
-        if self.wrap is not None:
-            out = self.wrap.gate_output(out, x)
+        out = self.wrap.gate_output(out, x)
         return self.out_proj(out), {**kernel_state, **own}
 
     def project_memory(self, memory: Tensor, key_padding_mask: Tensor | None) -> State:

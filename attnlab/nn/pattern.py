@@ -213,12 +213,7 @@ def built_stacks(model: Any) -> dict[str, list[LayerSpec]]:
         if isinstance(module, Encoder | Decoder | CausalLM):
             stack = "encoder" if isinstance(module, Encoder) else "decoder"
             stacks[stack] = [
-                LayerSpec(
-                    block.self_attention.spec,
-                    block.self_attention.wrap.options
-                    if block.self_attention.wrap is not None
-                    else LayerOptions(),
-                )
+                LayerSpec(block.self_attention.spec, block.self_attention.wrap.options)
                 for block in module.blocks
             ]
     return stacks

@@ -48,7 +48,7 @@ def self_attention_layers(model: nn.Module) -> list[MultiHeadAttention]:
 def layer_state_bytes(layer: MultiHeadAttention, length: int, *, dtype: torch.dtype) -> tuple[int, str]:
     """Bytes one layer holds for one sequence after `length` tokens, and how it was obtained."""
     device = next(layer.parameters()).device
-    own = 0 if layer.wrap is None else _bytes(layer.wrap.init_state(1, device=device, dtype=dtype))
+    own = _bytes(layer.wrap.init_state(1, device=device, dtype=dtype))
     if not type(layer.kernel).capabilities.incremental:
         return own + 2 * length * layer.heads * layer.head_dim * torch.tensor(
             [], dtype=dtype
@@ -74,7 +74,7 @@ def decode_state_bytes(model: nn.Module, length: int) -> dict[str, int | str | N
     measured: dict[tuple, tuple[int, str]] = {}
     total, kinds = 0, set()
     for layer in layers:
-        options = None if layer.wrap is None else layer.wrap.options
+        options = layer.wrap.options
         key = (layer.spec.name, repr(sorted(layer.spec.params.items())), options, layer.heads, layer.head_dim)
         if key not in measured:
             measured[key] = layer_state_bytes(layer, length, dtype=dtype)
