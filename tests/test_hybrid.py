@@ -88,6 +88,16 @@ def test_bad_patterns_are_one_line_errors(pattern, fragment):
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_label_becomes_the_overrides_that_run_it(tmp_path):
+    from attnlab.nn.pattern import is_pattern, pattern_overrides
+
+    assert not is_pattern("gated_deltanet") and is_pattern("gated_deltanet*3+multihead")
+    overrides = pattern_overrides("local(window=8)*2+multihead")
+    assert overrides == ["model.layers=['local(window=8)*2',multihead]"]
+    cfg = compose_run(tmp_path, ["task=mqar", *overrides])
+    assert config_label(cfg.model, AttentionSpec.from_config(cfg.attention)) == "local(window=8)*2+multihead"
+
+
 # ---- building: decoder-only and encoder-decoder -----------------------------------------------------
 def test_a_causal_lm_gets_one_variant_per_layer_and_the_pattern_sets_its_depth():
     model = lm(layers=["gated_deltanet*3", "multihead"], decoder_layers=2, token_shift=True)

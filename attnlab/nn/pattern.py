@@ -191,6 +191,22 @@ def _show(item: Any) -> str:
     return str(dict(item)) if isinstance(item, Mapping) else repr(item)
 
 
+def is_pattern(name: str) -> bool:
+    """Whether a name where a variant name goes (a study's `variants=[...]`) is a pattern label rather
+    than one registered variant: it repeats (`*`), joins (`+`) or sets keys (`(...)`)."""
+    return any(mark in name for mark in "*+(")
+
+
+def pattern_overrides(pattern: str | Sequence[Any]) -> list[str]:
+    """The command-line overrides that run a pattern (e.g. a study cell's variant
+    "gated_deltanet*3+multihead" -> ["model.layers=[gated_deltanet*3,multihead]"]); entries with
+    keys are quoted, as Hydra reads NAME(...) as a function call. Checked as parse_pattern checks."""
+    layers = parse_pattern(pattern)
+    parts = pattern_label(layers).split("+")
+    entries = [f"'{part}'" if "(" in part else part for part in parts]
+    return [f"model.layers=[{','.join(entries)}]"]
+
+
 # ---- what a run records -----------------------------------------------------------------------------
 def has_pattern(model_cfg: Any) -> bool:
     """Whether a model config (ModelConfig or its composed node) sets a per-layer pattern anywhere."""
