@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf_models import is_hf_model, require_transformers
+from attnlab.nn.pattern import COUNT_KEYS, check_layer_counts, check_patterns
 from attnlab.nn.positional import SCHEMES
+from attnlab.nn.spec import AttentionSpec
 from attnlab.threads import check_threads
 
 
@@ -481,10 +483,11 @@ def check_attention(cfg: DictConfig) -> None:
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
     name = attention.pop("name")
     registry.validate_hyperparameters(name, attention, max_len=max_len)
+    check_patterns(cfg.model, AttentionSpec(name, attention))  # model.layers (attnlab/nn/pattern.py)
     for part in ("encoder", "decoder"):
         roles = cfg.model.get(part) or {}
-        for variant in roles.values():
-            if variant not in (None, name):
+        for role, variant in roles.items():
+            if role != "layers" and variant not in (None, name):  # layers: a pattern, checked above
                 check_attention_name(str(variant))
                 registry.validate_hyperparameters(str(variant), {}, max_len=max_len)
 
@@ -596,6 +599,9 @@ def check_overrides(argv: list[str]) -> None:
                         f"choose {key}= one of {', '.join(options) or '(none)'}"
                     )
     names = names or ["multihead"]
+    check_layer_counts(
+        {o.key_or_group: _values(o) for o in overrides if not o.is_delete() and o.key_or_group in LAYER_KEYS}
+    )
     for override in overrides:
         key = override.key_or_group
         if override.is_delete() or not key.startswith("attention.") or key == "attention.name":
@@ -635,6 +641,9 @@ def check_hydra_flags(argv: list[str], *, program: str, config_name: str) -> Non
             raise ConfigError(
                 f"{flag}={value} is not a directory; give a directory of YAML configs or drop {flag}"
             )
+
+
+LAYER_KEYS = {*COUNT_KEYS, *(k for keys in COUNT_KEYS.values() for k in keys)}
 
 
 def check_attention_name(name: str) -> None:

@@ -24,7 +24,10 @@ from attnlab.budget import budget_line, run_budget
 from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
+from attnlab.hf_models import is_hf_model
 from attnlab.interrupts import set_phase
+from attnlab.nn.pattern import config_label, describe_stacks
+from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
 from attnlab.tasks.common import check_datamodule
@@ -155,7 +158,10 @@ def build_loggers(cfg: DictConfig) -> list:
         if "WandbLogger" in str(logger_cfg.get("_target_", "")):
             ensure_wandb_mode()
             extra["group"] = logger_cfg.get("group") or sweep_group(cfg)  # logger.wandb.group wins
-            extra["tags"] = list(cfg.tags) + [f"task:{cfg.task.name}", f"attention:{cfg.attention.name}"]
+            extra["tags"] = list(cfg.tags) + [
+                f"task:{cfg.task.name}",
+                f"attention:{variant_label(cfg)}"[:64],
+            ]  # wandb's tag limit
             extra["id"] = wandb_run_id(cfg.paths.run_dir)  # a resumed run continues its wandb run
         logger = instantiate(logger_cfg, **extra)
         quiet_wandb_init(logger)
@@ -207,6 +213,9 @@ def collect_results(
     attention = describe(cls) | {
         "params": {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}
     }
+    label = variant_label(cfg)
+    if label != cfg.attention.name:  # a per-layer pattern (attnlab/nn/pattern.py): its layers, summed costs
+        attention = describe_stacks(module, label) or attention
     return {
         "status": "ok",
         "task": cfg.task.name,
@@ -223,6 +232,13 @@ def collect_results(
         "run_dir": str(cfg.paths.run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def variant_label(cfg: DictConfig) -> str:
+    """The run's variant as tags and results name it: `attention`, or the label of its per-layer pattern."""
+    if is_hf_model(cfg.model):  # a transformers model: its own layers
+        return str(cfg.attention.name)
+    return config_label(cfg.model, AttentionSpec.from_config(cfg.attention)) or str(cfg.attention.name)
 
 
 def finish_loggers(loggers: list) -> None:

@@ -133,6 +133,31 @@ APP = [
     Bad("model.decoder_layers=-1", "model.decoder_layers=-1 must be an integer >= 1"),
     Bad("model.dropout=1.5", "model.dropout=1.5 must be in [0, 1)"),
     Bad("model.dropout=-0.1", "model.dropout=-0.1 must be in [0, 1)"),
+    # ---- per-layer patterns and layer options (attnlab/nn/pattern.py, attnlab/nn/layer_options.py) ----
+    Bad(
+        "task=mqar model.layers=[multihed]",
+        "model.layers[0]: unknown attention 'multihed' (did you mean 'multihead'?)",
+    ),
+    Bad("task=mqar model.layers=[]", "model.layers=[] names no layer"),
+    Bad(
+        "task=mqar model.layers=[gated_deltanet*3,multihead] model.decoder_layers=3",
+        "model.layers has 4 layers but model.decoder_layers=3",
+    ),
+    Bad("task=mqar model.layers=[nystrom]", "model.layers[0]: attention 'nystrom' does not support causal"),
+    Bad("task=mqar model.layers=[multihead*0]", "the repeat count 0 of 'multihead' must be an integer >= 1"),
+    Bad(
+        "task=mqar 'model.layers=[{name:local,windw:8}]'", "has no parameter 'windw' (did you mean 'window'?)"
+    ),
+    Bad("task=mqar \"model.layers=['local(window=0)']\"", "model.layers[0].window=0 must be >= 1"),
+    Bad(
+        "task=mqar model.layers=[linear] model.decoder.self_attention=local",
+        "drop model.decoder.self_attention and name the variant in model.layers",
+    ),
+    Bad("task=mqar model.short_conv=-1", "model.short_conv=-1 must be 0 (off) or an integer >= 2"),
+    Bad("task=mqar model.short_conv=1", "model.short_conv=1 must be 0 (off) or an integer >= 2"),
+    Bad("task=mqar model.short_conv=abc", "model.short_conv=abc is not valid: expected an integer"),
+    Bad("task=mqar model.output_gate=maybe", "model.output_gate"),
+    Bad("task=mqar model.qk_norm=sometimes", "model.qk_norm"),
     Bad("model.positional=learnt", "did you mean 'learned'"),
     Bad("model.positional=null", "model.positional=null is not allowed"),
     Bad("model.positional=alibi attention=linear", "attention= one of full, multihead, local"),

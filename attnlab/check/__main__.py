@@ -1,5 +1,8 @@
 """`python -m attnlab.check NAME [NAME...] | --all`: the conformance report of installed variants.
 
+`--layers PATTERN` (with `--short-conv K`, `--output-gate`, `--qk-norm`) holds a whole stack instead:
+a per-layer pattern (attnlab/nn/pattern.py) built as a causal LM and an encoder (attnlab/check/stack.py).
+
 One line per contract point (PASS, FAIL with what broke, SKIP with why), a summary per variant;
 exit status 0 when nothing failed, 1 when a point failed, 2 for a usage error (unknown variant,
 a plugin that failed to load).
@@ -27,9 +30,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--point", action="append", metavar="POINT", help=f"only these contract points: {', '.join(CHECKS)}"
     )
+    parser.add_argument(
+        "--layers",
+        metavar="PATTERN",
+        help="check a stack: one variant per layer, comma- or +-separated, NAME*N repeats "
+        "(e.g. 'gated_deltanet*3,multihead')",
+    )
+    parser.add_argument(
+        "--short-conv", type=int, default=0, metavar="K", help="with --layers: model.short_conv"
+    )
+    parser.add_argument("--output-gate", action="store_true", help="with --layers: model.output_gate=true")
+    parser.add_argument("--qk-norm", action="store_true", help="with --layers: model.qk_norm=true")
     args = parser.parse_args(argv)
-    if not args.names and not args.all:
-        parser.error("name a variant (e.g. python -m attnlab.check linear) or pass --all")
+    if not args.names and not args.all and args.layers is None:
+        parser.error("name a variant (e.g. python -m attnlab.check linear), pass --all, or --layers PATTERN")
     return args
 
 
@@ -48,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     failed = False
     try:
-        names = resolve(args.names, args.all)
+        if args.layers is not None:
+            failed |= report_stack(args)
+        names = resolve(args.names, args.all) if args.names or args.all else []
         width = max(map(len, args.point or CHECKS))
         for name in names:
             results = run_checks(name, args.point)
@@ -65,6 +81,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_FAILED if failed else 0
+
+
+def report_stack(args: argparse.Namespace) -> bool:
+    """Print the stack points of --layers; True when one failed."""
+    from attnlab.check.stack import STACK_CHECKS, run_stack_checks
+    from attnlab.nn.layer_options import LayerOptions
+
+    options = LayerOptions(short_conv=args.short_conv, output_gate=args.output_gate, qk_norm=args.qk_norm)
+    results = run_stack_checks(top_level_commas_to_plus(args.layers), options)
+    width = max(map(len, STACK_CHECKS))
+    print(results[0].variant)
+    for result in results:
+        print(f"  {result.line(width)}")
+    counts = {s: sum(r.status == s for r in results) for s in (PASS, FAIL, SKIP)}
+    verdict = "FAILS the contract" if counts[FAIL] else "conforms"
+    print(
+        f"  {results[0].variant} {verdict}: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped\n"
+    )
+    return counts[FAIL] > 0
+
+
+def top_level_commas_to_plus(text: str) -> str:
+    """'a*3,local(window=8,chunk=2)' -> 'a*3+local(window=8,chunk=2)': commas inside parentheses stay."""
+    depth, out = 0, []
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        out.append("+" if char == "," and depth == 0 else char)
+    return "".join(out)
 
 
 if __name__ == "__main__":

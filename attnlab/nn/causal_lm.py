@@ -2,9 +2,10 @@
 
     ids (B, N) -> logits (B, N, V); position t sees tokens 0..t only.
 
-Its depth is `model.decoder_layers`, and its self-attention is the run's `attention` unless
-`model.decoder.self_attention` names another variant; that variant must be causal-capable (the
-`decoder_self` role checks it when the model is built, with a one-line error otherwise).
+Its layers are `model.layers` (a per-layer pattern, attnlab/nn/pattern.py: its length is the depth)
+or, without one, `model.decoder_layers` layers of the run's `attention` (or `model.decoder.self_attention`);
+each layer's variant must be causal-capable (the `decoder_self` role checks it when the model is built,
+with a one-line error naming the layer otherwise).
 Generation goes through `start` / `step`, as the seq2seq `Decoder`: a per-layer variant state when
 the variant has one (KV cache, running sums, rolling window), else recomputation of the prefix.
 """
@@ -21,7 +22,13 @@ from attnlab.attention.base import Attention, State
 from attnlab.nn.positional import PositionalEmbedding
 from attnlab.nn.segments import segment_positions, segment_starts
 from attnlab.nn.spec import AttentionSpec
-from attnlab.nn.transformer import ModelConfig, TransformerBlock, scaled_embedding
+from attnlab.nn.transformer import (
+    ModelConfig,
+    TransformerBlock,
+    fallback_name,
+    scaled_embedding,
+    stack_layers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +38,21 @@ class CausalLM(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec):
         super().__init__()
-        self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
+        layers = stack_layers(cfg, spec, "decoder")
         self.max_len = cfg.max_len
         self.embed, self.embed_scale = scaled_embedding(vocab_size, cfg.d_model)  # the tied head's rows
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec)
+        self.blocks = TransformerBlock.stack(cfg, layers)
         # token_shift (ModelConfig): per block, a map of the previous position's residual stream
         self.shifts = (
-            nn.ModuleList(nn.Linear(cfg.d_model, cfg.d_model) for _ in range(cfg.decoder_layers))
-            if cfg.token_shift
-            else None
+            nn.ModuleList(nn.Linear(cfg.d_model, cfg.d_model) for _ in layers) if cfg.token_shift else None
         )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight  # tied input/output embeddings
-        self.incremental = self_spec.capabilities.incremental
+        self.incremental = all(layer.attention.capabilities.incremental for layer in layers)
         self._warned_fallback = False
 
     def forward(self, ids: Tensor, segments: Tensor | None = None) -> Tensor:
@@ -90,7 +95,7 @@ class CausalLM(nn.Module):
             self._warned_fallback = True
             log.info(
                 "self-attention '%s' has no incremental state: generation recomputes the prefix at every step",
-                self.blocks[0].self_attention.spec.name,
+                fallback_name(self.blocks),
             )
         previous = None
         if self.shifts is not None:  # the residual stream before each block at the previous position

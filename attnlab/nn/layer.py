@@ -10,6 +10,10 @@ kernel; alibi passes the kernel its slopes. Only self-attention layers are given
 
 Packed documents (`segments`, (B, N) ids, attnlab.nn.segments): self attention never crosses a
 document boundary, natively where the kernel declares `segments`, else by unpacking the documents.
+
+Layer options (short convolution, output gate, QK-norm: attnlab/nn/layer_options.py) wrap the
+kernel when `options` asks for them; the layer's own decoding state (the convolution's cache) is
+kept under "layer.*" keys beside the kernel's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import Tensor, nn
 from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import State
 from attnlab.errors import ConfigError
+from attnlab.nn.layer_options import STATE_PREFIX, LayerOptions, LayerWrap
 from attnlab.nn.positional import ROPE_BASE
 from attnlab.nn.rotary import LayerPositions
 from attnlab.nn.segments import attend_in_segments
@@ -38,6 +43,7 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         positional: str = "none",
         rope_base: float = ROPE_BASE,
+        options: LayerOptions | None = None,
     ):
         super().__init__()
         cls = get_attention_class(spec.name)
@@ -69,6 +75,8 @@ class MultiHeadAttention(nn.Module):
         self.positions = LayerPositions(
             positional, heads=heads, head_dim=self.head_dim, rope_base=rope_base, kernel=cls
         )
+        # Modules only for the options asked for: a layer without options keeps its state dict.
+        self.wrap = LayerWrap(options or LayerOptions(), d_model, self.head_dim)
 
     def gates_of(self, x: Tensor) -> dict[str, Tensor]:
         """The kernel's gates projected from x (B, N, C): {name: (B, H, N) or (B, H, N, D)}."""
@@ -100,9 +108,10 @@ class MultiHeadAttention(nn.Module):
         segments: Tensor | None = None,
     ) -> Tensor:
         source = x if memory is None else memory
-        q = self.split_heads(self.q_proj(x))  # (B, H, Nq, D)
-        k = self.split_heads(self.k_proj(source))  # (B, H, Nk, D)
-        v = self.split_heads(self.v_proj(source))  # (B, H, Nk, D)
+        q, k, v = self.q_proj(x), self.k_proj(source), self.v_proj(source)  # (B, N, C)
+        q, k, v = self.wrap.mix(q, k, v)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, N, D)
+        q, k = self.wrap.normalise(q, k)
         gates = self.gates_of(source)  # per key/value token: the step that token's state update takes
         if segments is not None:  # packed documents (self attention): (B, H, N, D)
             out = attend_in_segments(
@@ -114,22 +123,32 @@ class MultiHeadAttention(nn.Module):
             out = self.kernel(
                 q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra
             )  # (B, H, Nq, D)
-        return self.dropout(self.out_proj(self.merge_heads(out)))
+        out = self.merge_heads(out)  # (B, Nq, C)
+        out = self.wrap.gate_output(out, x)
+        return self.dropout(self.out_proj(out))
 
     # ---- incremental decoding -------------------------------------------------------------------
     def init_state(self, batch: int, *, device, dtype) -> State:
         state = self.kernel.init_state(batch, self.heads, self.head_dim, device=device, dtype=dtype)
+        state = {**state, **self.wrap.init_state(batch, device=device, dtype=dtype)}
         return self.positions.start(state, batch, device)
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """One causal self-attention step: x (B, 1, C) -> (B, 1, C)."""
-        q, k, v = (
-            self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )  # (B, H, 1, D)
         state, seen = self.positions.split(state)  # seen (B,): this token's position under rope
+        own = {key: value for key, value in state.items() if key.startswith(STATE_PREFIX)}
+        kernel_state = {key: value for key, value in state.items() if not key.startswith(STATE_PREFIX)}
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, 1, C)
+        q, k, v = self.wrap.mix_step(q, k, v, own)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, 1, D)
+        q, k = self.wrap.normalise(q, k)
         q, k = self.positions.rotate(q, k, None if seen is None else seen[:, None])
-        out, state = self.kernel.step(q, k, v, state, **self.gates_of(x), **self.positions.kernel_inputs())
-        return self.out_proj(self.merge_heads(out)), self.positions.advance(state, seen)
+        out, kernel_state = self.kernel.step(
+            q, k, v, kernel_state, **self.gates_of(x), **self.positions.kernel_inputs()
+        )
+        out = self.merge_heads(out)  # (B, 1, C)
+        out = self.wrap.gate_output(out, x)
+        return self.out_proj(out), self.positions.advance({**kernel_state, **own}, seen)
 
     def project_memory(self, memory: Tensor, key_padding_mask: Tensor | None) -> State:
         """The kernel's `memory_state` of an encoder memory (B, Nk, C), computed once per generation:

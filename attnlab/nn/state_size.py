@@ -14,7 +14,10 @@ attention's encoder keys/values are left out: they depend on the source, not on 
   holds the prefix's keys and values: 2 · N · heads · head_dim floats per layer, in the model's
   dtype, are recorded as its equivalent. kind = "recompute_kv" (mixed models: "mixed").
 
-Layers with the same variant, parameters and shapes are measured once and counted per layer.
+A layer's own state beside its kernel's (the short convolution's cache of the last K-1 q, k, v rows,
+attnlab/nn/layer_options.py) is added to it: it is held whether the kernel keeps a state or recomputes.
+Layers are measured one by one, so a hybrid stack (attnlab/nn/pattern.py) sums its layers' states;
+layers with the same variant, parameters, options and shapes are measured once and counted per layer.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def self_attention_layers(model: nn.Module) -> list[MultiHeadAttention]:
 def layer_state_bytes(layer: MultiHeadAttention, length: int, *, dtype: torch.dtype) -> tuple[int, str]:
     """Bytes one layer holds for one sequence after `length` tokens, and how it was obtained."""
     device = next(layer.parameters()).device
+    own = _bytes(layer.wrap.init_state(1, device=device, dtype=dtype))
     if not type(layer.kernel).capabilities.incremental:
-        return 2 * length * layer.heads * layer.head_dim * torch.tensor(
+        return own + 2 * length * layer.heads * layer.head_dim * torch.tensor(
             [], dtype=dtype
         ).element_size(), RECOMPUTE
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -56,7 +60,11 @@ def layer_state_bytes(layer: MultiHeadAttention, length: int, *, dtype: torch.dt
     q, k, v = (0.25 * torch.randn(shape, generator=generator).to(device, dtype) for _ in range(3))
     for t in range(length):  # (1, H, 1, D) per step
         _, state = kernel.step(q[t], k[t], v[t], state)
-    return sum(tensor.numel() * tensor.element_size() for tensor in state.values()), INCREMENTAL
+    return own + _bytes(state), INCREMENTAL
+
+
+def _bytes(state: dict[str, torch.Tensor]) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in state.values())
 
 
 def decode_state_bytes(model: nn.Module, length: int) -> dict[str, int | str | None]:
@@ -66,7 +74,8 @@ def decode_state_bytes(model: nn.Module, length: int) -> dict[str, int | str | N
     measured: dict[tuple, tuple[int, str]] = {}
     total, kinds = 0, set()
     for layer in layers:
-        key = (layer.spec.name, repr(sorted(layer.spec.params.items())), layer.heads, layer.head_dim)
+        options = layer.wrap.options
+        key = (layer.spec.name, repr(sorted(layer.spec.params.items())), options, layer.heads, layer.head_dim)
         if key not in measured:
             measured[key] = layer_state_bytes(layer, length, dtype=dtype)
         size, kind = measured[key]

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from attnlab.attention import get_attention_class
 from attnlab.attention.base import State
 from attnlab.errors import ConfigError
 from attnlab.nn.layer import MultiHeadAttention
+from attnlab.nn.layer_options import LayerOptions
+from attnlab.nn.pattern import LayerSpec, check_role, parse_pattern
 from attnlab.nn.positional import ROPE_BASE, PositionalEmbedding
 from attnlab.nn.spec import AttentionSpec
 
@@ -21,12 +26,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class EncoderRoles:
     self_attention: str | None = None  # None = the run's `attention`
+    layers: list[Any] | None = (
+        None  # this stack's per-layer pattern (attnlab/nn/pattern.py); None = model.layers
+    )
 
 
 @dataclass
 class DecoderRoles:
     self_attention: str | None = None  # must be causal-capable
     cross_attention: str | None = None  # must support cross attention and key padding masks
+    layers: list[Any] | None = (
+        None  # this stack's per-layer pattern (attnlab/nn/pattern.py); None = model.layers
+    )
 
 
 @dataclass
@@ -57,15 +68,48 @@ class ModelConfig:
     # or "--force" means the same on both sides, which copying it needs. Needs one vocabulary for
     # both sides (task.data.shared_tokenizer=true).
     share_embeddings: bool = False
+    # One variant per layer (attnlab/nn/pattern.py): [gated_deltanet*3,multihead]; its length is the depth
+    # of each stack it applies to (model.encoder.layers / model.decoder.layers: one stack's own).
+    # None = `attention` at every layer.
+    layers: list[Any] | None = None
+    # Layer options around every self-attention kernel (attnlab/nn/layer_options.py; defaults there).
+    short_conv: int = LayerOptions.short_conv  # causal depthwise convolution width on q, k, v; 0 = off
+    output_gate: bool = LayerOptions.output_gate  # sigmoid gate from the token on the attention output
+    qk_norm: bool = LayerOptions.qk_norm  # RMS norm of q and k per head
     encoder: EncoderRoles = field(default_factory=EncoderRoles)
     decoder: DecoderRoles = field(default_factory=DecoderRoles)
 
     @classmethod
     def from_config(cls, cfg) -> ModelConfig:
-        data = dict(cfg)
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
         data["encoder"] = EncoderRoles(**dict(data.get("encoder") or {}))
         data["decoder"] = DecoderRoles(**dict(data.get("decoder") or {}))
         return cls(**data)
+
+
+def stack_layers(cfg: ModelConfig, spec: AttentionSpec, stack: str) -> list[LayerSpec]:
+    """The layers of the encoder's or the decoder's self-attention stack (`stack`: "encoder" or "decoder";
+    a causal LM's is "decoder"): the stack's own pattern, else model.layers, else the role's variant
+    at each of model.<stack>_layers; role capabilities checked per layer."""
+    roles = cfg.encoder if stack == "encoder" else cfg.decoder
+    role = f"{stack}_self"
+    options = LayerOptions.from_config(cfg)
+    own = roles.layers is not None
+    pattern = roles.layers if own else cfg.layers
+    if pattern is None:
+        role_spec = spec.for_role(role, roles.self_attention)
+        return [LayerSpec(role_spec, options)] * getattr(cfg, f"{stack}_layers")
+    key = f"model.{stack}.layers" if own else "model.layers"
+    if roles.self_attention not in (None, spec.name):
+        raise ConfigError(
+            f"model.{stack}.self_attention={roles.self_attention} and {key} both choose the {stack}'s layers; "
+            f"drop model.{stack}.self_attention and name the variant in {key}"
+        )
+    layers = parse_pattern(pattern, attention=spec, options=options, key=key)
+    check_role(layers, role, key)
+    return layers
 
 
 class FeedForward(nn.Sequential):
@@ -96,6 +140,7 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
         positional: str = "none",
         rope_base: float = ROPE_BASE,
+        options: LayerOptions | None = None,
     ):
         super().__init__()
         self.norm_self = nn.LayerNorm(d_model)
@@ -107,6 +152,7 @@ class TransformerBlock(nn.Module):
             dropout=dropout,
             positional=positional,
             rope_base=rope_base,
+            options=options,
         )  # positions (rope/alibi) in self attention only: cross attention relates no positions
         self.cross_attention = None
         if cross_spec is not None:
@@ -119,14 +165,15 @@ class TransformerBlock(nn.Module):
 
     @classmethod
     def stack(
-        cls, cfg: ModelConfig, layers: int, spec: AttentionSpec, *, cross_spec: AttentionSpec | None = None
+        cls, cfg: ModelConfig, layers: Sequence[LayerSpec], *, cross_spec: AttentionSpec | None = None
     ) -> nn.ModuleList:
-        """`layers` blocks sized by the model config (d_model, heads, max_len, mlp_ratio, dropout,
-        positional, rope_base)."""
+        """One block per layer spec (`stack_layers`), sized by the model config (d_model, heads, max_len,
+        mlp_ratio, dropout, positional, rope_base)."""
         return nn.ModuleList(
-            cls(cfg.d_model, cfg.heads, spec, max_len=cfg.max_len, cross_spec=cross_spec,
-                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, positional=cfg.positional, rope_base=cfg.rope_base)
-            for _ in range(layers)
+            cls(cfg.d_model, cfg.heads, layer.attention, max_len=cfg.max_len, cross_spec=cross_spec,
+                mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, positional=cfg.positional,
+                rope_base=cfg.rope_base, options=layer.options)
+            for layer in layers
         )  # fmt: skip
 
     def forward(
@@ -177,14 +224,14 @@ class Encoder(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec, *, scaled: bool = False):
         super().__init__()
-        spec = spec.for_role("encoder_self", cfg.encoder.self_attention)
+        layers = stack_layers(cfg, spec, "encoder")
         if scaled:
             self.embed, self.embed_scale = scaled_embedding(vocab_size, cfg.d_model)
         else:
             self.embed, self.embed_scale = nn.Embedding(vocab_size, cfg.d_model), 1.0
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = TransformerBlock.stack(cfg, cfg.encoder_layers, spec)
+        self.blocks = TransformerBlock.stack(cfg, layers)
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, ids: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -199,17 +246,17 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig, spec: AttentionSpec):
         super().__init__()
-        self_spec = spec.for_role("decoder_self", cfg.decoder.self_attention)
+        layers = stack_layers(cfg, spec, "decoder")
         cross_spec = spec.for_role("cross", cfg.decoder.cross_attention)
         self.embed, self.embed_scale = scaled_embedding(vocab_size, cfg.d_model)  # the tied head's rows
         self.positions = PositionalEmbedding(cfg.positional, cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = TransformerBlock.stack(cfg, cfg.decoder_layers, self_spec, cross_spec=cross_spec)
+        self.blocks = TransformerBlock.stack(cfg, layers, cross_spec=cross_spec)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight  # tied input/output embeddings
-        self.incremental = self_spec.capabilities.incremental
+        self.incremental = all(layer.attention.capabilities.incremental for layer in layers)
         self._warned_fallback = False
 
     def forward(self, ids: Tensor, memory: Tensor, memory_padding_mask: Tensor | None = None) -> Tensor:
@@ -237,7 +284,7 @@ class Decoder(nn.Module):
             self._warned_fallback = True
             log.info(
                 "decoder self-attention '%s' has no incremental state: generation recomputes the prefix at every step",
-                self.blocks[0].self_attention.spec.name,
+                fallback_name(self.blocks),
             )
         return DecodingState(
             memory, memory_padding_mask, cross, selfs, ids=memory.new_zeros(B, 0, dtype=torch.long)
@@ -256,6 +303,12 @@ class Decoder(nn.Module):
             x, self_state = block.step(x, self_state, memory=memory)
             new_states.append(self_state)
         return self.lm_head(self.norm(x))[:, -1], state.replace(ids=ids, self_states=new_states)
+
+
+def fallback_name(blocks: nn.ModuleList) -> str:
+    """The first self-attention variant of a stack without incremental state (for the fallback's log line)."""
+    names = [block.self_attention.spec.name for block in blocks]
+    return next((n for n in names if not get_attention_class(n).capabilities.incremental), names[0])
 
 
 @dataclass
