@@ -89,22 +89,24 @@ def test_packed_documents_check_fails_a_kernel_that_leaks_across_the_boundary(te
 
 
 @pytest.mark.parametrize(
-    ("attention", "positional", "token_shift"),
+    ("attention", "positional", "token_shift", "short_conv"),
     [
-        ("multihead", "learned", True),
-        ("gla", "rope", False),
-        ("local", "alibi", False),
-        ("linear", "none", True),
+        ("multihead", "learned", True, 0),
+        ("gla", "rope", False, 0),
+        ("local", "alibi", False, 0),
+        ("linear", "none", True, 0),
+        ("multihead", "rope", False, 4),  # the layers' short convolution restarts at each document too
+        ("gated_deltanet", "none", False, 3),
     ],
 )
-def test_a_packed_lm_batch_models_each_document_as_if_alone(attention, positional, token_shift):
+def test_a_packed_lm_batch_models_each_document_as_if_alone(attention, positional, token_shift, short_conv):
     """The same loss from the packed batch with segments as from one document per row: positions,
-    token shift and every layer restart at each document."""
+    token shift, short convolutions and every layer restart at each document."""
     torch.manual_seed(0)
     model = {"d_model": 32, "heads": 2, "decoder_layers": 2, "max_len": 16, "dropout": 0.0}
     task = LMTask(
         vocab_size=12,
-        model=model | {"positional": positional, "token_shift": token_shift},
+        model=model | {"positional": positional, "token_shift": token_shift, "short_conv": short_conv},
         attention={"name": attention},
     ).eval()
     ids = torch.randint(3, 12, (2, 13))

@@ -109,7 +109,7 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         source = x if memory is None else memory
         q, k, v = self.q_proj(x), self.k_proj(source), self.v_proj(source)  # (B, N, C)
-        q, k, v = self.wrap.mix(q, k, v)
+        q, k, v = self.wrap.mix(q, k, v, segments)  # a short convolution stays inside each document
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, N, D)
         q, k = self.wrap.normalise(q, k)
         gates = self.gates_of(source)  # per key/value token: the step that token's state update takes

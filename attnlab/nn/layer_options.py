@@ -72,9 +72,23 @@ class ShortConv(nn.Module):
         self.width = width
         self.conv = nn.Conv1d(channels, channels, width, groups=channels)  # weight (C, 1, K), bias (C,)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, segments: Tensor | None = None) -> Tensor:
+        """`segments` (B, N) document ids of packed rows: a tap that reaches into the previous
+        document reads zero, as at the first token, so no document sees another through the window."""
+        if segments is not None:
+            return self.within_segments(x, segments)
         x = F.pad(x.transpose(1, 2), (self.width - 1, 0))  # (B, C, K-1+N): zeros before the first token
         return self.conv(x).transpose(1, 2)  # (B, N, C)
+
+    def within_segments(self, x: Tensor, segments: Tensor) -> Tensor:
+        """The convolution as K shifted, masked multiply-adds: x (B, N, C), segments (B, N) -> (B, N, C)."""
+        weight = self.conv.weight[:, 0]  # (C, K): tap K-1 is the current position
+        out = x * weight[:, -1] + self.conv.bias
+        for lag in range(1, self.width):
+            earlier = F.pad(x[:, :-lag], (0, 0, lag, 0))  # (B, N, C): x_{t-lag}, zeros before the start
+            same = F.pad(segments[:, lag:] == segments[:, :-lag], (lag, 0))  # (B, N) same document
+            out = out + earlier * same[..., None] * weight[:, -1 - lag]
+        return out
 
     def init_state(self, batch: int, *, device, dtype) -> Tensor:
         return torch.zeros(batch, self.width - 1, self.conv.in_channels, device=device, dtype=dtype)
@@ -99,11 +113,14 @@ class LayerWrap(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if options.qk_norm else None
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if options.qk_norm else None
 
-    def mix(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The short convolution over time of projected q, k, v (B, N, C) each."""
+    def mix(
+        self, q: Tensor, k: Tensor, v: Tensor, segments: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The short convolution over time of projected q, k, v (B, N, C) each, within each packed
+        document when `segments` (B, N) is given."""
         if self.conv is None:
             return q, k, v
-        return self.conv(torch.cat([q, k, v], dim=-1)).chunk(3, dim=-1)  # 3 x (B, N, C)
+        return self.conv(torch.cat([q, k, v], dim=-1), segments).chunk(3, dim=-1)  # 3 x (B, N, C)
 
     def mix_step(self, q: Tensor, k: Tensor, v: Tensor, state: dict) -> tuple[Tensor, Tensor, Tensor]:
         """One decoding step of `mix` on (B, 1, C) rows; updates state[CONV_STATE] in place of the dict."""
