@@ -159,7 +159,10 @@ APP = [
     Bad("task=mqar model.output_gate=maybe", "model.output_gate"),
     Bad("task=mqar model.qk_norm=sometimes", "model.qk_norm"),
     Bad("model.positional=learnt", "did you mean 'learned'"),
-    Bad("model.positional=null", "model.positional=null is not allowed"),
+    Bad(
+        "model.positional=null",
+        "model.positional=null is not allowed: the key needs a value; choose model.positional= one of sinusoidal",
+    ),
     Bad("model.positional=alibi attention=linear", "attention= one of full, multihead, local"),
     Bad("model.positional=rope model.heads=32", "is 1, odd"),
     Bad("model.positional=rope model.rope_base=1", "must be a number > 1; e.g. model.rope_base=10000"),
@@ -339,7 +342,6 @@ APP = [
     Bad("ckpt_path=@ckpt:finished", "has already trained"),
     Bad("ckpt_path=@ckpt:with_data task.data.limit.train=32", "task.data.limit.train=64 there, 32 here"),
     Bad("threads=1000", "threads=1000 is more than the"),
-    Bad("model.positional=null", "choose model.positional= one of sinusoidal"),
     Bad("model.d_model=null", "model.d_model=null is not allowed"),
 ]
 
