@@ -461,6 +461,16 @@ STUDY = [
     Bad("task=mqar skip=[{lenght:64}]", "'lenght' is not an axis of this study (did you mean 'length'?)"),
     Bad("task=mqar lengths=[64] skip=[{length:64}]", "skip= leaves no cell to run"),
     Bad("task=mqar trainer.max_steps=2,3", "grid.trainer.max_steps=[...]"),
+    # hybrids where a variant name goes (attnlab.nn.pattern)
+    Bad(
+        "task=mqar variants=[gated_deltanet*3+multihed]",
+        "unknown attention 'multihed' (did you mean 'multihead'?)",
+    ),
+    Bad(
+        "task=mqar variants=[gated_deltanet*3+lowrank]",
+        "'lowrank' (a layer of 'gated_deltanet*3+lowrank') does not",
+    ),
+    Bad("task=mqar variants=[gated_deltanet*0+multihead]", "gated_deltanet*0"),
 ]
 STUDY = [row._replace(what="study") for row in STUDY]
 

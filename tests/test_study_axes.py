@@ -387,3 +387,19 @@ def test_preflight_composes_one_cell_per_point_and_per_tuned_value(tmp_path):
     assert {c.tune for c in picked} == {((LR, lr),) for _, lrs in study.tune for lr in lrs}
     small = plan("mqar", variants=["linear"], lengths=[32], seeds=[0], tune={LR: [1e-3]}, out=tmp_path)
     assert preflight_cells(small).task.module.lr == 1e-3
+
+
+def test_a_hybrid_is_a_variant_of_the_study(tmp_path):
+    """variants=[gated_deltanet*3+multihead]: the cell runs model.layers=[...], its attention the first
+    layer's variant, its name and directory a file-safe form of the pattern label."""
+    from attnlab.study.plan import cell_config, plan, preflight_cells
+
+    spec = plan(
+        "mqar", variants=["gated_deltanet*3+multihead", "multihead"], lengths=[32], seeds=[0], out=tmp_path
+    )
+    hybrid = next(c for c in spec.cells if c.variant == "gated_deltanet*3+multihead")
+    assert hybrid.name.startswith("gated_deltanetx3+multihead-L32-s0")
+    text = cell_config(spec, hybrid)
+    assert "override /attention: gated_deltanet" in text and "- gated_deltanet*3\n  - multihead" in text
+    cfg = preflight_cells(spec)
+    assert cfg.task.name == "mqar"

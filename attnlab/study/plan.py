@@ -24,6 +24,7 @@ an `experiment=` preset may carry its own study settings (conf/experiment/zoolog
 
 from __future__ import annotations
 
+import re
 import string
 import tempfile
 from collections.abc import Sequence
@@ -52,6 +53,13 @@ TEMPLATE_FIELDS = ("length", "half")
 CELL_GROUP = "study_cell"  # the generated config group, one config per cell
 
 
+def variant_slug(variant: str) -> str:
+    """A variant name, or a hybrid's pattern label, as a file and directory name:
+    gated_deltanet*3+multihead -> gated_deltanetx3+multihead; 'local(window=64)' -> local.window64."""
+    slug = variant.replace("*", "x").replace("(", ".").replace(",", ".").replace("=", "").replace(")", "")
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", slug)
+
+
 @dataclass(frozen=True)
 class Cell:
     variant: str
@@ -64,7 +72,7 @@ class Cell:
     @property
     def name(self) -> str:
         """The cell's config name and run directory name, e.g. linear-L128-s0, linear-L128-d_model64-s0-lr0p003."""
-        return f"{self.variant}-L{self.length}{self.tags[0]}-s{self.seed}{self.tags[1]}"
+        return f"{variant_slug(self.variant)}-L{self.length}{self.tags[0]}-s{self.seed}{self.tags[1]}"
 
     @property
     def group(self) -> tuple[str, int, str, int]:
@@ -386,25 +394,34 @@ def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None
     from attnlab.attention.base import Capabilities
     from attnlab.attention.registry import get_attention_class, variants_with
     from attnlab.config_checks import check_attention_name
+    from attnlab.nn.pattern import is_pattern, parse_pattern
     from attnlab.nn.spec import ROLES
 
+    layers: dict[str, list[str]] = {}  # each entry's variants: itself, or a hybrid's one per layer
     for name in variants:
         try:
-            check_attention_name(name)
+            if is_pattern(name):  # a hybrid (attnlab.nn.pattern): every layer's name, values and count
+                entries = name.split("+")
+                layers[name] = [layer.attention.name for layer in parse_pattern(entries, key=f"'{name}'")]
+            else:
+                check_attention_name(name)
+                layers[name] = [name]
         except ConfigError as err:
             raise ConfigError(f"variants: {err}") from None
     for name in variants:
-        cls = get_attention_class(name)
-        for role in roles:
-            for capability in ROLES[role][0]:
-                if not getattr(cls.capabilities, capability):
-                    what = Capabilities.DESCRIPTIONS.get(capability, capability)
-                    able = ", ".join(variants_with(capability))
-                    raise ConfigError(
-                        f"variants: attention '{name}' does not support {what}, which task={task} needs "
-                        f"(its {role.replace('_', ' ')} attention); drop '{name}' from variants=[...]; "
-                        f"variants that support it: {able}"
-                    )
+        for layer in dict.fromkeys(layers[name]):
+            cls = get_attention_class(layer)
+            for role in roles:
+                for capability in ROLES[role][0]:
+                    if not getattr(cls.capabilities, capability):
+                        what = Capabilities.DESCRIPTIONS.get(capability, capability)
+                        able = ", ".join(variants_with(capability))
+                        where = f"attention '{layer}'" + (f" (a layer of '{name}')" if layer != name else "")
+                        raise ConfigError(
+                            f"variants: {where} does not support {what}, which task={task} needs "
+                            f"(its {role.replace('_', ' ')} attention); drop '{name}' from variants=[...]; "
+                            f"variants that support it: {able}"
+                        )
 
 
 def task_attention_roles(cfg: DictConfig) -> tuple[str, ...]:
@@ -432,6 +449,7 @@ def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from attnlab.config_checks import config_groups
+    from attnlab.nn.pattern import is_pattern, parse_pattern, pattern_label
 
     values = OmegaConf.create({"seed": cell.seed})
     for override in OverridesParser.create().parse_overrides(length_overrides(study, cell.length)):
@@ -446,7 +464,12 @@ def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
         if cell.length in by_length:
             OmegaConf.update(values, key, by_length[cell.length], force_add=True)
     groups = config_groups()
-    defaults = [f"override /attention: {cell.variant}"]
+    attention = cell.variant
+    if is_pattern(cell.variant):  # a hybrid: its layers are model.layers; attention names its first layer
+        layers = parse_pattern(cell.variant)
+        attention = layers[0].attention.name
+        OmegaConf.update(values, "model.layers", pattern_label(layers).split("+"), force_add=True)
+    defaults = [f"override /attention: {attention}"]
     for key, value in (*cell.grid, *cell.tune):
         if key in groups:  # a config group as an axis (grid.model=[tiny,small]): a choice, not a value
             defaults.append(f"override /{key.replace('.', '/')}: {value}")
