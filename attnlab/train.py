@@ -24,6 +24,7 @@ from attnlab.checkpoint_check import check_checkpoint
 from attnlab.config_checks import check_config
 from attnlab.reliability import already_finished_message
 from attnlab.results import RESULTS_FILE, read_finished, write_results
+from attnlab.schedule import validate_within_budget
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads
 from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
@@ -39,6 +40,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info(already_finished_message(run_dir))  # never re-run, never rewritten
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
+    validate_within_budget(cfg)  # max_steps below val_check_interval: validate at the last step
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.task.datamodule, _recursive_=False)

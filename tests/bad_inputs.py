@@ -160,7 +160,8 @@ APP = [
     Bad("trainer.max_steps=1.5", "trainer.max_steps=1.5 must be an integer"),
     Bad("trainer.max_steps=abc", "trainer.max_steps=abc must be an integer"),
     Bad("trainer.val_check_interval=0", "trainer.val_check_interval=0 must be an integer >= 1"),
-    Bad("trainer=cpu trainer.max_steps=100", "the run would never validate"),
+    # `trainer=cpu trainer.max_steps=100` (below val_check_interval) was refused here; it now validates
+    # at its last step (issue 30): tests/test_short_runs.py holds the new behaviour.
     Bad("trainer=cpu trainer.max_steps=-1 callbacks.early_stopping=null", "would train forever"),
     Bad("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5 must be a number > 0 and <= 1"),
     Bad("trainer.val_check_interval=abc", "trainer.val_check_interval=abc must be an integer"),
