@@ -50,7 +50,6 @@ class FullAttention(KVCacheDecoding, Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         weights = self.attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask)
         weights = torch.nn.functional.dropout(weights, self.dropout, self.training)
         return weights @ v  # (B, H, Nq, Dv)

@@ -31,7 +31,6 @@ class MultiheadAttention(KVCacheDecoding, Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         dropout = self.dropout if self.training else 0.0
         if key_padding_mask is None:  # the fast path: no explicit mask, flash kernels stay eligible
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
