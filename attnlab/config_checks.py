@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.hf_models import is_hf_model, require_transformers
+from attnlab.sequence_checks import check_sequence_lengths
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
@@ -125,6 +126,9 @@ def check_config(cfg: DictConfig) -> None:
     check_decode(cfg.task.get("decode"))
     check_callbacks(cfg.get("callbacks"))
     check_attention(cfg)
+    check_sequence_lengths(
+        cfg
+    )  # before any data is generated: rows fit the model, LM windows are not degenerate
     check_device(trainer)
     from attnlab.tasks.common import check_task_config
 

@@ -113,6 +113,9 @@ APP = [
     Bad("model.max_len=0", "model.max_len=0 must be a positive number"),
     Bad("model.max_len=-4", "model.max_len=-4 must be a positive number"),
     Bad("model.max_len=abc", "model.max_len=abc is not valid: expected an integer"),
+    # issue 30: hung generating the whole set, then failed; crawled over 2-token windows
+    Bad("task=mqar model.max_len=16", "task.data.builtin.seq_len=64 is longer than model.max_len=16"),
+    Bad("task=lm model.max_len=1", "model.max_len=1 is too short for language modelling"),
     Bad("model.mlp_ratio=0", "model.mlp_ratio=0 must be a positive number"),
     Bad("model.encoder_layers=0", "model.encoder_layers=0 must be a positive number"),
     Bad("model.decoder_layers=-1", "model.decoder_layers=-1 must be an integer >= 1"),
