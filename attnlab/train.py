@@ -27,7 +27,7 @@ from attnlab.results import RESULTS_FILE, read_finished, write_results
 from attnlab.schedule import validate_within_budget
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads
-from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
+from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,8 @@ def build_loggers(cfg: DictConfig) -> list:
             extra["id"] = wandb_run_id(cfg.paths.run_dir)  # a resumed run continues its wandb run
         logger = instantiate(logger_cfg, **extra)
         quiet_wandb_init(logger)
+        if "WandbLogger" in str(logger_cfg.get("_target_", "")):
+            start_wandb(logger)  # online within a timeout, else offline with one warning: the run goes on
         logger.log_hyperparams(
             {"config": OmegaConf.to_container(cfg, resolve=True)}
         )  # the full resolved config
