@@ -24,6 +24,7 @@ from attnlab.checkpoint_check import check_checkpoint
 from attnlab.config_checks import check_config
 from attnlab.reliability import already_finished_message
 from attnlab.results import RESULTS_FILE, read_finished, write_results
+from attnlab.run_lock import holding
 from attnlab.schedule import validate_within_budget
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads
@@ -40,6 +41,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info(already_finished_message(run_dir))  # never re-run, never rewritten
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
+    with holding(run_dir):  # one run per run directory, for the run's life (attnlab.run_lock)
+        return train_in(cfg, run_dir)
+
+
+def train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """`run` once the run directory is this run's own."""
     validate_within_budget(cfg)  # max_steps below val_check_interval: validate at the last step
     L.seed_everything(cfg.seed, workers=True)
 
