@@ -127,7 +127,7 @@ def fit_and_test(
     log.info(
         "%s = %s  |  results: %s",
         cfg.task.primary_metric,
-        metrics.get(cfg.task.primary_metric),
+        shown(metrics.get(cfg.task.primary_metric)),
         run_dir / RESULTS_FILE,
     )
     return results
@@ -228,6 +228,11 @@ def log_summary(logger: Any, results: dict) -> None:
     flat |= {k: v for k, v in results["metrics"].items()}
     flat["parameters"] = results["parameters"]
     summary.update(flat)
+
+
+def shown(value: float | None) -> str:
+    """A metric as the console shows it: 4 significant digits (results.json keeps full precision)."""
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _number(value: Any) -> float:
