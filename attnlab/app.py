@@ -23,9 +23,8 @@ from attnlab.schemas import store_configs
 
 log = logging.getLogger("attnlab")
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = (
-    128  # + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM (the shell's convention)
-)
+# + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM (the shell's convention)
+EXIT_INTERRUPTED = 128
 
 
 def _run_dir() -> Path | None:
