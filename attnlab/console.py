@@ -31,6 +31,9 @@ NOISE_LOGS = (
 NOISE_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning calling a deprecated torch API
     r"Checkpoint directory .* exists and is not empty",  # a resumed run writes into its own directory
+    # Lightning counts log_every_n_steps over the whole run (global steps), so a short epoch still logs;
+    # the warning assumes epoch-based runs and tells a step-based one nothing
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
 
@@ -48,6 +51,11 @@ def quiet_frameworks() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropNoise) for f in rank_zero.filters):
         rank_zero.addFilter(_DropNoise())
+    drop_framework_warnings()
+
+
+def drop_framework_warnings() -> None:
+    """Ignore NOISE_WARNINGS (also for `attnlab.train.run` called in-process: tests, notebooks)."""
     for pattern in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 

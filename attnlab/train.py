@@ -22,6 +22,7 @@ from attnlab.bench.allocator import keep_freed_memory
 from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import check_checkpoint
 from attnlab.config_checks import check_config
+from attnlab.console import drop_framework_warnings
 from attnlab.reliability import already_finished_message
 from attnlab.results import RESULTS_FILE, read_finished, write_results
 from attnlab.run_lock import holding
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """`run` once the run directory is this run's own."""
     validate_within_budget(cfg)  # max_steps below val_check_interval: validate at the last step
+    drop_framework_warnings()  # as `python -m attnlab` does, for in-process callers too
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
