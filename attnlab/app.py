@@ -18,11 +18,13 @@ from omegaconf import DictConfig
 
 from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
 from attnlab.errors import AttnlabError, ConfigError
+from attnlab.run_lock import RunDirectoryInUse, acquire
 from attnlab.schemas import store_configs
 
 log = logging.getLogger("attnlab")
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+# + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM (the shell's convention)
+EXIT_INTERRUPTED = 128
 
 
 def _run_dir() -> Path | None:
@@ -65,9 +67,16 @@ def main(cfg: DictConfig) -> float | None:
         message = f"interrupted: checkpoint saved in {_run_dir()}/checkpoints/last.ckpt; resume with the same command plus ckpt_path=last"
         write_failure(_run_dir(), stop, message)
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        from attnlab.reliability import GracefulStop
+
+        sys.exit(EXIT_INTERRUPTED + GracefulStop.stopped_by)
     except Exception as error:
         user = user_error(error)
+        if isinstance(user, RunDirectoryInUse):  # the directory is another run's: write nothing there
+            print(f"error: {user}", file=sys.stderr)
+            if multirun:
+                return None
+            sys.exit(EXIT_USER_ERROR)
         if user is not None:
             write_failure(_run_dir(), error, str(user))
             print(f"error: {user} (recorded in {_run_dir()}/failed.json)", file=sys.stderr)
@@ -165,6 +174,15 @@ def run_args(argv: list[str]) -> tuple[int, str]:
     return 0, ""
 
 
+def lock_named_run_dir(argv: list[str]) -> None:
+    """Take the lock of a run directory named on the command line (or resumed) before Hydra writes its
+    run.log and .hydra/ there; held until this process exits. A timestamped default directory is
+    locked by attnlab.train.run (Hydra resolves its name only when it starts the job)."""
+    named = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
+    if named:
+        acquire(named[-1])
+
+
 def entry() -> None:
     """Console entry point (`attnlab` and `python -m attnlab`)."""
     argv = sys.argv[1:]
@@ -175,7 +193,9 @@ def entry() -> None:
     try:
         cfg = preflight(argv)
         if cfg is not None:
-            sys.argv.extend(resume_overrides(cfg, argv))
+            resumed = resume_overrides(cfg, argv)
+            sys.argv.extend(resumed)
+            lock_named_run_dir([*argv, *resumed])
     except AttnlabError as error:  # no run directory yet: say that nothing was written
         print(f"error: {error} (nothing was written)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -19,6 +19,7 @@ from attnlab.hf_models import is_hf_model, require_transformers
 from attnlab.nn.pattern import COUNT_KEYS, check_layer_counts, check_patterns
 from attnlab.nn.positional import SCHEMES
 from attnlab.nn.spec import AttentionSpec
+from attnlab.sequence_checks import check_sequence_lengths
 from attnlab.threads import check_threads
 
 
@@ -132,10 +133,10 @@ def check_config(cfg: DictConfig) -> None:
     check_decode(cfg.task.get("decode"))
     check_callbacks(cfg.get("callbacks"))
     check_attention(cfg)
+    # before any data is generated: rows fit the model, LM windows are not degenerate
+    check_sequence_lengths(cfg)
     check_device(trainer)
-    if not is_hf_model(
-        model
-    ):  # sizes in range may still not fit: refuse before building (attnlab.nn.estimate)
+    if not is_hf_model(model):  # sizes in range may still not fit: refuse before building (nn/estimate)
         from attnlab.nn.estimate import check_fits
 
         check_fits(cfg)
@@ -231,26 +232,14 @@ def check_trainer(trainer: DictConfig) -> None:
 
 
 def check_schedule(trainer: DictConfig, callbacks: DictConfig | None) -> None:
-    """A run must end, and validate at least once (the checkpoint and early stopping watch validation)."""
+    """A run must end (that it validates at least once is attnlab.schedule's job: a short run
+    validates at its last step)."""
     steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
     early = (callbacks or {}).get("early_stopping")
     if steps == -1 and epochs in (-1, None) and early is None and not trainer.get("fast_dev_run"):
         raise ConfigError(
             "trainer.max_steps=-1 and trainer.max_epochs=-1 without early stopping would train forever; "
             "set trainer.max_steps=<n> (e.g. 1500)"
-        )
-    interval = trainer.get("val_check_interval")
-    if (
-        isinstance(interval, int)
-        and not isinstance(interval, bool)
-        and isinstance(steps, int)
-        and 0 < steps < interval
-        and trainer.get("check_val_every_n_epoch") is None
-        and not trainer.get("fast_dev_run")
-    ):
-        raise ConfigError(
-            f"trainer.val_check_interval={interval} is beyond trainer.max_steps={steps}: the run would never "
-            f"validate (no best checkpoint, no early stopping); set trainer.val_check_interval={max(1, steps // 4)}"
         )
 
 

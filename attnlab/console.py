@@ -4,8 +4,9 @@ and model summary that make sense for a run counted in steps.
 - `quiet_frameworks()`: Lightning's loggers go through Hydra's handlers only (console + run.log),
   not a second console handler of their own; its advertising tip and known deprecation warnings of
   one framework about another are dropped.
-- `ProgressBar`: Lightning's rich bar, but a step-based run (`max_epochs: -1`) shows `Epoch 3`, not
-  `Epoch 3/-2`, and a speed it could not sample shows the average, not `0.00it/s`.
+- `ProgressBar`: Lightning's rich bar, but epochs counted from 1 (as wandb's final `epoch`), a
+  step-based run (`max_epochs: -1`) shows `Epoch 3`, not `Epoch 2/-2`, a speed it could not sample shows the average, not `0.00it/s`, and its metrics stay
+  on one line in a log file (no `v_num`).
 - `ModelSummary`: Lightning's rich summary without the FLOPs column and `Total FLOPs: 0` (Lightning
   counts FLOPs only with an example input; the cost meter measures attention FLOPs per token).
 """
@@ -13,6 +14,7 @@ and model summary that make sense for a run counted in steps.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from typing import Any
 
@@ -31,6 +33,9 @@ NOISE_WARNINGS = (
     r"Checkpoint directory .* exists and is not empty",  # a resumed run writes into its own directory
     # continuing a time-cut run with trainer.max_time=null drops its Timer on purpose (docs/runs.md, budgets)
     r"Be aware that when using `ckpt_path`, .* Please add the following callbacks: \['Timer'\]\.?$",
+    # Lightning counts log_every_n_steps over the whole run (global steps), so a short epoch still logs;
+    # the warning assumes epoch-based runs and tells a step-based one nothing
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
 
@@ -48,6 +53,11 @@ def quiet_frameworks() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropNoise) for f in rank_zero.filters):
         rank_zero.addFilter(_DropNoise())
+    drop_framework_warnings()
+
+
+def drop_framework_warnings() -> None:
+    """Ignore NOISE_WARNINGS (also for `attnlab.train.run` called in-process: tests, notebooks)."""
     for pattern in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 
@@ -64,8 +74,23 @@ class _SpeedColumn(ProcessingSpeedColumn):
         return Text(f"{speed:>.2f}it/s" if speed is not None else "", style=self.style)
 
 
+# Where the console is a file or a pipe (a log, a CI job), rich cannot ask its width and assumes 80
+# columns: the bar leaves ~18 for the metrics, which wrap mid-metric. A file has no width: one line.
+PIPE_WIDTH = 250
+
+
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar for step-based runs (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("console_kwargs") is None and not sys.stdout.isatty():
+            kwargs["console_kwargs"] = {"width": PIPE_WIDTH}
+        super().__init__(*args, **kwargs)
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's run id: not a metric (results.json and wandb name the run)
+        return metrics
 
     def configure_columns(self, trainer: Any) -> list:
         columns = super().configure_columns(trainer)
@@ -75,9 +100,10 @@ class ProgressBar(RichProgressBar):
         ]
 
     def _get_train_description(self, current_epoch: int) -> str:
+        # Counted from 1, as wandb's `epoch` ends: after the 4th epoch (index 3) both say 4.
         max_epochs = self.trainer.max_epochs
-        description = f"Epoch {current_epoch}" + (
-            f"/{max_epochs - 1}" if max_epochs and max_epochs > 0 else ""
+        description = f"Epoch {current_epoch + 1}" + (
+            f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
         )
         return f"{description:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
 

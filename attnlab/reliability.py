@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -242,9 +242,14 @@ class ExactResume(L.Callback):
 class GracefulStop(L.Callback):
     """SIGTERM (Lightning's flag) or a first Ctrl-C stop at the next step boundary and save last.ckpt."""
 
+    # What stopped the last fit: SIGINT (a first Ctrl-C) or SIGTERM (Lightning's flag); the exit status
+    # follows the shell's convention, 128 + the signal (`attnlab.app`: 130 or 143).
+    stopped_by: ClassVar[int] = signal.SIGTERM
+
     def __init__(self) -> None:
         self._previous_sigint: Any = None
         self.saved: str | None = None
+        GracefulStop.stopped_by = signal.SIGTERM
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         set_training(in_fit=True)  # attnlab.interrupts: validation now stops through SIGTERMException
@@ -255,6 +260,7 @@ class GracefulStop(L.Callback):
         def on_sigint(signum: int, frame: Any) -> None:
             if connector.received_sigterm:  # second Ctrl-C: abort now
                 raise KeyboardInterrupt
+            GracefulStop.stopped_by = signal.SIGINT
             print(
                 "\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
                 file=sys.stderr,

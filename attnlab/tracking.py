@@ -1,5 +1,9 @@
 """Experiment tracking set-up: wandb offline unless the user has configured a key; never a prompt.
 
+Online, wandb gets WANDB_INIT_TIMEOUT_S to start a run; a server that does not answer (no network,
+a wrong WANDB_BASE_URL, a rejected key) makes the run log offline instead, with one warning line:
+a run is never lost, nor held for minutes, because tracking is unavailable (`start_wandb`).
+
 A run directory keeps its wandb run id in `wandb/run_id`, so a resumed run (`ckpt_path=last`)
 continues the same wandb run (Lightning's WandbLogger passes `resume="allow"` with the id) instead
 of splitting its history over two.
@@ -62,3 +66,41 @@ def quiet_wandb_init(logger: Any) -> None:
     init = getattr(logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)
+
+
+# wandb's own default is 90 s, then a CommError traceback: a run without network would sit silent for
+# minutes before failing. WANDB_INIT_TIMEOUT, when the user sets it, wins.
+WANDB_INIT_TIMEOUT_S = 25.0
+
+
+def start_wandb(logger: Any) -> None:
+    """Start a WandbLogger's run now, online within WANDB_INIT_TIMEOUT_S or else offline (one warning)."""
+    import wandb
+
+    init = getattr(logger, "_wandb_init", None)
+    if not isinstance(init, dict):
+        return
+    online = os.environ.get("WANDB_MODE", "online") in ("online", "run")
+    if online and "settings" not in init and not os.environ.get("WANDB_INIT_TIMEOUT"):
+        init["settings"] = wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S)
+    try:
+        logger.experiment  # noqa: B018  (wandb.init, on rank zero)
+    except wandb.errors.CommError as error:
+        if not online:
+            raise
+        reason = " ".join(str(error).split())
+        log.warning(
+            "wandb: no answer from %s (%s); logging offline instead (upload later with `wandb sync %s`)",
+            os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"),
+            reason,
+            Path(init.get("dir") or logger.save_dir or ".") / "wandb" / "offline-run-*",
+        )
+        # The wandb service still holds the half-started run's id, which the offline run reuses: leave it,
+        # and start a service of this process's own (WANDB_SERVICE may name a parent's, e.g. a study's).
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
+        os.environ["WANDB_MODE"] = "offline"  # the rest of this process (a sweep's next runs) too
+        init["mode"] = "offline"
+        init.pop("settings", None)
+        logger._experiment = None
+        logger.experiment  # noqa: B018

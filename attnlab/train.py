@@ -24,15 +24,18 @@ from attnlab.budget import budget_line, run_budget
 from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
+from attnlab.console import drop_framework_warnings
 from attnlab.hf_models import is_hf_model
 from attnlab.interrupts import set_phase
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
+from attnlab.run_lock import holding
+from attnlab.schedule import validate_within_budget
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads
-from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, wandb_run_id
+from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info(already_finished_message(run_dir))  # never re-run, never rewritten
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
+    with holding(run_dir):  # one run per run directory, for the run's life (attnlab.run_lock)
+        return train_in(cfg, run_dir)
+
+
+def train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """`run` once the run directory is this run's own."""
+    validate_within_budget(cfg)  # max_steps below val_check_interval: validate at the last step
+    drop_framework_warnings()  # as `python -m attnlab` does, for in-process callers too
     L.seed_everything(cfg.seed, workers=True)
 
     set_phase("preparing the data")
@@ -143,7 +154,7 @@ def fit_and_test(
     log.info(
         "%s = %s  |  results: %s",
         cfg.task.primary_metric,
-        metrics.get(cfg.task.primary_metric),
+        shown(metrics.get(cfg.task.primary_metric)),
         run_dir / RESULTS_FILE,
     )
     return results
@@ -165,6 +176,8 @@ def build_loggers(cfg: DictConfig) -> list:
             extra["id"] = wandb_run_id(cfg.paths.run_dir)  # a resumed run continues its wandb run
         logger = instantiate(logger_cfg, **extra)
         quiet_wandb_init(logger)
+        if "WandbLogger" in str(logger_cfg.get("_target_", "")):
+            start_wandb(logger)  # online within a timeout, else offline with one warning: the run goes on
         logger.log_hyperparams(
             {"config": OmegaConf.to_container(cfg, resolve=True)}
         )  # the full resolved config
@@ -259,6 +272,11 @@ def log_summary(logger: Any, results: dict) -> None:
     flat["parameters"] = results["parameters"]
     flat |= {f"budget/{k}": v for k, v in results["budget"].items() if v is not None}
     summary.update(flat)
+
+
+def shown(value: float | None) -> str:
+    """A metric as the console shows it: 4 significant digits (results.json keeps full precision)."""
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _number(value: Any) -> float:

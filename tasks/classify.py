@@ -219,4 +219,5 @@ class ClassifyTask(AttnlabTask):
 
     def on_test_epoch_end(self) -> None:
         if self.hparams.baseline_acc is not None:  # majority-class accuracy, beside the model's
-            self.log("test/baseline_acc", float(self.hparams.baseline_acc))
+            # the same constant on every rank; sync_dist keeps Lightning's DDP reduction (and its warning) quiet
+            self.log("test/baseline_acc", float(self.hparams.baseline_acc), sync_dist=True)

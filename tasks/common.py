@@ -102,7 +102,7 @@ class AttnlabTask(L.LightningModule):
         return int(sum(batch[key].numel() for key in self.PADDING_MASKS))
 
     def on_validation_end(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:  # DDP: one line, not one per rank
             return
         shown = {
             k: f"{float(v):.4g}" for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")

@@ -319,4 +319,4 @@ class LMTask(AttnlabTask):
 
     def on_test_epoch_end(self) -> None:
         for name, value in (self.hparams.baselines or {}).items():  # beside the model's figures
-            self.log(f"test/{name}", float(value))
+            self.log(f"test/{name}", float(value), sync_dist=True)  # a constant: every rank agrees

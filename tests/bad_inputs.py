@@ -128,6 +128,9 @@ APP = [
     Bad("model.max_len=0", "model.max_len=0 must be a positive number"),
     Bad("model.max_len=-4", "model.max_len=-4 must be a positive number"),
     Bad("model.max_len=abc", "model.max_len=abc is not valid: expected an integer"),
+    # issue 30: hung generating the whole set, then failed; crawled over 2-token windows
+    Bad("task=mqar model.max_len=16", "task.data.builtin.seq_len=64 is longer than model.max_len=16"),
+    Bad("task=lm model.max_len=1", "model.max_len=1 is too short for language modelling"),
     Bad("model.mlp_ratio=0", "model.mlp_ratio=0 must be a positive number"),
     Bad("model.encoder_layers=0", "model.encoder_layers=0 must be a positive number"),
     Bad("model.decoder_layers=-1", "model.decoder_layers=-1 must be an integer >= 1"),
@@ -208,7 +211,8 @@ APP = [
     Bad("trainer.max_steps=1.5", "trainer.max_steps=1.5 must be an integer"),
     Bad("trainer.max_steps=abc", "trainer.max_steps=abc must be an integer"),
     Bad("trainer.val_check_interval=0", "trainer.val_check_interval=0 must be an integer >= 1"),
-    Bad("trainer=cpu trainer.max_steps=100", "the run would never validate"),
+    # `trainer=cpu trainer.max_steps=100` (below val_check_interval) was refused here; it now validates
+    # at its last step (issue 30): tests/test_short_runs.py holds the new behaviour.
     Bad("trainer=cpu trainer.max_steps=-1 callbacks.early_stopping=null", "would train forever"),
     Bad("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5 must be a number > 0 and <= 1"),
     Bad("trainer.val_check_interval=abc", "trainer.val_check_interval=abc must be an integer"),

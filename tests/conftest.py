@@ -36,6 +36,8 @@ EXAMPLE_PLUGIN = (
 BROKEN_PLUGIN = ("attnlab-broken-plugin", "0.1", {"broken": "attnlab_broken_plugin:BrokenAttention"})
 # Declares causal=True but lets the future leak: only ever installed in a subprocess (test_check.py).
 LEAKY_PLUGIN = ("attnlab-leaky-plugin", "0.1", {"leaky": "attnlab_leaky_plugin:LeakyAttention"})
+# Declares its capabilities honestly and never calls check_request: the framework enforces them.
+HONEST_PLUGIN = ("attnlab-honest-plugin", "0.1", {"honest": "attnlab_honest_plugin:HonestAttention"})
 # A task added from outside attnlab (one module + its config file): only installed in a subprocess.
 TINY_TASK_PLUGIN = ("attnlab-tiny-task", "0.1", {"tiny": "attnlab_tiny_task"}, "attnlab.tasks")
 
@@ -57,6 +59,7 @@ atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 EXAMPLE_SITE = make_site(_TMP / "site", *EXAMPLE_PLUGIN)
 BROKEN_SITE = make_site(_TMP / "broken-site", *BROKEN_PLUGIN)
 LEAKY_SITE = make_site(_TMP / "leaky-site", *LEAKY_PLUGIN)
+HONEST_SITE = make_site(_TMP / "honest-site", *HONEST_PLUGIN)
 TINY_TASK_SITE = make_site(_TMP / "tiny-task-site", *TINY_TASK_PLUGIN)
 
 for path in (str(ROOT), str(PLUGIN_CODE), str(EXAMPLE_SITE)):

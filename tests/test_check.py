@@ -5,7 +5,7 @@ future (tests/plugins/attnlab_leaky_plugin)."""
 from __future__ import annotations
 
 import pytest
-from conftest import BROKEN_SITE, EXAMPLE_SITE, LEAKY_SITE, activated, plugin_pythonpath
+from conftest import BROKEN_SITE, EXAMPLE_SITE, HONEST_SITE, LEAKY_SITE, activated, plugin_pythonpath
 from helpers import run_cli
 
 from attnlab.check import CHECKS, ConformanceError, check_variant, conformance_cases, run_checks
@@ -71,3 +71,35 @@ def test_points_subset_and_exit_status(capsys):
     assert main(["multihead", "--point", "causality-gradients", "--point", "exactness"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == ["PASS", "causality-gradients"] and out[2].split() == ["PASS", "exactness"]
+
+
+def test_capabilities_are_enforced_by_the_framework_not_by_the_plugin():
+    """tests/plugins/attnlab_honest_plugin declares causal and cross (no padding masks) and never calls
+    check_request: the framework refuses what it does not declare before its forward runs."""
+    import torch
+
+    from attnlab.attention import build_attention
+    from attnlab.errors import CapabilityError
+
+    with activated(HONEST_SITE):
+        results = check_variant("honest")  # raises ConformanceError on any failure
+        assert {r.point: r.status for r in results}["padding"] == "PASS"
+        attention = build_attention("honest", head_dim=8, heads=2, max_len=16)
+    calls = []
+    attention.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    q = torch.randn(1, 2, 6, 8)  # (B, H, N, D)
+    with pytest.raises(CapabilityError, match="attention 'honest' does not support key padding masks"):
+        attention(q, q, q, key_padding_mask=torch.zeros(1, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="causal attention needs equal query and key lengths"):
+        attention(q, q[:, :, :4], q[:, :, :4], causal=True)
+    assert calls == []  # refused before forward (and its hooks) ran
+    assert attention(q, q, q, causal=True).shape == (1, 2, 6, 8)
+    assert len(calls) == 1
+
+
+def test_the_honest_plugin_passes_the_cli_check(tmp_path):
+    env = {"PYTHONPATH": plugin_pythonpath(HONEST_SITE)}
+    honest = run_cli(["honest"], cwd=tmp_path, module="attnlab.check", env=env, timeout=120)
+    assert honest.returncode == 0, honest.stdout + honest.stderr
+    assert "PASS  padding\n" in honest.stdout and "PASS  cross-attention\n" in honest.stdout
+    assert "FAIL" not in honest.stdout

@@ -49,7 +49,8 @@ def test_a_run_prints_each_line_once_and_no_framework_noise(tmp_path):
         "INFO: ",
     ):
         assert noise not in console, noise
-    assert "threads: " in console and "Epoch 0" in console and "Parameters:" in console
+    # epochs counted from 1, as wandb's final `epoch` (issue 30; it was "Epoch 0")
+    assert "threads: " in console and "Epoch 1" in console and "Parameters:" in console
 
 
 def test_help_of_the_app_and_of_the_bench_name_attnlab_and_their_own_groups(tmp_path):

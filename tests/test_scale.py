@@ -70,6 +70,8 @@ def test_fsdp_trainer_config_shards_per_transformer_block(tmp_path):
 
 
 @pytest.mark.slow
+# the DDP checkpoint resumes in another directory on purpose: Lightning's warning about it says nothing
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 def test_ddp_two_cpu_processes_reduce_metrics_and_rank_zero_writes(tmp_path):
     """Real 2-process DDP (gloo) launched by Lightning from the Hydra app; then a 1-process resume."""
     common = [*SMALL_DATA, *SMALL_MODEL, *QUIET, "trainer.val_check_interval=2"]

@@ -225,8 +225,21 @@ class Attention(nn.Module):
         return batch * heads * length * head_dim
 
     # ---- requests a variant cannot serve are errors, never silent wrong answers -------------------
+    def __call__(
+        self, q: Tensor, k: Tensor, v: Tensor, *args: Any, causal: bool = False,
+        key_padding_mask: Tensor | None = None, **kwargs: Any,
+    ) -> Tensor:  # fmt: skip
+        """`attention(q, k, v, ...)`: the request is checked against the declared capabilities before
+        `forward` runs, so a variant's forward holds only its maths (and never sees a request it did
+        not declare). Once per call: internal calls of `self.forward` (KV-cache steps) are not checked."""
+        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
+        return super().__call__(q, k, v, *args, causal=causal, key_padding_mask=key_padding_mask, **kwargs)
+
     def check_request(self, q: Tensor, k: Tensor, *, causal: bool, key_padding_mask: Tensor | None) -> None:
-        """Raise CapabilityError when a call asks for something this variant does not declare."""
+        """Raise CapabilityError when a call asks for something this variant does not declare.
+
+        The framework calls it on every `attention(q, k, v, ...)` (see `__call__`); a variant may
+        override it to accept more (or refuse more), and never needs to call it itself."""
         caps = type(self).capabilities
         if causal:
             if not caps.causal:

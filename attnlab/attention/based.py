@@ -87,7 +87,6 @@ class BasedAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         dtype, acc = q.dtype, torch.promote_types(q.dtype, torch.float32)
         q, k, v = q.to(acc), k.to(acc), v.to(acc)
         scale = self.feature_dim**-0.5

@@ -74,7 +74,6 @@ class ForgettingAttention(Attention):
         key_padding_mask: Tensor | None = None,
         f: Tensor | None = None,
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         self.require_gates(f=f)
         acc = torch.promote_types(q.dtype, torch.float32)  # the bias and softmax in at least fp32
         c = self.log_forget(f.to(acc), key_padding_mask).cumsum(-1)  # (B, H, N) cumulative log f

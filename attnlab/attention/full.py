@@ -81,7 +81,6 @@ class FullAttention(KVCacheDecoding, Attention):
         alibi: Tensor | None = None,
         segment_ids: Tensor | None = None,
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         weights = self.attention_weights(
             q, k, causal=causal, key_padding_mask=key_padding_mask, alibi=alibi, segment_ids=segment_ids
         )

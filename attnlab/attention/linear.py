@@ -74,7 +74,6 @@ class LinearAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 accumulation (fp64 stays fp64)
         q32, k32, v32 = q.to(acc), k.to(acc), v.to(acc)
         # The kernels apply (and differentiate) phi themselves and zero padded keys' features.

@@ -247,7 +247,6 @@ class LocalAttention(Attention):
         key_padding_mask: Tensor | None = None,
         alibi: Tensor | None = None,
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         acc = torch.promote_types(q.dtype, torch.float32)  # fp32 accumulation for half inputs
         out = sliding_window_attention(
             q.to(acc),

@@ -50,7 +50,6 @@ class LowRankAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         nk = k.shape[-2]
         if nk > self.max_len:
             raise ValueError(

@@ -42,7 +42,6 @@ class MultiheadAttention(KVCacheDecoding, Attention):
         alibi: Tensor | None = None,
         segment_ids: Tensor | None = None,
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         dropout = self.dropout if self.training else 0.0
         if (
             key_padding_mask is None and alibi is None and segment_ids is None

@@ -115,7 +115,6 @@ class NystromAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         nq, nk = q.shape[-2], k.shape[-2]
         if self.conv is not None and nq != nk:
             raise ValueError(

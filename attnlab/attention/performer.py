@@ -160,7 +160,6 @@ class PerformerAttention(Attention):
     def forward(
         self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         if self.redraw and self.training:  # a fresh projection per training step (the paper's redraw),
             # from torch's global generator (seeded by the run), kept for evaluation; a new tensor, not
             # an in-place copy, so graphs of earlier forwards stay valid.

@@ -63,7 +63,6 @@ class RecurrentAttention(Attention):
         causal: bool,
         key_padding_mask: Tensor | None,
     ) -> Tensor:
-        self.check_request(q, k, causal=causal, key_padding_mask=key_padding_mask)
         self.require_gates(**gates)
         acc = torch.promote_types(q.dtype, torch.float32)  # at least fp32 (fp64 stays fp64)
         q32, k32, g32 = self.prepare(q.to(acc), k.to(acc), {n: t.to(acc) for n, t in gates.items()})
