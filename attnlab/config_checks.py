@@ -126,6 +126,9 @@ def check_config(cfg: DictConfig) -> None:
     check_callbacks(cfg.get("callbacks"))
     check_attention(cfg)
     check_device(trainer)
+    from attnlab.eval_lengths import check_eval_lengths
+
+    check_eval_lengths(cfg)  # lengths the task's generator, the positions and the variant can take
     from attnlab.tasks.common import check_task_config
 
     check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric

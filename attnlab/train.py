@@ -22,6 +22,7 @@ from attnlab.bench.allocator import keep_freed_memory
 from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import check_checkpoint
 from attnlab.config_checks import check_config
+from attnlab.eval_lengths import evaluate_at_lengths
 from attnlab.reliability import already_finished_message
 from attnlab.results import RESULTS_FILE, read_finished, write_results
 from attnlab.tasks.common import check_datamodule
@@ -97,6 +98,10 @@ def fit_and_test(
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
+    # task.eval_lengths: the same weights on the test set regenerated at other lengths (test/acc@4096)
+    metrics.update(
+        {k: _number(v) for k, v in evaluate_at_lengths(cfg, module, datamodule, best or None).items()}
+    )
     results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:
