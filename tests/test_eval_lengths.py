@@ -76,6 +76,20 @@ def test_test_loader_at_a_length(tmp_path):
     [
         # MQAR trained at 32, tested at 32 and at 8x its length (a large sinusoidal table)
         ([*MQAR, "attention=linear", "model.max_len=256"], [32, 256], 32),
+        # passkey trained at 32 with the fact anywhere, tested at 32 and 128
+        (
+            [
+                "task=passkey",
+                "task.data.builtin.seq_len=32",
+                "task.data.builtin.n_train=64",
+                "task.data.builtin.n_validation=16",
+                "task.data.builtin.n_test=16",
+                "task.data.batch_size=8",
+                "model.max_len=128",
+            ],
+            [32, 128],
+            32,
+        ),
         # ListOps (classify's built-in), expressions of 30-60 characters, tested at 60 and 120
         (
             [
@@ -98,7 +112,7 @@ def test_test_loader_at_a_length(tmp_path):
             marks=pytest.mark.slow,
         ),
     ],
-    ids=["mqar", "listops", "corpus"],
+    ids=["mqar", "passkey", "listops", "corpus"],
 )
 def test_results_hold_a_metric_per_length(tmp_path, overrides, lengths, trained):
     cfg = compose_run(tmp_path, [*TINY_RUN, *overrides, f"task.eval_lengths=[{','.join(map(str, lengths))}]"])

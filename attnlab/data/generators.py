@@ -30,6 +30,7 @@ from typing import Any
 from attnlab.data.corpus import corpus
 from attnlab.data.listops import listops
 from attnlab.data.mqar import mqar
+from attnlab.data.passkey import passkey
 from attnlab.data.seq2seq_builtin import summarisation_builtin, translation_builtin
 from attnlab.errors import ConfigError, did_you_mean
 
@@ -39,6 +40,7 @@ GENERATORS: dict[str, Callable[..., dict[str, list[dict]]]] = {
     "summarisation": summarisation_builtin,
     "mqar": mqar,
     "corpus": corpus,
+    "passkey": passkey,
 }
 GENERATOR_KEY = "generator"  # the field naming the generator in a `builtin` node
 LENGTH_KEY = "seq_len"  # the conventional length knob: a generator with it needs no LENGTH_KNOBS entry
