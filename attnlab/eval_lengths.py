@@ -110,10 +110,13 @@ def _check_positions(cfg: DictConfig, longest: int) -> None:
     model, max_len = cfg.model, int(cfg.model.max_len)
     if longest <= max_len:
         return
-    positional = (
-        "a transformers model's" if is_hf_model(model) else str(model.get("positional", DEFAULT_POSITIONAL))
-    )
-    if is_hf_model(model) or positional not in UNCAPPED_POSITIONS:
+    if is_hf_model(model):
+        raise ConfigError(
+            f"task.eval_lengths has {longest} > model.max_len={max_len}, past the transformers model's "
+            f"positions; raise model.max_len={longest}"
+        )
+    positional = str(model.get("positional", DEFAULT_POSITIONAL))
+    if positional not in UNCAPPED_POSITIONS:
         raise ConfigError(
             f"task.eval_lengths has {longest} > model.max_len={max_len}, past the {positional} position table; "
             f"choose model.positional=rope or model.positional=none (no table), or raise model.max_len={longest}"
@@ -137,7 +140,7 @@ def _check_data_module(task: DictConfig) -> None:
     target = str((task.get("datamodule") or {}).get("_target_", ""))
     try:
         cls = get_class(target)
-    except Exception:  # a misspelt target: the task contract check reports it
+    except (ImportError, AttributeError, ValueError):  # a misspelt target: the task contract check reports it
         return
     own = next((k for k in cls.__mro__ if "encode_rows" in k.__dict__), None)
     if own is None or own is EncodedDataModule:

@@ -256,6 +256,10 @@ APP = [
         "task=mqar task.data.builtin.vocab_size=16 task.eval_lengths=[128]",
         "task.eval_lengths: at length 128, mqar vocab_size=16 has too few keys",
     ),
+    Bad(
+        "task=classify model.max_len=2048 task.eval_lengths=[1024]",
+        "at length 1024, listops min_length=512 is longer than any expression",
+    ),
     Bad("task=passkey task.data.builtin.depth=1.5", "depth=1.5 must be in [0, 1]"),
     Bad("task=passkey task.data.builtin.test_depth=-1", "test_depth=-1.0 must be in [0, 1]"),
     Bad("task=passkey task.data.builtin.answer_tokens=0", "set task.data.builtin.answer_tokens=1"),

@@ -7,12 +7,15 @@ import json
 import pytest
 from helpers import compose_run
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from attnlab.data.generators import generate_test_at, length_knobs
+from attnlab.errors import ConfigError
 from attnlab.eval_lengths import (
     EVAL_BATCH_TOKENS,
     EVAL_MIN_ROWS,
     EVAL_TEST_TOKENS,
+    check_eval_lengths,
     eval_batch_size,
     eval_rows,
 )
@@ -57,6 +60,31 @@ def test_regenerated_rows_have_the_length_and_keep_the_other_knobs():
     assert max(t for r in rows for t in r["ids"]) < 64  # vocab_size kept
     assert rows == generate_test_at(builtin, 256, 5)  # the seed decides
     assert rows != generate_test_at({**builtin, "seed": 4}, 256, 5)
+
+
+def test_position_tables_cap_the_lengths_and_schemes_without_one_do_not(tmp_path):
+    cfg = compose_run(tmp_path, [*MQAR, "model.max_len=64", "task.eval_lengths=[64,1024]"])
+    with pytest.raises(ConfigError, match="past the sinusoidal position table; choose model.positional=rope"):
+        check_eval_lengths(cfg)
+    with open_dict(cfg):  # rope, alibi and none come with the positions branch; the rule reads the string
+        for scheme in ("rope", "alibi", "none"):
+            cfg.model.positional = scheme
+            check_eval_lengths(cfg)
+    hf = compose_run(
+        tmp_path, [*MQAR, "model=hf_gpt2", "model.max_len=64", "task.eval_lengths=[1024]"], fast=False
+    )
+    with pytest.raises(
+        ConfigError, match="past the transformers model's positions; raise model.max_len=1024"
+    ):
+        check_eval_lengths(hf)
+
+
+def test_a_variant_sized_by_max_len_is_capped_whatever_the_positions(tmp_path):
+    cfg = compose_run(tmp_path, ["task=classify", "attention=lowrank", "task.eval_lengths=[1024]"])
+    with open_dict(cfg):
+        cfg.model.positional = "none"
+    with pytest.raises(ConfigError, match="attention 'lowrank' sizes its weights by model.max_len"):
+        check_eval_lengths(cfg)
 
 
 def test_test_loader_at_a_length(tmp_path):
