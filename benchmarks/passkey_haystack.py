@@ -1,8 +1,8 @@
 """A passkey heat map before the study grids over depth: each variant trained once, tested at every
 length x depth with the same weights; writes OUT/rows.json and OUT/haystack.png.
 
-How to run (not part of the test suite; ~10-25 min a variant on a loaded 2-core CPU, most of it
-training multihead):
+How to run (not part of the test suite; on the 2-core CPU multihead trains in 8-25 min, depending
+on the load, linear in about a minute):
 
     python benchmarks/passkey_haystack.py --out studies/passkey-preview --variants multihead linear
 
