@@ -140,6 +140,9 @@ def check_config(cfg: DictConfig) -> None:
         from attnlab.nn.estimate import check_fits
 
         check_fits(cfg)
+    from attnlab.eval_lengths import check_eval_lengths
+
+    check_eval_lengths(cfg)  # lengths the task's generator, the positions and the variant can take
     from attnlab.tasks.common import check_task_config
 
     check_task_config(cfg.task)  # what the framework calls on the task is there, and monitor names a metric

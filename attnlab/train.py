@@ -25,6 +25,7 @@ from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
 from attnlab.console import drop_framework_warnings
+from attnlab.eval_lengths import evaluate_at_lengths
 from attnlab.hf_models import is_hf_model
 from attnlab.interrupts import set_phase
 from attnlab.nn.pattern import config_label, describe_stacks
@@ -133,6 +134,10 @@ def fit_and_test(
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     for stage_metrics in test_metrics:
         metrics.update({k: _number(v) for k, v in stage_metrics.items()})
+    # task.eval_lengths: the same weights on the test set regenerated at other lengths (test/acc@4096)
+    metrics.update(
+        {k: _number(v) for k, v in evaluate_at_lengths(cfg, module, datamodule, best or None).items()}
+    )
     results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best, budget)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:

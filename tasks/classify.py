@@ -45,28 +45,17 @@ class ClassifyDataModule(EncodedDataModule):
         rows = load_splits(self.data, columns=self.data["columns"], builtin=listops, cache_dir=self.cache_dir)
         check_labels(rows["train"])
         self.labels = sorted({row["label"] for row in rows["train"]}, key=lambda x: (isinstance(x, str), x))
-        index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = build_tokenizer(
             self.data["tokenizer"],
             train_texts=(r["text"] for r in rows["train"]),
             vocab_size=self.data["vocab_size"],
             cache_dir=self.cache_dir,
         )
-        for split, split_rows in rows.items():
-            unknown = {row["label"] for row in split_rows} - index.keys()
-            if unknown:
-                raise DataError(
-                    f"{split} split has labels never seen in train: {sorted(map(str, unknown))[:5]}; "
-                    "every class must appear in the training split"
-                )
-            ids, _ = encode_texts(
-                [row["text"] for row in split_rows],
-                self.tokenizer,
-                self.max_len,
-                add_cls=self.pooling == "cls",
-                what=f"{split} text",
-            )
-            self.encoded[split] = [(seq, index[row["label"]]) for seq, row in zip(ids, split_rows)]
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.encoded = {
+            split: self.encode_rows(split, split_rows, max_len=self.max_len)
+            for split, split_rows in rows.items()
+        }
         # The trivial baseline: always predict the most common training class.
         majority_class = int(torch.bincount(torch.tensor([y for _, y in self.encoded["train"]])).argmax())
         self.baseline_acc = sum(y == majority_class for _, y in self.encoded["test"]) / len(
@@ -78,6 +67,23 @@ class ClassifyDataModule(EncodedDataModule):
             len(self.labels),
             self.baseline_acc,
         )
+
+    def encode_rows(self, split: str, rows: list[dict], *, max_len: int) -> list[tuple[list[int], int]]:
+        """(ids cut to max_len tokens, class index) per row, by the tokenizer and classes of train."""
+        unknown = {row["label"] for row in rows} - self.index.keys()
+        if unknown:
+            raise DataError(
+                f"{split} split has labels never seen in train: {sorted(map(str, unknown))[:5]}; "
+                "every class must appear in the training split"
+            )
+        ids, _ = encode_texts(
+            [row["text"] for row in rows],
+            self.tokenizer,
+            max_len,
+            add_cls=self.pooling == "cls",
+            what=f"{split} text",
+        )
+        return [(seq, self.index[row["label"]]) for seq, row in zip(ids, rows)]
 
     @property
     def num_classes(self) -> int:

@@ -9,6 +9,9 @@ EncodedDataModule (data module)
     collate(items) -> batch        a list of encoded examples -> a dict of tensors
     setup(stage)                   fills `encoded` with a list of examples per split (SPLITS)
     data, batch_size               its `task.data` config and batch size
+    encode_rows(split, rows, *, max_len) -> list   optional: rows encoded as setup encodes them, at most
+                                   max_len tokens; with it, task.eval_lengths rebuilds the test split at
+                                   other lengths (test_dataloader_at; attnlab.eval_lengths)
 AttnlabTask (Lightning module)
     from_datamodule(*, datamodule, model, attention, **hparams)   classmethod building the module
     compute_loss(batch) -> loss    the training loss (the cost meter counts attention FLOPs on it)
@@ -47,6 +50,36 @@ class EncodedDataModule(L.LightningDataModule):
 
     def collate(self, items: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def encode_rows(self, split: str, rows: list[dict], *, max_len: int) -> list:
+        """Rows of `split` encoded as `setup` encodes them, for sequences of up to `max_len` tokens."""
+        raise NotImplementedError
+
+    def test_dataloader_at(self, length: int) -> DataLoader:
+        """The test split regenerated at `length` tokens by the task's built-in generator (same knobs
+        and seed), sized in tokens (attnlab.eval_lengths.eval_rows, eval_batch_size), in order. At the
+        length the split already has, the split itself: test/acc@<that length> is test/acc."""
+        from attnlab.data.generators import generate_test_at, generator_params, length_knobs
+        from attnlab.eval_lengths import eval_batch_size, eval_rows
+
+        builtin = self.data.get("builtin") or {}
+        name, params = generator_params(builtin)
+        knobs = length_knobs(name, length) if name else None
+        # knobs already set (mqar at its seq_len); no knob (corpus): the windows are the model's length
+        as_trained = knobs is not None and knobs.items() <= params.items()
+        if as_trained and (knobs or length == getattr(self, "max_len", None)):
+            examples = self.encoded["test"]
+        else:
+            limit = (self.data.get("limit") or {}).get("test")
+            rows = generate_test_at(builtin, length, eval_rows(params.get("n_test"), length, limit))
+            examples = self.encode_rows("test", rows, max_len=length)
+        return DataLoader(
+            examples,
+            batch_size=eval_batch_size(self.batch_size, length),
+            shuffle=False,
+            collate_fn=self.collate,
+            num_workers=int(self.data.get("num_workers", 0)),
+        )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -76,7 +76,20 @@ class LMDataModule(EncodedDataModule):
         name, _ = generator_params(self.data.get("builtin") or {})
         builtin = get_generator(name) if name else None
         rows = load_splits(self.data, columns=self.columns, builtin=builtin, cache_dir=self.cache_dir)
-        self.encoded = self._tokenized_windows(rows) if self.tokenized else self._text_windows(rows)
+        if self.tokenized:
+            self.vocab_size = int(self.data["vocab_size"])
+        else:
+            self.tokenizer = build_tokenizer(
+                self.data["tokenizer"],
+                train_texts=(str(r["text"]) for r in rows["train"]),
+                vocab_size=self.data["vocab_size"],
+                cache_dir=self.cache_dir,
+            )
+            self.vocab_size, self.pad_id = self.tokenizer.vocab_size, self.tokenizer.pad_id
+        self.encoded = {
+            split: self.encode_rows(split, split_rows, max_len=self.max_len)
+            for split, split_rows in rows.items()
+        }
         self.baselines = unigram_baselines(self.encoded["train"], self.encoded["test"], self.vocab_size)
         log.info(
             "lm data: %s windows of <= %d tokens; %s targets; vocab %d; test unigram ppl %.4g",
@@ -87,50 +100,43 @@ class LMDataModule(EncodedDataModule):
             self.baselines["unigram_ppl"],
         )
 
-    def _text_windows(self, rows: dict[str, list[dict]]) -> dict[str, list[Window]]:
-        self.tokenizer = build_tokenizer(
-            self.data["tokenizer"],
-            train_texts=(str(r["text"]) for r in rows["train"]),
-            vocab_size=self.data["vocab_size"],
-            cache_dir=self.cache_dir,
-        )
-        self.vocab_size, self.pad_id = self.tokenizer.vocab_size, self.tokenizer.pad_id
-        out = {}
-        for split, split_rows in rows.items():
-            texts = [str(r["text"]) for r in split_rows]
-            ids = self.tokenizer.encode_batch(texts) if hasattr(self.tokenizer, "encode_batch") else None
-            ids = ids if ids is not None else [self.tokenizer.encode(t) for t in texts]
-            stream, mask = pack(ids, eos_id=self.tokenizer.eos_id)
-            out[split] = windows(stream, mask, size=self.max_len + 1)
-            if not out[split]:
-                raise DataError(f"the {split} split has no text to model; check task.data.columns.text")
+    def encode_rows(self, split: str, rows: list[dict], *, max_len: int) -> list[Window]:
+        """One split's rows as windows of at most max_len + 1 tokens (text: packed and cut; pre-tokenized:
+        one window per row, never cut)."""
+        if self.tokenized:
+            return self._tokenized_windows(split, rows, max_len)
+        return self._text_windows(split, rows, max_len)
+
+    def _text_windows(self, split: str, rows: list[dict], max_len: int) -> list[Window]:
+        texts = [str(r["text"]) for r in rows]
+        ids = self.tokenizer.encode_batch(texts) if hasattr(self.tokenizer, "encode_batch") else None
+        ids = ids if ids is not None else [self.tokenizer.encode(t) for t in texts]
+        stream, mask = pack(ids, eos_id=self.tokenizer.eos_id)
+        out = windows(stream, mask, size=max_len + 1)
+        if not out:
+            raise DataError(f"the {split} split has no text to model; check task.data.columns.text")
         return out
 
-    def _tokenized_windows(self, rows: dict[str, list[dict]]) -> dict[str, list[Window]]:
-        self.vocab_size = int(self.data["vocab_size"])
-        out = {}
-        for split, split_rows in rows.items():
-            out[split] = []
-            for i, row in enumerate(split_rows):
-                ids, mask = [int(t) for t in row["ids"]], [bool(m) for m in row["loss_mask"]]
-                where = f"row {i} of the {split} split"
-                if len(ids) != len(mask):
-                    raise DataError(f"{where}: ids ({len(ids)}) and loss_mask ({len(mask)}) differ in length")
-                if len(ids) > self.max_len + 1:
-                    raise DataError(
-                        f"{where} has {len(ids)} tokens, more than model.max_len + 1 = {self.max_len + 1}; "
-                        f"pre-tokenized rows are not cut: set model.max_len={len(ids) - 1} or more"
-                    )
-                if ids and not 0 <= min(ids) <= max(ids) < self.vocab_size:
-                    raise DataError(
-                        f"{where} has token ids outside [0, task.data.vocab_size={self.vocab_size}); "
-                        f"set task.data.vocab_size={max(ids) + 1} or more"
-                    )
-                out[split].extend(windows(ids, mask, size=self.max_len + 1))
-            if not out[split]:
+    def _tokenized_windows(self, split: str, rows: list[dict], max_len: int) -> list[Window]:
+        out: list[Window] = []
+        for i, row in enumerate(rows):
+            ids, mask = [int(t) for t in row["ids"]], [bool(m) for m in row["loss_mask"]]
+            where = f"row {i} of the {split} split"
+            if len(ids) != len(mask):
+                raise DataError(f"{where}: ids ({len(ids)}) and loss_mask ({len(mask)}) differ in length")
+            if len(ids) > max_len + 1:
                 raise DataError(
-                    f"the {split} split has no position in its loss_mask; nothing to learn or score"
+                    f"{where} has {len(ids)} tokens, more than model.max_len + 1 = {max_len + 1}; "
+                    f"pre-tokenized rows are not cut: set model.max_len={len(ids) - 1} or more"
                 )
+            if ids and not 0 <= min(ids) <= max(ids) < self.vocab_size:
+                raise DataError(
+                    f"{where} has token ids outside [0, task.data.vocab_size={self.vocab_size}); "
+                    f"set task.data.vocab_size={max(ids) + 1} or more"
+                )
+            out.extend(windows(ids, mask, size=max_len + 1))
+        if not out:
+            raise DataError(f"the {split} split has no position in its loss_mask; nothing to learn or score")
         return out
 
     def collate(self, items: Sequence[Window]) -> dict[str, torch.Tensor]:

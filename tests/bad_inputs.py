@@ -284,6 +284,38 @@ APP = [
         "experiment=summarise_real_gpu callbacks.average.start=1.5",
         "callbacks.average.start=1.5 must be in [0, 1)",
     ),
+    # ---- task.eval_lengths: lengths a generator makes, positions cover and the variant's weights fit ----
+    Bad(
+        "task=mqar task.eval_lengths=[]",
+        "must be a non-empty list of lengths, e.g. task.eval_lengths=[256,1024,4096]",
+    ),
+    Bad("task=mqar task.eval_lengths=[0,64]", "every length must be a positive integer"),
+    Bad("task=mqar task.eval_lengths=[-64]", "every length must be a positive integer"),
+    Bad(
+        "task=mqar task.eval_lengths=[64,4096]",
+        "past the sinusoidal position table; choose model.positional=rope or model.positional=none",
+    ),
+    Bad("task=mqar model.positional=learned task.eval_lengths=[256]", "or raise model.max_len=256"),
+    Bad(
+        "task=translate task.eval_lengths=[64]",
+        "generator 'translation', which cannot: remove task.eval_lengths",
+    ),
+    Bad(
+        "task=lm task.data.source=hf task.data.name=wikitext task.eval_lengths=[64]",
+        "data from task.data.source=hf",
+    ),
+    Bad(
+        "task=mqar task.data.builtin.vocab_size=16 task.eval_lengths=[128]",
+        "task.eval_lengths: at length 128, mqar vocab_size=16 has too few keys",
+    ),
+    Bad(
+        "task=classify model.max_len=2048 task.eval_lengths=[1024]",
+        "at length 1024, listops min_length=512 is longer than any expression",
+    ),
+    Bad("task=passkey task.data.builtin.depth=1.5", "depth=1.5 must be in [0, 1]"),
+    Bad("task=passkey task.data.builtin.test_depth=-1", "test_depth=-1.0 must be in [0, 1]"),
+    Bad("task=passkey task.data.builtin.answer_tokens=0", "set task.data.builtin.answer_tokens=1"),
+    Bad("task=passkey task.data.builtin.dept=0.5", "did you mean 'depth'"),
     # ---- paths and Hydra ------------------------------------------------------------------------------
     Bad("paths.data_cache=/proc/nope", "paths.data_cache=/proc/nope cannot be created"),
     Bad("paths.data_cache=/etc/hostname", "/etc/hostname is a file"),

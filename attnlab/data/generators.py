@@ -13,6 +13,10 @@ under its data config:
 so `task.data.builtin.max_length=2000` is an ordinary typed key (no `+`), its default is the
 generator's, and a misspelt key is rejected with the closest match. The node's first field,
 `generator`, names the generator it configures (set by that choice; not a knob).
+
+A generator's LENGTH is what `task.eval_lengths` changes to test trained weights on longer (or
+shorter) sequences: a generator with a `seq_len` parameter needs nothing more; one whose length is
+other knobs, or whose rows the task cuts into windows, declares it in LENGTH_KNOBS.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from attnlab.data.corpus import corpus
 from attnlab.data.listops import listops
 from attnlab.data.mad import mad
 from attnlab.data.mqar import mqar
+from attnlab.data.passkey import passkey
 from attnlab.data.seq2seq_builtin import summarisation_builtin, translation_builtin
 from attnlab.errors import ConfigError, did_you_mean
 
@@ -37,8 +42,19 @@ GENERATORS: dict[str, Callable[..., dict[str, list[dict]]]] = {
     "mqar": mqar,
     "mad": mad,
     "corpus": corpus,
+    "passkey": passkey,
 }
 GENERATOR_KEY = "generator"  # the field naming the generator in a `builtin` node
+LENGTH_KEY = "seq_len"  # the conventional length knob: a generator with it needs no LENGTH_KNOBS entry
+SPLIT_SIZES = {"train": "n_train", "validation": "n_validation", "test": "n_test"}
+
+# Generators whose length is not `seq_len`: a length in tokens -> the knobs that make their rows that long.
+LENGTH_KNOBS: dict[str, Callable[[int], dict[str, int]]] = {
+    # characters = tokens for the byte tokenizer; half to full length, as the classify study's lengths
+    "listops": lambda n: {"min_length": n // 2, "max_length": n},
+    # documents the LM task packs and cuts into windows of the length it evaluates: no knob changes
+    "corpus": lambda n: {},
+}
 
 
 def get_generator(name: str) -> Callable[..., dict[str, list[dict]]]:
@@ -66,6 +82,30 @@ def generator_params(builtin: Mapping) -> tuple[str | None, dict[str, Any]]:
     """(generator name or None, its keyword arguments) from a task's `data.builtin` node."""
     params = {str(k): v for k, v in dict(builtin or {}).items()}
     return params.pop(GENERATOR_KEY, None), params
+
+
+def length_knobs(name: str, length: int) -> dict[str, int] | None:
+    """The knobs that make generator `name`'s rows `length` tokens long; None when it has no length."""
+    if name in LENGTH_KNOBS:
+        return LENGTH_KNOBS[name](length)
+    if LENGTH_KEY in inspect.signature(get_generator(name)).parameters:
+        return {LENGTH_KEY: length}
+    return None
+
+
+def generate_test_at(builtin: Mapping, length: int, n_test: int | None) -> list[dict]:
+    """The test rows of a task's `data.builtin` node regenerated at `length` tokens: the same generator,
+    other knobs and seed, `n_test` rows (None: the generator's own count), no train/validation rows."""
+    name, params = generator_params(builtin)
+    knobs = length_knobs(name, length) if name else None
+    if knobs is None:
+        raise ConfigError(f"built-in generator '{name}' has no sequence length; remove task.eval_lengths")
+    function = get_generator(name)
+    accepted = inspect.signature(function).parameters
+    sizes = {SPLIT_SIZES["train"]: 0, SPLIT_SIZES["validation"]: 0}
+    if n_test is not None:
+        sizes[SPLIT_SIZES["test"]] = n_test
+    return function(**params | knobs | {k: v for k, v in sizes.items() if k in accepted})["test"]
 
 
 def store_generator_configs() -> None:

@@ -1,0 +1,99 @@
+"""haystack.png: a needle-in-a-haystack heat map (task=passkey), one panel per variant: the metric
+(test accuracy) at each test length (x) and depth of the fact (y: 0 = the first token, 1 = right
+before the question), from rows (variant, length, depth, value). Repeated cells (seeds) are averaged;
+a cell no run reached stays blank."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+class HaystackRow(NamedTuple):
+    variant: str
+    length: int  # the test length (task.eval_lengths)
+    depth: float  # where the fact sits, a fraction of the sequence (task.data.builtin.test_depth)
+    value: float | None  # the metric; None or NaN: the run did not reach it
+
+
+class HaystackGrid(NamedTuple):
+    variants: tuple[str, ...]  # in order of first appearance
+    lengths: tuple[int, ...]  # ascending
+    depths: tuple[float, ...]  # ascending
+    values: dict[str, np.ndarray]  # variant -> (len(depths), len(lengths)) means, NaN where missing
+
+
+def haystack_grid(rows: Iterable[HaystackRow | Sequence]) -> HaystackGrid:
+    """The mean value per (variant, depth, length) over the rows that have one."""
+    rows = [HaystackRow(str(v), int(n), float(d), x) for v, n, d, x in rows]
+    variants = tuple(dict.fromkeys(r.variant for r in rows))
+    lengths = tuple(sorted({r.length for r in rows}))
+    depths = tuple(sorted({r.depth for r in rows}))
+    sums = {v: np.zeros((len(depths), len(lengths))) for v in variants}  # (depths, lengths)
+    counts = {v: np.zeros((len(depths), len(lengths))) for v in variants}
+    for r in rows:
+        if r.value is None or not math.isfinite(r.value):
+            continue
+        at = (depths.index(r.depth), lengths.index(r.length))
+        sums[r.variant][at] += r.value
+        counts[r.variant][at] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {v: np.where(counts[v] > 0, sums[v] / counts[v], np.nan) for v in variants}
+    return HaystackGrid(variants, lengths, depths, values)
+
+
+def plot_haystack(
+    path: Path,
+    rows: Iterable[HaystackRow | Sequence],
+    *,
+    metric: str = "test/acc",
+    train_length: int | None = None,
+    limits: tuple[float, float] | None = (0.0, 1.0),
+) -> Path | None:
+    """Write the heat map to `path` (one panel per variant, shared colour scale: `limits`, or the data's
+    range when None); the training length's tick is marked. None when no row has a value."""
+    grid = haystack_grid(rows)
+    if not any(np.isfinite(m).any() for m in grid.values.values()):
+        return None
+    low, high = limits or _range(grid)
+    cols = len(grid.variants)
+    fig, axes = plt.subplots(
+        1,
+        cols,
+        sharey=True,  # one depth axis, labelled on the first panel
+        figsize=(1.2 + 0.9 * len(grid.lengths) * cols + 1.0, 1.2 + 0.45 * len(grid.depths) + 1.0),
+    )
+    axes = np.atleast_1d(axes)
+    image = None
+    for ax, variant in zip(axes, grid.variants):
+        values = grid.values[variant]  # (depths, lengths)
+        image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                shade = "black" if value > low + 0.6 * (high - low) else "white"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=shade)
+        ticks = [f"{n}\n(train)" if n == train_length else str(n) for n in grid.lengths]
+        ax.set_xticks(range(len(grid.lengths)), ticks)
+        ax.set_yticks(range(len(grid.depths)), [f"{d:g}" for d in grid.depths])
+        ax.set_xlabel("test length")
+        ax.set_title(variant)
+    axes[0].set_ylabel("depth of the fact")
+    fig.colorbar(image, ax=list(axes), label=metric, shrink=0.9)
+    fig.suptitle(f"passkey: {metric} by test length and depth")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _range(grid: HaystackGrid) -> tuple[float, float]:
+    finite = np.concatenate([m[np.isfinite(m)] for m in grid.values.values()])
+    low, high = float(finite.min()), float(finite.max())
+    return (low, high) if high > low else (low - 0.5, high + 0.5)
