@@ -78,9 +78,9 @@ def check_eval_lengths(cfg: DictConfig) -> None:
     _check_data_module(cfg.task)
     from attnlab.data.generators import generate_test_at
 
-    for length in lengths:  # each length's knobs, with no rows drawn: a DataError now, not after training
+    for length in lengths:  # each length's knobs, on one row drawn: a DataError now, not after training
         try:
-            generate_test_at(builtin, int(length), 0)
+            generate_test_at(builtin, int(length), 1)
         except AttnlabError as error:
             raise type(error)(f"{key}: at length {length}, {error}") from error
 

@@ -91,14 +91,21 @@ class MADDataModule(EncodedDataModule):
             self.baselines["baseline_acc"],
         )
 
-    def _encode(self, row: Mapping, i: int, split: str) -> tuple[list[int], list[int]]:
+    def encode_rows(self, split: str, rows: list[dict], *, max_len: int) -> list:
+        """Rows of `split` (generated at another length: task.eval_lengths) encoded as `setup` does."""
+        return [self._encode(r, i, split, max_len=max_len) for i, r in enumerate(rows)]
+
+    def _encode(
+        self, row: Mapping, i: int, split: str, *, max_len: int | None = None
+    ) -> tuple[list[int], list[int]]:
         ids, targets = [int(t) for t in row["ids"]], [int(t) for t in row["targets"]]
         where = f"row {i} of the {split} split"
+        max_len = self.max_len if max_len is None else max_len
         if len(ids) != len(targets):
             raise DataError(f"{where}: ids ({len(ids)}) and targets ({len(targets)}) differ in length")
-        if len(ids) > self.max_len:
+        if len(ids) > max_len:
             raise DataError(
-                f"{where} has {len(ids)} tokens, more than model.max_len={self.max_len}; set model.max_len={len(ids)}"
+                f"{where} has {len(ids)} tokens, more than model.max_len={max_len}; set model.max_len={len(ids)}"
             )
         if not all(0 <= t < self.vocab_size for t in ids) or not all(
             t == IGNORE or 0 <= t < self.vocab_size for t in targets

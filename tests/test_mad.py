@@ -184,6 +184,23 @@ def test_the_generator_is_registered_with_its_signature_as_the_config(tmp_path):
     assert cfg.task.data.builtin.kind == "memorization" and cfg.task.name == "mad"
 
 
+@pytest.mark.parametrize("kind", ["in_context_recall", "memorization"])
+def test_the_test_split_is_regenerated_at_another_length(tmp_path, kind):
+    """task.eval_lengths: the same generator, knobs and seed at another seq_len (memorization keeps its
+    map), encoded as setup encodes; the rows are as long as asked."""
+    from hydra.utils import instantiate
+
+    small = ["task.data.builtin.n_train=16", "task.data.builtin.n_validation=8", "task.data.builtin.n_test=8"]
+    cfg = compose_run(tmp_path, ["task=mad", f"task.data.builtin.kind={kind}", *small, "model.max_len=512"])
+    datamodule = instantiate(cfg.task.datamodule, _recursive_=False)
+    datamodule.setup("fit")
+    trained = max(len(ids) for ids, _ in datamodule.encoded["test"])
+    length = 2 * cfg.task.data.builtin.seq_len if cfg.task.data.builtin.seq_len else 4 * trained
+    expected = len(mad(kind=kind, seq_len=length, **SMALL)["test"][0]["ids"])  # the generator's own rows
+    batch = next(iter(datamodule.test_dataloader_at(length)))
+    assert batch["ids"].shape[1] == expected > trained and batch["loss_mask"].any()
+
+
 def test_compression_decodes_from_the_last_position_alone():
     torch.manual_seed(0)
     model = {"d_model": 32, "heads": 2, "decoder_layers": 2, "max_len": 16, "dropout": 0.0}
