@@ -403,3 +403,27 @@ def test_a_hybrid_is_a_variant_of_the_study(tmp_path):
     assert "override /attention: gated_deltanet" in text and "- gated_deltanet*3\n  - multihead" in text
     cfg = preflight_cells(spec)
     assert cfg.task.name == "mqar"
+
+
+def test_a_depth_axis_draws_the_haystack_heat_map(tmp_path):
+    """task=passkey's study block: a grid over the test split's depth and test lengths -> haystack.png
+    from the selected runs, one cell per (test length, depth); the block's eval_lengths reach every run."""
+    from attnlab.study.haystack import study_rows
+
+    study = plan("passkey", variants=["multihead", "linear"], out=tmp_path)
+    assert study.eval_lengths == (256, 1024, 4096) and "task.eval_lengths=[256,1024,4096]" in study.overrides
+    for cell in study.cells:
+        depth = dict(cell.grid)["task.data.builtin.test_depth"]
+        good = 1.0 if cell.variant == "multihead" else 0.1
+        fake_run(study, cell, val=good, test=good, evals={256: good, 1024: good * depth, 4096: 0.0})
+    runs = collect(study, VAL)
+    rows = study_rows(study, runs)
+    assert len(rows) == 2 * 3 * 3  # variants x depths x test lengths (256 is the training length)
+    assert (("multihead", 1024, 0.5, 0.5)) in [tuple(r) for r in rows]
+    outputs = write_outputs(study, runs, ACC, VAL)
+    assert outputs["haystack_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(haystack.png)" in outputs["md"].read_text()
+    no_depth = plan(
+        "mqar", variants=["linear"], lengths=[64], seeds=[0], tune={}, cleared=["tune"], out=tmp_path / "m"
+    )
+    assert study_rows(no_depth, collect(no_depth, VAL)) == []

@@ -205,6 +205,7 @@ def study(argv: Sequence[str]) -> int:
 def write_outputs(
     spec: plan.Study, cells: list, metric: collect.Metric, monitor: Monitor
 ) -> dict[str, Path | None]:
+    from attnlab.study.haystack import plot_haystack, study_rows
     from attnlab.study.plot import plot, plot_extrapolation, plot_state
 
     csv_path = collect.write_csv(spec.out / "study.csv", spec, cells, metric, monitor)
@@ -212,6 +213,12 @@ def write_outputs(
         "study": plot(spec.out / "study.png", spec, cells, metric),
         "state": plot_state(spec.out / "state.png", spec, cells, metric),
         "extrapolation": plot_extrapolation(spec.out / "extrapolation.png", spec, cells, metric),
+        "haystack": plot_haystack(  # a depth axis (task=passkey): accuracy over test length x depth
+            spec.out / "haystack.png",
+            study_rows(spec, cells),
+            metric=metric.name,
+            train_length=spec.lengths[0] if len(spec.lengths) == 1 else None,
+        ),
     }
     md = spec.out / "study.md"
     md.write_text(collect.markdown(spec, cells, metric, monitor, plots))

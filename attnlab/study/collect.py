@@ -440,7 +440,8 @@ def markdown(
     if any(p.partial or p.partial_counted for p in points(study, cells).values()) or partial_runs(cells):
         lines += [PARTIAL_NOTE, ""]
     labels = {"study": "metric and cost against length", "state": "metric against decoding state",
-              "extrapolation": "metric against test length"}  # fmt: skip
+              "extrapolation": "metric against test length",
+              "haystack": "test length x depth of the fact"}  # fmt: skip
     lines += [f"![{metric.name}: {labels[k]}]({p.name})" for k, p in plots.items() if p is not None]
     lines += [""]
     lines += eval_tables(study, cells, metric)

@@ -97,3 +97,25 @@ def _range(grid: HaystackGrid) -> tuple[float, float]:
     finite = np.concatenate([m[np.isfinite(m)] for m in grid.values.values()])
     low, high = float(finite.min()), float(finite.max())
     return (low, high) if high > low else (low - 0.5, high + 0.5)
+
+
+DEPTH_KEYS = ("task.data.builtin.test_depth", "task.data.builtin.depth")  # the fact's depth, as a study axis
+
+
+def study_rows(study, cells) -> list[HaystackRow]:
+    """A study's rows for the heat map: every selected, complete run on a grid with a depth axis
+    (task.data.builtin.test_depth, else depth), at each test length (eval_lengths, and the length it
+    trained at). [] when the study has no depth axis."""
+    key = next((k for k, _ in study.grid if k in DEPTH_KEYS), None)
+    if key is None:
+        return []
+    rows = []
+    for result in cells:
+        if result.status != "ok" or not result.selected or (result.partial and not study.allow_partial):
+            continue
+        depth = dict(result.cell.grid)[key]
+        if depth is None:  # a random depth per example is no row of the map
+            continue
+        at = {result.cell.length: result.quality, **result.evals}  # the run's own length: its test metric
+        rows += [HaystackRow(result.cell.variant, n, float(depth), value) for n, value in at.items()]
+    return rows

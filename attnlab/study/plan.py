@@ -48,6 +48,7 @@ STUDY_KEYS = (
     "mean_over",
     "skip",
     "per_length",
+    "eval_lengths",
 )
 TEMPLATE_FIELDS = ("length", "half")
 CELL_GROUP = "study_cell"  # the generated config group, one config per cell
@@ -272,7 +273,7 @@ def plan(
             f"mean_over={mean_over}: not a grid axis{did_you_mean(mean_over, known)}; it averages over the values "
             f"of one grid.<key>=[...] ({', '.join(known) or 'this study has none'})"
         )
-    evals = check_eval_lengths(eval_lengths)
+    evals = check_eval_lengths(block.get("eval_lengths") if eval_lengths is None else eval_lengths)
     if evals:
         overrides = (*overrides, f"task.eval_lengths=[{','.join(str(n) for n in evals)}]")
     axis_names = ("variant", "length", "seed", *(k for k, _ in grid_axes))
