@@ -11,6 +11,7 @@ names) or fails with a multi-line state-dict error after the run started.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ FRESH = "start fresh (drop ckpt_path)"
 DATA_RECORD_KEY = "attnlab_data"  # the run's task.data settings, written into every checkpoint
 # Data settings that change neither the rows nor their order.
 DATA_FREE = ("num_workers",)
+
+log = logging.getLogger(__name__)
 
 
 class DataRecord(Callback):
@@ -86,18 +89,29 @@ def check_checkpoint(
     *,
     max_steps: int | None = None,
     data: Mapping[str, Any] | None = None,
+    own_run: bool = False,
 ) -> None:
     """Raise ConfigError when `path` cannot be read as a Lightning checkpoint, or was saved by another
     task, attention or model than the one described by `hparams` (the built module's hparams), or on
     other data settings than `data` (this run's task.data, as DataRecord stores it), or has already
     trained `max_steps` (this trainer's limit) steps: resuming it would train nothing and write a
-    fresh results.json for the old model."""
+    fresh results.json for the old model. `own_run` (ckpt_path=last: the run directory's own checkpoint,
+    as a rerun study cell whose results were lost) says so in a line and lets the run test it."""
     if path is None:
         return
     checkpoint = read_checkpoint(path)
     _compare_data(f"ckpt_path={path}", checkpoint.get(DATA_RECORD_KEY), data)
     step = checkpoint.get("global_step")
     if max_steps is not None and max_steps > 0 and isinstance(step, int) and step >= max_steps:
+        if own_run:  # ckpt_path=last: this run trained its steps and lost its results (killed while testing)
+            log.info(
+                "ckpt_path=%s has trained all %d of trainer.max_steps=%d steps: no training, the trained "
+                "model is tested and its results written",
+                path,
+                step,
+                max_steps,
+            )
+            return
         raise ConfigError(
             f"ckpt_path={path} has already trained {step} steps, trainer.max_steps={max_steps}: resuming would "
             f"train nothing; set trainer.max_steps=<n> above {step} to train on, or {FRESH}"

@@ -113,7 +113,11 @@ def fit_and_test(
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
     # unreadable, another task/model/attention/data, or already at max_steps: one line
     check_checkpoint(
-        ckpt_path, module.hparams, max_steps=trainer.max_steps, data=data_settings(cfg.task.get("data"))
+        ckpt_path,
+        module.hparams,
+        max_steps=trainer.max_steps,
+        data=data_settings(cfg.task.get("data")),
+        own_run=cfg.ckpt_path == "last",
     )
     set_phase("training")
     try:

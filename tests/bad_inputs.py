@@ -92,7 +92,8 @@ APP = [
     Bad(
         "task=mad task.data.builtin.seq_len=256 task.data.builtin.n_train=4 task.data.builtin.n_validation=4 "
         "task.data.builtin.n_test=4",
-        "set model.max_len=255",
+        # refused before any row is drawn (attnlab.sequence_checks), not by the data module after
+        "task.data.builtin.seq_len=256 is longer than model.max_len=128",
     ),
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
     Bad("task=summarise task.data.builtin.role_rate=1.5", "set task.data.builtin.role_rate=1"),
@@ -312,9 +313,18 @@ APP = [
         "task=classify model.max_len=2048 task.eval_lengths=[1024]",
         "at length 1024, listops min_length=512 is longer than any expression",
     ),
-    Bad("task=passkey task.data.builtin.depth=1.5", "depth=1.5 must be in [0, 1]"),
-    Bad("task=passkey task.data.builtin.test_depth=-1", "test_depth=-1.0 must be in [0, 1]"),
-    Bad("task=passkey task.data.builtin.answer_tokens=0", "set task.data.builtin.answer_tokens=1"),
+    Bad(
+        "task=passkey task.data.builtin.seq_len=128 task.data.builtin.depth=1.5",
+        "depth=1.5 must be in [0, 1]",
+    ),
+    Bad(
+        "task=passkey task.data.builtin.seq_len=128 task.data.builtin.test_depth=-1",
+        "test_depth=-1.0 must be in [0, 1]",
+    ),
+    Bad(
+        "task=passkey task.data.builtin.seq_len=128 task.data.builtin.answer_tokens=0",
+        "set task.data.builtin.answer_tokens=1",
+    ),
     Bad("task=passkey task.data.builtin.dept=0.5", "did you mean 'depth'"),
     # ---- paths and Hydra ------------------------------------------------------------------------------
     Bad("paths.data_cache=/proc/nope", "paths.data_cache=/proc/nope cannot be created"),

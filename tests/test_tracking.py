@@ -22,8 +22,13 @@ NO_SERVER = {
 
 
 def test_an_unreachable_wandb_server_falls_back_to_offline(tmp_path, monkeypatch, caplog):
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
+    # wandb keeps one settings singleton and service per process: an earlier in-process run of the
+    # suite (offline) would answer for this one, so start from a fresh state, as a new process does
+    wandb.teardown()
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
     for key, value in NO_SERVER.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")  # the user's own timeout wins over ours

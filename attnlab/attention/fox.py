@@ -50,7 +50,7 @@ class ForgettingAttention(Attention):
         self,
         *,
         heads: int,
-        block_size: Annotated[int, Range(ge=1)] = 1024,
+        block_size: Annotated[int, Range(ge=1)] = 512,
     ):
         super().__init__()
         self.block_size = block_size
