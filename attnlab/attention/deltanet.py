@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
 from attnlab.attention.ops.norms import unit_norm
 from attnlab.attention.recurrent import RecurrentAttention
@@ -67,22 +67,3 @@ class DeltaNet(RecurrentAttention):
 
     def recurrent_step(self, q, k, v, gates, S):
         return recurrent_step_delta_rule(q, k, v, gates["beta"], None, S, scale=q.shape[-1] ** -0.5)
-
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        beta: Tensor | None = None,
-    ) -> Tensor:
-        return self.run(q, k, v, {"beta": beta}, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(
-        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, beta: Tensor | None = None
-    ) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {"beta": beta}, state)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
 from attnlab.attention.recurrent import RecurrentAttention
@@ -75,30 +75,3 @@ class GatedDeltaNet(RecurrentAttention):
 
     def recurrent_step(self, q, k, v, gates, S):
         return recurrent_step_delta_rule(q, k, v, gates["beta"], gates["g"], S, scale=q.shape[-1] ** -0.5)
-
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        g: Tensor | None = None,
-        beta: Tensor | None = None,
-    ) -> Tensor:
-        return self.run(q, k, v, {"g": g, "beta": beta}, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        state: State,
-        *,
-        g: Tensor | None = None,
-        beta: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {"g": g, "beta": beta}, state)

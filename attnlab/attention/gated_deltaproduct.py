@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import GateSpec, State, fp32_accumulation
+from attnlab.attention.base import GateSpec
 from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.gated_deltanet import GatedDeltaNet
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
@@ -84,37 +84,3 @@ class GatedDeltaProduct(GatedDeltaNet):
         D, scale = q.shape[-1], q.shape[-1] ** -0.5
         _, S = recurrent_step_delta_rule(q, k[..., :D], v, gates["beta"], gates["g"], S, scale=scale)
         return recurrent_step_delta_rule(q, k[..., D:], gates["v2"], gates["beta2"], None, S, scale=scale)
-
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        g: Tensor | None = None,
-        beta: Tensor | None = None,
-        beta2: Tensor | None = None,
-        k2: Tensor | None = None,
-        v2: Tensor | None = None,
-    ) -> Tensor:
-        gates = {"g": g, "beta": beta, "beta2": beta2, "k2": k2, "v2": v2}
-        return self.run(q, k, v, gates, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        state: State,
-        *,
-        g: Tensor | None = None,
-        beta: Tensor | None = None,
-        beta2: Tensor | None = None,
-        k2: Tensor | None = None,
-        v2: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {"g": g, "beta": beta, "beta2": beta2, "k2": k2, "v2": v2}, state)

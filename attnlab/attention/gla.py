@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import linear_passes as passes
-from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -99,22 +99,3 @@ class GatedLinearAttention(RecurrentAttention):
 
     def recurrent_step(self, q, k, v, gates, S):
         return recurrent_step_gla(q, k, v, gates["g"], S, scale=q.shape[-1] ** -0.5)
-
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        g: Tensor | None = None,
-    ) -> Tensor:
-        return self.run(q, k, v, {"g": g}, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(
-        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, g: Tensor | None = None
-    ) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {"g": g}, state)

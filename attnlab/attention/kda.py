@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.mamba2 import softplus_inverse
 from attnlab.attention.ops.kda import chunk_kda, recurrent_step_kda
@@ -83,30 +83,3 @@ class KimiDeltaAttention(RecurrentAttention):
 
     def recurrent_step(self, q, k, v, gates, S):
         return recurrent_step_kda(q, k, v, gates["beta"], gates["g"], S, scale=q.shape[-1] ** -0.5)
-
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        g: Tensor | None = None,
-        beta: Tensor | None = None,
-    ) -> Tensor:
-        return self.run(q, k, v, {"g": g, "beta": beta}, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        state: State,
-        *,
-        g: Tensor | None = None,
-        beta: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {"g": g, "beta": beta}, state)

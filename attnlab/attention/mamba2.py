@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range, State
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -91,23 +91,9 @@ class Mamba2(RecurrentAttention):
             return out
         return out + (self.D.to(v.dtype)[:, None, None] * v).to(out.dtype)  # (B, H, N, Dv)
 
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        dt: Tensor | None = None,
-    ) -> Tensor:
-        out = self.run(q, k, v, {"dt": dt}, causal=causal, key_padding_mask=key_padding_mask)
-        return self.with_skip(out, v)
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
+        return self.with_skip(super().forward(q, k, v, **kwargs), v)  # the gates checked by the base
 
-    @fp32_accumulation
-    def step(
-        self, q: Tensor, k: Tensor, v: Tensor, state: State, *, dt: Tensor | None = None
-    ) -> tuple[Tensor, State]:
-        out, state = self.run_step(q, k, v, {"dt": dt}, state)
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State, **gates: Tensor) -> tuple[Tensor, State]:
+        out, state = super().step(q, k, v, state, **gates)
         return self.with_skip(out, v), state

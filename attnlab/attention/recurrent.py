@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import Attention, Capabilities, State
+from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
 from attnlab.attention.ops.norms import rms_norm
 
 OUTPUT_NORM_EPS = 1e-6
@@ -51,6 +51,41 @@ class RecurrentAttention(Attention):
     ) -> tuple[Tensor, Tensor]:
         """The op's decoding step -> (B, H, 1, Dv) and the new state (B, H, D, Dv)."""
         raise NotImplementedError
+
+    # ---- the calls: gates by the names the class declares --------------------------------------------
+    # `forward` and `step` take the declared gates as keywords (the registry's gate contract); written
+    # once here, so a variant holds only its maths (prepare / chunk / recurrent_step).
+    takes_declared_gates = True  # attnlab.attention.registry: **gates checked against `gates` by name
+
+    def declared_gates(self, given: dict[str, Tensor]) -> dict[str, Tensor | None]:
+        """{declared name: tensor or None} from the keywords a call passed; an undeclared one is an error."""
+        declared = type(self).gates
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise TypeError(
+                f"attention '{type(self).name}' got gate(s) {', '.join(unknown)} it does not declare; "
+                f"its gates: {', '.join(declared) or 'none'}"
+            )
+        return {name: given.get(name) for name in declared}
+
+    @fp32_accumulation
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        causal: bool = False,
+        key_padding_mask: Tensor | None = None,
+        **gates: Tensor,
+    ) -> Tensor:
+        """q, k (B, H, N, D), v (B, H, N, Dv), gates as declared -> (B, H, N, Dv)."""
+        return self.run(q, k, v, self.declared_gates(gates), causal=causal, key_padding_mask=key_padding_mask)
+
+    @fp32_accumulation
+    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State, **gates: Tensor) -> tuple[Tensor, State]:
+        """One decoding step: q, k, v (B, H, 1, D), gates (B, H, 1[, D]) -> (B, H, 1, Dv), new state."""
+        return self.run_step(q, k, v, self.declared_gates(gates), state)
 
     # ---- the shared rules ---------------------------------------------------------------------------
     def run(

@@ -132,13 +132,20 @@ def _register(name: str, cls: type[Attention], source: str) -> None:
 
 
 def _check_gates(name: str, cls: type[Attention]) -> None:
-    """Declared gates are GateSpecs whose names `forward` and `step` take as keywords."""
+    """Declared gates are GateSpecs whose names `forward` and `step` take as keywords (or take as
+    `**gates` in a class that checks them by name: `takes_declared_gates`)."""
     gates = cls.gates
     if not isinstance(gates, dict) or not all(isinstance(spec, GateSpec) for spec in gates.values()):
         raise PluginError(f"attention '{name}': `gates` must map names to attnlab.GateSpec instances")
     for gate in gates:
         for method in ("forward", "step") if cls.capabilities.incremental else ("forward",):
-            parameter = inspect.signature(getattr(cls, method)).parameters.get(gate)
+            parameters = inspect.signature(getattr(cls, method)).parameters
+            parameter = parameters.get(gate)
+            takes_all = getattr(cls, "takes_declared_gates", False) and any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+            )  # **gates, checked by name against `gates` (attention.recurrent.RecurrentAttention)
+            if takes_all:
+                continue
             if parameter is None or parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise PluginError(
                     f"attention '{name}': gate '{gate}' must be a keyword-only parameter of {method}()"

@@ -18,7 +18,7 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from attnlab.attention.base import Range, State, fp32_accumulation
+from attnlab.attention.base import Range
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -80,13 +80,3 @@ class Retention(RecurrentAttention):
 
     def recurrent_step(self, q, k, v, gates, S):
         return recurrent_step_gla(q, k, v, gates["g"], S, scale=q.shape[-1] ** -0.5)
-
-    @fp32_accumulation
-    def forward(
-        self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
-    ) -> Tensor:
-        return self.run(q, k, v, {}, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(self, q: Tensor, k: Tensor, v: Tensor, state: State) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {}, state)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, Range, State, fp32_accumulation
+from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.ops.kda import chunk_dplr, recurrent_step_dplr
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -79,30 +79,3 @@ class RWKV7(RecurrentAttention):
     def recurrent_step(self, q, k, v, gates, S):
         write, beta, alpha = k.chunk(3, dim=-1)
         return recurrent_step_dplr(q, write, v, alpha, beta, gates["g"], S, scale=q.shape[-1] ** -0.5)
-
-    @fp32_accumulation
-    def forward(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        *,
-        causal: bool = False,
-        key_padding_mask: Tensor | None = None,
-        w: Tensor | None = None,
-        a: Tensor | None = None,
-    ) -> Tensor:
-        return self.run(q, k, v, {"w": w, "a": a}, causal=causal, key_padding_mask=key_padding_mask)
-
-    @fp32_accumulation
-    def step(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        state: State,
-        *,
-        w: Tensor | None = None,
-        a: Tensor | None = None,
-    ) -> tuple[Tensor, State]:
-        return self.run_step(q, k, v, {"w": w, "a": a}, state)

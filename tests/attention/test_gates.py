@@ -108,3 +108,19 @@ def test_the_bench_measures_gated_variants(tmp_path, target):
         "gla",
         "gated_deltanet",
     }
+
+
+@pytest.mark.parametrize("name", ["retention", "gla", "deltanet", "gated_deltanet", "mamba2", "kda"])
+def test_a_recurrent_variant_takes_its_declared_gates_by_name_and_refuses_others(name):
+    """RecurrentAttention's forward/step take the gates the class declares as keywords, once for every
+    variant; a gate it does not declare is an error, never swallowed."""
+    kernel = build_attention(name, heads=2, head_dim=8, max_len=16)
+    q = k = v = torch.randn(1, 2, 5, 8)
+    gates = random_gates(type(kernel), 1, 2, 5, 8)
+    assert kernel(q, k, v, causal=True, **gates).shape == (1, 2, 5, 8)
+    with pytest.raises(TypeError, match="does not declare"):
+        kernel(q, k, v, causal=True, **gates, betta=torch.zeros(1, 2, 5))
+    state = kernel.init_state(1, 2, 8, device=q.device, dtype=q.dtype)
+    first = {n: t[:, :, :1] for n, t in gates.items()}
+    with pytest.raises(TypeError, match="does not declare"):
+        kernel.step(q[:, :, :1], k[:, :, :1], v[:, :, :1], state, **first, gg=torch.zeros(1, 2, 1))
