@@ -80,6 +80,21 @@ def naive_recurrent_kda(
     return torch.cat(outs, dim=2), S
 
 
+def carried_states(carry: Tensor, writes: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
+    """The state before each chunk of S_{c+1} = A_c S_c + B_c from S_0: carry A (B, H, nc, D, D), writes
+    B (B, H, nc, D, Dv), S0 (B, H, D, Dv) -> (B, H, nc, D, Dv) and the final state. The one loop over
+    chunks; over unbound tensors, not carry[:, :, c], whose backward writes a zero tensor the size of
+    every chunk for each chunk (quadratic in the length)."""
+    B, H, D, Dv = S0.shape
+    S, states = S0, []
+    for A_c, B_c in zip(carry.unbind(2), writes.unbind(2), strict=True):
+        states.append(S)
+        S = torch.baddbmm(
+            B_c.reshape(B * H, D, Dv), A_c.reshape(B * H, D, D), S.reshape(B * H, D, Dv)
+        ).reshape(B, H, D, Dv)
+    return torch.stack(states, dim=2), S
+
+
 def chunk_kda(
     q: Tensor,
     k: Tensor,
@@ -116,17 +131,8 @@ def chunk_kda(
     k_to_end = kc * (b_last - b).exp()  # (B, H, nc, C, D): decay from j (exclusive) to the chunk end
     carry = torch.diag_embed(b_last.squeeze(-2).exp()) - k_to_end.transpose(-2, -1) @ W  # (…, D, D)
     writes = k_to_end.transpose(-2, -1) @ U  # (B, H, nc, D, Dv)
-    S = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
-    states = []
-    # unbind, not carry[:, :, c]: each indexing's backward would write a zero tensor the size of all chunks
-    for A_c, B_c in zip(carry.unbind(2), writes.unbind(2), strict=True):  # S_{c+1} = A_c S_c + B_c
-        states.append(S)
-        S = torch.baddbmm(
-            B_c.reshape(B * H, D, Dv),
-            A_c.reshape(B * H, D, D),
-            S.reshape(B * H, D, Dv),
-        ).reshape(B, H, D, Dv)
-    before = torch.stack(states, dim=2)  # (B, H, nc, D, Dv)
+    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    before, S = carried_states(carry, writes, S0)  # (B, H, nc, D, Dv), final (B, H, D, Dv)
     out = (qc * decay_in - M @ W) @ before + M @ U  # (B, H, nc, C, Dv)
     return (out * scale).reshape(B, H, nc * C, Dv)[:, :, :N], S
 
@@ -206,16 +212,7 @@ def chunk_dplr(
     k_end, b_end = kc * to_end, bc * to_end
     carry = torch.diag_embed(b_last.squeeze(-2).exp()) + b_end.transpose(-2, -1) @ Xs  # (…, D, D)
     writes = k_end.transpose(-2, -1) @ vc + b_end.transpose(-2, -1) @ X0  # (…, D, Dv)
-    S = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
-    states = []
-    # unbind, not carry[:, :, c]: each indexing's backward would write a zero tensor the size of all chunks
-    for A_c, B_c in zip(carry.unbind(2), writes.unbind(2), strict=True):  # S_{c+1} = A_c S_c + B_c
-        states.append(S)
-        S = torch.baddbmm(
-            B_c.reshape(B * H, D, Dv),
-            A_c.reshape(B * H, D, D),
-            S.reshape(B * H, D, Dv),
-        ).reshape(B, H, D, Dv)
-    before = torch.stack(states, dim=2)  # (B, H, nc, D, Dv)
+    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    before, S = carried_states(carry, writes, S0)  # (B, H, nc, D, Dv), final (B, H, D, Dv)
     out = (qc * b.exp() + A_qb @ Xs) @ before + A_qk @ vc + A_qb @ X0  # (B, H, nc, C, Dv)
     return (out * scale).reshape(B, H, nc * C, Dv)[:, :, :N], S
