@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.run_lock import RunDirectoryInUse, acquire
+from attnlab.run.lock import RunDirectoryInUse, acquire
 from attnlab.schemas import store_configs
 
 log = logging.getLogger("attnlab")
@@ -52,8 +52,8 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from attnlab.console import quiet_frameworks
-    from attnlab.interrupts import Interrupted, report
     from attnlab.reliability import write_failure
+    from attnlab.run.interrupts import Interrupted, report
     from attnlab.train import run
 
     quiet_frameworks()  # one handler (Hydra's console + run.log), no duplicates, no framework noise
@@ -186,9 +186,9 @@ def lock_named_run_dir(argv: list[str]) -> None:
 def entry() -> None:
     """Console entry point (`attnlab` and `python -m attnlab`)."""
     argv = sys.argv[1:]
-    from attnlab.interrupts import Interrupted, install, report, set_phase
+    from attnlab.run.interrupts import Interrupted, install, report, set_phase
 
-    install()  # SIGTERM and Ctrl-C end every phase within seconds (attnlab/interrupts.py)
+    install()  # SIGTERM and Ctrl-C end every phase within seconds (attnlab/run/interrupts.py)
     set_phase("checking the config")
     try:
         cfg = preflight(argv)

@@ -140,7 +140,7 @@ def check_config(cfg: DictConfig) -> None:
         from attnlab.nn.estimate import check_fits
 
         check_fits(cfg)
-    from attnlab.eval_lengths import check_eval_lengths
+    from attnlab.run.eval_lengths import check_eval_lengths
 
     check_eval_lengths(cfg)  # lengths the task's generator, the positions and the variant can take
     from attnlab.tasks.common import check_task_config
@@ -235,7 +235,7 @@ def check_trainer(trainer: DictConfig) -> None:
 
 
 def check_schedule(trainer: DictConfig, callbacks: DictConfig | None) -> None:
-    """A run must end (that it validates at least once is attnlab.schedule's job: a short run
+    """A run must end (that it validates at least once is attnlab.run.schedule's job: a short run
     validates at its last step)."""
     steps, epochs = trainer.get("max_steps"), trainer.get("max_epochs")
     early = (callbacks or {}).get("early_stopping")

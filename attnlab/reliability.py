@@ -32,7 +32,6 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from attnlab.errors import AttnlabError
-from attnlab.interrupts import set_training
 from attnlab.results import (
     SWEEP_SUMMARY_FILE,
     read_failure,
@@ -41,6 +40,7 @@ from attnlab.results import (
     write_failure_record,
     write_json_atomic,
 )
+from attnlab.run.interrupts import set_training
 
 log = logging.getLogger("attnlab")
 
@@ -252,7 +252,7 @@ class GracefulStop(L.Callback):
         GracefulStop.stopped_by = signal.SIGTERM
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        set_training(in_fit=True)  # attnlab.interrupts: validation now stops through SIGTERMException
+        set_training(in_fit=True)  # attnlab.run.interrupts: validation now stops through SIGTERMException
         connector = getattr(trainer, "_signal_connector", None)
         if connector is None or not _main_thread():
             return

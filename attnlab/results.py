@@ -4,7 +4,7 @@ A run directory holds exactly one of
 
     results.json   a finished run: quality metrics, cost figures, the variant, the resolved config
     failed.json    a run that stopped with an error: {status: "failed", error, message, user_error}, and
-                   `budget` where the fit was cut short (an interruption, a NaN: attnlab.budget)
+                   `budget` where the fit was cut short (an interruption, a NaN: attnlab.run.budget)
 
 The run (`attnlab.train`), the sweep summary (`attnlab.reliability`), the report (`attnlab.report`)
 and the study (`attnlab.study`) all go through this module; none spells a file name itself.
@@ -32,7 +32,7 @@ RESULTS_KEYS = (
     "parameters",  # trainable parameter count
     "max_len",  # model.max_len
     "seed",
-    "budget",  # {"steps_done", "steps_planned", "stopped_by"}: what the run got of its step budget (attnlab.budget)
+    "budget",  # {"steps_done", "steps_planned", "stopped_by"}: what the run got of its step budget (attnlab.run.budget)
     "best_checkpoint",
     "run_dir",
     "config",  # the full resolved config

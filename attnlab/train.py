@@ -20,20 +20,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
-from attnlab.budget import budget_line, run_budget
 from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
 from attnlab.console import drop_framework_warnings
-from attnlab.eval_lengths import evaluate_at_lengths
 from attnlab.hf_models import is_hf_model
-from attnlab.interrupts import set_phase
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
-from attnlab.run_lock import holding
-from attnlab.schedule import validate_within_budget
+from attnlab.run.budget import budget_line, run_budget
+from attnlab.run.eval_lengths import evaluate_at_lengths
+from attnlab.run.interrupts import set_phase
+from attnlab.run.lock import holding
+from attnlab.run.schedule import validate_within_budget
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads
 from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info(already_finished_message(run_dir))  # never re-run, never rewritten
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
-    with holding(run_dir):  # one run per run directory, for the run's life (attnlab.run_lock)
+    with holding(run_dir):  # one run per run directory, for the run's life (attnlab.run.lock)
         return train_in(cfg, run_dir)
 
 
@@ -249,7 +249,7 @@ def collect_results(
         "parameters": sum(p.numel() for p in module.parameters()),
         "max_len": cfg.model.max_len,
         "seed": cfg.seed,
-        "budget": budget,  # {steps_done, steps_planned, stopped_by}: attnlab.budget
+        "budget": budget,  # {steps_done, steps_planned, stopped_by}: attnlab.run.budget
         "best_checkpoint": best or None,
         "run_dir": str(cfg.paths.run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -8,7 +8,7 @@ How to run (not part of the test suite; about a minute on a 2-core CPU):
 The model is experiment=mqar's (d_model 64, 2 layers), untrained: the cost of an evaluation does not
 depend on what the weights learnt. It builds the test set at --length the way a run does
 (EncodedDataModule.test_dataloader_at: rows and batches bounded in tokens) and evaluates it with
-attnlab.eval_lengths.evaluate_at_lengths, then prints the rows, the batch size, the wall time of
+attnlab.run.eval_lengths.evaluate_at_lengths, then prints the rows, the batch size, the wall time of
 generation and of generation plus evaluation, and the process's peak resident memory.
 """
 
@@ -23,7 +23,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from attnlab.eval_lengths import evaluate_at_lengths
+from attnlab.run.eval_lengths import evaluate_at_lengths
 from attnlab.schemas import store_configs
 
 

@@ -8,7 +8,7 @@ on the load, linear in about a minute):
 
 Each variant trains with experiment=passkey (N = 256, the fact anywhere) and model.max_len=4096 (a
 sinusoidal table long enough for the longest test); then, per depth, the test split is regenerated
-with task.data.builtin.test_depth=<depth> and evaluated at each length (attnlab.eval_lengths).
+with task.data.builtin.test_depth=<depth> and evaluated at each length (attnlab.run.eval_lengths).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from attnlab.eval_lengths import evaluate_at_lengths
+from attnlab.run.eval_lengths import evaluate_at_lengths
 from attnlab.schemas import store_configs
 from attnlab.study.haystack import plot_haystack
 from attnlab.train import run

@@ -11,7 +11,7 @@ EncodedDataModule (data module)
     data, batch_size               its `task.data` config and batch size
     encode_rows(split, rows, *, max_len) -> list   optional: rows encoded as setup encodes them, at most
                                    max_len tokens; with it, task.eval_lengths rebuilds the test split at
-                                   other lengths (test_dataloader_at; attnlab.eval_lengths)
+                                   other lengths (test_dataloader_at; attnlab.run.eval_lengths)
 AttnlabTask (Lightning module)
     from_datamodule(*, datamodule, model, attention, **hparams)   classmethod building the module
     compute_loss(batch) -> loss    the training loss (the cost meter counts attention FLOPs on it)
@@ -57,10 +57,10 @@ class EncodedDataModule(L.LightningDataModule):
 
     def test_dataloader_at(self, length: int) -> DataLoader:
         """The test split regenerated at `length` tokens by the task's built-in generator (same knobs
-        and seed), sized in tokens (attnlab.eval_lengths.eval_rows, eval_batch_size), in order. At the
+        and seed), sized in tokens (attnlab.run.eval_lengths.eval_rows, eval_batch_size), in order. At the
         length the split already has, the split itself: test/acc@<that length> is test/acc."""
         from attnlab.data.generators import generate_test_at, generator_params, length_knobs
-        from attnlab.eval_lengths import eval_batch_size, eval_rows
+        from attnlab.run.eval_lengths import eval_batch_size, eval_rows
 
         builtin = self.data.get("builtin") or {}
         name, params = generator_params(builtin)

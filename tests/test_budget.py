@@ -1,5 +1,5 @@
 """A run's budget: steps done, steps planned and what stopped it, in results.json, failed.json, the
-wandb summary and the console's last line (attnlab/budget.py)."""
+wandb summary and the console's last line (attnlab/run/budget.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from helpers import compose_run, run_cli
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab.budget import budget_line, planned_steps, stop_reason
 from attnlab.reliability import NumericalError, write_failure
 from attnlab.results import RESULTS_KEYS, is_partial, read_failure
+from attnlab.run.budget import budget_line, planned_steps, stop_reason
 from attnlab.train import log_summary, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ from omegaconf import open_dict
 
 from attnlab.data.generators import generate_test_at, length_knobs
 from attnlab.errors import ConfigError
-from attnlab.eval_lengths import (
+from attnlab.run.eval_lengths import (
     EVAL_BATCH_TOKENS,
     EVAL_MIN_ROWS,
     EVAL_TEST_TOKENS,

@@ -1,4 +1,4 @@
-"""SIGTERM and Ctrl-C end a run within seconds in every phase (attnlab/interrupts.py), with one line
+"""SIGTERM and Ctrl-C end a run within seconds in every phase (attnlab/run/interrupts.py), with one line
 naming the phase and exit status 143 / 130; a training step still finishes and saves (test_resume.py)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab import interrupts
-from attnlab.interrupts import Interrupted
+from attnlab.run import interrupts
+from attnlab.run.interrupts import Interrupted
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""One run per run directory (attnlab.run_lock): a second run given a directory another live run holds
+"""One run per run directory (attnlab.run.lock): a second run given a directory another live run holds
 refuses with one line and writes nothing there; the lock goes with its run however it ends, and a
 lock left by a killed process is taken over."""
 
@@ -16,10 +16,10 @@ import pytest
 from helpers import ROOT, compose_run, run_cli
 
 from attnlab.errors import DataError
-from attnlab.run_lock import LOCK_FILE, RunDirectoryInUse, acquire, holding, release
+from attnlab.run.lock import LOCK_FILE, RunDirectoryInUse, acquire, holding, release
 from attnlab.train import run
 
-HOLD = "import sys, time; from attnlab.run_lock import acquire; acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+HOLD = "import sys, time; from attnlab.run.lock import acquire; acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
 
 
 def hold_in_another_process(run_dir: Path) -> subprocess.Popen:

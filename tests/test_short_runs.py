@@ -1,6 +1,6 @@
 """A short run just works: `trainer.max_steps` below `trainer.val_check_interval` validates at the last
 step (one info line says so) instead of being refused, in the app, a sweep on any launcher, the study
-and DDP: attnlab.schedule, applied once where the trainer is built (attnlab.train.run).
+and DDP: attnlab.run.schedule, applied once where the trainer is built (attnlab.train.run).
 
 This replaces the bad-input row `trainer=cpu trainer.max_steps=100` ("the run would never validate"),
 which encoded the old refusal (issue 30, item 1)."""
@@ -13,7 +13,7 @@ import logging
 import pytest
 from helpers import compose_run, run_cli
 
-from attnlab.schedule import short_run_interval
+from attnlab.run.schedule import short_run_interval
 from attnlab.train import run
 
 SMALL_DATA = ["task.data.limit.train=64", "task.data.limit.validation=32", "task.data.limit.test=32"]
@@ -36,7 +36,7 @@ def test_a_run_shorter_than_its_validation_interval_validates_at_its_last_step(t
     cfg = compose_run(tmp_path, ["logger=none", "trainer.max_steps=5", *SMALL_DATA])
     interval = cfg.trainer.val_check_interval
     assert interval > 5
-    with caplog.at_level(logging.INFO, logger="attnlab.schedule"):
+    with caplog.at_level(logging.INFO, logger="attnlab.run.schedule"):
         results = run(cfg)
     notes = [r.getMessage() for r in caplog.records if NOTE in r.getMessage()]
     assert notes == [
