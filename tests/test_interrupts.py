@@ -92,12 +92,14 @@ def test_a_signal_during_data_preparation_ends_the_run_in_seconds(tmp_path, sign
 
 @pytest.mark.slow
 def test_a_main_thread_stuck_in_one_long_call_is_ended_by_the_watchdog(tmp_path):
-    """The Python handler cannot run inside one long C call (here a 2^40 matrix power on one
+    """The Python handler cannot run inside one long C call (here a 2^60 matrix power on one
     thread, as a huge model's initialisation would be): the watchdog ends the process."""
     program = (
-        "import torch; from attnlab import interrupts; torch.set_num_threads(1); interrupts.install(); "
+        "import torch; from attnlab.run import interrupts; torch.set_num_threads(1); interrupts.install(); "
         "interrupts.set_phase('building the model'); open('ready', 'w').close(); "
-        "torch.linalg.matrix_power(torch.rand(1200, 1200), 2**40)"
+        # ~60 products of 3000 x 3000 on one thread: minutes on any CPU (1200 x 1200 ended within the
+        # grace period on a quiet machine, and the Python handler then stopped it instead)
+        "torch.linalg.matrix_power(torch.rand(3000, 3000), 2**60)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", program],
