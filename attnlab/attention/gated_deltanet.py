@@ -13,7 +13,6 @@ with decays (ops/delta_rule.chunk_delta_rule), recurrent step on a (D, Dv) fp32 
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
@@ -23,9 +22,8 @@ from torch import Tensor, nn
 from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
-from attnlab.attention.recurrent import RecurrentAttention
+from attnlab.attention.recurrent import RecurrentAttention, step_size_bias
 from attnlab.attention.registry import register_attention
-from attnlab.errors import ConfigError
 
 
 @register_attention("gated_deltanet")
@@ -47,17 +45,10 @@ class GatedDeltaNet(RecurrentAttention):
         chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
-        if dt_min > dt_max:
-            raise ConfigError(
-                f"attention.dt_min={dt_min} is above attention.dt_max={dt_max}; set dt_min <= dt_max, "
-                "e.g. attention.dt_min=0.001 attention.dt_max=0.1"
-            )
         self.qk_silu, self.qk_norm, self.dt_min, self.dt_max = qk_silu, qk_norm, dt_min, dt_max
         self.output_norm, self.chunk_size = output_norm, chunk_size
         self.A_log = nn.Parameter(torch.empty(heads).uniform_(0, 16).clamp_min(1e-4).log())  # (H,)
-        dt = torch.exp(torch.rand(heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp_min(1e-4)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt), (H,)
+        self.dt_bias = nn.Parameter(step_size_bias(heads, dt_min, dt_max))
 
     def prepare(
         self, q: Tensor, k: Tensor, gates: dict[str, Tensor]

@@ -14,7 +14,6 @@ step on a (D, Dv) fp32 state, naive loop (tests).
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
@@ -23,11 +22,9 @@ from torch import Tensor, nn
 
 from attnlab.attention.base import GateSpec, Range
 from attnlab.attention.deltanet import normalise_qk
-from attnlab.attention.mamba2 import softplus_inverse
 from attnlab.attention.ops.kda import chunk_kda, recurrent_step_kda
-from attnlab.attention.recurrent import RecurrentAttention
+from attnlab.attention.recurrent import RecurrentAttention, step_size_bias
 from attnlab.attention.registry import register_attention
-from attnlab.errors import ConfigError
 
 
 @register_attention("kda")
@@ -49,17 +46,10 @@ class KimiDeltaAttention(RecurrentAttention):
         chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
-        if dt_min > dt_max:
-            raise ConfigError(
-                f"attention.dt_min={dt_min} is above attention.dt_max={dt_max}; set dt_min <= dt_max, "
-                "e.g. attention.dt_min=0.001 attention.dt_max=0.1"
-            )
         self.gate_rank, self.dt_min, self.dt_max = gate_rank, dt_min, dt_max
         self.output_norm, self.chunk_size = output_norm, chunk_size
         self.A_log = nn.Parameter(torch.empty(heads).uniform_(1, 16).log())  # (H,)
-        log_span = math.log(dt_max) - math.log(dt_min)
-        dt = torch.exp(torch.rand(heads, head_dim) * log_span + math.log(dt_min))  # (H, D)
-        self.dt_bias = nn.Parameter(softplus_inverse(dt.clamp_min(1e-4)))  # (H, D)
+        self.dt_bias = nn.Parameter(step_size_bias((heads, head_dim), dt_min, dt_max))
 
     def gate_projection(self, name: str, d_model: int, heads: int, head_dim: int) -> nn.Module:
         if name == "beta":

@@ -22,7 +22,6 @@ state, naive loop (ops/gated_linear.naive_recurrent_gla, tests).
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
@@ -31,14 +30,8 @@ from torch import Tensor, nn
 
 from attnlab.attention.base import GateSpec, Range, State
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
-from attnlab.attention.recurrent import RecurrentAttention
+from attnlab.attention.recurrent import RecurrentAttention, step_size_bias
 from attnlab.attention.registry import register_attention
-from attnlab.errors import ConfigError
-
-
-def softplus_inverse(x: Tensor) -> Tensor:
-    """y with softplus(y) = x (x > 0): how Mamba-2 initialises dt_bias from a chosen step size."""
-    return x + torch.log(-torch.expm1(-x))
 
 
 @register_attention("mamba2")
@@ -59,16 +52,10 @@ class Mamba2(RecurrentAttention):
         chunk_size: Annotated[int, Range(ge=1)] = 64,
     ):
         super().__init__()
-        if dt_min > dt_max:
-            raise ConfigError(
-                f"attention.dt_min={dt_min} is above attention.dt_max={dt_max}; set dt_min <= dt_max, "
-                "e.g. attention.dt_min=0.001 attention.dt_max=0.1"
-            )
         self.dt_min, self.dt_max, self.skip = dt_min, dt_max, skip
         self.output_norm, self.chunk_size = output_norm, chunk_size
         self.A_log = nn.Parameter(torch.empty(heads).uniform_(1, 16).log())  # (H,): A = -exp(A_log)
-        dt = torch.exp(torch.rand(heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.dt_bias = nn.Parameter(softplus_inverse(dt.clamp_min(1e-4)))  # (H,)
+        self.dt_bias = nn.Parameter(step_size_bias(heads, dt_min, dt_max))
         self.D = nn.Parameter(torch.ones(heads)) if skip else None  # (H,) the skip connection x -> y
 
     def prepare(

@@ -15,17 +15,33 @@ token by token by an op of attention/ops, with one set of rules around it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, State, fp32_accumulation
 from attnlab.attention.ops.norms import rms_norm
+from attnlab.errors import ConfigError
 
 OUTPUT_NORM_EPS = 1e-6
 
 
 def rms_normalise(x: Tensor) -> Tensor:
     return rms_norm(x, eps=OUTPUT_NORM_EPS)  # x · rsqrt(mean(x²) + eps), hand-written backward
+
+
+def step_size_bias(shape: tuple[int, ...], dt_min: float, dt_max: float) -> Tensor:
+    """Mamba-2's initial dt_bias: softplus⁻¹ of step sizes drawn log-uniform in [dt_min, dt_max]
+    (gated_deltanet, mamba2, kda); dt_min above dt_max is the one-line error."""
+    if dt_min > dt_max:
+        raise ConfigError(
+            f"attention.dt_min={dt_min} is above attention.dt_max={dt_max}; set dt_min <= dt_max, "
+            "e.g. attention.dt_min=0.001 attention.dt_max=0.1"
+        )
+    span = math.log(dt_max) - math.log(dt_min)
+    dt = torch.exp(torch.rand(shape) * span + math.log(dt_min)).clamp_min(1e-4)
+    return dt + torch.log(-torch.expm1(-dt))  # softplus⁻¹(dt)
 
 
 class RecurrentAttention(Attention):
