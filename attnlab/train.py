@@ -30,7 +30,7 @@ from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
 from attnlab.run.budget import budget_line, run_budget
-from attnlab.run.eval_lengths import evaluate_at_lengths
+from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding
 from attnlab.run.schedule import validate_within_budget
@@ -142,6 +142,7 @@ def fit_and_test(
     metrics.update(
         {k: _number(v) for k, v in evaluate_at_lengths(cfg, module, datamodule, best or None).items()}
     )
+    train_cost |= state_at_lengths(cfg, module)  # decode_state_bytes@<length> for task.eval_lengths
     results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best, budget)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:

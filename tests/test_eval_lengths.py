@@ -153,6 +153,31 @@ def test_results_hold_a_metric_per_length(tmp_path, overrides, lengths, trained)
         for name in names:
             assert 0 <= metrics[f"test/{name}@{length}"] < float("inf")
     assert not any(k.startswith(("test/baseline_acc@", "test/unigram_ppl@")) for k in metrics)
+    # the decoding state measured at each test length: never shrinking with it, and at the length the
+    # run measured its own decode_state_bytes at, the same figure
+    cost = written["cost"]
+    states = [cost[f"decode_state_bytes@{length}"] for length in sorted(lengths)]
+    assert all(isinstance(size, int) and size > 0 for size in states)
+    assert states == sorted(states)
+    if cost["decode_state_length"] in lengths:
+        assert cost[f"decode_state_bytes@{cost['decode_state_length']}"] == cost["decode_state_bytes"]
     if trained is not None:  # at the length it was trained at, the test split itself
         assert metrics[f"test/acc@{trained}"] == pytest.approx(metrics["test/acc"])
         assert metrics[f"test/loss@{trained}"] == pytest.approx(metrics["test/loss"])
+
+
+def test_state_at_lengths_grows_with_a_kv_cache_and_not_with_a_fixed_state():
+    """decode_state_bytes@<length>: multihead's cache doubles with the length, linear's state does not."""
+    from omegaconf import OmegaConf
+
+    from attnlab.nn.causal_lm import CausalLM
+    from attnlab.nn.spec import AttentionSpec
+    from attnlab.nn.transformer import ModelConfig
+    from attnlab.run.eval_lengths import state_at_lengths
+
+    cfg = OmegaConf.create({"task": {"eval_lengths": [16, 32]}})
+    model_cfg = ModelConfig(d_model=16, heads=2, decoder_layers=2, max_len=8, positional="rope")
+    kv = state_at_lengths(cfg, CausalLM(11, model_cfg, AttentionSpec.from_config("multihead")))
+    assert kv["decode_state_bytes@32"] == 2 * kv["decode_state_bytes@16"] > 0
+    flat = state_at_lengths(cfg, CausalLM(11, model_cfg, AttentionSpec.from_config("linear")))
+    assert flat["decode_state_bytes@32"] == flat["decode_state_bytes@16"] > 0

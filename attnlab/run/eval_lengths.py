@@ -3,7 +3,9 @@
 After `trainer.test`, the run regenerates the test split at each length with the task's built-in
 generator (same knobs and seed; attnlab.data.generators.generate_test_at), encodes it with the data
 module's `encode_rows`, and evaluates the best checkpoint on it. results.json's metrics (and the wandb
-summary) gain `test/<metric>@<length>` for every metric the task logs (METRICS), e.g. `test/acc@4096`.
+summary) gain `test/<metric>@<length>` for every metric the task logs (METRICS), e.g. `test/acc@4096`,
+and its cost gains `decode_state_bytes@<length>`: the decoding state measured at that context length
+(attnlab.nn.state_size), so a KV cache's growth and a hybrid's bytes at 4K are read, not extrapolated.
 
 Sizes are bounded in tokens, so memory and time grow linearly with the length for a linear-time
 variant: a length-L test set has at most EVAL_TEST_TOKENS / L rows (never fewer than EVAL_MIN_ROWS,
@@ -54,6 +56,21 @@ def eval_batch_size(batch_size: int, length: int) -> int:
 def metric_key(name: str, length: int) -> str:
     """'test/acc', 4096 -> 'test/acc@4096'."""
     return f"{name}@{length}"
+
+
+STATE_KEY = "decode_state_bytes"  # results["cost"] key of the decoding state at the training length
+
+
+def state_at_lengths(cfg: DictConfig, module: Any) -> dict[str, int | None]:
+    """{decode_state_bytes@<length>: bytes} for every task.eval_lengths length: the model's decoding state
+    per sequence after that many tokens, measured (attnlab.nn.state_size), for results["cost"]."""
+    from attnlab.nn.state_size import decode_state_bytes
+
+    lengths = list(cfg.task.get("eval_lengths") or [])
+    return {
+        metric_key(STATE_KEY, int(length)): decode_state_bytes(module, int(length))[STATE_KEY]
+        for length in lengths
+    }
 
 
 # ---- before training ---------------------------------------------------------------------------------

@@ -76,6 +76,11 @@ def eval_key(metric: str, length: int) -> str:
     return f"{metric}@{length}"
 
 
+def state_key(length: int) -> str:
+    """The results["cost"] key of the decoding state measured at a test length: decode_state_bytes@4096."""
+    return eval_key("decode_state_bytes", length)
+
+
 def collect(study: Study, monitor: Monitor | None = None) -> list[CellResult]:
     """Every run of the study, read back; with `monitor`, each selection group's run is marked."""
     out = []
@@ -105,7 +110,8 @@ def read_run(cell: Cell, run_dir: Path, results: dict, study: Study, monitor: Mo
         quality=_number(metrics.get(primary)),
         val=_number(metrics.get(monitor.name)) if monitor is not None else None,
         cost={k: _number(cost.get(k)) for k in COST_KEYS}
-        | {"parameters": _number(results.get("parameters"))},
+        | {"parameters": _number(results.get("parameters"))}
+        | {state_key(n): _number(cost.get(state_key(n))) for n in study.eval_lengths},
         evals={n: _number(metrics.get(eval_key(primary, n))) for n in study.eval_lengths},
         partial=is_partial(results),
         stopped_by=str(budget.get("stopped_by") or ""),
@@ -136,6 +142,7 @@ def csv_columns(study: Study, metric: Metric, monitor: Monitor) -> list[str]:
         metric.name,
         *evals,
         *COST_KEYS,
+        *(state_key(n) for n in study.eval_lengths),
         "parameters",
         "run_dir",
         "error",
@@ -175,6 +182,7 @@ def csv_rows(study: Study, cells: Sequence[CellResult], metric: Metric, monitor:
             blank(c.quality),
             *(blank(c.evals.get(n)) for n in study.eval_lengths),
             *(blank(c.cost.get(k)) for k in COST_KEYS),
+            *(blank(c.cost.get(state_key(n))) for n in study.eval_lengths),
             blank(c.cost.get("parameters")),
             str(c.run_dir),
             c.message,
@@ -319,6 +327,7 @@ def eval_tables(study: Study, cells: Sequence[CellResult], metric: Metric) -> li
         return []
     grid = points(study, cells)
     header = ["variant", "trained at", *(f"@{n}" for n in study.eval_lengths)]
+    header += [f"decode state @{n}" for n in study.eval_lengths]
     rows = []
     for g in study.grid_points:
         gtext = ax.describe(g)
@@ -327,7 +336,8 @@ def eval_tables(study: Study, cells: Sequence[CellResult], metric: Metric) -> li
                 point = grid[(variant, n, gtext)]
                 label = f"{variant} ({gtext})" if g else variant
                 evals = [_mean_text(point.evals.get(m) or []) for m in study.eval_lengths]
-                rows.append([label, str(n), *evals])
+                states = [_fmt(point.cost_mean(state_key(m)), "int") for m in study.eval_lengths]
+                rows.append([label, str(n), *evals, *states])
     return [
         f"## {metric.name} at other test lengths (the same weights)",
         "",

@@ -67,7 +67,10 @@ def describe(study: Study, state: Todo) -> list[str]:
     factors += [f"{len(study.grid_points)} grid points"] if study.grid else []
     factors += [f"{len(study.seeds)} seeds"]
     factors += [f"{len(study.tune_points)} tuned values"] if study.tune else []
-    left_out = " less skip=" if study.skip else ""
+    full = 1
+    for factor in (study.variants, study.lengths, study.grid_points, study.seeds, study.tune_points):
+        full *= len(factor)
+    left_out = f", less {full - len(cells)} left out by skip=" if study.skip else ""
     lines = [
         f"study {study.task}: {len(cells)} cells ({' × '.join(factors)}{left_out}) in {study.out}",
         f"skipped {len(state.finished)} finished cell(s); running {len(state.to_run)} "
