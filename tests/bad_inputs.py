@@ -491,6 +491,8 @@ STUDY = [
     Bad("task=mqar grid.model.d_model=[16,32] model.d_model=64", "given both as grid.model.d_model=[...]"),
     # task=mqar's study block tunes the learning rate by default
     Bad("task=mqar task.module.lr=1e-2", "given both as tune.task.module.lr=[...]"),
+    # ... and adds the capacity point as a grid over the pairs (a fixed count is grid.<key>=[8])
+    Bad("task=mqar task.data.builtin.num_kv_pairs=8", "give grid.task.data.builtin.num_kv_pairs=[value]"),
     Bad("task=mqar grid.attention=[linear,local]", "list the variants with variants=[...]"),
     Bad("task=mqar grid.seed=[0,1]", "list the seeds with seeds=[...]"),
     Bad("task=mqar grid.task=[lm,mqar]", "a study is one task"),

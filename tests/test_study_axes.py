@@ -150,6 +150,17 @@ def test_the_default_mqar_study_is_tuned_over_three_learning_rates_and_two_seeds
     assert not plan("mqar", tune={}, cleared=["tune"], out=tmp_path).tune  # tune={} drops it
 
 
+def test_the_default_mqar_study_covers_a_capacity_point_at_the_longest_length(tmp_path):
+    """N = 64, 128, 256 at zoology's N/16 pairs, and 64 pairs (more than a head's 32 state dimensions of
+    experiment=mqar's d_model 64 over 2 heads) at N = 256 only; grid={} drops the point and its skip."""
+    pairs = "task.data.builtin.num_kv_pairs"
+    study = plan("mqar", variants=["linear"], seeds=[0], tune={}, cleared=["tune"], out=tmp_path)
+    assert study.lengths == (64, 128, 256)
+    assert [(c.length, dict(c.grid)[pairs]) for c in study.cells] == [(64, None), (128, None), (256, None), (256, 64)]
+    bare = plan("mqar", variants=["linear"], seeds=[0], grid={}, tune={}, cleared=["grid", "tune"], out=tmp_path)
+    assert not bare.grid and not bare.skip and [c.length for c in bare.cells] == [64, 128, 256]
+
+
 # ---- selection ----------------------------------------------------------------------------------------
 def test_the_tuned_value_is_chosen_on_validation_never_on_test(tmp_path):
     study = plan(

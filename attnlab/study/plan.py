@@ -277,7 +277,9 @@ def plan(
     if evals:
         overrides = (*overrides, f"task.eval_lengths=[{','.join(str(n) for n in evals)}]")
     axis_names = ("variant", "length", "seed", *(k for k, _ in grid_axes))
-    skips = check_skip(block.get("skip") if skip is None else skip, axis_names)
+    if skip is None:  # the block's skip entries naming an axis this study dropped (grid={}) do not apply
+        skip = [e for e in ax.as_list(block.get("skip") or []) if set(ax.flatten(ax.plain(e))) <= set(axis_names)]
+    skips = check_skip(skip, axis_names)
     study = Study(
         task=task,
         variants=tuple(str(v) for v in variants),
