@@ -156,8 +156,15 @@ def test_the_default_mqar_study_covers_a_capacity_point_at_the_longest_length(tm
     pairs = "task.data.builtin.num_kv_pairs"
     study = plan("mqar", variants=["linear"], seeds=[0], tune={}, cleared=["tune"], out=tmp_path)
     assert study.lengths == (64, 128, 256)
-    assert [(c.length, dict(c.grid)[pairs]) for c in study.cells] == [(64, None), (128, None), (256, None), (256, 64)]
-    bare = plan("mqar", variants=["linear"], seeds=[0], grid={}, tune={}, cleared=["grid", "tune"], out=tmp_path)
+    assert [(c.length, dict(c.grid)[pairs]) for c in study.cells] == [
+        (64, None),
+        (128, None),
+        (256, None),
+        (256, 64),
+    ]
+    bare = plan(
+        "mqar", variants=["linear"], seeds=[0], grid={}, tune={}, cleared=["grid", "tune"], out=tmp_path
+    )
     assert not bare.grid and not bare.skip and [c.length for c in bare.cells] == [64, 128, 256]
 
 

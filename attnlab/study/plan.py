@@ -278,7 +278,9 @@ def plan(
         overrides = (*overrides, f"task.eval_lengths=[{','.join(str(n) for n in evals)}]")
     axis_names = ("variant", "length", "seed", *(k for k, _ in grid_axes))
     if skip is None:  # the block's skip entries naming an axis this study dropped (grid={}) do not apply
-        skip = [e for e in ax.as_list(block.get("skip") or []) if set(ax.flatten(ax.plain(e))) <= set(axis_names)]
+        skip = [
+            e for e in ax.as_list(block.get("skip") or []) if set(ax.flatten(ax.plain(e))) <= set(axis_names)
+        ]
     skips = check_skip(skip, axis_names)
     study = Study(
         task=task,
