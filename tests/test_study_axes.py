@@ -68,6 +68,7 @@ def test_grid_and_tune_cross_the_variants_lengths_and_seeds_with_stable_names(tm
         seeds=[0, 1],
         grid={"model.d_model": [16, 32]},
         tune={LR: [1e-3, 1e-2]},
+        cleared=["grid"],
         out=tmp_path,
     )
     names = [cell.name for cell in study.cells]
@@ -86,6 +87,7 @@ def test_grid_and_tune_cross_the_variants_lengths_and_seeds_with_stable_names(tm
         seeds=[0],
         grid={"model.d_model": [8, 16, 32]},
         tune={LR: [1e-3, 1e-2]},
+        cleared=["grid"],
         out=tmp_path,
     )
     assert set(names) & {c.name for c in wider.cells} == {
@@ -96,7 +98,7 @@ def test_grid_and_tune_cross_the_variants_lengths_and_seeds_with_stable_names(tm
     assert "d_model: 16" in text and "lr: 0.01" in text and "override /attention: linear" in text
     # without axes, the names the study always used
     plain = plan(
-        "mqar", variants=["linear"], lengths=[32], seeds=[0], tune={}, cleared=["tune"], out=tmp_path
+        "mqar", variants=["linear"], lengths=[32], seeds=[0], tune={}, cleared=["tune", "grid"], out=tmp_path
     )
     assert [c.name for c in plain.cells] == ["linear-L32-s0"]
 
@@ -128,7 +130,7 @@ def test_skip_leaves_cells_out_for_a_capacity_point(tmp_path):
         seeds=[0],
         grid={pairs: [None, 64]},
         tune={},
-        cleared=["tune"],
+        cleared=["tune", "grid"],
         skip=[{"length": [64, 128], pairs: 64}],
         out=tmp_path,
     )
@@ -138,6 +140,18 @@ def test_skip_leaves_cells_out_for_a_capacity_point(tmp_path):
         "linear-L256-num_kv_pairs_null-s0",
         "linear-L256-num_kv_pairs64-s0",
     ]
+    bounded = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[64, 128, 256],
+        seeds=[0],
+        grid={pairs: [None, 64]},
+        tune={},
+        cleared=["tune", "grid"],
+        skip=[{"length": "<=128", pairs: 64}],
+        out=tmp_path,
+    )
+    assert [c.name for c in bounded.cells] == [c.name for c in study.cells]  # a bound: the same four cells
     with pytest.raises(ConfigError, match="'lenght' is not an axis of this study"):
         plan("mqar", variants=["linear"], lengths=[64], skip=[{"lenght": 64}], out=tmp_path)
 
@@ -147,12 +161,12 @@ def test_the_default_mqar_study_is_tuned_over_three_learning_rates_and_two_seeds
     ((key, lrs),) = study.tune
     assert key == LR and len(lrs) >= 3 and 3e-3 in lrs  # around experiment=mqar's own lr
     assert study.seeds == (0, 1)
-    assert not plan("mqar", tune={}, cleared=["tune"], out=tmp_path).tune  # tune={} drops it
+    assert not plan("mqar", tune={}, cleared=["tune", "grid"], out=tmp_path).tune  # tune={} drops it
 
 
 def test_the_default_mqar_study_covers_a_capacity_point_at_the_longest_length(tmp_path):
-    """N = 64, 128, 256 at zoology's N/16 pairs, and 64 pairs (more than a head's 32 state dimensions of
-    experiment=mqar's d_model 64 over 2 heads) at N = 256 only; grid={} drops the point and its skip."""
+    """N = 64, 128, 256 at zoology's N/16 pairs, and 48 pairs (more than a head's 32 state dimensions of
+    experiment=mqar's d_model 64 over 2 heads) at N >= 256 only; grid={} drops the point and its skip."""
     pairs = "task.data.builtin.num_kv_pairs"
     study = plan("mqar", variants=["linear"], seeds=[0], tune={}, cleared=["tune"], out=tmp_path)
     assert study.lengths == (64, 128, 256)
@@ -160,8 +174,12 @@ def test_the_default_mqar_study_covers_a_capacity_point_at_the_longest_length(tm
         (64, None),
         (128, None),
         (256, None),
-        (256, 64),
+        (256, 48),
     ]
+    longer = plan(
+        "mqar", variants=["linear"], lengths=[32, 512], seeds=[0], tune={}, cleared=["tune"], out=tmp_path
+    )
+    assert [(c.length, dict(c.grid)[pairs]) for c in longer.cells] == [(32, None), (512, None), (512, 48)]
     bare = plan(
         "mqar", variants=["linear"], seeds=[0], grid={}, tune={}, cleared=["grid", "tune"], out=tmp_path
     )
@@ -171,7 +189,13 @@ def test_the_default_mqar_study_covers_a_capacity_point_at_the_longest_length(tm
 # ---- selection ----------------------------------------------------------------------------------------
 def test_the_tuned_value_is_chosen_on_validation_never_on_test(tmp_path):
     study = plan(
-        "mqar", variants=["linear"], lengths=[32], seeds=[0, 1], tune={LR: [1e-3, 1e-2]}, out=tmp_path
+        "mqar",
+        variants=["linear"],
+        lengths=[32],
+        seeds=[0, 1],
+        tune={LR: [1e-3, 1e-2]},
+        cleared=["grid"],
+        out=tmp_path,
     )
     cells = by_name(study)
     # seed 0: validation prefers lr 1e-3, test would prefer 1e-2; seed 1 the other way round
@@ -209,7 +233,13 @@ def test_the_tuned_value_is_chosen_on_validation_never_on_test(tmp_path):
 
 def test_runs_cut_short_are_marked_and_left_out_unless_allowed(tmp_path):
     study = plan(
-        "mqar", variants=["linear"], lengths=[32, 64], seeds=[0], tune={LR: [1e-3, 1e-2]}, out=tmp_path
+        "mqar",
+        variants=["linear"],
+        lengths=[32, 64],
+        seeds=[0],
+        tune={LR: [1e-3, 1e-2]},
+        cleared=["grid"],
+        out=tmp_path,
     )
     cells = by_name(study)
     cut = {"steps_done": 90, "steps_planned": 400, "stopped_by": "max_time"}
@@ -241,6 +271,7 @@ def test_runs_cut_short_are_marked_and_left_out_unless_allowed(tmp_path):
         seeds=[0],
         tune={LR: [1e-3, 1e-2]},
         allow_partial=True,
+        cleared=["grid"],
         out=tmp_path,
     )
     runs = collect(allowed, VAL)
@@ -262,7 +293,7 @@ def test_eval_lengths_reach_every_run_and_get_a_column_each(tmp_path):
         lengths=[64],
         seeds=[0],
         tune={},
-        cleared=["tune"],
+        cleared=["tune", "grid"],
         eval_lengths=[256, 4096],
         out=tmp_path,
     )
@@ -291,7 +322,7 @@ def test_grid_blocks_mean_over_an_axis_and_the_state_plot(tmp_path):
         seeds=[0],
         grid={"model.d_model": [16, 32]},
         tune={},
-        cleared=["tune"],
+        cleared=["tune", "grid"],
         mean_over="model.d_model",
         out=tmp_path,
     )
@@ -370,7 +401,7 @@ TINY_MQAR = [
 def test_a_tiny_grid_and_tune_on_mqar_runs_selects_and_resumes(tmp_path, capfd):
     out = tmp_path / "study"
     argv = ["task=mqar", f"out={out}", "variants=[linear]", "lengths=[32]", "seeds=[0]"]
-    argv += ["grid.model.d_model=[16,32]", "tune.task.module.lr=[1e-3,1e-2]", *TINY_MQAR]
+    argv += ["grid={}", "grid.model.d_model=[16,32]", "tune.task.module.lr=[1e-3,1e-2]", *TINY_MQAR]
     argv += [f"paths.data_cache={tmp_path / 'cache'}"]
     assert main(argv) == 0
     err = capfd.readouterr().err
@@ -399,11 +430,21 @@ def test_a_tiny_grid_and_tune_on_mqar_runs_selects_and_resumes(tmp_path, capfd):
 def test_preflight_composes_one_cell_per_point_and_per_tuned_value(tmp_path):
     from attnlab.study.plan import representative_cells
 
-    study = plan("mqar", variants=["linear", "local"], lengths=[32, 64], seeds=[0, 1], out=tmp_path)
+    study = plan(
+        "mqar", variants=["linear", "local"], lengths=[32, 64], seeds=[0, 1], cleared=["grid"], out=tmp_path
+    )
     picked = representative_cells(study)
     assert len(study.cells) == 2 * 2 * 2 * 3 and len(picked) == 2 * 2 + 2
     assert {c.tune for c in picked} == {((LR, lr),) for _, lrs in study.tune for lr in lrs}
-    small = plan("mqar", variants=["linear"], lengths=[32], seeds=[0], tune={LR: [1e-3]}, out=tmp_path)
+    small = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[32],
+        seeds=[0],
+        tune={LR: [1e-3]},
+        cleared=["grid"],
+        out=tmp_path,
+    )
     assert preflight_cells(small).task.module.lr == 1e-3
 
 
@@ -413,7 +454,12 @@ def test_a_hybrid_is_a_variant_of_the_study(tmp_path):
     from attnlab.study.plan import cell_config, plan, preflight_cells
 
     spec = plan(
-        "mqar", variants=["gated_deltanet*3+multihead", "multihead"], lengths=[32], seeds=[0], out=tmp_path
+        "mqar",
+        variants=["gated_deltanet*3+multihead", "multihead"],
+        lengths=[32],
+        seeds=[0],
+        cleared=["grid"],
+        out=tmp_path,
     )
     hybrid = next(c for c in spec.cells if c.variant == "gated_deltanet*3+multihead")
     assert hybrid.name.startswith("gated_deltanetx3+multihead-L32-s0")
@@ -442,6 +488,12 @@ def test_a_depth_axis_draws_the_haystack_heat_map(tmp_path):
     assert outputs["haystack_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(haystack.png)" in outputs["md"].read_text()
     no_depth = plan(
-        "mqar", variants=["linear"], lengths=[64], seeds=[0], tune={}, cleared=["tune"], out=tmp_path / "m"
+        "mqar",
+        variants=["linear"],
+        lengths=[64],
+        seeds=[0],
+        tune={},
+        cleared=["tune", "grid"],
+        out=tmp_path / "m",
     )
     assert study_rows(no_depth, collect(no_depth, VAL)) == []

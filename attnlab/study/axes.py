@@ -54,10 +54,14 @@ def as_list(value: Any) -> list[Any]:
 
 def merge(kind: str, block: Mapping[str, Any] | None, given: Mapping[str, Any] | None, cleared: bool) -> Axes:
     """The block's axes, then the command line's (a key given replaces the block's list; `cleared`:
-    `kind={}` dropped the block's axes)."""
+    `kind={}` dropped the block's axes). In the block, `key: null` drops an axis a preset inherits (an
+    experiment's study block is merged into the task's, and a merge cannot remove a key)."""
     axes: dict[str, list[Any]] = {}
     for source in (({} if cleared else block) or {}, given or {}):
         for key, values in flatten(plain(source)).items():
+            if values is None and source is not given:
+                axes.pop(str(key), None)
+                continue
             values = as_list(values)
             if not values:
                 raise ConfigError(

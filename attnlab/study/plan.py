@@ -143,10 +143,29 @@ class Study:
         return self.runs_dir / cell.name
 
 
+BOUND = re.compile(r"^\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d*)?(?:e-?\d+)?)\s*$")  # skip's '<256', '>=1e-3'
+
+
 def skipped(skip: Sequence[dict[str, tuple[Any, ...]]], cell: Cell) -> bool:
-    """True when every axis of one `skip` entry holds the cell's value."""
+    """True when every axis of one `skip` entry holds the cell's value: one of the entry's values, or
+    within one of its bounds (a string '<256', '>=1024': the capacity point at the longest lengths only)."""
     values = {"variant": cell.variant, "length": cell.length, "seed": cell.seed, **dict(cell.grid)}
-    return any(all(values.get(key) in allowed for key, allowed in entry.items()) for entry in skip)
+    return any(all(_matches(values.get(key), allowed) for key, allowed in entry.items()) for entry in skip)
+
+
+def _matches(value: Any, allowed: Sequence[Any]) -> bool:
+    for item in allowed:
+        bound = BOUND.match(item) if isinstance(item, str) else None
+        if bound is None:
+            if value == item:
+                return True
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        op, limit = bound.group(1), float(bound.group(2))
+        if {"<": value < limit, "<=": value <= limit, ">": value > limit, ">=": value >= limit}[op]:
+            return True
+    return False
 
 
 def default_out(task: str) -> Path:
@@ -562,3 +581,4 @@ def preflight_cells(study: Study) -> DictConfig:
             first = first if first is not None else cfg
     assert first is not None
     return first
+
