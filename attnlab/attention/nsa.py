@@ -122,43 +122,67 @@ def compressed_attention(q: Tensor, kc: Tensor, vc: Tensor, visible: Tensor) -> 
     return out.masked_fill(empty, 0.0)
 
 
-def selected_keys(
+class KeyBlocks:
+    """Keys or values (B, H, Nk, D) as rows of whole blocks, (B·H·nb, l·D), the last one zero-padded:
+    a query's selected blocks are gathered as l·D contiguous floats each (index_select), and their
+    gradients added back the same way (index_add_)."""
+
+    def __init__(self, x: Tensor, block_size: int):
+        B, H, self.nk, D = x.shape
+        self.nb = -(-self.nk // block_size)
+        pad = self.nb * block_size - self.nk
+        self.shape, self.block_size = (B, H, self.nb * block_size, D), block_size
+        self.rows = (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(B * H * self.nb, block_size * D)
+
+    def row_index(self, blocks: Tensor) -> Tensor:
+        """Block indices (B, H, Q, S), -1 = none -> rows of `self.rows`, (B·H·Q·S,) (-1 -> block 0)."""
+        B, H = blocks.shape[:2]
+        base = torch.arange(B * H, device=blocks.device).view(B, H, 1, 1) * self.nb
+        return (blocks.clamp(min=0) + base).reshape(-1)
+
+    def gather(self, rows: Tensor, blocks: Tensor) -> Tensor:
+        """The selected blocks' tokens: (B, H, Q, S·l, D)."""
+        return self.rows.index_select(0, rows).view(*blocks.shape[:3], -1, self.shape[-1])
+
+    def scatter_add(self, grad_rows: Tensor, rows: Tensor, gathered: Tensor) -> None:
+        """Add gradients (B, H, Q, S·l, D) of gathered tokens into grad_rows (shaped as self.rows)."""
+        grad_rows.index_add_(0, rows, gathered.reshape(rows.shape[0], -1))
+
+    def unblock(self, grad_rows: Tensor) -> Tensor:
+        """Rows (B·H·nb, l·D) -> (B, H, Nk, D)."""
+        return grad_rows.view(self.shape)[:, :, : self.nk]
+
+
+def selected_mask(
     blocks: Tensor, positions: Tensor, nk: int, block_size: int, *, causal: bool, real: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    """The tokens of the selected blocks (B, H, Q, S) of queries at `positions` (Q,): their indices
-    (B, H, Q, S·l), clamped into the keys, and which take part (B, H, Q, S·l): an existing block
-    (not -1), inside the nk keys, not after the query when causal, a real key (real (B|1, nk))."""
-    offsets = torch.arange(block_size, device=blocks.device)
-    tokens = blocks[..., None] * block_size + offsets  # (B, H, Q, S, l)
-    ok = (blocks[..., None] >= 0) & (tokens < nk)
+) -> Tensor:
+    """Which tokens of the selected blocks (B, H, Q, S) of queries at `positions` (Q,) take part,
+    (B, H, Q, S·l): of an existing block (not -1), inside the nk keys, not after the query when
+    causal, real keys (real (B|1, nk), True = a real key; None = all)."""
+    B, H, Q, S = blocks.shape
+    nb = -(-nk // block_size)
+    inside = torch.arange(nb * block_size, device=blocks.device) < nk  # (nb·l,)
+    real = inside[None] if real is None else F.pad(real, (0, nb * block_size - nk), value=False)
+    per_block = real.view(real.shape[0], nb, block_size)  # (B|1, nb, l)
+    base = torch.arange(B, device=blocks.device) if real.shape[0] == B else torch.zeros(B, dtype=torch.long)
+    rows = blocks.clamp(min=0) + base.to(blocks.device).view(B, 1, 1, 1) * nb  # (B, H, Q, S)
+    ok = per_block.reshape(-1, block_size)[rows.reshape(-1)].view(B, H, Q, S, block_size)
+    ok &= (blocks >= 0)[..., None]
     if causal:
+        tokens = blocks[..., None] * block_size + torch.arange(block_size, device=blocks.device)
         ok &= tokens <= positions[:, None, None]
-    tokens, ok = tokens.clamp(0, nk - 1).flatten(-2), ok.flatten(-2)  # (B, H, Q, S·l)
-    if real is not None:
-        B, H = tokens.shape[:2]
-        ok &= real[:, None, :].expand(B, H, nk).gather(2, tokens.flatten(2)).view_as(ok)
-    return tokens, ok
-
-
-def _gather_rows(flat: Tensor, index: Tensor) -> Tensor:
-    """flat (B·H·nk, D), index (B, H, Q, T) of rows -> (B, H, Q, T, D)."""
-    return flat[index.reshape(-1)].view(*index.shape, flat.shape[-1])
-
-
-def _row_index(tokens: Tensor, nk: int) -> Tensor:
-    """Token indices (B, H, Q, T) -> rows of the (B·H·nk, D) flattened keys."""
-    B, H = tokens.shape[:2]
-    base = torch.arange(B * H, device=tokens.device).view(B, H, 1, 1) * nk
-    return tokens + base
+    return ok.flatten(-2)  # (B, H, Q, S·l)
 
 
 def _selected_chunk(
-    q: Tensor, k_flat: Tensor, v_flat: Tensor, rows: Tensor, ok: Tensor, scale: float
+    q: Tensor, keys: KeyBlocks, values: KeyBlocks, blocks: Tensor, ok: Tensor, scale: float
 ) -> tuple[Tensor, Tensor]:
-    """One chunk's selected attention: q (B, H, Q, D) over its gathered keys -> out (B, H, Q, Dv) and
-    each query's log-sum-exp (B, H, Q) (+inf where no key takes part: zero output, zero weights)."""
-    kg, vg = _gather_rows(k_flat, rows), _gather_rows(v_flat, rows)  # (B, H, Q, T, D)
-    scores = (kg @ q[..., None]).squeeze(-1) * scale  # (B, H, Q, T)
+    """One chunk's selected attention: q (B, H, Q, D) over the tokens of its blocks (B, H, Q, S) that
+    take part (ok) -> out (B, H, Q, Dv) and each query's log-sum-exp (B, H, Q) (+inf where no key
+    takes part: zero output, zero weights)."""
+    rows = keys.row_index(blocks)
+    kg, vg = keys.gather(rows, blocks), values.gather(rows, blocks)  # (B, H, Q, S·l, D)
+    scores = (kg @ q[..., None]).squeeze(-1) * scale  # (B, H, Q, S·l)
     scores = scores.masked_fill(~ok, -math.inf)
     top = scores.amax(-1, keepdim=True)
     top = top.masked_fill(top == -math.inf, 0.0)
@@ -178,12 +202,11 @@ class SelectedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, blocks, positions, real, block_size, causal, scale, chunk):
-        B, H, Nk, D = k.shape
-        k_flat, v_flat = k.reshape(B * H * Nk, D), v.reshape(B * H * Nk, v.shape[-1])
+        keys, values = KeyBlocks(k, block_size), KeyBlocks(v, block_size)
         outs, lses = [], []
         for qc, bc, pc in zip(q.split(chunk, 2), blocks.split(chunk, 2), positions.split(chunk)):
-            tokens, ok = selected_keys(bc, pc, Nk, block_size, causal=causal, real=real)
-            out, lse = _selected_chunk(qc, k_flat, v_flat, _row_index(tokens, Nk), ok, scale)
+            ok = selected_mask(bc, pc, keys.nk, block_size, causal=causal, real=real)
+            out, lse = _selected_chunk(qc, keys, values, bc, ok, scale)
             outs.append(out)
             lses.append(lse)
         out, lse = torch.cat(outs, 2), torch.cat(lses, 2)
@@ -196,24 +219,23 @@ class SelectedAttention(torch.autograd.Function):
     def backward(ctx: FunctionCtx, d_out: Tensor):
         q, k, v, blocks, positions, real, out, lse = ctx.saved_tensors
         block_size, causal, scale, chunk = ctx.settings
-        B, H, Nk, D = k.shape
-        k_flat, v_flat = k.reshape(B * H * Nk, D), v.reshape(B * H * Nk, v.shape[-1])
-        dk, dv = torch.zeros_like(k_flat), torch.zeros_like(v_flat)
+        keys, values = KeyBlocks(k, block_size), KeyBlocks(v, block_size)
+        dk, dv = torch.zeros_like(keys.rows), torch.zeros_like(values.rows)
         dqs = []
         pieces = (q, blocks, out, lse, d_out)
         for qc, bc, oc, lc, dc, pc in zip(*(t.split(chunk, 2) for t in pieces), positions.split(chunk)):
-            tokens, ok = selected_keys(bc, pc, Nk, block_size, causal=causal, real=real)
-            rows = _row_index(tokens, Nk)
-            kg, vg = _gather_rows(k_flat, rows), _gather_rows(v_flat, rows)  # (B, H, Q, T, D)
-            scores = (kg @ qc[..., None]).squeeze(-1) * scale  # (B, H, Q, T)
+            ok = selected_mask(bc, pc, keys.nk, block_size, causal=causal, real=real)
+            rows = keys.row_index(bc)
+            kg, vg = keys.gather(rows, bc), values.gather(rows, bc)  # (B, H, Q, S·l, D)
+            scores = (kg @ qc[..., None]).squeeze(-1) * scale  # (B, H, Q, S·l)
             weights = torch.exp(scores.masked_fill(~ok, -math.inf) - lc[..., None])  # the forward's
-            dv.index_add_(0, rows.reshape(-1), (weights[..., None] @ dc[..., None, :]).flatten(0, 3))
-            d_weights = (vg @ dc[..., None]).squeeze(-1)  # (B, H, Q, T)
+            values.scatter_add(dv, rows, weights[..., None] @ dc[..., None, :])
+            d_weights = (vg @ dc[..., None]).squeeze(-1)  # (B, H, Q, S·l)
             d_scores = weights * (d_weights - (dc * oc).sum(-1, keepdim=True)) * scale
             dqs.append((d_scores[..., None, :] @ kg).squeeze(-2))
-            dk.index_add_(0, rows.reshape(-1), (d_scores[..., None] @ qc[..., None, :]).flatten(0, 3))
+            keys.scatter_add(dk, rows, d_scores[..., None] @ qc[..., None, :])
         dq = torch.cat(dqs, 2)
-        return dq, dk.view_as(k), dv.view_as(v), None, None, None, None, None, None, None
+        return dq, keys.unblock(dk), values.unblock(dv), None, None, None, None, None, None, None
 
 
 def gate_mix(branches: tuple[Tensor, Tensor, Tensor], gates: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -286,7 +308,7 @@ class NativeSparseAttention(Attention):
         block_size: Annotated[int, Range(ge=1)] = 32,
         selected_blocks: Annotated[int, Range(ge=3)] = 8,
         window: Annotated[int, Range(ge=1)] = 64,
-        chunk_size: Annotated[int, Range(ge=1)] = 128,
+        chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
         self.block_size = block_size
@@ -392,11 +414,8 @@ class NativeSparseAttention(Attention):
         scores = torch.zeros(B, H, 1, nb, device=q.device, dtype=acc)  # the own partial block: forced
         scores[..., :complete] = q @ kc.to(acc).transpose(-2, -1)
         chosen = select_blocks(scores, visible, forced_blocks(position, nb, L), self.selected_blocks)
-        tokens, ok = selected_keys(chosen, position, t + 1, L, causal=True, real=None)
-        rows = B * H * (t + 1)
-        selected, _ = _selected_chunk(
-            q, K.reshape(rows, -1), V.reshape(rows, -1), _row_index(tokens, t + 1), ok, q.shape[-1] ** -0.5
-        )
+        ok = selected_mask(chosen, position, t + 1, L, causal=True, real=None)
+        selected, _ = _selected_chunk(q, KeyBlocks(K, L), KeyBlocks(V, L), chosen, ok, q.shape[-1] ** -0.5)
         recent_k, recent_v = K[:, :, -self.window :], V[:, :, -self.window :]  # the window's keys
         sliding = torch.softmax(q @ recent_k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ recent_v
         out = gate_mix((compressed, selected, sliding), (g_cmp.to(acc), g_slc.to(acc), g_swa.to(acc)))
