@@ -182,7 +182,7 @@ def _selected_chunk(
     takes part: zero output, zero weights)."""
     rows = keys.row_index(blocks)
     kg, vg = keys.gather(rows, blocks), values.gather(rows, blocks)  # (B, H, Q, S·l, D)
-    scores = (kg @ q[..., None]).squeeze(-1) * scale  # (B, H, Q, S·l)
+    scores = (q[..., None, :] @ kg.transpose(-2, -1)).squeeze(-2) * scale  # (B, H, Q, S·l)
     scores = scores.masked_fill(~ok, -math.inf)
     top = scores.amax(-1, keepdim=True)
     top = top.masked_fill(top == -math.inf, 0.0)
@@ -227,13 +227,13 @@ class SelectedAttention(torch.autograd.Function):
             ok = selected_mask(bc, pc, keys.nk, block_size, causal=causal, real=real)
             rows = keys.row_index(bc)
             kg, vg = keys.gather(rows, bc), values.gather(rows, bc)  # (B, H, Q, S·l, D)
-            scores = (kg @ qc[..., None]).squeeze(-1) * scale  # (B, H, Q, S·l)
+            scores = (qc[..., None, :] @ kg.transpose(-2, -1)).squeeze(-2) * scale  # (B, H, Q, S·l)
             weights = torch.exp(scores.masked_fill(~ok, -math.inf) - lc[..., None])  # the forward's
-            values.scatter_add(dv, rows, weights[..., None] @ dc[..., None, :])
-            d_weights = (vg @ dc[..., None]).squeeze(-1)  # (B, H, Q, S·l)
+            values.scatter_add(dv, rows, weights[..., None] * dc[..., None, :])  # outer products
+            d_weights = (dc[..., None, :] @ vg.transpose(-2, -1)).squeeze(-2)  # (B, H, Q, S·l)
             d_scores = weights * (d_weights - (dc * oc).sum(-1, keepdim=True)) * scale
             dqs.append((d_scores[..., None, :] @ kg).squeeze(-2))
-            keys.scatter_add(dk, rows, d_scores[..., None] @ qc[..., None, :])
+            keys.scatter_add(dk, rows, d_scores[..., None] * qc[..., None, :])
         dq = torch.cat(dqs, 2)
         return dq, keys.unblock(dk), values.unblock(dv), None, None, None, None, None, None, None
 
