@@ -23,12 +23,16 @@ branch's output carries the gradient to the block summaries.
 Forms. `reference_branches` writes the three branches out with dense (N, N) masks (readable, for
 tests). `forward` runs them chunk by chunk over the queries (`chunk_size`), never holding an (N, N)
 tensor: the compressed scores are (chunk, N/l) per chunk; the selected branch gathers each query's
-n·l keys in a custom autograd function that saves only the block indices and each query's
-log-sum-exp and recomputes the gathers in its backward; the sliding branch is `local`'s blocked
-window attention. Memory O(N·(d + n)) plus per-chunk tiles; time O(N²·d/l) for the compressed
-scores and their top-n (each query against all N/l blocks: the quadratic term, with a 1/l constant)
-plus O(N·(n·l + w)·d) for the selected and sliding branches. `step` decodes one token against a KV
-cache and the cached block summaries: the three branches for one query, equal to the parallel pass.
+n blocks (whole l·d rows) in a custom autograd function that saves only the block indices and each
+query's log-sum-exp and recomputes the gathers in its backward; the sliding branch is `local`'s
+blocked window attention (on fp32 CPU tensors its existing C kernel; nothing compiled is added here).
+Memory O(N·(d + n)) plus per-chunk tiles; time O(N²·d/l) for the compressed scores and their top-n
+(each query against all N/l blocks: the quadratic term, with a 1/l constant) plus O(N·(n·l + w)·d)
+for the selected and sliding branches. The selected branch's backward forms its outer products
+(weights x output gradients, score gradients x queries) by broadcasting, ~7x faster than K=1 matrix
+products on CPU: FLOP counters see them as elementwise, so the counted FLOPs leave out 2·n·l·d per
+query. `step` decodes one token against a KV cache and the cached block summaries: the three
+branches for one query, equal to the parallel pass.
 
 Non-causal use (an encoder) is attnlab's extension: every block is a candidate and a summary, the
 forced blocks are the same three, and the window is centred (|i - j| <= window//2, as `local`).
@@ -378,7 +382,9 @@ class NativeSparseAttention(Attention):
         self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
     ) -> State:
         empty = torch.zeros(batch, heads, 0, head_dim, device=device, dtype=dtype)  # (B, H, 0, D)
-        return {"k": empty, "v": empty.clone(), "kc": empty.clone(), "vc": empty.clone()}
+        # block means in at least fp32, as the parallel pass computes them from half inputs
+        means = empty.to(torch.promote_types(dtype, torch.float32))
+        return {"k": empty, "v": empty.clone(), "kc": means, "vc": means.clone()}
 
     @fp32_accumulation
     def step(
@@ -393,7 +399,7 @@ class NativeSparseAttention(Attention):
         g_swa: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         self.require_gates(g_cmp=g_cmp, g_slc=g_slc, g_swa=g_swa)
-        L, acc = self.block_size, torch.promote_types(q.dtype, torch.float32)
+        L, dtype, acc = self.block_size, q.dtype, torch.promote_types(q.dtype, torch.float32)
         keys = torch.cat([state["k"], k.to(state["k"].dtype)], dim=2)  # (B, H, t + 1, D)
         values = torch.cat([state["v"], v.to(state["v"].dtype)], dim=2)
         kc, vc = state["kc"], state["vc"]  # (B, H, complete blocks, D)
@@ -410,13 +416,14 @@ class NativeSparseAttention(Attention):
         if complete:
             compressed = compressed_attention(q, kc.to(acc), vc.to(acc), visible[..., :complete])
         else:
-            compressed = torch.zeros_like(q[..., : values.shape[-1]])
-        scores = torch.zeros(B, H, 1, nb, device=q.device, dtype=acc)  # the own partial block: forced
-        scores[..., :complete] = q @ kc.to(acc).transpose(-2, -1)
-        chosen = select_blocks(scores, visible, forced_blocks(position, nb, L), self.selected_blocks)
+            compressed = q.new_zeros(B, H, 1, V.shape[-1])
+        with torch.no_grad():
+            scores = torch.zeros(B, H, 1, nb, device=q.device, dtype=acc)  # the own partial block: forced
+            scores[..., :complete] = q @ kc.to(acc).transpose(-2, -1)
+            chosen = select_blocks(scores, visible, forced_blocks(position, nb, L), self.selected_blocks)
         ok = selected_mask(chosen, position, t + 1, L, causal=True, real=None)
         selected, _ = _selected_chunk(q, KeyBlocks(K, L), KeyBlocks(V, L), chosen, ok, q.shape[-1] ** -0.5)
         recent_k, recent_v = K[:, :, -self.window :], V[:, :, -self.window :]  # the window's keys
         sliding = torch.softmax(q @ recent_k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ recent_v
         out = gate_mix((compressed, selected, sliding), (g_cmp.to(acc), g_slc.to(acc), g_swa.to(acc)))
-        return out.to(q.dtype), {"k": keys, "v": values, "kc": kc, "vc": vc}
+        return out.to(dtype), {"k": keys, "v": values, "kc": kc, "vc": vc}

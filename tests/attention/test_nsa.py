@@ -137,6 +137,32 @@ def test_decoding_equals_the_parallel_pass(block_size: int):
     assert state["kc"].shape[2] == 30 // block_size  # one summary per complete block
 
 
+def test_value_dim_may_differ():
+    q, k, _ = qkv()
+    v = torch.randn(2, 3, 70, 5, generator=torch.Generator().manual_seed(3))
+    ours = build_attention("nsa", **SMALL, chunk_size=16).branches(q, k, v, causal=True)
+    theirs = reference_branches(q, k, v, **SMALL, causal=True)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_decoding_keeps_its_dtype_and_follows_the_parallel_pass():
+    """A bf16 KV cache (block means kept in fp32, as the parallel pass computes them)."""
+    q, k, v = qkv(1, 2, 24, 8, dtype=torch.bfloat16)
+    gates = {name: g.bfloat16() for name, g in random_gates(NativeSparseAttention, 1, 2, 24, 8).items()}
+    attention = build_attention("nsa", block_size=4, selected_blocks=4, window=5)
+    state = attention.init_state(1, 2, 8, device=q.device, dtype=torch.bfloat16)
+    outs = []
+    for t in range(24):
+        one = {name: g[:, :, t : t + 1] for name, g in gates.items()}
+        out, state = attention.step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], state, **one)
+        outs.append(out)
+    assert outs[-1].dtype == torch.bfloat16 and state["k"].dtype == torch.bfloat16
+    assert state["kc"].dtype == torch.float32
+    parallel = attention(q, k, v, causal=True, **gates)
+    torch.testing.assert_close(torch.cat(outs, 2).float(), parallel.float(), atol=0.02, rtol=0)
+
+
 def test_long_sequence_never_holds_n_squared():
     """At 4K the forward + backward peaks far below one (N, N) score matrix per head."""
     N, D = 4096, 16
