@@ -26,7 +26,7 @@ from attnlab.errors import CapabilityError, ConfigError, PluginError
 BUILT_INS = [
     "full", "multihead", "linear", "lowrank", "nystrom", "performer", "local",
     "retention", "gla", "deltanet", "gated_deltanet", "based", "mamba2", "fox",
-    "gated_deltaproduct", "kda", "rwkv7",
+    "gated_deltaproduct", "kda", "rwkv7", "nsa",
 ]  # fmt: skip
 
 

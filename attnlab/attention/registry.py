@@ -57,6 +57,7 @@ BUILTIN_MODULES = (
     "attnlab.attention.gated_deltaproduct",
     "attnlab.attention.kda",
     "attnlab.attention.rwkv7",
+    "attnlab.attention.nsa",
 )
 _SCALAR_TYPES = (bool, int, float, str)
 
