@@ -96,5 +96,6 @@ def test_readme_study_with_three_steps(tmp_path):
     output = _ok(
         run_cli([*args, f"out={tmp_path / 'study'}"], cwd=tmp_path, module="attnlab.study", timeout=900)
     )
-    # task=mqar's study tunes the lr over 3 values with 2 seeds: 2 variants x 2 lengths x 6 runs
-    assert "study: 24/24 cells finished, 0 failed or missing" in output
+    # task=mqar's study tunes the lr over 3 values with 2 seeds and adds its capacity point (48 pairs)
+    # at N >= 256: 2 variants x (2 lengths + 1 capacity point) x 6 runs
+    assert "study: 36/36 cells finished, 0 failed or missing" in output
