@@ -19,8 +19,9 @@ Setting: CPU, B=1, H=4, head dim 64, fp32, forward+backward, causal and not. Tar
      same projections and F.scaled_dot_product_attention called directly
 
 The sweep is `python -m attnlab.bench` (attnlab.bench.run), so its bench.csv/json/png are kept in
---out. Exact softmax variants (class attribute `exact`) are the quadratic ones; every other
-registered built-in is held to the sub-quadratic target.
+--out. Exact softmax variants (class attribute `exact`) are the quadratic ones; variants whose declared
+complexity keeps an N² term without being exact (fox's forget-gated softmax, nsa's block scoring) are
+reported without a target; every other registered built-in is held to the sub-quadratic target.
 """
 
 from __future__ import annotations
@@ -81,10 +82,17 @@ def check_sweep(data: dict) -> None:
             continue
         causal = " causal" if s["causal"] else ""
         t, m = s["time_exponent"], s["memory_exponent"]
-        if get_attention_class(s["variant"]).exact:
+        cls = get_attention_class(s["variant"])
+        if cls.exact:
             check(
                 1.7 <= t <= 2.3,
                 f"{s['variant']}{causal}: time exponent {t:.2f} ~ 2 over {span} (memory exponent {m:.2f})",
+            )
+        elif "N²" in cls.complexity:  # fox (softmax with a forget gate), nsa (every query scores N/l blocks)
+            check(
+                None,
+                f"{s['variant']}{causal}: time exponent {t:.2f}, memory exponent {m:.2f} over {span}: a quadratic "
+                f"term by design ({cls.complexity}), reported, not held to <= 1.15",
             )
         else:
             ok = t <= 1.15 and m is not None and m <= 1.15
