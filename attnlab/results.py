@@ -44,6 +44,12 @@ STOP_REASONS = ("max_steps", "max_epochs", "early_stopping", "max_time", "interr
 PARTIAL_STOPS = ("max_time", "interrupted", "non_finite")
 
 
+def best_key(monitor: str) -> str:
+    """metrics["best/val/acc"]: the monitored score of the checkpoint the test metrics come from (the
+    best one; the last validation, metrics["val/acc"], can be another step's)."""
+    return f"best/{monitor}"
+
+
 def is_partial(results: dict[str, Any]) -> bool:
     """True when a run did not get the budget it was promised (a time guard, a Ctrl-C, a NaN).
 

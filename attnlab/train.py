@@ -28,7 +28,7 @@ from attnlab.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
-from attnlab.results import RESULTS_FILE, is_partial, read_finished, write_results
+from attnlab.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.budget import budget_line, run_budget
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
@@ -133,6 +133,11 @@ def fit_and_test(
     best = checkpoint.best_model_path if checkpoint is not None and not cfg.trainer.fast_dev_run else ""
     # The fit's last train/val metrics (what a sweeper optimises), kept before trainer.test resets them.
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if not k.startswith("cost/")}
+    # The monitored validation score of the checkpoint the test reads (best/val/acc): a study selects
+    # on it, so the run it reports was chosen on the very weights its test metric comes from.
+    score = getattr(checkpoint, "best_model_score", None) if best else None
+    if score is not None and math.isfinite(_number(score)):
+        metrics[best_key(cfg.task.monitor)] = _number(score)
     # before test: loading the best checkpoint rewinds the meter
     train_cost = cost.summary(module.device) | {"threads": torch.get_num_threads()}
     test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)

@@ -153,6 +153,8 @@ def test_results_hold_a_metric_per_length(tmp_path, overrides, lengths, trained)
         for name in names:
             assert 0 <= metrics[f"test/{name}@{length}"] < float("inf")
     assert not any(k.startswith(("test/baseline_acc@", "test/unigram_ppl@")) for k in metrics)
+    # the validation score of the checkpoint the test read (one validation here: the last one's)
+    assert metrics[f"best/{cfg.task.monitor}"] == pytest.approx(metrics[cfg.task.monitor])
     # the decoding state measured at each test length: never shrinking with it, and at the length the
     # run measured its own decode_state_bytes at, the same figure
     cost = written["cost"]

@@ -28,9 +28,14 @@ VAL = Monitor("val/acc", True)
 LR = "task.module.lr"
 
 
-def fake_run(study: Study, cell, *, val, test, budget=None, evals=None, state=1024, params=1000) -> None:
-    """A finished run's results.json as the run writes it (only what the study reads is filled in)."""
+def fake_run(
+    study: Study, cell, *, val, test, budget=None, evals=None, state=1024, params=1000, best_val=None
+) -> None:
+    """A finished run's results.json as the run writes it (only what the study reads is filled in);
+    `best_val`: the best checkpoint's validation score when it is not the last one's."""
     metrics = {"val/acc": val, "test/acc": test} | {f"test/acc@{n}": v for n, v in (evals or {}).items()}
+    if best_val is not None:
+        metrics["best/val/acc"] = best_val
     results = {key: None for key in RESULTS_KEYS} | {
         "status": "ok",
         "task": study.task,
@@ -229,6 +234,24 @@ def test_the_tuned_value_is_chosen_on_validation_never_on_test(tmp_path):
     # the mean of the selected runs' TEST metric (0.2, 0.3), and the value each seed chose
     assert "| linear | 0.250 ± 0.071 [lr 0.001/0.01] |" in md
     assert "Tuned: task.module.lr in {0.001, 0.01}" in md and "validation, never test" in md
+
+
+def test_selection_reads_the_validation_score_of_the_checkpoint_that_was_tested(tmp_path):
+    """The test metric comes from the best checkpoint: the selection compares the same checkpoints'
+    validation scores (best/val/acc), not the last validation, which can be a later, worse step's."""
+    study = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[32],
+        seeds=[0],
+        tune={LR: [1e-3, 1e-2]},
+        cleared=["grid"],
+        out=tmp_path,
+    )
+    cells = by_name(study)
+    fake_run(study, cells["linear-L32-s0-lr0p001"], val=0.5, best_val=0.95, test=0.9)  # peaked, then fell
+    fake_run(study, cells["linear-L32-s0-lr0p01"], val=0.8, best_val=0.8, test=0.7)
+    assert [r.selected for r in collect(study, VAL)] == [True, False]
 
 
 def test_runs_cut_short_are_marked_and_left_out_unless_allowed(tmp_path):

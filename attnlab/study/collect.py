@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.report import _fmt, _number
-from attnlab.results import is_partial, read_failure, read_results
+from attnlab.results import best_key, is_partial, read_failure, read_results
 from attnlab.study import axes as ax
 from attnlab.study.plan import Cell, Study
 from attnlab.study.select import Monitor, select
@@ -108,7 +108,9 @@ def read_run(cell: Cell, run_dir: Path, results: dict, study: Study, monitor: Mo
         "ok",
         run_dir,
         quality=_number(metrics.get(primary)),
-        val=_number(metrics.get(monitor.name)) if monitor is not None else None,
+        val=_number(metrics.get(best_key(monitor.name), metrics.get(monitor.name)))
+        if monitor is not None
+        else None,
         cost={k: _number(cost.get(k)) for k in COST_KEYS}
         | {"parameters": _number(results.get("parameters"))}
         | {state_key(n): _number(cost.get(state_key(n))) for n in study.eval_lengths},

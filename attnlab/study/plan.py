@@ -581,4 +581,3 @@ def preflight_cells(study: Study) -> DictConfig:
             first = first if first is not None else cfg
     assert first is not None
     return first
-
