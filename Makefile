@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint gpu-check bench bench-targets bench-ceiling bench-reference test-fla-reference clean
+.PHONY: install run test test-no-c test-slow lint gpu-check bench bench-targets bench-ceiling bench-reference test-fla-reference clean
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The conformance suite again with the C passes off (ATTNLAB_FUSED_CPU=0): every variant's PyTorch
+# path held to the same tests as the default run's C path.
+test-no-c: $(STAMP)
+	ATTNLAB_FUSED_CPU=0 $(BIN)/python -m pytest -q -m "not slow" tests/test_conformance.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
