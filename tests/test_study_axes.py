@@ -286,6 +286,8 @@ def test_runs_cut_short_are_marked_and_left_out_unless_allowed(tmp_path):
     assert f"| linear | 0.400 [lr 0.01] | (0.350{DAGGER}) |" in text and "allow_partial=true" in text
     md = write_outputs(study, runs, ACC, VAL)["md"].read_text()
     assert "## Runs cut short" in md and "| linear-L32-s0-lr0p001 | max_time | no |" in md
+    # the budget behind the figures, beside them
+    assert "Budget: 400 training steps per run; 3 run(s) got fewer" in md
 
     allowed = plan(
         "mqar",

@@ -66,6 +66,8 @@ class CellResult:
     evals: dict[int, float | None] = field(default_factory=dict)  # test length -> primary metric there
     partial: bool = False
     stopped_by: str = ""
+    steps: tuple[int | None, int | None] = (None, None)  # the budget's (steps_done, steps_planned)
+    batch_size: int | None = None  # task.data.batch_size of the run's config
     selected: bool = False
     message: str = ""
     metric: Metric | None = None  # the primary metric the run recorded
@@ -117,6 +119,8 @@ def read_run(cell: Cell, run_dir: Path, results: dict, study: Study, monitor: Mo
         evals={n: _number(metrics.get(eval_key(primary, n))) for n in study.eval_lengths},
         partial=is_partial(results),
         stopped_by=str(budget.get("stopped_by") or ""),
+        steps=(budget.get("steps_done"), budget.get("steps_planned")),
+        batch_size=((results.get("config") or {}).get("task") or {}).get("data", {}).get("batch_size"),
         metric=Metric(primary, results.get("primary_mode") != "min"),
     )
 
@@ -427,6 +431,23 @@ def partial_runs(cells: Sequence[CellResult]) -> list[CellResult]:
     return [c for c in cells if c.status == "ok" and c.partial]
 
 
+def budget_text(cells: Sequence[CellResult]) -> str:
+    """The training budget behind the figures, in one line: planned steps (and batch), and how many runs
+    got fewer (cut short, marked †)."""
+    done = [c for c in cells if c.status == "ok"]
+    planned = sorted({c.steps[1] for c in done if c.steps[1] is not None})
+    batches = sorted({c.batch_size for c in done if c.batch_size is not None})
+    if not planned:
+        return "Budget: not recorded by these runs."
+    steps = " / ".join(f"{n:,}" for n in planned)
+    batch = f" of {' / '.join(str(b) for b in batches)} sequences" if batches else ""
+    short = sum(
+        1 for c in done if c.steps[0] is not None and c.steps[1] is not None and c.steps[0] < c.steps[1]
+    )
+    got = "every run got them" if not short else f"{short} run(s) got fewer ({DAGGER} below)"
+    return f"Budget: {steps} training steps per run{batch}; {got}."
+
+
 def markdown(
     study: Study, cells: Sequence[CellResult], metric: Metric, monitor: Monitor, plots: dict[str, Path | None]
 ) -> str:
@@ -447,7 +468,7 @@ def markdown(
             f"{monitor.name} ({mon} is better; validation, never test) is selected; the cell reports that "
             f"run's {metric.name} and, in brackets, the value chosen (per seed where they differ)."
         )
-    lines += [f"Overrides of every run: `{' '.join(study.overrides) or '(none)'}`", ""]
+    lines += [budget_text(cells), f"Overrides of every run: `{' '.join(study.overrides) or '(none)'}`", ""]
     lines += [*tables(study, cells, metric), ""]
     if any(p.partial or p.partial_counted for p in points(study, cells).values()) or partial_runs(cells):
         lines += [PARTIAL_NOTE, ""]
