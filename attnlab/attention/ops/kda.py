@@ -15,8 +15,11 @@ state before each chunk is a linear recurrence, S_{c+1} = A_c S_c + B_c (one (D,
 chunk: the only loop), and every output is batched over all chunks:
 o = scale · ((Q ⊙ e^b - M W) S_c + M U), M_tj = Σ_d q_td k_jd e^{b_td - b_jd} (j <= t).
 The pair products Σ_d x_td y_jd e^{b_td - b_jd} are one matmul of (x ⊙ e^b) and (y ⊙ e^-b) while no chunk
-decays by more than e^-80 (decayed_pairs), else formed pair by pair with exponents b_t - b_j <= 0: nothing
-overflows, whatever the gates. The pair-by-pair route costs (C, C, D) per chunk.
+decays by more than e^-80, else formed pair by pair with exponents b_t - b_j <= 0: nothing overflows,
+whatever the gates (decayed_pairs). The pair-by-pair route costs (C, C, D) per chunk. The products a
+chunk needs share operands (kda: q·k and k·k; the DPLR form: α·β, α·k, q·k, q·β), so the matmul route
+forms them all in one call on stacked operands (pair_blocks): measured side by side at 8K, fwd+bwd, one
+thread, 1.2x (kda) and 1.9x (rwkv7) faster than one call per product (docs/linear-time-family.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,26 @@ def decayed_pairs(x: Tensor, y: Tensor, b_x: Tensor, b_y: Tensor, allowed: Tenso
         return scores.masked_fill(~allowed, 0.0)
     exponent = (b_x[..., :, None, :] - b_y[..., None, :, :]).masked_fill(~allowed[..., None], float("-inf"))
     return (x[..., :, None, :] * exponent.exp() * y[..., None, :, :]).sum(-1)
+
+
+def pair_blocks(
+    lefts: list[tuple[Tensor, Tensor]], rights: list[tuple[Tensor, Tensor]]
+) -> list[list[Tensor]] | None:
+    """Every P[i][j]_tr = Σ_d x_i,td y_j,rd e^{b_i,td - b'_j,rd} (no mask) for lefts [(x_i, b_i)] and rights
+    [(y_j, b'_j)], each (…, C, D), as ONE matmul of the stacked (x ⊙ e^b) against the stacked (y ⊙ e^-b'):
+    the in-chunk products of a chunk share their operands, so one (…, iC, D) x (…, D, jC) call replaces
+    i·j calls and their exponentials. None when a chunk decays by more than e^-80 (decayed_pairs' slow
+    route is then the exact one)."""
+    if max(float((-b).detach().max()) for _, b in rights) > MAX_EXPONENT:
+        return None
+    C = lefts[0][0].shape[-2]
+    left = torch.cat([x * b.exp() for x, b in lefts], dim=-2)  # (…, iC, D)
+    right = torch.cat([y * (-b).exp() for y, b in rights], dim=-2)  # (…, jC, D)
+    full = left @ right.transpose(-2, -1)  # (…, iC, jC)
+    return [
+        [full[..., i * C : (i + 1) * C, j * C : (j + 1) * C] for j in range(len(rights))]
+        for i in range(len(lefts))
+    ]
 
 
 def recurrent_step_kda(
@@ -120,8 +143,11 @@ def chunk_kda(
     betac = beta.reshape(B, H, nc, C, 1)
     b = gc.cumsum(3)  # (B, H, nc, C, D) inclusive cumulative log decay
     seen = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # (C, C) j <= t
-    M = decayed_pairs(qc, kc, b, b, seen)  # (B, H, nc, C, C): q_t · (e^{b_t - b_j} ⊙ k_j), j <= t
-    KK = decayed_pairs(kc, kc, b, b, seen.tril(-1))  # (B, H, nc, C, C), j < t
+    blocks = pair_blocks([(qc, b), (kc, b)], [(kc, b)])
+    if blocks is not None:  # (B, H, nc, C, C) each: q_t · (e^{b_t - b_j} ⊙ k_j), j <= t; k_t · (…), j < t
+        M, KK = blocks[0][0].masked_fill(~seen, 0.0), blocks[1][0].masked_fill(~seen.tril(-1), 0.0)
+    else:
+        M, KK = decayed_pairs(qc, kc, b, b, seen), decayed_pairs(kc, kc, b, b, seen.tril(-1))
     eye = torch.eye(C, dtype=q.dtype, device=q.device)
     system = eye + betac * KK  # (I + L), unit lower triangular
     U = torch.linalg.solve_triangular(system, betac * vc, upper=False, unitriangular=True)  # (…, C, Dv)
@@ -199,8 +225,14 @@ def chunk_dplr(
     b_before = b - gc  # through t - 1: the reads see S_{t-1}
     lower = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # j <= t
     strict = lower.tril(-1)  # j < t
-    A_ab, A_ak = decayed_pairs(ac, bc, b_before, b, strict), decayed_pairs(ac, kc, b_before, b, strict)
-    A_qk, A_qb = decayed_pairs(qc, kc, b, b, lower), decayed_pairs(qc, bc, b, b, lower)  # (…, C, C)
+    blocks = pair_blocks([(ac, b_before), (qc, b)], [(bc, b), (kc, b)])
+    if blocks is not None:  # (…, C, C) each: α·β and α·k (j < t), q·k and q·β (j <= t), decayed
+        (A_ab, A_ak), (A_qb, A_qk) = blocks
+        A_ab, A_ak = A_ab.masked_fill(~strict, 0.0), A_ak.masked_fill(~strict, 0.0)
+        A_qb, A_qk = A_qb.masked_fill(~lower, 0.0), A_qk.masked_fill(~lower, 0.0)
+    else:
+        A_ab, A_ak = decayed_pairs(ac, bc, b_before, b, strict), decayed_pairs(ac, kc, b_before, b, strict)
+        A_qk, A_qb = decayed_pairs(qc, kc, b, b, lower), decayed_pairs(qc, bc, b, b, lower)
     eye = torch.eye(C, dtype=q.dtype, device=q.device)
     system = eye - A_ab  # unit lower triangular
     X0 = torch.linalg.solve_triangular(system, A_ak @ vc, upper=False, unitriangular=True)  # (…, C, Dv)
