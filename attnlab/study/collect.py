@@ -408,6 +408,7 @@ def tables_text(study: Study, cells: Sequence[CellResult], metric: Metric) -> st
 
 def cost_table(study: Study, cells: Sequence[CellResult]) -> list[str]:
     grid = points(study, cells)
+    planned = {(c.variant, c.length, ax.describe(c.grid)) for c in study.cells}  # skip= leaves rows out
     header = ["variant", *(k for k, _ in study.grid), "length", *(COST_LABELS[k] for k in TABLE_COST)]
     rows = [
         [
@@ -419,6 +420,7 @@ def cost_table(study: Study, cells: Sequence[CellResult]) -> list[str]:
         for v in study.variants
         for g in study.grid_points
         for n in study.lengths
+        if (v, n, ax.describe(g)) in planned
     ]
     return _table(header, rows)
 
