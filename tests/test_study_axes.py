@@ -185,6 +185,13 @@ def test_the_default_mqar_study_covers_a_capacity_point_at_the_longest_length(tm
         "mqar", variants=["linear"], lengths=[32, 512], seeds=[0], tune={}, cleared=["tune"], out=tmp_path
     )
     assert [(c.length, dict(c.grid)[pairs]) for c in longer.cells] == [(32, None), (512, None), (512, 48)]
+    # at N = 128 alone the capacity point has no cell: no table block for it
+    short = plan(
+        "mqar", variants=["linear"], lengths=[128], seeds=[0], tune={}, cleared=["tune"], out=tmp_path / "s"
+    )
+    fake_run(short, short.cells[0], val=0.5, test=0.5)
+    text = tables_text(short, collect(short, VAL), ACC)
+    assert f"{pairs}=null" in text and f"{pairs}=48" not in text
     bare = plan(
         "mqar", variants=["linear"], seeds=[0], grid={}, tune={}, cleared=["grid", "tune"], out=tmp_path
     )
