@@ -74,3 +74,16 @@ def test_cli_run_without_network_keeps_its_results_and_waits_at_most_30_s(tmp_pa
     fmt = "%Y%m%d_%H%M%S"
     waited = time.mktime(time.strptime(warned, "%Y-%m-%d %H:%M:%S")) - time.mktime(time.strptime(begun, fmt))
     assert WANDB_INIT_TIMEOUT_S - 1 <= waited <= 30, waited
+
+
+def test_a_study_table_with_an_axis_of_mixed_kinds_logs():
+    """A study axis over [null, 48] writes "null" and 48 into one column: wandb.Table types each column
+    and refused the second row (the default MQAR study's end), so such a column is written as text."""
+    from attnlab.bench.wandb_log import table
+
+    logged = table(
+        [{"pairs": "null", "acc": 1.0}, {"pairs": 48, "acc": None}, {"pairs": None, "acc": 0.5}],
+        ["pairs", "acc"],
+    )
+    assert [row[0] for row in logged.data] == ["null", "48", None]
+    assert [row[1] for row in logged.data] == [1.0, None, 0.5]  # a column of one kind keeps its numbers

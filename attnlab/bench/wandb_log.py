@@ -27,7 +27,19 @@ def table(rows: list[dict[str, Any]], columns: list[str]):
     def cell(value: Any) -> Any:
         return value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
 
-    return wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])
+    data = [[cell(r.get(c)) for c in columns] for r in rows]
+    # wandb.Table types each column by its values and refuses a row that breaks the type (a study axis
+    # over [null, 48] holds "null" and 48): a column of mixed kinds is written as text throughout
+    for i in range(len(columns)):
+        kinds = {_kind(row[i]) for row in data if row[i] is not None}
+        if len(kinds) > 1:
+            for row in data:
+                row[i] = None if row[i] is None else str(row[i])
+    return wandb.Table(columns=columns, data=data)
+
+
+def _kind(value: Any) -> str:
+    return "bool" if isinstance(value, bool) else "number" if isinstance(value, int | float) else "text"
 
 
 def image(path: Path):

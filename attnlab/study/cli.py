@@ -181,8 +181,15 @@ def study(argv: Sequence[str]) -> int:
     outputs = write_outputs(spec, cells, metric, monitor)
     if use_wandb and not interrupted:
         project = str(first.logger.wandb.get("project") or "attnlab")
-        wandb_dir = track_study(spec, cells, metric, monitor, project, outputs)
-        print(f"wandb: the study's table and plot in {wandb_dir} (group {spec.group})", file=sys.stderr)
+        try:
+            wandb_dir = track_study(spec, cells, metric, monitor, project, outputs)
+            print(f"wandb: the study's table and plot in {wandb_dir} (group {spec.group})", file=sys.stderr)
+        except Exception as error:  # the study's files are written: a tracking failure must not lose them
+            print(
+                f"warning: wandb could not log the study ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                f"its files are in {spec.out} (logger=csv skips wandb)",
+                file=sys.stderr,
+            )
     print(collect.tables_text(spec, cells, metric))
     failed = collect.failures(cells)
     for cell in failed:
