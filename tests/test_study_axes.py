@@ -529,3 +529,26 @@ def test_a_depth_axis_draws_the_haystack_heat_map(tmp_path):
         out=tmp_path / "m",
     )
     assert study_rows(no_depth, collect(no_depth, VAL)) == []
+
+
+def test_test_lengths_past_max_len_with_the_positional_scheme_as_an_axis_pass_preflight(tmp_path):
+    """grid.model.positional=[rope,none] with eval_lengths past model.max_len: every cell can test there;
+    the axes' key check composes without the test lengths (it refused the long-context study before)."""
+    study = plan(
+        "mqar",
+        variants=["linear"],
+        lengths=[64],
+        seeds=[0],
+        grid={"model.positional": ["rope", "none"]},
+        tune={},
+        cleared=["tune", "grid"],
+        eval_lengths=[64, 512],
+        out=tmp_path,
+    )
+    assert preflight_cells(study).model.positional == "rope"
+    sinusoidal = plan(
+        "mqar", variants=["linear"], lengths=[64], seeds=[0], tune={}, cleared=["tune", "grid"],
+        eval_lengths=[64, 512], out=tmp_path / "s",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="past the sinusoidal position table"):
+        preflight_cells(sinusoidal)

@@ -536,6 +536,10 @@ def shared_overrides(study: Study, cells_dir: Path, *, wandb_group: bool) -> lis
     return argv
 
 
+def _sets_eval_lengths(override: str) -> bool:
+    return override_key(override) == "task.eval_lengths"
+
+
 def representative_cells(study: Study) -> list[Cell]:
     """The cells whose configs preflight composes: every (variant, length, grid point) once, and every
     further tuned value once. A seed is an integer that no check refuses, and a composition takes a
@@ -560,7 +564,12 @@ def preflight_cells(study: Study) -> DictConfig:
         if study.grid or study.tune:  # the axis keys exist in a cell's config composed without them
             bare = Cell(study.variants[0], study.lengths[0], study.seeds[0], tags=("-axes", ""))
             write_cell_configs(study, [bare], cells_dir)
-            argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={bare.name}"]
+            # composed for its keys only: without the test lengths, whose checks may hold only with the
+            # axes' values (eval_lengths past max_len with grid.model.positional=[rope,none])
+            shared = [
+                o for o in shared_overrides(study, cells_dir, wandb_group=False) if not _sets_eval_lengths(o)
+            ]
+            argv = [*shared, f"+{CELL_GROUP}={bare.name}"]
             try:
                 base = compose(argv)
             except ConfigError as err:
