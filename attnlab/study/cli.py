@@ -56,7 +56,7 @@ Exit status: 0 when every run finished, 2 when one failed or the input is wrong.
 
   python -m attnlab.study task=mqar variants=[multihead,linear,performer,local] lengths=[64,128,256] seeds=[0,1] out=studies/mqar
   python -m attnlab.study task=mqar grid.model.d_model=[64,128,256] tune.task.module.lr=[1e-3,3e-3,1e-2]
-  python -m attnlab.study task=mqar lengths=[256] eval_lengths=[256,1024,4096]
+  python -m attnlab.study task=mqar lengths=[256] grid.task.data.builtin.num_kv_pairs=[8] grid.model.positional=[rope,none] eval_lengths=[256,1024,4096]
 """
 
 
