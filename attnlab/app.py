@@ -135,7 +135,7 @@ def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
     if cfg.get("ckpt_path") != "last":
         return []
     from attnlab.reliability import already_finished_message, find_resumable_run
-    from attnlab.results import is_finished
+    from attnlab.run.results import is_finished
 
     explicit = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
     if explicit:

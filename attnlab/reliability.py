@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from attnlab.errors import AttnlabError
-from attnlab.results import (
+from attnlab.run.interrupts import set_training
+from attnlab.run.results import (
     SWEEP_SUMMARY_FILE,
     read_failure,
     read_finished,
@@ -40,7 +41,6 @@ from attnlab.results import (
     write_failure_record,
     write_json_atomic,
 )
-from attnlab.run.interrupts import set_training
 
 log = logging.getLogger("attnlab")
 

@@ -28,11 +28,11 @@ from attnlab.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
-from attnlab.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.budget import budget_line, run_budget
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding
+from attnlab.run.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.schedule import validate_within_budget
 from attnlab.tasks.common import check_datamodule
 from attnlab.threads import training_threads

@@ -321,7 +321,7 @@ def test_a_config_key_the_architecture_lacks_is_an_error(tmp_path):
 
 @needs_transformers
 def test_model_hf_classify_runs_end_to_end(tmp_path):
-    from attnlab.results import read_results
+    from attnlab.run.results import read_results
 
     status, error = run_args(run_overrides(tmp_path, "task=classify", "attention=linear"))
     assert (status, error) == (0, "")
@@ -334,7 +334,7 @@ def test_model_hf_classify_runs_end_to_end(tmp_path):
 
 @needs_transformers
 def test_model_hf_lm_runs_end_to_end(tmp_path):
-    from attnlab.results import read_results
+    from attnlab.run.results import read_results
 
     status, error = run_args(run_overrides(tmp_path, "task=lm", "attention=linear"))
     assert (status, error) == (0, "")
@@ -358,7 +358,7 @@ def test_model_hf_loads_a_saved_pretrained_encoder(tmp_path):
     """model.pretrained=<dir written by save_pretrained> (a hub id takes the same path, untestable
     offline): a BERT-style encoder is bidirectional, so a non-causal variant serves it; its embedding
     table (40 ids) grows to the task's byte vocabulary."""
-    from attnlab.results import read_results
+    from attnlab.run.results import read_results
 
     build("bert").save_pretrained(tmp_path / "bert")
     overrides = run_overrides(tmp_path, "task=classify", "attention=lowrank", "attention.k=16")

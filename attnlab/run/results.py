@@ -93,7 +93,7 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
     """Write results.json (atomically) and remove a failed.json left by an earlier attempt."""
     missing = [key for key in RESULTS_KEYS if key not in results]
     if missing:
-        raise ValueError(f"results are missing {missing}; see attnlab.results.RESULTS_KEYS")
+        raise ValueError(f"results are missing {missing}; see attnlab.run.results.RESULTS_KEYS")
     ordered = {key: results[key] for key in RESULTS_KEYS} | {
         k: v for k, v in results.items() if k not in RESULTS_KEYS
     }
