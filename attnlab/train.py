@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
-from attnlab.callbacks import CostMeter
 from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
 from attnlab.console import drop_framework_warnings
@@ -29,6 +28,7 @@ from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.run.budget import budget_line, run_budget
+from attnlab.run.callbacks import CostMeter
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding

@@ -224,7 +224,7 @@ class CheckpointAverage(WeightAveraging):
     trainer.max_steps on. Once it holds a snapshot, validation, the saved checkpoints (hence the best
     checkpoint the test loads) and the final weights are the average; before, the current weights.
 
-        +callbacks.average._target_=attnlab.callbacks.CheckpointAverage +callbacks.average.start=0.7
+        +callbacks.average._target_=attnlab.run.callbacks.CheckpointAverage +callbacks.average.start=0.7
     """
 
     def __init__(self, *, start: float = 0.5, every: int = 100):
