@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
-from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
 from attnlab.config_checks import check_config
 from attnlab.console import drop_framework_warnings
 from attnlab.hf_models import is_hf_model
@@ -29,6 +28,7 @@ from attnlab.nn.spec import AttentionSpec
 from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.run.budget import budget_line, run_budget
 from attnlab.run.callbacks import CostMeter
+from attnlab.run.checkpoints import DataRecord, check_checkpoint, data_settings
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding

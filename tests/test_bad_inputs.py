@@ -156,7 +156,7 @@ def checkpoint_file(tmp: Path, name: str, multihead: Path) -> Path:
         torch.save({"weights": torch.zeros(2)}, path)
     elif name in ("finished", "with_data"):  # the catalogue's default config, its data settings recorded
         from attnlab.app import preflight
-        from attnlab.checkpoint_check import DATA_RECORD_KEY, data_settings
+        from attnlab.run.checkpoints import DATA_RECORD_KEY, data_settings
 
         checkpoint = torch.load(multihead, weights_only=False)
         cfg = preflight(app_argv(tmp, []), hydra_config=False)

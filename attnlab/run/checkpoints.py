@@ -36,7 +36,7 @@ DATA_RECORD_KEY = "attnlab_data"  # the run's task.data settings, written into e
 # Data settings that change neither the rows nor their order.
 DATA_FREE = ("num_workers",)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("attnlab.checkpoint_check")  # its name in run.log from before the move to run/
 
 
 class DataRecord(Callback):
