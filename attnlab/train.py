@@ -35,8 +35,8 @@ from attnlab.run.lock import holding
 from attnlab.run.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.schedule import validate_within_budget
 from attnlab.run.threads import training_threads
+from attnlab.run.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 from attnlab.tasks.common import check_datamodule
-from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 
 log = logging.getLogger(__name__)
 
