@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float | None:
     from attnlab.console import quiet_frameworks
     from attnlab.reliability import write_failure
     from attnlab.run.interrupts import Interrupted, report
-    from attnlab.train import run
+    from attnlab.run.train import run
 
     quiet_frameworks()  # one handler (Hydra's console + run.log), no duplicates, no framework noise
     multirun = _is_multirun()
@@ -159,7 +159,7 @@ def run_args(argv: list[str]) -> tuple[int, str]:
     """`python -m attnlab argv` in this process, for tests: (exit status, the one-line error or '').
 
     `argv` must set `paths.run_dir` (there is no Hydra run directory in-process)."""
-    from attnlab.train import run
+    from attnlab.run.train import run
 
     try:
         cfg = preflight(argv, hydra_config=False)
@@ -177,7 +177,7 @@ def run_args(argv: list[str]) -> tuple[int, str]:
 def lock_named_run_dir(argv: list[str]) -> None:
     """Take the lock of a run directory named on the command line (or resumed) before Hydra writes its
     run.log and .hydra/ there; held until this process exits. A timestamped default directory is
-    locked by attnlab.train.run (Hydra resolves its name only when it starts the job)."""
+    locked by attnlab.run.train.run (Hydra resolves its name only when it starts the job)."""
     named = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
     if named:
         acquire(named[-1])

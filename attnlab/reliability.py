@@ -325,7 +325,7 @@ def write_failure(run_dir: Path | None, error: BaseException, message: str) -> N
         "message": message,
         "user_error": isinstance(error, AttnlabError),
     }
-    if isinstance(getattr(error, "budget", None), dict):  # set by attnlab.train when the fit stopped early
+    if isinstance(getattr(error, "budget", None), dict):  # set by attnlab.run.train: the fit stopped early
         record["budget"] = error.budget
     write_failure_record(run_dir, record)
 

@@ -21,9 +21,9 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
 from attnlab.run.eval_lengths import evaluate_at_lengths
+from attnlab.run.train import run
 from attnlab.schemas import store_configs
 from attnlab.study.haystack import plot_haystack
-from attnlab.train import run
 
 
 def config(out: Path, overrides: list[str]):

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from attnlab.reliability import NumericalError, write_failure
 from attnlab.run.budget import budget_line, planned_steps, stop_reason
 from attnlab.run.results import RESULTS_KEYS, is_partial, read_failure
-from attnlab.train import log_summary, run
+from attnlab.run.train import log_summary, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

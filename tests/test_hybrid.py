@@ -248,7 +248,7 @@ def test_a_hybrid_run_records_its_pattern_and_summed_costs(tmp_path):
     from test_lm import MQAR_FAST
 
     from attnlab.run.results import results_path
-    from attnlab.train import run
+    from attnlab.run.train import run
 
     overrides = [
         *MQAR_FAST,

@@ -124,7 +124,7 @@ def test_checkpoint_average_is_the_mean_of_the_snapshots(tmp_path):
 # the resumed fit is given only the averaging callback on purpose: what it restores is the question
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`, callbacks used to create")
 def test_the_test_scores_the_average_that_the_checkpoint_holds(tmp_path):
-    """`trainer.test(ckpt_path=...)` after the fit (what attnlab.train does with the best checkpoint)
+    """`trainer.test(ckpt_path=...)` after the fit (what attnlab.run.train does with the best checkpoint)
     evaluates the averaged weights, not the last step's raw ones (Lightning's WeightAveraging alone
     reloads the raw ones); resuming a fit still restores the raw weights and the average."""
 

@@ -6,7 +6,7 @@ A run directory holds exactly one of
     failed.json    a run that stopped with an error: {status: "failed", error, message, user_error}, and
                    `budget` where the fit was cut short (an interruption, a NaN: attnlab.run.budget)
 
-The run (`attnlab.train`), the sweep summary (`attnlab.reliability`), the report (`attnlab.report`)
+The run (`attnlab.run.train`), the sweep summary (`attnlab.reliability`), the report (`attnlab.report`)
 and the study (`attnlab.study`) all go through this module; none spells a file name itself.
 """
 

@@ -38,7 +38,7 @@ from attnlab.run.threads import training_threads
 from attnlab.run.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 from attnlab.tasks.common import check_datamodule
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("attnlab.train")  # its name in run.log (docs/runs.md) from before the move to run/
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
