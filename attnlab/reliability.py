@@ -243,7 +243,7 @@ class GracefulStop(L.Callback):
     """SIGTERM (Lightning's flag) or a first Ctrl-C stop at the next step boundary and save last.ckpt."""
 
     # What stopped the last fit: SIGINT (a first Ctrl-C) or SIGTERM (Lightning's flag); the exit status
-    # follows the shell's convention, 128 + the signal (`attnlab.app`: 130 or 143).
+    # follows the shell's convention, 128 + the signal (`attnlab.run.app`: 130 or 143).
     stopped_by: ClassVar[int] = signal.SIGTERM
 
     def __init__(self) -> None:
@@ -370,7 +370,7 @@ except ImportError:  # pragma: no cover
 class SweepSummary(_HydraCallback):
     """After a multirun: write sweep_summary.json and print the failed members (if any)."""
 
-    failures = 0  # read by attnlab.app.entry for the exit status
+    failures = 0  # read by attnlab.run.app.entry for the exit status
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -14,9 +14,9 @@ import pytest
 import torch
 from helpers import compose_run
 
-from attnlab.app import preflight, run_args
 from attnlab.attention import available_attentions, get_attention_class
 from attnlab.errors import CapabilityError, ConfigError
+from attnlab.run.app import preflight, run_args
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(

@@ -11,9 +11,9 @@ import pytest
 from helpers import ROOT
 from hydra import compose, initialize_config_module
 
-from attnlab.app import preflight
 from attnlab.bench.config import parse
 from attnlab.errors import ConfigError
+from attnlab.run.app import preflight
 from attnlab.schemas import store_configs
 
 README = (ROOT / "README.md").read_text()

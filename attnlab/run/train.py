@@ -1,6 +1,6 @@
 """One experiment run: data, model, Lightning training, evaluation, results.json.
 
-`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.app.main`
+`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.run.app.main`
 is the thin @hydra.main wrapper.
 """
 

@@ -183,7 +183,7 @@ def tasks_with_study() -> list[str]:
 
 def compose(argv: Sequence[str]) -> DictConfig:
     """The app's composed and checked config for `argv` (attnlab.app.preflight: one-line errors)."""
-    from attnlab.app import preflight
+    from attnlab.run.app import preflight
 
     cfg = preflight(list(argv))
     assert cfg is not None  # argv never holds flags here

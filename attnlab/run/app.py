@@ -207,7 +207,7 @@ def entry() -> None:
     set_phase("starting the run")
     try:
         main()
-    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.app.main
+    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.run.app.main
         report(stop)
     from attnlab.reliability import SweepSummary
 
