@@ -15,8 +15,7 @@ import pytest
 import torch
 from helpers import compose_run, read_wandb_offline_run, run_cli
 
-from attnlab.reliability import write_failure
-from attnlab.run.results import read_failure
+from attnlab.run.results import read_failure, write_failure
 from attnlab.run.train import run
 
 # 48 training rows in batches of 8: 6 batches per epoch; validation (and last.ckpt) every 4 steps, so

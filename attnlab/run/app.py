@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.run.lock import RunDirectoryInUse, acquire
+from attnlab.run.results import summarise_sweep, write_failure
 from attnlab.schemas import store_configs
 
 log = logging.getLogger("attnlab")
@@ -52,7 +54,6 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from attnlab.console import quiet_frameworks
-    from attnlab.reliability import write_failure
     from attnlab.run.interrupts import Interrupted, report
     from attnlab.run.train import run
 
@@ -67,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
         message = f"interrupted: checkpoint saved in {_run_dir()}/checkpoints/last.ckpt; resume with the same command plus ckpt_path=last"
         write_failure(_run_dir(), stop, message)
         print(f"error: {message}", file=sys.stderr)
-        from attnlab.reliability import GracefulStop
+        from attnlab.run.callbacks import GracefulStop
 
         sys.exit(EXIT_INTERRUPTED + GracefulStop.stopped_by)
     except Exception as error:
@@ -134,7 +135,7 @@ def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
     Raises RunFinished when that run (or the run directory given explicitly) already finished."""
     if cfg.get("ckpt_path") != "last":
         return []
-    from attnlab.reliability import already_finished_message, find_resumable_run
+    from attnlab.run.checkpoints import already_finished_message, find_resumable_run
     from attnlab.run.results import is_finished
 
     explicit = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
@@ -209,10 +210,31 @@ def entry() -> None:
         main()
     except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.run.app.main
         report(stop)
-    from attnlab.reliability import SweepSummary
-
     if SweepSummary.failures:
         sys.exit(EXIT_USER_ERROR)
+
+
+try:  # Hydra's callback API (hydra.experimental) is available in every supported Hydra
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class SweepSummary(_HydraCallback):
+    """After a multirun: write sweep_summary.json and print the failed members (if any)."""
+
+    failures = 0  # read by attnlab.run.app.entry for the exit status
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        summary = summarise_sweep(sweep_dir)
+        SweepSummary.failures = len(summary["failed"])
+        line = f"sweep {sweep_dir}: {len(summary['ok'])} ok, {len(summary['failed'])} failed"
+        print(line, file=sys.stderr)
+        for item in summary["failed"]:
+            print(f"  failed {item['job']}: {item['message']}", file=sys.stderr)
 
 
 __all__ = ["check_overrides", "entry", "main", "preflight", "run_args"]

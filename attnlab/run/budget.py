@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab.reliability import NumericalError
+from attnlab.run.callbacks import NumericalError
 from attnlab.run.results import PARTIAL_STOPS, STOP_REASONS
 
 

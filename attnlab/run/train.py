@@ -25,10 +25,9 @@ from attnlab.console import drop_framework_warnings
 from attnlab.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
-from attnlab.reliability import NumericalError, already_finished_message
 from attnlab.run.budget import budget_line, run_budget
-from attnlab.run.callbacks import CostMeter
-from attnlab.run.checkpoints import DataRecord, check_checkpoint, data_settings
+from attnlab.run.callbacks import CostMeter, NumericalError
+from attnlab.run.checkpoints import DataRecord, already_finished_message, check_checkpoint, data_settings
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding
