@@ -20,9 +20,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from attnlab.config.schemas import store_configs
 from attnlab.run.eval_lengths import evaluate_at_lengths
 from attnlab.run.train import run
-from attnlab.schemas import store_configs
 from attnlab.study.haystack import plot_haystack
 
 

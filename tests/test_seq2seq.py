@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_module
 from rouge_score import rouge_scorer
 
 from attnlab import available_attentions, get_attention_class
+from attnlab.config.schemas import store_configs
 from attnlab.errors import CapabilityError, ConfigError
 from attnlab.run.train import run
-from attnlab.schemas import store_configs
 from attnlab.tasks import text_metrics
 
 CAUSAL = [n for n in available_attentions() if get_attention_class(n).capabilities.causal]

@@ -17,11 +17,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
+from attnlab.config.checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
+from attnlab.config.schemas import store_configs
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.run.lock import RunDirectoryInUse, acquire
 from attnlab.run.results import summarise_sweep, write_failure
-from attnlab.schemas import store_configs
 
 log = logging.getLogger("attnlab")
 EXIT_USER_ERROR = 2

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
-from attnlab.config_checks import check_config
+from attnlab.config.checks import check_config
 from attnlab.console import drop_framework_warnings
 from attnlab.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
