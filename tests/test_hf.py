@@ -300,7 +300,7 @@ def run_overrides(tmp_path, *extra: str) -> list[str]:
 @needs_transformers
 @pytest.mark.parametrize(("preset", "causal"), [("hf", True), ("hf_gpt2", True), ("hf_bert", False)])
 def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool, tmp_path):
-    from attnlab.hf_models import hf_encoder
+    from attnlab.nn.hf_models import hf_encoder
 
     cfg = compose_run(tmp_path, [f"model={preset}", "model.max_len=64", "attention=linear"], fast=False)
     encoder = hf_encoder(VOCAB, cfg.model, cfg.attention)
@@ -312,7 +312,7 @@ def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool,
 
 @needs_transformers
 def test_a_config_key_the_architecture_lacks_is_an_error(tmp_path):
-    from attnlab.hf_models import hf_encoder
+    from attnlab.nn.hf_models import hf_encoder
 
     cfg = compose_run(tmp_path, ["model=hf", "model.config.model_type=bert"], fast=False)
     with pytest.raises(ConfigError, match="model.config.num_key_value_heads is not a bert config key"):
@@ -346,7 +346,7 @@ def test_model_hf_lm_runs_end_to_end(tmp_path):
 
 @needs_transformers
 def test_an_encoder_cannot_be_a_language_model(tmp_path):
-    from attnlab.hf_models import hf_causal_lm
+    from attnlab.nn.hf_models import hf_causal_lm
 
     cfg = compose_run(tmp_path, ["model=hf_bert", "task=lm", "attention=linear"], fast=False)
     with pytest.raises(ConfigError, match="is not a causal decoder, so it cannot be a language model"):

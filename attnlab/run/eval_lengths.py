@@ -122,7 +122,7 @@ def _generator_node(task: DictConfig) -> Mapping:
 def _check_positions(cfg: DictConfig, longest: int) -> None:
     """Lengths past model.max_len only where no table is sized by it: the positions and the variants."""
     from attnlab.attention.registry import registry_entry
-    from attnlab.hf_models import is_hf_model
+    from attnlab.nn.hf_models import is_hf_model
 
     model, max_len = cfg.model, int(cfg.model.max_len)
     if longest <= max_len:

@@ -22,7 +22,7 @@ from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
 from attnlab.config.checks import check_config
 from attnlab.console import drop_framework_warnings
-from attnlab.hf_models import is_hf_model
+from attnlab.nn.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
 from attnlab.run.budget import budget_line, run_budget
