@@ -1,3 +1,3 @@
-from attnlab.app import entry
+from attnlab.run.app import entry
 
 entry()

@@ -57,7 +57,7 @@ def quiet_frameworks() -> None:
 
 
 def drop_framework_warnings() -> None:
-    """Ignore NOISE_WARNINGS (also for `attnlab.train.run` called in-process: tests, notebooks)."""
+    """Ignore NOISE_WARNINGS (also for `attnlab.run.train.run` called in-process: tests, notebooks)."""
     for pattern in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
 

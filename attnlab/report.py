@@ -10,7 +10,7 @@ writes report.md and report.png into --out (default: the first PATH's directory)
 A run is on the front when no other successful run of the same task is at least as good in quality
 AND at least as cheap, and strictly better in one of the two. Runs whose status is not "ok" are
 listed as failures. Partial runs (cut short by trainer.max_time, an interruption or a NaN before
-their planned steps: attnlab.results.is_partial) are shown with ⚠ in the steps column and left off
+their planned steps: attnlab.run.results.is_partial) are shown with ⚠ in the steps column and left off
 the front, unless --allow-partial.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.errors import AttnlabError, OneLineArgumentParser
-from attnlab.results import RESULTS_FILE, is_partial
+from attnlab.run.results import RESULTS_FILE, is_partial
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from attnlab.config.schemas import store_configs
 from attnlab.run.eval_lengths import evaluate_at_lengths
-from attnlab.schemas import store_configs
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from attnlab.config.schemas import store_configs
 from attnlab.run.eval_lengths import evaluate_at_lengths
-from attnlab.schemas import store_configs
+from attnlab.run.train import run
 from attnlab.study.haystack import plot_haystack
-from attnlab.train import run
 
 
 def config(out: Path, overrides: list[str]):

@@ -18,8 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from attnlab.data import build_tokenizer, check_labels, encode_texts, load_splits, pad_batch
 from attnlab.data.listops import listops
 from attnlab.errors import ConfigError, DataError
-from attnlab.hf_models import hf_encoder, is_hf_model
 from attnlab.nn import AttentionSpec, Encoder, ModelConfig
+from attnlab.nn.hf_models import hf_encoder, is_hf_model
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Classifier(nn.Module):
         encoder: nn.Module | None = None,
     ):
         super().__init__()
-        # model=hf hands in a transformers encoder (attnlab.hf_models.hf_encoder) with its width `d_model`
+        # model=hf hands in a transformers encoder (attnlab.nn.hf_models.hf_encoder) with its width `d_model`
         self.encoder = encoder if encoder is not None else Encoder(vocab_size, cfg, spec)
         self.pooling = pooling
         self.head = nn.Linear(cfg.d_model if encoder is None else encoder.d_model, num_classes)

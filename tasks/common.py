@@ -1,7 +1,7 @@
 """The task contract: what attnlab calls on a task's data module and Lightning module, declared here.
 
 A task is one module (a data module + a Lightning module subclassing the two classes below) and one
-config file (conf/task/<name>.yaml, or a plugin's; see docs/adding-a-task.md). `attnlab.train`
+config file (conf/task/<name>.yaml, or a plugin's; see docs/adding-a-task.md). `attnlab.run.train`
 checks both classes against this contract before any data is loaded (`check_task_class`) and the
 data module once it is set up (`check_datamodule`): a missing member is a one-line TaskError.
 

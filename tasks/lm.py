@@ -39,8 +39,8 @@ from attnlab.data import build_tokenizer, load_splits
 from attnlab.data.generators import generator_params, get_generator
 from attnlab.data.packing import Window, pack, windows
 from attnlab.errors import ConfigError, DataError
-from attnlab.hf_models import hf_causal_lm, is_hf_model
 from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
+from attnlab.nn.hf_models import hf_causal_lm, is_hf_model
 from attnlab.nn.segments import Unpacked
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule
 

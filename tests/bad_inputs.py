@@ -106,7 +106,7 @@ APP = [
     Bad(
         "task=mad task.data.builtin.seq_len=256 task.data.builtin.n_train=4 task.data.builtin.n_validation=4 "
         "task.data.builtin.n_test=4",
-        # refused before any row is drawn (attnlab.sequence_checks), not by the data module after
+        # refused before any row is drawn (attnlab.config.sequence_lengths), not by the data module after
         "task.data.builtin.seq_len=256 is longer than model.max_len=128",
     ),
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from attnlab.schemas import store_configs
+from attnlab.config.schemas import store_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Runs the bad-input catalogue (tests/bad_inputs.py): every row is one `error:` line with the fix,
 exit status 2, no traceback, and nothing trained, measured or reported.
 
-Rows run in-process (the CLI's own preflight and run functions: `attnlab.app.run_args`,
+Rows run in-process (the CLI's own preflight and run functions: `attnlab.run.app.run_args`,
 `attnlab.bench.__main__.run_args`, `attnlab.report.main`); a handful also run as real subprocesses
 to prove the exit status and the clean screen.
 """
@@ -20,7 +20,7 @@ from bad_inputs import ROWS, Bad
 from helpers import FAST as TINY_MODEL
 from helpers import run_cli
 
-from attnlab.app import EXIT_USER_ERROR
+from attnlab.run.app import EXIT_USER_ERROR
 
 FAST = [
     *TINY_MODEL,
@@ -121,7 +121,7 @@ def multihead_checkpoint(tmp_path_factory) -> Path:
     Lightning writes one: the built module's state_dict and hyper_parameters. Nothing is trained."""
     from hydra.utils import instantiate
 
-    from attnlab.app import preflight
+    from attnlab.run.app import preflight
 
     tmp = tmp_path_factory.mktemp("checkpoint")
     cfg = preflight(app_argv(tmp, []), hydra_config=False)
@@ -155,8 +155,8 @@ def checkpoint_file(tmp: Path, name: str, multihead: Path) -> Path:
     elif name == "not_lightning":
         torch.save({"weights": torch.zeros(2)}, path)
     elif name in ("finished", "with_data"):  # the catalogue's default config, its data settings recorded
-        from attnlab.app import preflight
-        from attnlab.checkpoint_check import DATA_RECORD_KEY, data_settings
+        from attnlab.run.app import preflight
+        from attnlab.run.checkpoints import DATA_RECORD_KEY, data_settings
 
         checkpoint = torch.load(multihead, weights_only=False)
         cfg = preflight(app_argv(tmp, []), hydra_config=False)
@@ -209,7 +209,7 @@ def four_gigabytes(monkeypatch):
 
 def run_row(row: Bad, words: list[str], tmp: Path) -> tuple[int, str]:
     if row.what in ("app", "flags"):
-        from attnlab.app import run_args
+        from attnlab.run.app import run_args
 
         return run_args(app_argv(tmp, words))
     if row.what == "bench":

@@ -14,10 +14,10 @@ import pytest
 from helpers import compose_run, run_cli
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab.reliability import NumericalError, write_failure
-from attnlab.results import RESULTS_KEYS, is_partial, read_failure
 from attnlab.run.budget import budget_line, planned_steps, stop_reason
-from attnlab.train import log_summary, run
+from attnlab.run.callbacks import NumericalError
+from attnlab.run.results import RESULTS_KEYS, is_partial, read_failure, write_failure
+from attnlab.run.train import log_summary, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,8 +13,8 @@ import pytest
 from helpers import compose_run, run_cli
 
 from attnlab.errors import ConfigError
-from attnlab.threads import PASSIVE_OPENMP, available_cores, choose_threads
-from attnlab.train import run
+from attnlab.run.threads import PASSIVE_OPENMP, available_cores, choose_threads
+from attnlab.run.train import run
 
 TINY = [
     "model.d_model=32",

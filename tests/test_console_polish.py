@@ -8,7 +8,7 @@ import re
 import pytest
 from helpers import read_wandb_offline_run, run_cli
 
-from attnlab.train import shown
+from attnlab.run.train import shown
 
 # 64 training examples in batches of 32: 2 steps per epoch, so 7 steps end in the 4th epoch
 SPANS_EPOCHS = [

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from attnlab.callbacks import peak_memory_mb, reset_peak_memory
+from attnlab.run.callbacks import peak_memory_mb, reset_peak_memory
 
 CPU = torch.device("cpu")
 
@@ -25,7 +25,7 @@ def test_a_reset_forgets_the_peak_of_an_earlier_run_in_the_same_process():
 
 
 def test_without_proc_the_peak_is_the_process_lifetime_peak(monkeypatch, tmp_path):
-    import attnlab.callbacks as callbacks
+    import attnlab.run.callbacks as callbacks
 
     monkeypatch.setattr(callbacks, "_PROC_STATUS", tmp_path / "absent-status")
     monkeypatch.setattr(callbacks, "_PROC_CLEAR_REFS", tmp_path / "no-such-dir" / "clear_refs")

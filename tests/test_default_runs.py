@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers import compose_run
 
-from attnlab.train import run
+from attnlab.run.train import run
 
 pytestmark = pytest.mark.slow
 

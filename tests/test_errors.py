@@ -14,8 +14,8 @@ from conftest import BROKEN_SITE, plugin_pythonpath
 from helpers import FAST as TINY_MODEL
 from helpers import run_cli
 
-from attnlab.app import EXIT_USER_ERROR, run_args
 from attnlab.errors import ConfigError
+from attnlab.run.app import EXIT_USER_ERROR, run_args
 
 FAST = [
     *TINY_MODEL,

@@ -19,7 +19,7 @@ from attnlab.run.eval_lengths import (
     eval_batch_size,
     eval_rows,
 )
-from attnlab.train import run
+from attnlab.run.train import run
 
 TINY_RUN = ["logger=none", "trainer=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2"]
 MQAR = [

@@ -14,9 +14,9 @@ import pytest
 import torch
 from helpers import compose_run
 
-from attnlab.app import preflight, run_args
 from attnlab.attention import available_attentions, get_attention_class
 from attnlab.errors import CapabilityError, ConfigError
+from attnlab.run.app import preflight, run_args
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(
@@ -300,7 +300,7 @@ def run_overrides(tmp_path, *extra: str) -> list[str]:
 @needs_transformers
 @pytest.mark.parametrize(("preset", "causal"), [("hf", True), ("hf_gpt2", True), ("hf_bert", False)])
 def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool, tmp_path):
-    from attnlab.hf_models import hf_encoder
+    from attnlab.nn.hf_models import hf_encoder
 
     cfg = compose_run(tmp_path, [f"model={preset}", "model.max_len=64", "attention=linear"], fast=False)
     encoder = hf_encoder(VOCAB, cfg.model, cfg.attention)
@@ -312,7 +312,7 @@ def test_model_presets_build_an_encoder_of_their_kind(preset: str, causal: bool,
 
 @needs_transformers
 def test_a_config_key_the_architecture_lacks_is_an_error(tmp_path):
-    from attnlab.hf_models import hf_encoder
+    from attnlab.nn.hf_models import hf_encoder
 
     cfg = compose_run(tmp_path, ["model=hf", "model.config.model_type=bert"], fast=False)
     with pytest.raises(ConfigError, match="model.config.num_key_value_heads is not a bert config key"):
@@ -321,7 +321,7 @@ def test_a_config_key_the_architecture_lacks_is_an_error(tmp_path):
 
 @needs_transformers
 def test_model_hf_classify_runs_end_to_end(tmp_path):
-    from attnlab.results import read_results
+    from attnlab.run.results import read_results
 
     status, error = run_args(run_overrides(tmp_path, "task=classify", "attention=linear"))
     assert (status, error) == (0, "")
@@ -334,7 +334,7 @@ def test_model_hf_classify_runs_end_to_end(tmp_path):
 
 @needs_transformers
 def test_model_hf_lm_runs_end_to_end(tmp_path):
-    from attnlab.results import read_results
+    from attnlab.run.results import read_results
 
     status, error = run_args(run_overrides(tmp_path, "task=lm", "attention=linear"))
     assert (status, error) == (0, "")
@@ -346,7 +346,7 @@ def test_model_hf_lm_runs_end_to_end(tmp_path):
 
 @needs_transformers
 def test_an_encoder_cannot_be_a_language_model(tmp_path):
-    from attnlab.hf_models import hf_causal_lm
+    from attnlab.nn.hf_models import hf_causal_lm
 
     cfg = compose_run(tmp_path, ["model=hf_bert", "task=lm", "attention=linear"], fast=False)
     with pytest.raises(ConfigError, match="is not a causal decoder, so it cannot be a language model"):
@@ -358,7 +358,7 @@ def test_model_hf_loads_a_saved_pretrained_encoder(tmp_path):
     """model.pretrained=<dir written by save_pretrained> (a hub id takes the same path, untestable
     offline): a BERT-style encoder is bidirectional, so a non-causal variant serves it; its embedding
     table (40 ids) grows to the task's byte vocabulary."""
-    from attnlab.results import read_results
+    from attnlab.run.results import read_results
 
     build("bert").save_pretrained(tmp_path / "bert")
     overrides = run_overrides(tmp_path, "task=classify", "attention=lowrank", "attention.k=16")

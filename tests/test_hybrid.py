@@ -247,8 +247,8 @@ def test_a_hybrid_run_records_its_pattern_and_summed_costs(tmp_path):
 
     from test_lm import MQAR_FAST
 
-    from attnlab.results import results_path
-    from attnlab.train import run
+    from attnlab.run.results import results_path
+    from attnlab.run.train import run
 
     overrides = [
         *MQAR_FAST,

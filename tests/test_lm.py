@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers import compose_run, run_cli
 
-from attnlab.app import preflight, run_args
 from attnlab.errors import CapabilityError, ConfigError
 from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
 from attnlab.nn.state_size import decode_state_bytes
+from attnlab.run.app import preflight, run_args
+from attnlab.run.train import run
 from attnlab.tasks.lm import LMTask, unigram_baselines
-from attnlab.train import run
 
 TINY_LM = ModelConfig(d_model=32, heads=2, decoder_layers=2, max_len=64, dropout=0.0)
 MQAR_FAST = [

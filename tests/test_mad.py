@@ -10,8 +10,8 @@ from helpers import compose_run
 from attnlab.data.generators import get_generator
 from attnlab.data.mad import IGNORE, KINDS, mad, memorization_map
 from attnlab.errors import DataError
+from attnlab.run.train import run
 from attnlab.tasks.mad import MADTask
-from attnlab.train import run
 
 SMALL = {"n_train": 40, "n_validation": 20, "n_test": 20}
 

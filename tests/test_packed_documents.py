@@ -16,8 +16,8 @@ from attnlab.attention.base import allowed_keys, masked_softmax
 from attnlab.check import evaluate
 from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
 from attnlab.nn.segments import Unpacked, segment_positions, segment_starts
+from attnlab.run.train import run
 from attnlab.tasks.lm import LMTask, document_segments, one_document_per_row
-from attnlab.train import run
 
 EOS = 2
 

@@ -11,10 +11,10 @@ import pytest
 from helpers import ROOT
 from hydra import compose, initialize_config_module
 
-from attnlab.app import preflight
 from attnlab.bench.config import parse
+from attnlab.config.schemas import store_configs
 from attnlab.errors import ConfigError
-from attnlab.schemas import store_configs
+from attnlab.run.app import preflight
 
 README = (ROOT / "README.md").read_text()
 # The user's guide is the README plus the pages it links under docs/: their commands are checked alike.

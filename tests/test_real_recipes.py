@@ -11,10 +11,10 @@ import torch
 from helpers import compose_run
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from attnlab.callbacks import CheckpointAverage
 from attnlab.data import build_tokenizer, first_line_baseline, lead_baseline
 from attnlab.errors import ConfigError
 from attnlab.nn import AttentionSpec, EncoderDecoder, ModelConfig
+from attnlab.run.callbacks import CheckpointAverage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,7 +38,7 @@ def test_each_real_data_preset_composes(tmp_path, preset):
     if accelerator == "cpu":
         assert cfg.callbacks.average is None  # it cost 0.7-1.5 points at this budget (docs/real-data.md)
     else:
-        assert cfg.callbacks.average._target_ == "attnlab.callbacks.CheckpointAverage"
+        assert cfg.callbacks.average._target_ == "attnlab.run.callbacks.CheckpointAverage"
 
 
 def test_share_embeddings_makes_one_matrix_and_starts_at_ln_v():
@@ -124,7 +124,7 @@ def test_checkpoint_average_is_the_mean_of_the_snapshots(tmp_path):
 # the resumed fit is given only the averaging callback on purpose: what it restores is the question
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`, callbacks used to create")
 def test_the_test_scores_the_average_that_the_checkpoint_holds(tmp_path):
-    """`trainer.test(ckpt_path=...)` after the fit (what attnlab.train does with the best checkpoint)
+    """`trainer.test(ckpt_path=...)` after the fit (what attnlab.run.train does with the best checkpoint)
     evaluates the averaged weights, not the last step's raw ones (Lightning's WeightAveraging alone
     reloads the raw ones); resuming a fit still restores the raw weights and the average."""
 

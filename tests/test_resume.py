@@ -15,9 +15,8 @@ import pytest
 import torch
 from helpers import compose_run, read_wandb_offline_run, run_cli
 
-from attnlab.reliability import write_failure
-from attnlab.results import read_failure
-from attnlab.train import run
+from attnlab.run.results import read_failure, write_failure
+from attnlab.run.train import run
 
 # 48 training rows in batches of 8: 6 batches per epoch; validation (and last.ckpt) every 4 steps, so
 # checkpoints land mid-epoch and at epoch ends.
@@ -59,7 +58,7 @@ def test_crash_and_resume_matches_the_uninterrupted_run(tmp_path, monkeypatch, c
     reference = run(compose_run(tmp_path / "ref", setup))
 
     cfg = compose_run(tmp_path / "crash", setup)
-    from attnlab import train
+    from attnlab.run import train
 
     original = train.instantiate
 

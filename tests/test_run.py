@@ -10,7 +10,7 @@ from helpers import ROOT, compose_run, read_wandb_offline_run, run_cli
 from hydra.utils import instantiate
 
 from attnlab.attention import available_attentions, registry_entry
-from attnlab.train import run
+from attnlab.run.train import run
 
 BUILTINS = [n for n in available_attentions() if registry_entry(n).source == "built-in"]
 CONF = ROOT / "conf"

@@ -17,7 +17,7 @@ from helpers import ROOT, compose_run, run_cli
 
 from attnlab.errors import DataError
 from attnlab.run.lock import LOCK_FILE, RunDirectoryInUse, acquire, holding, release
-from attnlab.train import run
+from attnlab.run.train import run
 
 HOLD = "import sys, time; from attnlab.run.lock import acquire; acquire(sys.argv[1]); print('held', flush=True); time.sleep(600)"
 
@@ -55,7 +55,7 @@ def test_a_second_run_in_a_held_directory_refuses_and_a_killed_holder_is_taken_o
 
 def test_the_lock_is_reentrant_and_released_when_the_run_fails(tmp_path):
     acquire(tmp_path)
-    acquire(tmp_path)  # python -m attnlab takes it, then attnlab.train.run again
+    acquire(tmp_path)  # python -m attnlab takes it, then attnlab.run.train.run again
     release(tmp_path)
     assert (tmp_path / LOCK_FILE).exists()
     release(tmp_path)

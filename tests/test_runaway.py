@@ -10,9 +10,9 @@ import pytest
 from helpers import compose_run
 from hydra.utils import instantiate
 
-from attnlab.app import run_args
 from attnlab.errors import ConfigError
 from attnlab.nn.estimate import GB, available_memory, check_fits, estimate
+from attnlab.run.app import run_args
 
 SPLITS = {"train": 32, "validation": 8, "test": 8}
 

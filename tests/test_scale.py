@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
 
 from attnlab.attention import registry_entry
-from attnlab.schemas import store_configs
-from attnlab.train import run
+from attnlab.config.schemas import store_configs
+from attnlab.run.train import run
 
 SMALL_DATA = ["task.data.limit.train=64", "task.data.limit.validation=32", "task.data.limit.test=32"]
 SMALL_MODEL = [

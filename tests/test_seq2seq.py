@@ -1,4 +1,4 @@
-"""translate and summarise end to end through attnlab.train.run, plus their metrics and data sources."""
+"""translate and summarise end to end through attnlab.run.train.run, plus their metrics and data sources."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_module
 from rouge_score import rouge_scorer
 
 from attnlab import available_attentions, get_attention_class
+from attnlab.config.schemas import store_configs
 from attnlab.errors import CapabilityError, ConfigError
-from attnlab.schemas import store_configs
+from attnlab.run.train import run
 from attnlab.tasks import text_metrics
-from attnlab.train import run
 
 CAUSAL = [n for n in available_attentions() if get_attention_class(n).capabilities.causal]
 TASKS = {

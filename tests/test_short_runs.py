@@ -1,6 +1,6 @@
 """A short run just works: `trainer.max_steps` below `trainer.val_check_interval` validates at the last
 step (one info line says so) instead of being refused, in the app, a sweep on any launcher, the study
-and DDP: attnlab.run.schedule, applied once where the trainer is built (attnlab.train.run).
+and DDP: attnlab.run.schedule, applied once where the trainer is built (attnlab.run.train.run).
 
 This replaces the bad-input row `trainer=cpu trainer.max_steps=100` ("the run would never validate"),
 which encoded the old refusal (issue 30, item 1)."""
@@ -14,7 +14,7 @@ import pytest
 from helpers import compose_run, run_cli
 
 from attnlab.run.schedule import short_run_interval
-from attnlab.train import run
+from attnlab.run.train import run
 
 SMALL_DATA = ["task.data.limit.train=64", "task.data.limit.validation=32", "task.data.limit.test=32"]
 NOTE = "validating at the last step"

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlab.app import EXIT_USER_ERROR, run_args
 from attnlab.nn import AttentionSpec, ModelConfig
+from attnlab.run.app import EXIT_USER_ERROR, run_args
 from attnlab.tasks.classify import Classifier
 
 VARIANTS = ["linear", "performer", "nystrom"]

@@ -232,7 +232,7 @@ def test_a_study_on_the_parallel_launcher_shares_one_wandb_group(tmp_path, capfd
 
 
 def test_a_rerun_with_other_overrides_warns_that_finished_cells_are_kept(tmp_path):
-    from attnlab.results import RESULTS_KEYS, write_results
+    from attnlab.run.results import RESULTS_KEYS, write_results
     from attnlab.study import launch
     from attnlab.study.plan import plan
 
@@ -255,7 +255,7 @@ def test_a_rerun_with_other_overrides_warns_that_finished_cells_are_kept(tmp_pat
 
 
 def test_a_stopped_cell_with_a_checkpoint_resumes_and_a_failed_one_starts_again(tmp_path):
-    from attnlab.results import write_failure_record
+    from attnlab.run.results import write_failure_record
     from attnlab.study import launch
     from attnlab.study.plan import cell_config, plan
 

@@ -3,7 +3,7 @@ the selection of tuned runs on validation (never test), runs cut short (budget.s
 eval_lengths columns and extrapolation.png, mean_over, state.png, the task's default tune and the
 zoology preset (composed only).
 
-Most tests write results.json files by hand (attnlab.results.write_results), so they pin exactly what
+Most tests write results.json files by hand (attnlab.run.results.write_results), so they pin exactly what
 the study reads; one slow test runs a tiny grid × tune on MQAR end to end, then resumes it.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from attnlab.errors import ConfigError
-from attnlab.results import RESULTS_KEYS, write_results
+from attnlab.run.results import RESULTS_KEYS, write_results
 from attnlab.study import main
 from attnlab.study.cli import write_outputs
 from attnlab.study.collect import DAGGER, Metric, collect, tables_text

@@ -11,8 +11,8 @@ from conftest import TINY_TASK_SITE, plugin_pythonpath
 from helpers import FAST, compose_run, run_cli
 from hydra.utils import instantiate
 
-from attnlab.app import run_args
 from attnlab.errors import ConfigError, TaskError
+from attnlab.run.app import run_args
 from attnlab.tasks.classify import ClassifyDataModule, ClassifyTask
 from attnlab.tasks.common import AttnlabTask, EncodedDataModule, check_datamodule, check_task_class
 from attnlab.tasks.plugins import builtin_tasks

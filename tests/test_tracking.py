@@ -1,5 +1,5 @@
 """wandb without network: an online run whose server does not answer logs offline after a timeout,
-with one warning line, and the run goes on (attnlab.tracking.start_wandb). The server is a closed
+with one warning line, and the run goes on (attnlab.run.tracking.start_wandb). The server is a closed
 local port, never a real host; the key is fake."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import pytest
 from helpers import run_cli
 
-from attnlab.tracking import WANDB_INIT_TIMEOUT_S, start_wandb
+from attnlab.run.tracking import WANDB_INIT_TIMEOUT_S, start_wandb
 
 NO_SERVER = {
     "WANDB_MODE": "online",

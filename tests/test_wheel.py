@@ -29,7 +29,7 @@ import json, sys
 from pathlib import Path
 import attnlab, attnlab.conf
 from attnlab.attention import available_attentions
-from attnlab.schemas import store_configs
+from attnlab.config.schemas import store_configs
 from hydra import compose, initialize_config_module
 
 assert "site-packages" in attnlab.__file__ and sys.prefix in attnlab.__file__, attnlab.__file__

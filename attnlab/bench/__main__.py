@@ -33,7 +33,7 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     """Compose conf/bench.yaml with `argv` and check every value; None for Hydra flags (--help, -m),
     which Hydra handles itself. Raises AttnlabError with a one-line message. Without `hydra_config`
     the result has no `hydra` node and can be run in-process (`run(cfg)`)."""
-    from attnlab.config_checks import check_hydra_flags
+    from attnlab.config.checks import check_hydra_flags
 
     if any(a.startswith("-") for a in argv):
         check_hydra_flags(argv, program="python -m attnlab.bench", config_name="bench")
@@ -43,7 +43,7 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     from omegaconf.errors import OmegaConfBaseException
 
     from attnlab.bench.config import parse
-    from attnlab.config_checks import hydra_error_message
+    from attnlab.config.checks import hydra_error_message
 
     try:
         with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
@@ -51,7 +51,7 @@ def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | Non
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(hydra_error_message(err, argv, config_name="bench")) from err
     parse(cfg)
-    from attnlab.config_checks import check_directory
+    from attnlab.config.checks import check_directory
 
     check_directory("out_dir", cfg.get("out_dir"))  # else an OSError traceback after the sweep has measured
     return cfg

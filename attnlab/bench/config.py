@@ -80,7 +80,7 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
 
 
 def _threads(value: Any) -> int:
-    from attnlab.threads import check_threads
+    from attnlab.run.threads import check_threads
 
     check_threads(_positive_int("threads", value))
     return value

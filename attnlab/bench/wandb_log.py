@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attnlab.tracking import ensure_wandb_mode
+from attnlab.run.tracking import ensure_wandb_mode
 
 
 def init(

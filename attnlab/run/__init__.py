@@ -1,4 +1,17 @@
-"""The run's rooms (DESIGN.md "The layout we are moving to"): what one `python -m attnlab` run does
-around training. Moved here so far: its budget (steps done of planned, what stopped it), the schedule
-of a short run, the run directory's lock, signals in every phase, and the evaluation at other lengths.
-attnlab.app, attnlab.train, attnlab.callbacks and attnlab.results move here next (issue 32)."""
+"""One `python -m attnlab` run (DESIGN.md "The layout we are moving to"), one module per job:
+
+    app           the command line: preflight, @hydra.main, exit statuses, the sweep summary
+    train         run(cfg): data module -> task -> Lightning Trainer -> results
+    results       the one home of a run's files: results.json, failed.json, sweep_summary.json
+    callbacks     the cost meter, checkpoint averaging, the NaN/Inf guard, the graceful stop
+    checkpoints   what a checkpoint carries (data settings, exact-resume state), the checks on resuming
+    budget        steps done of planned, and what stopped the run
+    schedule      validation within a short run's budget
+    eval_lengths  the same weights tested at other lengths
+    lock          one run per run directory
+    interrupts    SIGTERM and Ctrl-C in every phase
+    threads       CPU threads and OpenMP's wait policy
+    tracking      wandb: offline without a key, never held up by a server
+
+Imports nothing, so `import attnlab` sets OpenMP's wait policy (threads) before torch is imported.
+"""

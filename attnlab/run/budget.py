@@ -2,7 +2,7 @@
 
     budget = {"steps_done": 460, "steps_planned": 2300, "stopped_by": "max_time"}
 
-`stopped_by` is one of `attnlab.results.STOP_REASONS`; `attnlab.results.is_partial` tells a run that
+`stopped_by` is one of `attnlab.run.results.STOP_REASONS`; `attnlab.run.results.is_partial` tells a run that
 got less than it was promised (a time guard, an interruption, a NaN) from one that ended as planned
 (its step or epoch limit, or early stopping, which the run asked for). The run records it in
 results.json (and in failed.json when it stops with an error), says so on its last console line, and
@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab.reliability import NumericalError
-from attnlab.results import PARTIAL_STOPS, STOP_REASONS
+from attnlab.run.callbacks import NumericalError
+from attnlab.run.results import PARTIAL_STOPS, STOP_REASONS
 
 
 def planned_steps(

@@ -12,7 +12,7 @@ variant: a length-L test set has at most EVAL_TEST_TOKENS / L rows (never fewer 
 never more than the generator's n_test or task.data.limit.test), in batches of at most
 EVAL_BATCH_TOKENS / L rows (never more than task.data.batch_size, never fewer than one).
 
-Checked before training (`check_eval_lengths`, from attnlab.config_checks): a list of positive
+Checked before training (`check_eval_lengths`, from attnlab.config.checks): a list of positive
 integers; a task whose data comes from a built-in generator with a length; absolute position tables
 (`sinusoidal`, `learned`, a transformers model) and variants whose weights are sized by model.max_len
 only up to model.max_len; and each length's generator knobs (mqar's pairs must fit its vocabulary).
@@ -122,7 +122,7 @@ def _generator_node(task: DictConfig) -> Mapping:
 def _check_positions(cfg: DictConfig, longest: int) -> None:
     """Lengths past model.max_len only where no table is sized by it: the positions and the variants."""
     from attnlab.attention.registry import registry_entry
-    from attnlab.hf_models import is_hf_model
+    from attnlab.nn.hf_models import is_hf_model
 
     model, max_len = cfg.model, int(cfg.model.max_len)
     if longest <= max_len:

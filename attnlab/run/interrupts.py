@@ -3,7 +3,7 @@
 `install()` runs first thing in `python -m attnlab`. From then on:
 
 - during a training step, Lightning's own handler (which calls this one too) only sets its flag, and
-  the run stops at the step's end with a checkpoint (attnlab.reliability.GracefulStop): a step is
+  the run stops at the step's end with a checkpoint (attnlab.run.callbacks.GracefulStop): a step is
   never cut in half;
 - in every other phase (composing the config, preparing the data, building the model, validation,
   testing, beam search) the signal raises `Interrupted` where the main thread is, and the app prints one

@@ -8,7 +8,7 @@ SIGTERM through Lightning's handler); a lock left by a process that died without
 a power cut) names a pid that no longer runs on this host, and the next run takes it over.
 
 Reentrant within a process: `python -m attnlab` takes the lock before Hydra touches the directory,
-and `attnlab.train.run` finds it already its own. DDP ranks other than zero run in the same directory
+and `attnlab.run.train.run` finds it already its own. DDP ranks other than zero run in the same directory
 under their rank zero's lock and take none.
 """
 

@@ -1,7 +1,7 @@
 """The validation schedule a run gets: a run shorter than its validation interval validates at its
 last step instead (the best checkpoint, early stopping and the test metrics all need one validation).
 
-Applied once, in `attnlab.train.run`, where the trainer is built: the single run, every member of a
+Applied once, in `attnlab.run.train.run`, where the trainer is built: the single run, every member of a
 sweep (any launcher), every study cell and every DDP rank go through it.
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.report import _fmt, _number
-from attnlab.results import best_key, is_partial, read_failure, read_results
+from attnlab.run.results import best_key, is_partial, read_failure, read_results
 from attnlab.study import axes as ax
 from attnlab.study.plan import Cell, Study
 from attnlab.study.select import Monitor, select

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attnlab.results import is_finished, read_failure, read_json, write_json_atomic
+from attnlab.run.results import is_finished, read_failure, read_json, write_json_atomic
 from attnlab.study.plan import CELL_GROUP, Cell, Study, shared_overrides, write_cell_configs
 
 LAUNCHED_FILE = "launched.json"  # in the study directory: {cell: the overrides it was last run with}

@@ -183,7 +183,7 @@ def tasks_with_study() -> list[str]:
 
 def compose(argv: Sequence[str]) -> DictConfig:
     """The app's composed and checked config for `argv` (attnlab.app.preflight: one-line errors)."""
-    from attnlab.app import preflight
+    from attnlab.run.app import preflight
 
     cfg = preflight(list(argv))
     assert cfg is not None  # argv never holds flags here
@@ -330,7 +330,7 @@ def compose_task(task: str, overrides: Sequence[str]) -> DictConfig:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from attnlab.schemas import store_configs
+        from attnlab.config.schemas import store_configs
 
         store_configs()
         try:  # Hydra's composition only: the run's own checks (a GPU preset on a CPU) come per cell
@@ -417,7 +417,7 @@ def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None
     """Known variants (did-you-mean), each able to do what the task's model asks of its attention."""
     from attnlab.attention.base import Capabilities
     from attnlab.attention.registry import get_attention_class, variants_with
-    from attnlab.config_checks import check_attention_name
+    from attnlab.config.checks import check_attention_name
     from attnlab.nn.pattern import is_pattern, parse_pattern
     from attnlab.nn.spec import ROLES
 
@@ -472,7 +472,7 @@ def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
     (`resume`: continue from the run directory's last checkpoint, `ckpt_path: last`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from attnlab.config_checks import config_groups
+    from attnlab.config.checks import config_groups
     from attnlab.nn.pattern import is_pattern, parse_pattern, pattern_label
 
     values = OmegaConf.create({"seed": cell.seed})
@@ -556,7 +556,7 @@ def representative_cells(study: Study) -> list[Cell]:
 def preflight_cells(study: Study) -> DictConfig:
     """Compose and check the cells' configs (through their generated files, representative_cells)
     before any run starts. Returns the first cell's config (its logger, task and metric)."""
-    from attnlab.config_checks import config_groups
+    from attnlab.config.checks import config_groups
 
     first: DictConfig | None = None
     with tempfile.TemporaryDirectory(prefix="attnlab-study-") as tmp:

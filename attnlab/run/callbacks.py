@@ -1,14 +1,25 @@
-"""Lightning callbacks of an attnlab run: the cost meter, checkpoint averaging."""
+"""Lightning callbacks of an attnlab run: the cost meter, checkpoint averaging, and the two that
+make a run fail cleanly.
+
+- `CostMeter`: train tokens/s, step time, peak memory, attention FLOPs per token (`cost/*`).
+- `CheckpointAverage`: the uniform average of the weights from a fraction of max_steps on.
+- `FiniteGuard`: a NaN/Inf loss or gradient stops the run with one line naming the step and the
+  attention variant, before the optimiser applies it (so `last.ckpt` stays the last good state).
+- `GracefulStop`: SIGTERM, or a first Ctrl-C, stops at the next step boundary and writes
+  `checkpoints/last.ckpt`; the message says how to resume (`ckpt_path=last`).
+"""
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import re
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -17,8 +28,12 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from attnlab.attention import Attention
 from attnlab.bench.allocator import glibc
+from attnlab.errors import AttnlabError
 from attnlab.flops import count_flops_inside
 from attnlab.nn.state_size import decode_state_bytes
+from attnlab.run.interrupts import set_training
+
+log = logging.getLogger("attnlab")
 
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -224,7 +239,7 @@ class CheckpointAverage(WeightAveraging):
     trainer.max_steps on. Once it holds a snapshot, validation, the saved checkpoints (hence the best
     checkpoint the test loads) and the final weights are the average; before, the current weights.
 
-        +callbacks.average._target_=attnlab.callbacks.CheckpointAverage +callbacks.average.start=0.7
+        +callbacks.average._target_=attnlab.run.callbacks.CheckpointAverage +callbacks.average.start=0.7
     """
 
     def __init__(self, *, start: float = 0.5, every: int = 100):
@@ -285,3 +300,136 @@ class CheckpointAverage(WeightAveraging):
         # validating and predicting keep the checkpoint's state_dict, the average, already loaded.
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+# ---- NaN/Inf guard -------------------------------------------------------------------------------
+class NumericalError(AttnlabError, FloatingPointError):
+    """The loss or a gradient became NaN/Inf."""
+
+
+class FiniteGuard(L.Callback):
+    """Stop at the first non-finite loss or gradient, before the optimiser step applies it.
+
+    Gradients are not checked under fp16 loss scaling (`16-mixed`), where the GradScaler skips
+    steps with overflowing gradients by design; the loss still is. `inject_nan_at_step` poisons one
+    gradient at that step (tests of this guard only).
+    """
+
+    def __init__(
+        self, attention: str = "?", check_gradients: bool = True, inject_nan_at_step: int | None = None
+    ):
+        self.attention, self.check_gradients, self.inject_nan_at_step = (
+            attention,
+            check_gradients,
+            inject_nan_at_step,
+        )
+
+    def _fail(self, trainer: L.Trainer, what: str) -> None:
+        last = next(
+            (c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), ""
+        )
+        kept = f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
+        raise NumericalError(
+            f"{what} at step {trainer.global_step + 1} with attention '{self.attention}' "
+            f"(precision {trainer.precision}); {kept}; lower task.module.lr, keep trainer.gradient_clip_val, "
+            f"or use trainer.precision=32-true"
+        )
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            self._fail(trainer, f"non-finite training loss ({float(loss.detach().float().mean())})")
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if (
+            self.inject_nan_at_step is not None
+            and trainer.global_step + 1 == self.inject_nan_at_step
+            and grads
+        ):
+            grads[0].fill_(float("nan"))
+        if not self.check_gradients or not grads or str(trainer.precision).startswith("16"):
+            return
+        norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])  # (P,)
+        if not torch.isfinite(norms).all():
+            bad = next(
+                n
+                for (n, p) in pl_module.named_parameters()
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            )
+            self._fail(trainer, f"non-finite gradient (first in {bad})")
+
+
+# ---- graceful stop -------------------------------------------------------------------------------
+class GracefulStop(L.Callback):
+    """SIGTERM (Lightning's flag) or a first Ctrl-C stop at the next step boundary and save last.ckpt."""
+
+    # What stopped the last fit: SIGINT (a first Ctrl-C) or SIGTERM (Lightning's flag); the exit status
+    # follows the shell's convention, 128 + the signal (`attnlab.run.app`: 130 or 143).
+    stopped_by: ClassVar[int] = signal.SIGTERM
+
+    def __init__(self) -> None:
+        self._previous_sigint: Any = None
+        self.saved: str | None = None
+        GracefulStop.stopped_by = signal.SIGTERM
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_training(in_fit=True)  # attnlab.run.interrupts: validation now stops through SIGTERMException
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is None or not _main_thread():
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if connector.received_sigterm:  # second Ctrl-C: abort now
+                raise KeyboardInterrupt
+            GracefulStop.stopped_by = signal.SIGINT
+            print(
+                "\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
+            connector.received_sigterm = True
+
+        self._previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and _main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        set_training(in_step=True)  # a signal now waits for the step's end (Lightning's flag)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        set_training(in_step=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        set_training(in_fit=False, in_step=False)
+        self._restore_sigint()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_sigint()
+        set_training(in_fit=False, in_step=False)
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException):
+            return
+        checkpoint = getattr(trainer, "checkpoint_callback", None)
+        dirpath = Path(getattr(checkpoint, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints")
+        path = dirpath / "last.ckpt"
+        path.unlink(missing_ok=True)  # may be a link to latest.ckpt: replace it, keep that one
+        trainer.save_checkpoint(path)  # between steps: a consistent state
+        self.saved = str(path)
+        log.warning("interrupted at step %d: saved %s", trainer.global_step, path)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

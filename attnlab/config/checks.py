@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from attnlab.config.sequence_lengths import check_sequence_lengths
 from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
-from attnlab.hf_models import is_hf_model, require_transformers
+from attnlab.nn.hf_models import is_hf_model, require_transformers
 from attnlab.nn.pattern import COUNT_KEYS, check_layer_counts, check_patterns
 from attnlab.nn.positional import SCHEMES
 from attnlab.nn.spec import AttentionSpec
-from attnlab.sequence_checks import check_sequence_lengths
-from attnlab.threads import check_threads
+from attnlab.run.threads import check_threads
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:

@@ -7,18 +7,36 @@ model's sizes and the data-derived sizes (vocabulary, classes, labels). Settings
 change (lr, weight decay, warm-up, decoding) are not compared. Without these checks Lightning either
 loads a mismatched model silently (a multihead checkpoint into `attention=linear`: same weight
 names) or fails with a multi-line state-dict error after the run started.
+
+What a checkpoint carries beyond the weights, so that a resumed run continues exactly:
+- `DataRecord`: the run's task.data settings (a resume on other data is refused).
+- `ExactResume`: the RNG states and the position in the (seeded, per-epoch) training order, so a
+  resumed run continues with exactly the batches and dropout masks the uninterrupted run would have
+  used.
+
+`ckpt_path=last` continues the newest run of the task/attention in its own directory
+(`find_resumable_run`); a run that already finished (results.json, status ok) is reported and left
+untouched (`already_finished_message`): nothing is re-run or rewritten. `ckpt_path=<file>` starts a
+new run directory from any checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+import random
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch import Callback
+from torch.utils.data import DataLoader, RandomSampler
 
 from attnlab.errors import ConfigError
+from attnlab.run.results import read_finished, results_path
 
 # Hyperparameters that define the weights' shapes or meaning; the rest may change on resume.
 STRUCTURAL = (
@@ -36,7 +54,7 @@ DATA_RECORD_KEY = "attnlab_data"  # the run's task.data settings, written into e
 # Data settings that change neither the rows nor their order.
 DATA_FREE = ("num_workers",)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("attnlab.checkpoint_check")  # its name in run.log from before the move to run/
 
 
 class DataRecord(Callback):
@@ -208,3 +226,156 @@ def _plain(value: Any) -> Any:
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- exact resume --------------------------------------------------------------------------------
+class ResumableLoader:
+    """A training DataLoader whose order is a function of (seed, epoch) and which can start mid-epoch.
+
+    Lightning treats it as stateful (state_dict/load_state_dict): the checkpoint records the epoch
+    and the batches already trained on, and the resumed run skips exactly those.
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        *,
+        seed: int,
+        progress: Callable[[], tuple[int, int]],
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.loader, self.seed, self.progress = loader, seed, progress
+        self.rank, self.world_size = rank, world_size
+        self.batch_size = loader.batch_size
+        self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        per_rank = math.ceil(len(self.loader.dataset) / self.world_size)
+        return per_rank // self.batch_size if self.loader.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's indices for `epoch`; with several ranks, a disjoint share as DistributedSampler gives."""
+        n = len(self.loader.dataset)
+        if isinstance(self.loader.sampler, RandomSampler):
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            indices = torch.randperm(n, generator=generator).tolist()
+        else:
+            indices = list(range(n))
+        if self.world_size > 1:  # pad to a multiple of the world size, then every world_size-th index
+            indices += indices[: (-n) % self.world_size]
+            indices = indices[self.rank :: self.world_size]
+        return indices
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, _ = self.progress()
+        skip = 0
+        if self._resume is not None:
+            resume_epoch, done = self._resume
+            self._resume = None
+            if resume_epoch == epoch:
+                skip = done
+        indices = self.order(epoch)[skip * self.batch_size :]
+        dl = self.loader
+        # Its own generator: creating the iterator must not draw from the global RNG (dropout's).
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
+        yield from DataLoader(
+            dl.dataset,
+            batch_size=self.batch_size,
+            sampler=indices,
+            collate_fn=dl.collate_fn,
+            num_workers=dl.num_workers,
+            drop_last=dl.drop_last,
+            pin_memory=dl.pin_memory,
+            worker_init_fn=dl.worker_init_fn,
+            generator=generator,
+        )
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.progress()
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches_done"]))
+
+
+class ExactResume(L.Callback):
+    """Make a resumed run continue exactly: RNG states and the training-data position travel in the checkpoint."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if stage != "fit" or datamodule is None or getattr(datamodule, "_attnlab_resumable", False):
+            return
+        original = datamodule.train_dataloader
+        epoch_loop = trainer.fit_loop.epoch_loop
+
+        def progress() -> tuple[int, int]:  # batches whose optimiser step is done, in the current epoch
+            return trainer.current_epoch, epoch_loop.batch_progress.current.processed
+
+        def train_dataloader() -> Any:
+            loader = original()
+            if not isinstance(loader, DataLoader):
+                return loader
+            return ResumableLoader(
+                loader,
+                seed=self.seed,
+                progress=progress,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+            )
+
+        datamodule.train_dataloader = train_dataloader
+        datamodule._attnlab_resumable = True
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, gauss = (
+            np.random.get_state()
+        )  # plain types: loadable with weights_only
+        numpy_state = [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(position),
+            int(has_gauss),
+            float(gauss),
+        ]
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return {"seed": self.seed, "rng": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng_to_restore = state_dict.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rng, self._rng_to_restore = self._rng_to_restore, None
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        kind, keys, position, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# ---- ckpt_path=last ------------------------------------------------------------------------------
+def find_resumable_run(base: Path) -> Path | None:
+    """The newest run directory under `base` (outputs/<task>/<attention>) holding checkpoints/last.ckpt."""
+    found = sorted(base.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent.parent if found else None
+
+
+def already_finished_message(run_dir: Path) -> str:
+    """What `ckpt_path=last` says of a run that has finished: it is neither re-run nor rewritten."""
+    results = read_finished(run_dir) or {}
+    metric = results.get("primary_metric")
+    value = (results.get("metrics") or {}).get(metric)
+    return (
+        f"{run_dir} already finished ({metric} = {value}), nothing to resume; its results: "
+        f"{results_path(run_dir)}. To train on from it in a new run directory: "
+        f"ckpt_path={Path(run_dir) / 'checkpoints' / 'last.ckpt'} with a larger trainer.max_steps"
+    )

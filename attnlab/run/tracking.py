@@ -19,7 +19,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("attnlab.tracking")  # its name in run.log from before the move to run/
 
 
 def wandb_has_credentials() -> bool:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from attnlab.config_checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
+from attnlab.config.checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
+from attnlab.config.schemas import store_configs
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.run.lock import RunDirectoryInUse, acquire
-from attnlab.schemas import store_configs
+from attnlab.run.results import summarise_sweep, write_failure
 
 log = logging.getLogger("attnlab")
 EXIT_USER_ERROR = 2
@@ -52,9 +54,8 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from attnlab.console import quiet_frameworks
-    from attnlab.reliability import write_failure
     from attnlab.run.interrupts import Interrupted, report
-    from attnlab.train import run
+    from attnlab.run.train import run
 
     quiet_frameworks()  # one handler (Hydra's console + run.log), no duplicates, no framework noise
     multirun = _is_multirun()
@@ -67,7 +68,7 @@ def main(cfg: DictConfig) -> float | None:
         message = f"interrupted: checkpoint saved in {_run_dir()}/checkpoints/last.ckpt; resume with the same command plus ckpt_path=last"
         write_failure(_run_dir(), stop, message)
         print(f"error: {message}", file=sys.stderr)
-        from attnlab.reliability import GracefulStop
+        from attnlab.run.callbacks import GracefulStop
 
         sys.exit(EXIT_INTERRUPTED + GracefulStop.stopped_by)
     except Exception as error:
@@ -134,8 +135,8 @@ def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
     Raises RunFinished when that run (or the run directory given explicitly) already finished."""
     if cfg.get("ckpt_path") != "last":
         return []
-    from attnlab.reliability import already_finished_message, find_resumable_run
-    from attnlab.results import is_finished
+    from attnlab.run.checkpoints import already_finished_message, find_resumable_run
+    from attnlab.run.results import is_finished
 
     explicit = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
     if explicit:
@@ -159,7 +160,7 @@ def run_args(argv: list[str]) -> tuple[int, str]:
     """`python -m attnlab argv` in this process, for tests: (exit status, the one-line error or '').
 
     `argv` must set `paths.run_dir` (there is no Hydra run directory in-process)."""
-    from attnlab.train import run
+    from attnlab.run.train import run
 
     try:
         cfg = preflight(argv, hydra_config=False)
@@ -177,7 +178,7 @@ def run_args(argv: list[str]) -> tuple[int, str]:
 def lock_named_run_dir(argv: list[str]) -> None:
     """Take the lock of a run directory named on the command line (or resumed) before Hydra writes its
     run.log and .hydra/ there; held until this process exits. A timestamped default directory is
-    locked by attnlab.train.run (Hydra resolves its name only when it starts the job)."""
+    locked by attnlab.run.train.run (Hydra resolves its name only when it starts the job)."""
     named = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "paths.run_dir="))]
     if named:
         acquire(named[-1])
@@ -207,12 +208,33 @@ def entry() -> None:
     set_phase("starting the run")
     try:
         main()
-    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.app.main
+    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.run.app.main
         report(stop)
-    from attnlab.reliability import SweepSummary
-
     if SweepSummary.failures:
         sys.exit(EXIT_USER_ERROR)
+
+
+try:  # Hydra's callback API (hydra.experimental) is available in every supported Hydra
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class SweepSummary(_HydraCallback):
+    """After a multirun: write sweep_summary.json and print the failed members (if any)."""
+
+    failures = 0  # read by attnlab.run.app.entry for the exit status
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        summary = summarise_sweep(sweep_dir)
+        SweepSummary.failures = len(summary["failed"])
+        line = f"sweep {sweep_dir}: {len(summary['ok'])} ok, {len(summary['failed'])} failed"
+        print(line, file=sys.stderr)
+        for item in summary["failed"]:
+            print(f"  failed {item['job']}: {item['message']}", file=sys.stderr)
 
 
 __all__ = ["check_overrides", "entry", "main", "preflight", "run_args"]

@@ -6,15 +6,20 @@ A run directory holds exactly one of
     failed.json    a run that stopped with an error: {status: "failed", error, message, user_error}, and
                    `budget` where the fit was cut short (an interruption, a NaN: attnlab.run.budget)
 
-The run (`attnlab.train`), the sweep summary (`attnlab.reliability`), the report (`attnlab.report`)
-and the study (`attnlab.study`) all go through this module; none spells a file name itself.
+(a failed run's traceback is appended to its run.log), and a sweep directory holds
+`sweep_summary.json`, the members that failed. The run (`attnlab.run.train`; `attnlab.run.app` for
+failures and sweeps), the report (`attnlab.report`) and the study (`attnlab.study`) all go through
+this module; none spells a file name itself.
 """
 
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 from typing import Any
+
+from attnlab.errors import AttnlabError
 
 RESULTS_FILE = "results.json"
 FAILED_FILE = "failed.json"
@@ -93,7 +98,7 @@ def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
     """Write results.json (atomically) and remove a failed.json left by an earlier attempt."""
     missing = [key for key in RESULTS_KEYS if key not in results]
     if missing:
-        raise ValueError(f"results are missing {missing}; see attnlab.results.RESULTS_KEYS")
+        raise ValueError(f"results are missing {missing}; see attnlab.run.results.RESULTS_KEYS")
     ordered = {key: results[key] for key in RESULTS_KEYS} | {
         k: v for k, v in results.items() if k not in RESULTS_KEYS
     }
@@ -133,3 +138,33 @@ def find_results_files(root: str | Path) -> list[Path]:
     if root.is_file():
         return [root] if root.name == RESULTS_FILE else []
     return sorted(root.rglob(RESULTS_FILE)) if root.is_dir() else []
+
+
+def write_failure(run_dir: Path | None, error: BaseException, message: str) -> None:
+    """Record a failed run: failed.json (never results.json) and the traceback appended to run.log."""
+    if run_dir is None:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "run.log", "a") as handle:
+        handle.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    record = {
+        "error": type(error).__name__,
+        "message": message,
+        "user_error": isinstance(error, AttnlabError),
+    }
+    if isinstance(getattr(error, "budget", None), dict):  # set by attnlab.run.train: the fit stopped early
+        record["budget"] = error.budget
+    write_failure_record(run_dir, record)
+
+
+def summarise_sweep(sweep_dir: Path) -> dict[str, Any]:
+    """{ok, failed: [{job, message}]} over a sweep's job directories; written to sweep_summary.json."""
+    ok, failed = [], []
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        if results_path(job).exists():
+            ok.append(job.name)
+        elif (record := read_failure(job)) is not None:
+            failed.append({"job": job.name, "message": record.get("message", "")})
+    summary = {"ok": ok, "failed": failed}
+    write_json_atomic(sweep_dir / SWEEP_SUMMARY_FILE, summary)
+    return summary

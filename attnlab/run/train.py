@@ -1,6 +1,6 @@
 """One experiment run: data, model, Lightning training, evaluation, results.json.
 
-`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.app.main`
+`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.run.app.main`
 is the thin @hydra.main wrapper.
 """
 
@@ -20,25 +20,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
 from attnlab.bench.allocator import keep_freed_memory
-from attnlab.callbacks import CostMeter
-from attnlab.checkpoint_check import DataRecord, check_checkpoint, data_settings
-from attnlab.config_checks import check_config
+from attnlab.config.checks import check_config
 from attnlab.console import drop_framework_warnings
-from attnlab.hf_models import is_hf_model
+from attnlab.nn.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
-from attnlab.reliability import NumericalError, already_finished_message
-from attnlab.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.budget import budget_line, run_budget
+from attnlab.run.callbacks import CostMeter, NumericalError
+from attnlab.run.checkpoints import DataRecord, already_finished_message, check_checkpoint, data_settings
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
 from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding
+from attnlab.run.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.schedule import validate_within_budget
+from attnlab.run.threads import training_threads
+from attnlab.run.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 from attnlab.tasks.common import check_datamodule
-from attnlab.threads import training_threads
-from attnlab.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("attnlab.train")  # its name in run.log (docs/runs.md) from before the move to run/
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The hook tasks use for `model=hf`: tell a transformers model config from attnlab's own, and build it.
 
 Importable without transformers (the tasks import it always); transformers is imported only when a
-model=hf config is built, and its absence is a one-line error naming the extra to install.
+model=hf config is built, and its absence is a one-line error naming the extra to install. That is
+why it lives beside attnlab's own models rather than in `attnlab.hf`, whose import needs transformers.
 """
 
 from __future__ import annotations
