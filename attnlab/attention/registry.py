@@ -405,7 +405,7 @@ def build_attention(name: str, **params: Any) -> Attention:
         )
     # Resource bounds (Range.max_len_ratio) are checked here only for variants built for a max_len
     # (their weights depend on it); for the others, max_len is a property of the run's config, checked
-    # there (attnlab.config_checks), so the bench may measure any length.
+    # there (attnlab.config.checks), so the bench may measure any length.
     built_for = context.get("max_len") if "max_len" in entry.context else None
     hyper = validate_hyperparameters(name, params, max_len=built_for)
     return entry.cls(**hyper, **{key: context[key] for key in entry.context})

@@ -4,7 +4,7 @@
 
 The study sits above the run, as the report does. Modules, one job each:
 plan (the grid and its checks, before anything runs), launch (the missing cells through Hydra's
-multirun, so every launcher applies), collect (the cells read back through attnlab.results; study.csv
+multirun, so every launcher applies), collect (the cells read back through attnlab.run.results; study.csv
 and study.md), plot (study.png), track (the table and plot to the study's wandb group), cli (the command).
 """
 

@@ -1,4 +1,4 @@
-"""The study's runs read back through attnlab.results, into study.csv and study.md.
+"""The study's runs read back through attnlab.run.results, into study.csv and study.md.
 
 study.csv: one row per run (every tuned value, the `selected` column marks the run each cell
 reports). study.md: an LRA-style table per grid point — one row per variant, one column per length

@@ -20,7 +20,7 @@ from attnlab.run.results import is_finished, read_failure, read_json, write_json
 from attnlab.study.plan import CELL_GROUP, Cell, Study, shared_overrides, write_cell_configs
 
 LAUNCHED_FILE = "launched.json"  # in the study directory: {cell: the overrides it was last run with}
-INTERRUPTED = "SIGTERMException"  # failed.json's error of a run stopped by Ctrl-C/SIGTERM (attnlab.app)
+INTERRUPTED = "SIGTERMException"  # failed.json's error of a run stopped by Ctrl-C/SIGTERM (attnlab.run.app)
 
 
 @dataclass

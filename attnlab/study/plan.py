@@ -182,7 +182,7 @@ def tasks_with_study() -> list[str]:
 
 
 def compose(argv: Sequence[str]) -> DictConfig:
-    """The app's composed and checked config for `argv` (attnlab.app.preflight: one-line errors)."""
+    """The app's composed and checked config for `argv` (attnlab.run.app.preflight: one-line errors)."""
     from attnlab.run.app import preflight
 
     cfg = preflight(list(argv))

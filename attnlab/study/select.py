@@ -4,9 +4,10 @@ Every run of a selection group trains the same cell with one combination of the 
 The run with the best validation metric (the task's `monitor`, `monitor_mode`) among the finished,
 complete runs is selected; its TEST metric is what the tables report. The test metric never takes
 part in the choice. The validation score read is that of the checkpoint the test metric comes from
-(results' `best/<monitor>`, attnlab.results.best_key), else the last validation (older runs). A run cut short (attnlab.results.is_partial: a time guard, Ctrl-C, a NaN) is
-no candidate unless the study says `allow_partial=true`. Without tune axes every group holds one
-run, selected when it finished (and is complete or allowed).
+(results' `best/<monitor>`, attnlab.run.results.best_key), else the last validation (older runs). A
+run cut short (attnlab.run.results.is_partial: a time guard, Ctrl-C, a NaN) is no candidate unless
+the study says `allow_partial=true`. Without tune axes every group holds one run, selected when it
+finished (and is complete or allowed).
 """
 
 from __future__ import annotations
