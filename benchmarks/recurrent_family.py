@@ -88,7 +88,7 @@ def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
         return fn(q, k, v, gates[0], gates[1] if len(gates) > 1 else None, scale=SCALE)[0]
     if name == "rwkv7":
         fn = ops.chunk_dplr if form == "chunk" else ops.naive_recurrent_dplr
-        extra = {"chunk_size": 64} if form == "chunk" else {}  # the variant's default
+        extra = {"chunk_size": 32} if form == "chunk" else {}  # the variant's default
         return fn(q, k, v, *gates, scale=SCALE, **extra)[0]
     if name == "kda":
         fn = ops.chunk_kda if form == "chunk" else ops.naive_recurrent_kda

@@ -45,9 +45,10 @@ class RWKV7(RecurrentAttention):
         head_dim: int,
         gate_rank: Annotated[int, Range(ge=1)] = 16,
         output_norm: bool = True,
-        # 64: RWKV-7's decay is at least e^-0.61 a step, so a chunk's factors stay within e^39 and the
-        # chunked op always takes its matmul route (ops/kda.decayed_pairs)
-        chunk_size: Annotated[int, Range(ge=1)] = 64,
+        # 32: RWKV-7's decay is at least e^-0.61 a step, so a chunk's factors stay within e^20 and the
+        # chunked op always takes its matmul route (ops/kda.pair_blocks); at 8K, fwd+bwd, one thread,
+        # chunks of 32 / 64 / 128 took 334 / 369 / 613 ms (docs/linear-time-family.md)
+        chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
         self.gate_rank, self.output_norm, self.chunk_size = gate_rank, output_norm, chunk_size
