@@ -449,7 +449,10 @@ def budget_text(cells: Sequence[CellResult]) -> str:
     short = sum(
         1 for c in done if c.steps[0] is not None and c.steps[1] is not None and c.steps[0] < c.steps[1]
     )
-    got = "every run got them" if not short else f"{short} run(s) got fewer ({DAGGER} below)"
+    cut = sum(1 for c in done if c.partial)  # the rest stopped early as planned (early stopping)
+    got = (
+        "every run got them" if not short else f"{short} run(s) got fewer ({cut} cut short, marked {DAGGER})"
+    )
     return f"Budget: {steps} training steps per run{batch}; {got}."
 
 
