@@ -3,6 +3,7 @@
     python benchmarks/recurrent_family.py                     # reference at N=1024, chunked at 1024 and 16K
     python benchmarks/recurrent_family.py --ref-length 2048 --threads 1
     python benchmarks/recurrent_family.py --length 8192 --variants mamba2 gated_deltaproduct
+    python benchmarks/recurrent_family.py --length 8192 --variants rwkv7 --chunk-sizes 32 64   # paired
 
 Setting: CPU, B=1, H=4, head dim 64, fp32, forward+backward, causal, the ops of attnlab.attention.ops
 called directly (gates already in their domain). The reference loop costs the same per token at any
@@ -78,7 +79,7 @@ def inputs(name: str, n: int) -> list[torch.Tensor]:
     return [t.contiguous().requires_grad_() for t in (q, k, v, *gates)]
 
 
-def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
+def call(name: str, form: str, tensors: list[torch.Tensor], chunk_size: int | None = None) -> torch.Tensor:
     q, k, v, *gates = tensors
     if name in ("retention", "gla", "mamba2"):
         fn = ops.chunk_gla if form == "chunk" else ops.naive_recurrent_gla
@@ -88,24 +89,25 @@ def call(name: str, form: str, tensors: list[torch.Tensor]) -> torch.Tensor:
         return fn(q, k, v, gates[0], gates[1] if len(gates) > 1 else None, scale=SCALE)[0]
     if name == "rwkv7":
         fn = ops.chunk_dplr if form == "chunk" else ops.naive_recurrent_dplr
-        extra = {"chunk_size": 32} if form == "chunk" else {}  # the variant's default
+        extra = {"chunk_size": chunk_size or 32} if form == "chunk" else {}  # 32: the variant's default
         return fn(q, k, v, *gates, scale=SCALE, **extra)[0]
     if name == "kda":
         fn = ops.chunk_kda if form == "chunk" else ops.naive_recurrent_kda
-        return fn(q, k, v, gates[0], gates[1], scale=SCALE)[0]
+        extra = {"chunk_size": chunk_size} if form == "chunk" and chunk_size else {}
+        return fn(q, k, v, gates[0], gates[1], scale=SCALE, **extra)[0]
     if form == "chunk":
         return ops.chunk_based(q, k, v, scale=16**-0.5)
     return ops.naive_recurrent_based(q, k, v, scale=16**-0.5)[0]
 
 
-def fwd_bwd(name: str, form: str, n: int) -> Callable[[], None]:
+def fwd_bwd(name: str, form: str, n: int, chunk_size: int | None = None) -> Callable[[], None]:
     tensors = inputs(name, n)
     grad = torch.randn(tensors[0].shape)
 
     def run() -> None:
         for t in tensors:
             t.grad = None
-        call(name, form, tensors).backward(grad)
+        call(name, form, tensors, chunk_size).backward(grad)
 
     run()  # warm-up
     return run
@@ -127,9 +129,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--variants", nargs="+", default=list(FAMILY))
+    parser.add_argument("--chunk-sizes", nargs=2, type=int, default=None, metavar=("A", "B"),
+                        help="kda/rwkv7: time the chunked form at --length with chunks of A and of B, paired")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.chunk_sizes:
+        a, b = args.chunk_sizes
+        for name in args.variants:
+            ms_a, ms_b, _ = paired_times(
+                fwd_bwd(name, "chunk", args.length, a), fwd_bwd(name, "chunk", args.length, b), args.repeats
+            )
+            print(
+                f"{name} N={args.length}: chunks of {a} {ms_a:.0f} ms, of {b} {ms_b:.0f} ms ({ms_b / ms_a:.2f}x)"
+            )
+        return
     n0, n1 = args.ref_length, args.length
     print(f"threads={torch.get_num_threads()}  B={B} H={H} D={D} fp32 fwd+bwd causal  reference at N={n0}")
     print(f"{'variant':16}{'ref@' + str(n0):>12}{'chunk@' + str(n0):>12}{'x':>8}"

@@ -552,3 +552,35 @@ def test_test_lengths_past_max_len_with_the_positional_scheme_as_an_axis_pass_pr
     )  # fmt: skip
     with pytest.raises(ConfigError, match="past the sinusoidal position table"):
         preflight_cells(sinusoidal)
+
+
+def test_a_wandb_failure_at_the_end_is_one_warning_and_keeps_the_files_and_status(
+    tmp_path, capfd, monkeypatch
+):
+    """Every run finished: a tracking error (the default study's mixed axis column once) is a one-line
+    warning, study.md is written and the exit status stays 0 — no traceback."""
+    import attnlab.study.cli as cli
+
+    study = plan(
+        "mqar", variants=["linear"], lengths=[32], seeds=[0], tune={}, cleared=["tune", "grid"], out=tmp_path
+    )
+    fake_run(study, study.cells[0], val=0.5, test=0.5)
+
+    def broken(*args, **kwargs):
+        raise TypeError("Data row contained incompatible types:\nKey 'x'")
+
+    monkeypatch.setattr(cli, "track_study", broken)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    argv = [
+        "task=mqar",
+        f"out={tmp_path}",
+        "variants=[linear]",
+        "lengths=[32]",
+        "seeds=[0]",
+        "tune={}",
+        "grid={}",
+    ]
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    assert "warning: wandb could not log the study (TypeError: Data row contained incompatible types:)" in err
+    assert "Traceback" not in err and (tmp_path / "study.md").exists()

@@ -46,8 +46,8 @@ class RWKV7(RecurrentAttention):
         gate_rank: Annotated[int, Range(ge=1)] = 16,
         output_norm: bool = True,
         # 32: RWKV-7's decay is at least e^-0.61 a step, so a chunk's factors stay within e^20 and the
-        # chunked op always takes its matmul route (ops/kda.pair_blocks); at 8K, fwd+bwd, one thread,
-        # chunks of 32 / 64 / 128 took 334 / 369 / 613 ms (docs/linear-time-family.md)
+        # chunked op always takes its matmul route (ops/kda.pair_blocks); faster than 64 at 8K
+        # (benchmarks/recurrent_family.py --chunk-sizes 32 64; docs/linear-time-family.md)
         chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()
