@@ -29,7 +29,17 @@ LR = "task.module.lr"
 
 
 def fake_run(
-    study: Study, cell, *, val, test, budget=None, evals=None, state=1024, params=1000, best_val=None
+    study: Study,
+    cell,
+    *,
+    val,
+    test,
+    budget=None,
+    evals=None,
+    state=1024,
+    params=1000,
+    best_val=None,
+    states=None,
 ) -> None:
     """A finished run's results.json as the run writes it (only what the study reads is filled in);
     `best_val`: the best checkpoint's validation score when it is not the last one's."""
@@ -47,7 +57,8 @@ def fake_run(
             "peak_memory_mb": 100.0,
             "attention_flops_per_token": 10.0,
             "decode_state_bytes": state,
-        },
+        }
+        | {f"decode_state_bytes@{n}": v for n, v in (states or {}).items()},
         "parameters": params,
     }
     if budget is not None:
@@ -344,6 +355,43 @@ def test_eval_lengths_reach_every_run_and_get_a_column_each(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and "(extrapolation.png)" in md
     with pytest.raises(ConfigError, match="eval_lengths=\\[\\] is empty"):
         plan("mqar", variants=["linear"], eval_lengths=[], out=tmp_path)
+
+
+def test_the_state_plot_has_a_panel_per_test_length(tmp_path):
+    """Recall at each test length against the decoding state measured there (a KV cache grows with the
+    test length, a recurrent state does not): one panel for the training length, one per test length."""
+    study = plan(
+        "mqar",
+        variants=["multihead", "linear"],
+        lengths=[64],
+        seeds=[0],
+        tune={},
+        cleared=["tune", "grid"],
+        eval_lengths=[256, 4096],
+        out=tmp_path,
+    )
+    cells = by_name(study)
+    fake_run(
+        study,
+        cells["multihead-L64-s0"],
+        val=0.9,
+        test=0.95,
+        evals={256: 0.4, 4096: 0.01},
+        state=8192,
+        states={256: 32768, 4096: 524288},
+    )
+    fake_run(
+        study,
+        cells["linear-L64-s0"],
+        val=0.7,
+        test=0.8,
+        evals={256: 0.6, 4096: 0.5},
+        state=1024,
+        states={256: 1024, 4096: 1024},
+    )
+    png = write_outputs(study, collect(study, VAL), ACC, VAL)["state_png"].read_bytes()
+    width = int.from_bytes(png[16:20], "big")  # the PNG header's width: 5.5 inches a panel at 110 dpi
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and width == round(3 * 5.5 * 110)
 
 
 def test_grid_blocks_mean_over_an_axis_and_the_state_plot(tmp_path):

@@ -4,7 +4,8 @@ unless allow_partial=true):
 - study.png: per grid point (one row of panels each), the primary metric against length per variant
   (mean, error bars = standard deviation over seeds), beside train tokens/s and peak memory;
 - state.png: the primary metric against decoding-state bytes per sequence (log x), one panel per
-  length, one line per variant through its grid points (zoology's recall-against-state view);
+  length, one line per variant through its grid points (zoology's recall-against-state view); with
+  eval_lengths, one more panel per test length: the metric there against the state measured there;
 - extrapolation.png (eval_lengths): the metric of the same weights against test length, one line per
   variant, one panel per (grid point, training length), the training length marked (its point: the
   run's own test metric).
@@ -21,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from attnlab.study import axes as ax  # noqa: E402
-from attnlab.study.collect import CellResult, Metric, points  # noqa: E402
+from attnlab.study.collect import CellResult, Metric, points, state_key  # noqa: E402
 from attnlab.study.plan import Study  # noqa: E402
 
 MAX_ROWS = 12  # grid points drawn in study.png; the table holds them all
@@ -89,20 +90,29 @@ def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) 
 
 
 def plot_state(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
-    """Write state.png; None when no finished cell recorded its decoding state."""
+    """Write state.png; None when no finished cell recorded its decoding state. One panel per training
+    length (the metric against the state at that length), then, with eval_lengths, one per (training
+    length, test length): the same weights' metric at the test length against the state measured there,
+    where a KV cache has grown and a recurrent state has not (recall bought, at what bytes at 4K)."""
     grid = points(study, cells)
     if not any(p.mean is not None and p.cost_mean("decode_state_bytes") for p in grid.values()):
         return None
-    fig, axes = plt.subplots(1, len(study.lengths), figsize=(5.5 * len(study.lengths), 4.5), squeeze=False)
+    # (length trained at, length tested at): the run's own test metric and state at the training length
+    panels = [(n, n) for n in study.lengths]
+    panels += [(n, m) for n in study.lengths for m in sorted(set(study.eval_lengths)) if m != n]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     colors = plt.get_cmap("tab10")
-    for axis, length in zip(axes[0], study.lengths, strict=True):
+    for axis, (length, tested) in zip(axes[0], panels, strict=True):
         for i, variant in enumerate(study.variants):
             found = []
             for g in study.grid_points:
                 point = grid[(variant, length, ax.describe(g))]
-                state = point.cost_mean("decode_state_bytes")
-                if point.mean is not None and state:
-                    found.append((state, point.mean, point.spread or 0.0, g))
+                if tested == length:
+                    state, value = point.cost_mean("decode_state_bytes"), point.mean
+                else:
+                    state, value = point.cost_mean(state_key(tested)), point.eval_mean(tested)
+                if value is not None and state:
+                    found.append((state, value, (point.spread or 0.0) if tested == length else 0.0, g))
             if not found:
                 continue
             found.sort(key=lambda item: item[0])
@@ -112,9 +122,14 @@ def plot_state(path: Path, study: Study, cells: Sequence[CellResult], metric: Me
                 for x, y, _, g in found:
                     axis.annotate(_short(g), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
         axis.set_xscale("log", base=2)
-        axis.set_xlabel("decoding state per sequence (bytes, measured)")
+        axis.set_xlabel(f"decoding state per sequence at {tested} tokens (bytes, measured)")
         axis.set_ylabel(_direction(metric))
-        axis.set_title(f"{study.task}, L={length}")
+        title = (
+            f"{study.task}, L={length}"
+            if tested == length
+            else f"{study.task}: trained at {length}, tested at {tested}"
+        )
+        axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
         if axis.has_data():
             axis.legend(fontsize=8)
