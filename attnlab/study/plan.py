@@ -8,7 +8,7 @@ A task that supports the study carries a `study:` block in conf/task/<name>.yaml
       seeds: [0]
       overrides: ["experiment=mqar"]                     # applied before the user's own overrides
 
-A length is one fact with one home: a cell sets its data's generator to it through the generator's
+A length is one fact with one home: a cell hands it to its data's generator through the generator's
 length knobs (attnlab.data.generators.length_knobs: mqar's seq_len, listops' min_length/max_length),
 the map task.eval_lengths reads too, and the model's max_len reads the data's knob by interpolation
 (conf/task_defaults/mqar.yaml). `length_overrides` (templates with {length} and {half}) say what else a
