@@ -20,11 +20,10 @@ from attnlab.data.listops import listops
 from attnlab.errors import ConfigError, DataError
 from attnlab.nn import AttentionSpec, Encoder, ModelConfig
 from attnlab.nn.hf_models import hf_encoder, is_hf_model
-from attnlab.tasks.common import AttnlabTask, EncodedDataModule
+from attnlab.tasks.common import STAGES, AttnlabTask, EncodedDataModule
 
 log = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls")
-STAGES = ("train", "val", "test")
 
 
 class ClassifyDataModule(EncodedDataModule):
@@ -191,7 +190,7 @@ class ClassifyTask(AttnlabTask):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self(batch), batch["labels"])
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["labels"])
         batch_size = batch["labels"].shape[0]
@@ -213,15 +212,6 @@ class ClassifyTask(AttnlabTask):
             on_epoch=True,
         )
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         if self.hparams.baseline_acc is not None:  # majority-class accuracy, beside the model's

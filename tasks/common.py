@@ -15,6 +15,9 @@ EncodedDataModule (data module)
 AttnlabTask (Lightning module)
     from_datamodule(*, datamodule, model, attention, **hparams)   classmethod building the module
     compute_loss(batch) -> loss    the training loss (the cost meter counts attention FLOPs on it)
+    shared_step(batch, stage) -> loss   the loss of a batch, logging the stage's figures (stage: train,
+                                   val or test); the base class's training_step, validation_step and
+                                   test_step call it, so no task writes them (or override all three)
     PADDING_MASKS                  the batch keys holding (B, N) padding masks (True = padding), from
                                    which count_tokens/count_positions count; or override both
     METRICS                        names the task logs as val/<name> and test/<name>: task.monitor
@@ -38,6 +41,8 @@ from attnlab.errors import ConfigError, TaskError, did_you_mean
 
 log = logging.getLogger(__name__)
 MONITOR_MODES = ("min", "max")
+STAGES = ("train", "val", "test")  # shared_step's stage: the prefix of every figure it logs
+STEP_HOOKS = ("training_step", "validation_step", "test_step")  # what shared_step stands in for
 
 
 class EncodedDataModule(L.LightningDataModule):
@@ -120,6 +125,20 @@ class AttnlabTask(L.LightningModule):
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """The loss of `batch`, logging `stage`'s figures under `<stage>/` (stage: one of STAGES)."""
+        raise NotImplementedError
+
+    # Lightning's three step hooks, written once: a task fills shared_step
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "test")
 
     def count_tokens(self, batch: dict[str, Any]) -> int:
         """Real (non-padding) tokens in a batch, for throughput."""
@@ -214,6 +233,9 @@ def check_task_class(cls: type, task: Mapping) -> None:
     counts = _defines(cls, "count_tokens", AttnlabTask) and _defines(cls, "count_positions", AttnlabTask)
     if not cls.PADDING_MASKS and not counts:
         missing.append("PADDING_MASKS (or count_tokens and count_positions)")
+    steps = all(_defines(cls, hook, AttnlabTask) for hook in STEP_HOOKS)
+    if not _defines(cls, "shared_step", AttnlabTask) and not steps:
+        missing.append("shared_step (or training_step, validation_step and test_step)")
     if not cls.METRICS:
         missing.append("METRICS")
     if missing:

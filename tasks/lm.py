@@ -42,10 +42,9 @@ from attnlab.errors import ConfigError, DataError
 from attnlab.nn import AttentionSpec, CausalLM, ModelConfig
 from attnlab.nn.hf_models import hf_causal_lm, is_hf_model
 from attnlab.nn.segments import Unpacked
-from attnlab.tasks.common import AttnlabTask, EncodedDataModule
+from attnlab.tasks.common import STAGES, AttnlabTask, EncodedDataModule
 
 log = logging.getLogger(__name__)
-STAGES = ("train", "val", "test")
 TEXT_COLUMNS, TOKENIZED_COLUMNS = ("text",), ("ids", "loss_mask")
 
 
@@ -283,7 +282,7 @@ class LMTask(AttnlabTask):
             return logits.sum() * 0.0
         return F.cross_entropy(logits, batch["targets"][batch["loss_mask"]])
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         batch = self.documents_apart(batch)
         logits = self.counted_logits(batch)  # (M, V)
         targets = batch["targets"][batch["loss_mask"]]  # (M,)
@@ -313,15 +312,6 @@ class LMTask(AttnlabTask):
                 on_epoch=True,
             )
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         for name, value in (self.hparams.baselines or {}).items():  # beside the model's figures

@@ -212,11 +212,21 @@ class Seq2SeqTask(AttnlabTask):
             label_smoothing=self.label_smoothing,
         )
 
-    def training_step(self, batch, batch_idx):
+    def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """The loss; in evaluation also the generations that on_*_epoch_end scores (val: a sample)."""
         loss = self.compute_loss(batch)
+        rows = batch["src"].shape[0]
+        if stage == "train":  # every step's loss on the progress bar; no epoch mean
+            self.log("train/loss", loss, prog_bar=True, batch_size=rows, on_step=True, on_epoch=False)
+            return loss
         self.log(
-            "train/loss", loss, prog_bar=True, batch_size=batch["src"].shape[0], on_step=True, on_epoch=False
+            f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=rows, on_step=False, on_epoch=True
         )
+        if stage == "val":
+            self._generate_batch(batch, stage, int(self.decode["val_samples"]), int(self.decode["val_beam"]))
+        else:
+            cap = self.decode.get("test_samples")
+            self._generate_batch(batch, stage, None if cap is None else int(cap), int(self.decode["beam"]))
         return loss
 
     # ---- generation ------------------------------------------------------------------------------------
@@ -254,28 +264,6 @@ class Seq2SeqTask(AttnlabTask):
             self._decode_speed.add(time.perf_counter() - start, generated)
         for i, ids in zip(keep, generated):
             done[i] = tok.decode(ids)
-
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        loss = self.compute_loss(batch)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            prog_bar=stage == "val",
-            batch_size=batch["src"].shape[0],
-            on_step=False,
-            on_epoch=True,
-        )
-        if stage == "val":
-            self._generate_batch(batch, stage, int(self.decode["val_samples"]), int(self.decode["val_beam"]))
-        else:
-            cap = self.decode.get("test_samples")
-            self._generate_batch(batch, stage, None if cap is None else int(cap), int(self.decode["beam"]))
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
         self._outputs["val"] = {}

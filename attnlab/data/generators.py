@@ -15,8 +15,9 @@ generator's, and a misspelt key is rejected with the closest match. The node's f
 `generator`, names the generator it configures (set by that choice; not a knob).
 
 A generator's LENGTH is what `task.eval_lengths` changes to test trained weights on longer (or
-shorter) sequences: a generator with a `seq_len` parameter needs nothing more; one whose length is
-other knobs, or whose rows the task cuts into windows, declares it in LENGTH_KNOBS.
+shorter) sequences, and what a study's lengths= set (attnlab.study.plan): a generator with a `seq_len`
+parameter needs nothing more; one whose length is other knobs, or whose rows the task cuts into
+windows, declares it in LENGTH_KNOBS.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def check_keys(grid: Axes, tune: Axes, *, passed: Sequence[str], length_keys: Se
                 raise ConfigError(f"{kind}.{key}: the study cannot vary {key} as an axis; {RESERVED[key]}")
             if key in length_keys:
                 raise ConfigError(
-                    f"{kind}.{key}: the study sets {key} from each length (the task's study.length_overrides); "
+                    f"{kind}.{key}: the study sets {key} from each length (its data's length knobs, study.length_overrides); "
                     f"vary it with lengths=[...]"
                 )
             if key in seen:

@@ -3,11 +3,16 @@
 A task that supports the study carries a `study:` block in conf/task/<name>.yaml (the contract):
 
     study:
-      length_overrides: ["task.data.builtin.seq_len={length}", "model.max_len={length}"]
       variants: [multihead, linear, performer, local]   # defaults of variants=/lengths=/seeds=
       lengths: [64, 128, 256]
       seeds: [0]
       overrides: ["experiment=mqar"]                     # applied before the user's own overrides
+
+A length is one fact with one home: a cell hands it to its data's generator through the generator's
+length knobs (attnlab.data.generators.length_knobs: mqar's seq_len, listops' min_length/max_length),
+the map task.eval_lengths reads too, and the model's max_len reads the data's knob by interpolation
+(conf/task_defaults/mqar.yaml). `length_overrides` (templates with {length} and {half}) say what else a
+length sets, e.g. task=lm's ["model.max_len={length}"]: its corpus has no knob, its windows are the length.
 
 Each cell becomes one tiny `# @package _global_` config in a generated config group `study_cell`
 (its attention, seed, length overrides and run directory); the runs are one Hydra multirun over
@@ -90,7 +95,7 @@ class Study:
     variants: tuple[str, ...]
     lengths: tuple[int, ...]
     seeds: tuple[int, ...]
-    length_overrides: tuple[str, ...]  # templates with {length} and {half}
+    length_overrides: tuple[str, ...]  # templates with {length} and {half}, after the generator's knobs
     overrides: tuple[str, ...]  # the task's study.overrides, then the user's own (to every run)
     out: Path  # absolute: a launcher's jobs may run elsewhere (SLURM) and need the same path
     grid: ax.Axes = ()
@@ -100,6 +105,7 @@ class Study:
     allow_partial: bool = False  # runs cut short count in means and selections
     skip: tuple[dict[str, tuple[Any, ...]], ...] = ()  # cells left out (matches)
     per_length: tuple[tuple[str, dict[int, Any]], ...] = ()  # (key, {length: value}) set in each cell
+    generator: str | None = None  # the built-in generator whose length knobs each length sets
 
     @property
     def grid_points(self) -> list[ax.Point]:
@@ -205,14 +211,30 @@ def study_block(task: str, cfg: DictConfig) -> DictConfig:
             f"conf/task/{task}.yaml: unknown study key '{unknown[0]}'{did_you_mean(unknown[0], STUDY_KEYS)}; "
             f"the study block holds {', '.join(STUDY_KEYS)}"
         )
-    if not block.get("length_overrides"):
+    if not block.get("length_overrides") and length_generator(cfg) is None:
         raise ConfigError(
-            f"conf/task/{task}.yaml: study.length_overrides is empty; list how a length becomes overrides, "
-            f'e.g. ["model.max_len={{length}}"]'
+            f"conf/task/{task}.yaml: study.length_overrides is empty and the task's data has no length knob; "
+            f'list how a length becomes overrides, e.g. ["model.max_len={{length}}"]'
         )
-    for template in block.length_overrides:
+    for template in block.get("length_overrides") or ():
         check_template(task, str(template))
     return block
+
+
+def length_generator(cfg: DictConfig) -> str | None:
+    """The built-in generator of the task's data when it has length knobs (length_knobs), else None."""
+    from attnlab.data.generators import generator_params, length_knobs
+
+    data = cfg.get("task", {}).get("data") or {}
+    name, _ = generator_params(data.get("builtin") or {})
+    return name if name is not None and length_knobs(name, 1) else None
+
+
+def generator_length_keys(generator: str | None) -> list[str]:
+    """The config keys a length sets on the generator (task.data.builtin.<knob>)."""
+    from attnlab.data.generators import length_knobs
+
+    return [f"task.data.builtin.{knob}" for knob in length_knobs(generator, 1)] if generator else []
 
 
 def check_template(task: str, template: str) -> None:
@@ -269,7 +291,8 @@ def plan(
     check_variants(task, [str(v) for v in variants], task_attention_roles(cfg))
     grid_axes = ax.merge("grid", block.get("grid"), grid, "grid" in cleared)
     tune_axes = ax.merge("tune", block.get("tune"), tune, "tune" in cleared)
-    templates = tuple(str(t) for t in block.length_overrides)
+    templates = tuple(str(t) for t in block.get("length_overrides") or ())
+    generator = length_generator(cfg)
     task_overrides = tuple(str(o) for o in block.get("overrides") or () if str(o) not in overrides)
     per_length = check_per_length(task, block.get("per_length"))
     passed = [override_key(o) for o in (*task_overrides, *overrides)]
@@ -277,7 +300,11 @@ def plan(
         grid_axes,
         tune_axes,
         passed=passed,
-        length_keys=[*(override_key(t) for t in templates), *(k for k, _ in per_length)],
+        length_keys=[
+            *generator_length_keys(generator),
+            *(override_key(t) for t in templates),
+            *(k for k, _ in per_length),
+        ],
     )
     for key, _ in per_length:
         if key in passed:
@@ -316,6 +343,7 @@ def plan(
         allow_partial=bool(allow_partial),
         skip=skips,
         per_length=per_length,
+        generator=generator,
     )
     check_names(study)
     return study
@@ -464,7 +492,13 @@ def task_attention_roles(cfg: DictConfig) -> tuple[str, ...]:
 
 # ---- one config per cell -------------------------------------------------------------------------
 def length_overrides(study: Study, length: int) -> list[str]:
-    return [t.format(length=length, half=length // 2) for t in study.length_overrides]
+    """A cell's length as overrides: the generator's length knobs (as task.eval_lengths sets them), then
+    the block's templates."""
+    from attnlab.data.generators import length_knobs
+
+    knobs = length_knobs(study.generator, length) if study.generator else {}
+    data = [f"task.data.builtin.{knob}={value}" for knob, value in knobs.items()]
+    return [*data, *(t.format(length=length, half=length // 2) for t in study.length_overrides)]
 
 
 def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:

@@ -79,18 +79,9 @@ class MajorityTask(AttnlabTask):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self(batch), batch["answer"])
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["answer"])
         acc = (logits.argmax(-1) == batch["answer"]).float().mean()
         self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, batch_size=len(batch["answer"]))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
