@@ -43,7 +43,7 @@ class BenchConfig:
     dtype_name: str
     device: torch.device
     threads: int | None
-    keep_freed_memory: bool  # CPU: glibc keeps freed memory for reuse during the sweep (bench/allocator.py)
+    keep_freed_memory: bool  # CPU: glibc keeps freed memory for reuse during the sweep (host/allocator.py)
     target: str
     repeats: int
     warmup: int
@@ -80,7 +80,7 @@ def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
 
 
 def _threads(value: Any) -> int:
-    from attnlab.run.threads import check_threads
+    from attnlab.host.threads import check_threads
 
     check_threads(_positive_int("threads", value))
     return value

@@ -20,7 +20,7 @@ from attnlab.nn.hf_models import is_hf_model, require_transformers
 from attnlab.nn.pattern import COUNT_KEYS, check_layer_counts, check_patterns
 from attnlab.nn.positional import SCHEMES
 from attnlab.nn.spec import AttentionSpec
-from attnlab.run.threads import check_threads
+from attnlab.host.threads import check_threads
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
