@@ -32,10 +32,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from attnlab.host.allocator import keep_freed_memory
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.workload import build_workload
 from attnlab.flops import count_flops
+from attnlab.host.allocator import keep_freed_memory
 
 MATMULS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::mm", "aten::addmm", "aten::matmul"}
 SETTING = Setting("forward+backward", causal=True)

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from attnlab.attention import build_attention, registry_entry
-from attnlab.host.allocator import keep_freed_memory
 from attnlab.bench.config import Setting
 from attnlab.bench.measure import measure_point, paired_times
 from attnlab.bench.workload import Workload
+from attnlab.host.allocator import keep_freed_memory
 from attnlab.nn import AttentionSpec, MultiHeadAttention
 
 B, H, D = 1, 4, 64

@@ -26,10 +26,10 @@ import torch
 from hydra import compose, initialize_config_module
 
 from attnlab.attention import local
-from attnlab.host.allocator import keep_freed_memory
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.measure import paired_times
 from attnlab.bench.workload import attention_workload
+from attnlab.host.allocator import keep_freed_memory
 
 FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
 

@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from attnlab.config.sequence_lengths import check_sequence_lengths
 from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
+from attnlab.host.threads import check_threads
 from attnlab.nn.hf_models import is_hf_model, require_transformers
 from attnlab.nn.pattern import COUNT_KEYS, check_layer_counts, check_patterns
 from attnlab.nn.positional import SCHEMES
 from attnlab.nn.spec import AttentionSpec
-from attnlab.host.threads import check_threads
 
 
 def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
@@ -140,7 +140,7 @@ def check_config(cfg: DictConfig) -> None:
         from attnlab.nn.estimate import check_fits
 
         check_fits(cfg)
-    from attnlab.run.eval_lengths import check_eval_lengths
+    from attnlab.config.eval_lengths import check_eval_lengths
 
     check_eval_lengths(cfg)  # lengths the task's generator, the positions and the variant can take
     from attnlab.tasks.common import check_task_config
