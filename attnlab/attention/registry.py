@@ -309,21 +309,27 @@ def broken_plugins() -> dict[str, str]:
 
 
 def registry_entry(name: str) -> Entry:
-    """The variant called `name`: the one check of an attention name, wherever it comes from (the
-    command line, a role, a layer pattern, the bench's or the study's variants). An unknown name is a
-    ConfigError with the closest match; a plugin that failed to load says so and why."""
     _discover()
-    if name in _broken_plugins and name not in _registry:
-        raise ConfigError(
-            f"attention '{name}' is a plugin that failed to load ({_broken_plugins[name]}); fix or reinstall the "
-            f"package that provides it, or choose another variant (`python -m attnlab.variants` lists them)"
-        )
     if name not in _registry:
         raise ConfigError(
             f"unknown attention '{name}'{did_you_mean(name, _registry)}; "
             f"available: {', '.join(_registry)} (list them with `python -m attnlab.variants`)"
         )
     return _registry[name]
+
+
+def find_attention(name: str) -> Entry:
+    """The variant a user named: the one check of an attention name, wherever it comes from (the
+    command line, a role, a layer pattern, the bench's, the study's or the conformance check's
+    variants). An unknown name is a ConfigError with the closest match; a plugin that failed to load
+    says so and why."""
+    _discover()
+    if name in _broken_plugins and name not in _registry:
+        raise ConfigError(
+            f"attention '{name}' is a plugin that failed to load ({_broken_plugins[name]}); fix or reinstall the "
+            f"package that provides it, or choose another variant (`python -m attnlab.variants` lists them)"
+        )
+    return registry_entry(name)
 
 
 def get_attention_class(name: str) -> type[Attention]:

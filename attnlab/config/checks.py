@@ -349,6 +349,7 @@ def check_attention(cfg: DictConfig) -> None:
         roles = cfg.model.get(part) or {}
         for role, variant in roles.items():
             if role != "layers" and variant not in (None, name):  # layers: a pattern, checked above
+                registry.find_attention(str(variant))
                 registry.validate_hyperparameters(str(variant), {}, max_len=max_len)
 
 

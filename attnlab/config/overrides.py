@@ -93,7 +93,7 @@ def check_overrides(argv: list[str]) -> None:
                     )
                 if name in (None, "null"):  # a role override set back to the run's attention
                     continue
-                registry.registry_entry(str(name))  # the one check of a name: unknown or a broken plugin
+                registry.find_attention(str(name))  # the one check of a name: unknown or a broken plugin
                 names.append(str(name))
         elif key in groups and key != "hydra":
             options = group_options(key)

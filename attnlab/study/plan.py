@@ -411,7 +411,7 @@ def _unique(values: Any) -> list[Any]:
 def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None:
     """Known variants (did-you-mean), each able to do what the task's model asks of its attention."""
     from attnlab.attention.base import Capabilities
-    from attnlab.attention.registry import get_attention_class, registry_entry, variants_with
+    from attnlab.attention.registry import find_attention, get_attention_class, variants_with
     from attnlab.nn.pattern import is_pattern, parse_pattern
     from attnlab.nn.spec import ROLES
 
@@ -422,7 +422,7 @@ def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None
                 entries = name.split("+")
                 layers[name] = [layer.attention.name for layer in parse_pattern(entries, key=f"'{name}'")]
             else:
-                registry_entry(name)
+                find_attention(name)
                 layers[name] = [name]
         except ConfigError as err:
             raise ConfigError(f"variants: {err}") from None
