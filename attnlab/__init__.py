@@ -7,9 +7,9 @@ Public plugin API:
 Hyperparameter ranges are declared in the signature: `window: Annotated[int, Range(ge=1)] = 128`.
 """
 
-from attnlab.run.threads import prefer_passive_openmp
+from attnlab.host.threads import prefer_passive_openmp
 
-prefer_passive_openmp()  # before torch is imported: OpenMP reads its wait policy once (attnlab/run/threads.py)
+prefer_passive_openmp()  # before torch is imported: OpenMP reads its wait policy once (attnlab/host/threads.py)
 
 from attnlab.attention import (  # noqa: E402
     Attention,

@@ -32,10 +32,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.workload import build_workload
 from attnlab.flops import count_flops
+from attnlab.host.allocator import keep_freed_memory
 
 MATMULS = {"aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::mm", "aten::addmm", "aten::matmul"}
 SETTING = Setting("forward+backward", causal=True)
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=5, help="timed linear calls per round (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
-        "--system-allocator", action="store_true", help="glibc's default allocation (bench/allocator.py)"
+        "--system-allocator", action="store_true", help="glibc's default allocation (host/allocator.py)"
     )
     args = parser.parse_args()
     if args.threads:

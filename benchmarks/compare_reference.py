@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from attnlab.attention import build_attention, registry_entry
-from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting
 from attnlab.bench.measure import measure_point, paired_times
 from attnlab.bench.workload import Workload
+from attnlab.host.allocator import keep_freed_memory
 from attnlab.nn import AttentionSpec, MultiHeadAttention
 
 B, H, D = 1, 4, 64
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", nargs="+", default=None, help="variant names to compare")
     parser.add_argument(
-        "--system-allocator", action="store_true", help="glibc's default allocation (bench/allocator.py)"
+        "--system-allocator", action="store_true", help="glibc's default allocation (host/allocator.py)"
     )
     args = parser.parse_args()
     with keep_freed_memory(not args.system_allocator) as allocation:

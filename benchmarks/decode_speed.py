@@ -13,7 +13,7 @@ random token ids, 10-30 tokens each (seeded), decoded in batches of --batch sent
 order, as the seq2seq task's test stage does (attnlab.tasks.seq2seq: the encoder, then
 attnlab.tasks.generation.generate). An untrained model almost never picks EOS, so every
 hypothesis runs to --max-new-tokens (25): the worst case, where no beam ends early. Freed memory
-is kept for reuse, as a training run's test stage does (attnlab/bench/allocator.py).
+is kept for reuse, as a training run's test stage does (attnlab/host/allocator.py).
 
 Printed per variant: wall time, the process's CPU time (steadier than wall time when others share the
 machine), sentences/s, output tokens/s (tokens of the returned hypotheses, EOS
@@ -34,7 +34,7 @@ import torch
 # isort: on
 
 from attnlab.attention import get_attention_class
-from attnlab.bench.allocator import keep_freed_memory
+from attnlab.host.allocator import keep_freed_memory
 from attnlab.nn import AttentionSpec, DecoderRoles, EncoderDecoder, ModelConfig
 from attnlab.tasks.generation import generate
 

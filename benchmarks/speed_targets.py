@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from attnlab.attention import get_attention_class
 from attnlab.attention.registry import BUILTIN_MODULES, available_attentions
 from attnlab.bench import run
-from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.analysis import MEASURED
 from attnlab.bench.measure import paired_times
+from attnlab.host.allocator import keep_freed_memory
 
 BUILTINS = [m.rsplit(".", 1)[-1] for m in BUILTIN_MODULES]
 FULL_LENGTHS = [1024, 2048, 4096, 8192, 16384]
@@ -171,7 +171,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--system-allocator", action="store_true",
-        help="measure under glibc's default allocation (bench keep_freed_memory=false; see attnlab/bench/allocator.py)",
+        help="measure under glibc's default allocation (bench keep_freed_memory=false; see attnlab/host/allocator.py)",
     )  # fmt: skip
     args = parser.parse_args()
     if args.threads:

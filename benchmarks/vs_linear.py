@@ -11,7 +11,7 @@ through PyTorch's SDPA path instead of the C kernel (attention/local.py), in pla
 The workloads are the bench's own (attnlab.bench.workload.attention_workload, as
 `python -m attnlab.bench ... target=attention mode=forward+backward causal=true`: the kernel, with
 key-derived stand-in gates for a gated one), B=1, H=4, head dim 64, fp32, CPU, freed memory kept
-(bench/allocator.py). `python -m attnlab.bench` measures one variant's points after another, so a
+(host/allocator.py). `python -m attnlab.bench` measures one variant's points after another, so a
 machine whose speed drifts (other jobs, frequency) moves one variant's time and not its baseline's;
 here `linear` and the variant are called alternately, --pairs times (which goes first alternates),
 and the ratio reported is the median of the per-pair ratios variant / linear, with its quartiles.
@@ -26,10 +26,10 @@ import torch
 from hydra import compose, initialize_config_module
 
 from attnlab.attention import local
-from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.measure import paired_times
 from attnlab.bench.workload import attention_workload
+from attnlab.host.allocator import keep_freed_memory
 
 FAMILY = ["retention", "gla", "deltanet", "gated_deltanet", "based"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab.bench.allocator import keep_freed_memory
+from attnlab.host.allocator import keep_freed_memory
 
 BLOCKS, BLOCK_FLOATS = 4, 12 << 20  # 4 x 48 MiB: above glibc's largest dynamic mmap threshold (32 MiB)
 PAGES = BLOCKS * BLOCK_FLOATS * 4 // 4096
@@ -47,7 +47,7 @@ def test_glibc_defaults_fault_every_round_in_a_fresh_process():
     """What the bench avoids: by default each 48 MiB block is mmapped afresh and every page re-faulted."""
     code = (
         "from tests.test_bench_allocator import faults_after_warm_up, PAGES\n"
-        "from attnlab.bench.allocator import keep_freed_memory\n"
+        "from attnlab.host.allocator import keep_freed_memory\n"
         "with keep_freed_memory(enabled=False) as allocation:\n"
         "    print(allocation, '|', faults_after_warm_up(), PAGES)\n"
     )

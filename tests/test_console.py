@@ -13,7 +13,7 @@ import pytest
 from helpers import compose_run, run_cli
 
 from attnlab.errors import ConfigError
-from attnlab.run.threads import PASSIVE_OPENMP, available_cores, choose_threads
+from attnlab.host.threads import PASSIVE_OPENMP, available_cores, choose_threads
 from attnlab.run.train import run
 
 TINY = [

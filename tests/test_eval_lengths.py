@@ -9,16 +9,16 @@ from helpers import compose_run
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from attnlab.data.generators import generate_test_at, length_knobs
-from attnlab.errors import ConfigError
-from attnlab.run.eval_lengths import (
+from attnlab.config.eval_lengths import check_eval_lengths
+from attnlab.data.eval_sizes import (
     EVAL_BATCH_TOKENS,
     EVAL_MIN_ROWS,
     EVAL_TEST_TOKENS,
-    check_eval_lengths,
     eval_batch_size,
     eval_rows,
 )
+from attnlab.data.generators import generate_test_at, length_knobs
+from attnlab.errors import ConfigError
 from attnlab.run.train import run
 
 TINY_RUN = ["logger=none", "trainer=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2"]

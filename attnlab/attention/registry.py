@@ -318,6 +318,20 @@ def registry_entry(name: str) -> Entry:
     return _registry[name]
 
 
+def find_attention(name: str) -> Entry:
+    """The variant a user named: the one check of an attention name, wherever it comes from (the
+    command line, a role, a layer pattern, the bench's, the study's or the conformance check's
+    variants). An unknown name is a ConfigError with the closest match; a plugin that failed to load
+    says so and why."""
+    _discover()
+    if name in _broken_plugins and name not in _registry:
+        raise ConfigError(
+            f"attention '{name}' is a plugin that failed to load ({_broken_plugins[name]}); fix or reinstall the "
+            f"package that provides it, or choose another variant (`python -m attnlab.variants` lists them)"
+        )
+    return registry_entry(name)
+
+
 def get_attention_class(name: str) -> type[Attention]:
     return registry_entry(name).cls
 

@@ -54,7 +54,7 @@ def busy_warning() -> str:
 
 
 def environment(allocation: str) -> dict[str, Any]:
-    """The conditions of a sweep, taken while it runs; `allocation` from bench/allocator.py."""
+    """The conditions of a sweep, taken while it runs; `allocation` from host/allocator.py."""
     return {
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],

@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from attnlab.bench import measure, output, plot, wandb_log
-from attnlab.bench.allocator import keep_freed_memory
 from attnlab.bench.analysis import add_ratios, summarise
 from attnlab.bench.config import BenchConfig, Setting, parse
 from attnlab.bench.workload import BudgetExceeded, build_workload, unsupported_reason
 from attnlab.errors import CapabilityError
+from attnlab.host.allocator import keep_freed_memory
 
 
 def _row(

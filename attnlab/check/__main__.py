@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from attnlab.attention import available_attentions, broken_plugins
+from attnlab.attention import available_attentions
+from attnlab.attention.registry import find_attention
 from attnlab.check import CHECKS, FAIL, PASS, SKIP, run_checks
-from attnlab.errors import AttnlabError, ConfigError
+from attnlab.errors import AttnlabError
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -49,12 +50,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def resolve(names: list[str], every: bool) -> list[str]:
     """The variants to check; a broken plugin or unknown name is a ConfigError."""
-    broken = broken_plugins()
     for name in names:
-        if name in broken:
-            raise ConfigError(
-                f"attention '{name}' is a plugin that failed to load ({broken[name]}); fix or reinstall its package"
-            )
+        find_attention(name)  # the one check of an attention name (attnlab.attention.registry)
     return available_attentions() if every else list(dict.fromkeys(names))
 
 

@@ -67,7 +67,7 @@ def conformance(device: str = "cuda", names: list[str] | None = None) -> tuple[b
 
 
 def train(out: Path) -> tuple[bool, list[str]]:
-    from attnlab.config.checks import group_options
+    from attnlab.config.overrides import group_options
 
     ok, lines = True, []
     for task in group_options("task"):

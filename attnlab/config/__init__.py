@@ -1,4 +1,13 @@
-"""A run's config (DESIGN.md "The layout we are moving to"): the configs stored into Hydra's
-ConfigStore (`schemas`), and the checks on a composed config that Hydra's types cannot express
-(`checks`, `sequence_lengths`), each failure a one-line fix. Imports nothing: the app, the bench,
-the study and the GPU check import the module they need."""
+"""A run's config (DESIGN.md "The layout we are moving to"), one module per job:
+
+    preflight         the one preflight of every command (app, bench, study, check gpu): flags, overrides,
+                      one composition, the checks; composition errors worded into one line
+    overrides         the command line's overrides, checked before composing
+    schemas           the configs stored into Hydra's ConfigStore; TrainerConfig typed
+    fields            per-field checks declared beside a schema's fields (ranges, choices, formats)
+    checks            what relates two fields, and the untyped groups' values (check_config)
+    sequence_lengths  model.max_len against the task's rows
+    eval_lengths      task.eval_lengths against the task, the positions and the variant
+
+Each failure is a one-line fix. Imports nothing: the app, the bench, the study and the GPU check
+import the module they need."""

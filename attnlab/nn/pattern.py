@@ -127,7 +127,7 @@ def _layer(
     name: str, keys: dict[str, Any], where: str, attention: AttentionSpec | None, options: LayerOptions
 ) -> LayerSpec:
     try:
-        own = registry.registry_entry(name).hyperparameters  # unknown: the closest match
+        own = registry.find_attention(name).hyperparameters  # unknown: the closest match
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
     # a key the variant declares itself (deltanet's qk_norm) is the variant's, not the layer option

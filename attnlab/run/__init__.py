@@ -10,8 +10,7 @@
     eval_lengths  the same weights tested at other lengths
     lock          one run per run directory
     interrupts    SIGTERM and Ctrl-C in every phase
-    threads       CPU threads and OpenMP's wait policy
     tracking      wandb: offline without a key, never held up by a server
 
-Imports nothing, so `import attnlab` sets OpenMP's wait policy (threads) before torch is imported.
+CPU threads and the allocator are attnlab.host's (the bench uses them too). Imports nothing.
 """

@@ -17,14 +17,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from attnlab.config.checks import check_config, check_hydra_flags, check_overrides, hydra_error_message
-from attnlab.config.schemas import store_configs
+from attnlab.config import preflight as checked
+from attnlab.config.overrides import check_overrides
+from attnlab.config.preflight import EXIT_USER_ERROR, refuse
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.run.lock import RunDirectoryInUse, acquire
 from attnlab.run.results import summarise_sweep, write_failure
 
 log = logging.getLogger("attnlab")
-EXIT_USER_ERROR = 2
 # + the signal that stopped the run: 130 for Ctrl-C, 143 for SIGTERM (the shell's convention)
 EXIT_INTERRUPTED = 128
 
@@ -104,25 +104,9 @@ def user_error(error: BaseException) -> AttnlabError | None:
 
 
 def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | None:
-    """Everything checkable before a run directory exists: override names and types, the composed
-    config's values. Returns the composed config (None for multirun/flags, where only the overrides
-    are checked). Raises AttnlabError with a one-line message."""
-    store_configs()
-    check_overrides(argv)
-    if any(a.startswith("-") for a in argv):
-        check_hydra_flags(argv, program="python -m attnlab", config_name="config")
-        return None
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(argv), return_hydra_config=hydra_config)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(hydra_error_message(err, argv)) from err
-    check_config(cfg)
-    return cfg
+    """The app's preflight (attnlab.config.preflight): the composed, checked config, or None for
+    multirun/flags, where only the overrides are checked. Raises AttnlabError with a one-line message."""
+    return checked.preflight(argv, checked.APP, hydra_config=hydra_config)
 
 
 class RunFinished(Exception):
@@ -198,8 +182,7 @@ def entry() -> None:
             sys.argv.extend(resumed)
             lock_named_run_dir([*argv, *resumed])
     except AttnlabError as error:  # no run directory yet: say that nothing was written
-        print(f"error: {error} (nothing was written)", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(error, " (nothing was written)")
     except RunFinished as finished:
         print(finished, file=sys.stderr)
         sys.exit(0)

@@ -27,9 +27,9 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from attnlab.attention import Attention
-from attnlab.bench.allocator import glibc
 from attnlab.errors import AttnlabError
 from attnlab.flops import count_flops_inside
+from attnlab.host.allocator import glibc
 from attnlab.nn.state_size import decode_state_bytes
 from attnlab.run.interrupts import set_training
 

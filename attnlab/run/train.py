@@ -19,9 +19,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.attention import describe, get_attention_class
-from attnlab.bench.allocator import keep_freed_memory
 from attnlab.config.checks import check_config
 from attnlab.console import drop_framework_warnings
+from attnlab.host.allocator import keep_freed_memory
+from attnlab.host.threads import training_threads
 from attnlab.nn.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label, describe_stacks
 from attnlab.nn.spec import AttentionSpec
@@ -33,7 +34,6 @@ from attnlab.run.interrupts import set_phase
 from attnlab.run.lock import holding
 from attnlab.run.results import RESULTS_FILE, best_key, is_partial, read_finished, write_results
 from attnlab.run.schedule import validate_within_budget
-from attnlab.run.threads import training_threads
 from attnlab.run.tracking import ensure_wandb_mode, quiet_wandb_init, start_wandb, wandb_run_id
 from attnlab.tasks.common import check_datamodule
 

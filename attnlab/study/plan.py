@@ -188,8 +188,8 @@ def tasks_with_study() -> list[str]:
 
 
 def compose(argv: Sequence[str]) -> DictConfig:
-    """The app's composed and checked config for `argv` (attnlab.run.app.preflight: one-line errors)."""
-    from attnlab.run.app import preflight
+    """The app's composed and checked config for `argv` (attnlab.config.preflight: one-line errors)."""
+    from attnlab.config.preflight import preflight
 
     cfg = preflight(list(argv))
     assert cfg is not None  # argv never holds flags here
@@ -353,18 +353,13 @@ def compose_task(task: str, overrides: Sequence[str]) -> DictConfig:
     """The task's config composed with the command's overrides (a preset may change the study block);
     when those overrides do not compose, the task alone (preflight_cells then names the bad override)."""
     if overrides:
-        from hydra import compose as hydra_compose
-        from hydra import initialize_config_module
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
-
+        from attnlab.config.preflight import compose as compose_only
         from attnlab.config.schemas import store_configs
 
         store_configs()
         try:  # Hydra's composition only: the run's own checks (a GPU preset on a CPU) come per cell
-            with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
-                return hydra_compose(config_name="config", overrides=[f"task={task}", *overrides])
-        except (HydraException, OmegaConfBaseException):
+            return compose_only([f"task={task}", *overrides])
+        except ConfigError:
             pass
     return compose([f"task={task}"])
 
@@ -444,8 +439,7 @@ def _unique(values: Any) -> list[Any]:
 def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None:
     """Known variants (did-you-mean), each able to do what the task's model asks of its attention."""
     from attnlab.attention.base import Capabilities
-    from attnlab.attention.registry import get_attention_class, variants_with
-    from attnlab.config.checks import check_attention_name
+    from attnlab.attention.registry import find_attention, get_attention_class, variants_with
     from attnlab.nn.pattern import is_pattern, parse_pattern
     from attnlab.nn.spec import ROLES
 
@@ -456,7 +450,7 @@ def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None
                 entries = name.split("+")
                 layers[name] = [layer.attention.name for layer in parse_pattern(entries, key=f"'{name}'")]
             else:
-                check_attention_name(name)
+                find_attention(name)
                 layers[name] = [name]
         except ConfigError as err:
             raise ConfigError(f"variants: {err}") from None
@@ -506,7 +500,7 @@ def cell_config(study: Study, cell: Cell, *, resume: bool = False) -> str:
     (`resume`: continue from the run directory's last checkpoint, `ckpt_path: last`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from attnlab.config.checks import config_groups
+    from attnlab.config.overrides import config_groups
     from attnlab.nn.pattern import is_pattern, parse_pattern, pattern_label
 
     values = OmegaConf.create({"seed": cell.seed})
@@ -590,7 +584,7 @@ def representative_cells(study: Study) -> list[Cell]:
 def preflight_cells(study: Study) -> DictConfig:
     """Compose and check the cells' configs (through their generated files, representative_cells)
     before any run starts. Returns the first cell's config (its logger, task and metric)."""
-    from attnlab.config.checks import config_groups
+    from attnlab.config.overrides import config_groups
 
     first: DictConfig | None = None
     with tempfile.TemporaryDirectory(prefix="attnlab-study-") as tmp:

@@ -1,0 +1,8 @@
+"""What one process asks of the machine it runs on, shared by the run, the bench and the config
+checks (so none of them imports another for it):
+
+    threads    CPU threads and OpenMP's wait policy
+    allocator  glibc keeps freed memory for reuse (CPU timings measure compute, not page faults)
+
+Imports nothing, so `import attnlab` sets OpenMP's wait policy (threads) before torch is imported.
+"""
