@@ -62,10 +62,10 @@ class EncodedDataModule(L.LightningDataModule):
 
     def test_dataloader_at(self, length: int) -> DataLoader:
         """The test split regenerated at `length` tokens by the task's built-in generator (same knobs
-        and seed), sized in tokens (attnlab.run.eval_lengths.eval_rows, eval_batch_size), in order. At the
+        and seed), sized in tokens (attnlab.data.eval_sizes.eval_rows, eval_batch_size), in order. At the
         length the split already has, the split itself: test/acc@<that length> is test/acc."""
+        from attnlab.data.eval_sizes import eval_batch_size, eval_rows
         from attnlab.data.generators import generate_test_at, generator_params, length_knobs
-        from attnlab.run.eval_lengths import eval_batch_size, eval_rows
 
         builtin = self.data.get("builtin") or {}
         name, params = generator_params(builtin)

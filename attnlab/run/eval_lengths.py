@@ -7,7 +7,7 @@ summary) gain `test/<metric>@<length>` for every metric the task logs (METRICS),
 and its cost gains `decode_state_bytes@<length>`: the decoding state measured at that context length
 (attnlab.nn.state_size), so a KV cache's growth and a hybrid's bytes at 4K are read, not extrapolated.
 
-Sizes are bounded in tokens, so memory and time grow linearly with the length for a linear-time
+Sizes are bounded in tokens (attnlab.data.eval_sizes), so memory and time grow linearly with the length for a linear-time
 variant: a length-L test set has at most EVAL_TEST_TOKENS / L rows (never fewer than EVAL_MIN_ROWS,
 never more than the generator's n_test or task.data.limit.test), in batches of at most
 EVAL_BATCH_TOKENS / L rows (never more than task.data.batch_size, never fewer than one).
@@ -22,15 +22,6 @@ import logging
 from typing import Any
 
 from omegaconf import DictConfig
-
-# Re-exported until tasks/common.py imports them from attnlab.data.eval_sizes (their home).
-from attnlab.data.eval_sizes import (  # noqa: F401
-    EVAL_BATCH_TOKENS,
-    EVAL_MIN_ROWS,
-    EVAL_TEST_TOKENS,
-    eval_batch_size,
-    eval_rows,
-)
 
 log = logging.getLogger(__name__)
 
