@@ -347,6 +347,7 @@ class Row:
     ms: dict[str, float] = field(default_factory=dict)  # form -> median ms (the chosen clock)
     wall: dict[str, float] = field(default_factory=dict)  # form -> median wall-clock ms
     repeats: int = 1
+    samples: dict[str, list[float]] = field(default_factory=dict)  # form -> ms per round (chosen clock)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -409,10 +410,20 @@ def measure(case: Case, n: int, rounds: int, compile_: bool, clock: str) -> Row:
             cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
             walls[name].append(wall * 1e3 / repeats)
             times[name].append((cpu if clock == "cpu" else wall) * 1e3 / repeats)
+    row.samples = times
     row.wall = {name: statistics.median(ts) for name, ts in walls.items()}
     row.repeats = repeats
     row.ms = {name: statistics.median(ts) for name, ts in times.items()}
     return row
+
+
+def paired_spread(row: Row) -> str:
+    """The per-round ratios best-form / C (each round's two calls ran back to back): lowest..highest."""
+    best = row.best
+    if best is None or "C" not in row.samples:
+        return "-"
+    ratios = [b / c for b, c in zip(row.samples[best[0]], row.samples["C"], strict=True)]
+    return f"{min(ratios):.2f}..{max(ratios):.2f}"
 
 
 def verdict(row: Row) -> tuple[str, str]:
@@ -428,10 +439,8 @@ def _cell(ms: dict[str, float], name: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = (
-        "| pass (call) | C ms | fallback ms | autograd ms | compile ms | best PyTorch | C vs best | kept? |"
-    )
-    lines = [head, "|---|---:|---:|---:|---:|---|---:|---|"]
+    head = "| pass (call) | C ms | fallback ms | autograd ms | compile ms | best PyTorch | C vs best | rounds | kept? |"
+    lines = [head, "|---|---:|---:|---:|---:|---|---:|---|---|"]
     for row in rows:
         ms = row.ms
 
@@ -442,7 +451,7 @@ def table(rows: list[Row]) -> str:
         name = row.case.name + (f" ({'; '.join(extra)})" if extra else "")
         lines.append(
             f"| {name} | {_cell(ms, 'C')} | {_cell(ms, 'fallback')} | {_cell(ms, 'autograd')} | {_cell(ms, 'compile')} "
-            f"| {best_text} | {ratio} | {kept} |"
+            f"| {best_text} | {ratio} | {paired_spread(row)} | {kept} |"
         )
     return "\n".join(lines)
 
@@ -491,7 +500,7 @@ def main() -> None:
         timings = ", ".join(f"{k} {v:.2f}" for k, v in row.ms.items())
         walls = ", ".join(f"{k} {v:.2f}" for k, v in row.wall.items())
         print(f"{case.name}: {clock} {timings} ms (wall {walls}; {row.repeats} call(s) a sample) -> {ratio} "
-              f"{kept} ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+              f"(rounds {paired_spread(row)}) {kept} ({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
         for note in row.notes:
             print(f"    {note}", flush=True)
     print()
