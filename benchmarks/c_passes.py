@@ -5,12 +5,13 @@ How to run (not part of the test suite; tens of minutes on a 2-core CPU at 16K, 
     python benchmarks/c_passes.py                      # N = 16K, 5 interleaved rounds, one thread
     python benchmarks/c_passes.py --quick              # N = 4K, 3 rounds
     python benchmarks/c_passes.py --threads 2          # the same with two threads
-    python benchmarks/c_passes.py --only unit_norm gla # some rows only (names: --list)
+    python benchmarks/c_passes.py --only unit_norm gla_chunk   # some rows (names: --list)
     python benchmarks/c_passes.py --no-compile         # skip torch.compile (its build takes minutes)
 
 Each row is one operation a variant calls (the C passes grouped by the call that runs them), forward
 and backward, at the bench's shapes (batch 1, 4 heads, head dim 64, float32, CPU). Forms, all timed
-in the same rounds (one call of each per round, in turn, the order rotated each round; medians):
+in the same rounds (one call of each per round, in turn, the order rotated each round; medians of the
+calling thread's CPU time with one thread, steady on a shared machine; wall clock with more, --clock):
 
     C         the call as the variant makes it, the C passes on (attention/linear_passes.c)
     fallback  the same call with the C passes off (what ATTNLAB_FUSED_CPU=0 runs)
