@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-no-c test-slow lint gpu-check bench bench-targets bench-ceiling bench-reference test-fla-reference clean
+.PHONY: install run test test-no-c test-slow lint gpu-check bench bench-targets bench-c-passes bench-ceiling bench-reference test-fla-reference clean
 
 $(STAMP): pyproject.toml .ci/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # The speed targets (README "Measured results"): one side-by-side sweep, then PASS/FAIL per target.
 bench-targets: $(STAMP)
 	$(BIN)/python benchmarks/speed_targets.py
+
+# Each C pass against the best PyTorch form, torch.compile included (docs/c-passes.md: kept or not).
+bench-c-passes: $(STAMP)
+	$(BIN)/python benchmarks/c_passes.py
 
 # How far causal linear can get ahead of causal multihead with this machine's matmuls (README).
 bench-ceiling: $(STAMP)
