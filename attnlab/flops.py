@@ -96,7 +96,7 @@ def formulas() -> dict[torch._ops.OpOverloadPacket, Formula]:
             mapping[op] = _causal_aware(op, dense)
     # Products computed in C come with their formulas (imported here, which also registers the ops, so
     # that importing this module does not import the attention package).
-    from attnlab.attention.ops.c_loops import LOOP_FLOPS
+    from attnlab.attention.cpu.loops import LOOP_FLOPS
 
     mapping.update({op: _raw(formula) for op, formula in LOOP_FLOPS.items()})
     return mapping

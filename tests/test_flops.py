@@ -105,8 +105,8 @@ def test_the_delta_rules_c_loops_count_what_their_pytorch_loops_compute(monkeypa
     backward, they count exactly the products of the PyTorch loops they replace, which PyTorch's own
     counter sees as batched products (every product in the loop, chunk by chunk, and the batched ones
     that read a state)."""
-    from attnlab.attention import linear_passes as passes
-    from attnlab.attention.ops import c_loops
+    from attnlab.attention.cpu import loops as c_loops
+    from attnlab.attention.cpu import passes
     from attnlab.attention.ops.delta_rule import chunk_delta_rule
 
     if passes.library() is None:
@@ -141,8 +141,8 @@ def test_baseds_c_loops_count_the_batched_forms_products_less_those_they_skip(mo
     (F, Dv + 1) products forward, 4G - 1 backward) and the gradient of [v 1]'s column of ones (one column
     per chunk but the last), which the loops leave out; the loops recompute the scores q kᵀ in the
     backward (d per pair) where the batched form saves them, and their κᵀ dn is Dv wide, not Dv + 1."""
-    from attnlab.attention import linear_passes as passes
-    from attnlab.attention.ops import c_loops
+    from attnlab.attention.cpu import loops as c_loops
+    from attnlab.attention.cpu import passes
     from attnlab.attention.ops.based import chunk_based
 
     if passes.library() is None:

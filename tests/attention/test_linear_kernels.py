@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab.attention.linear_kernels import FEATURES, causal_linear_attention, linear_attention
-from attnlab.attention.linear_passes import inclusive_scan_
+from attnlab.attention.cpu.passes import inclusive_scan_
+from attnlab.attention.ops.linear.chunk import FEATURES, causal_linear_attention, linear_attention
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 70])

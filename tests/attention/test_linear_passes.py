@@ -8,15 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlab.attention import based as based_variant
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.gla import LogDecayGate
-from attnlab.attention.linear_kernels import causal_linear_attention
-from attnlab.attention.ops import c_loops, delta_rule
+from attnlab.attention.variants import based as based_variant
+from attnlab.attention.cpu import loops as c_loops
+from attnlab.attention.cpu import passes
 from attnlab.attention.ops.based import chunk_based
+from attnlab.attention.ops.delta_rule import chunk as delta_rule
 from attnlab.attention.ops.gated_linear import chunk_gla
+from attnlab.attention.ops.linear.chunk import causal_linear_attention
 from attnlab.attention.ops.norms import rms_norm, unit_norm
 from attnlab.attention.registry import build_attention
+from attnlab.attention.variants.gla import LogDecayGate
 
 requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
 G, C, D, DV = 6, 8, 5, 7

@@ -22,8 +22,8 @@ Called only with the plain contiguous float32 CPU tensors linear_passes._fused a
 import torch
 from torch import Tensor
 
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.ops.gated_linear import FLUSH_BELOW
+from attnlab.attention.cpu import passes
+from attnlab.attention.ops.gated_linear.chunk import FLUSH_BELOW
 
 
 @torch.library.custom_op("attnlab::delta_rule_forward_loop_mm", mutates_args=("uw", "out", "states", "S"))

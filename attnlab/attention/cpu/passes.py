@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("linear_passes.c")
+SOURCE = Path(__file__).with_name("passes.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 # x86: let the compiler's own vector loops (exp, the elementwise passes) use all 512 bits where the CPU
 # has AVX-512 (GCC and clang default to 256 there); Based's chunk loops ran ~8% faster with it.

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
+from attnlab.attention.cpu import passes
 
 
 class UnitNorm(torch.autograd.Function):

@@ -25,24 +25,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.linear_kernels import linear_attention
-from attnlab.attention.local import (
+from attnlab.attention.cpu import loops as c_loops
+from attnlab.attention.cpu import passes
+from attnlab.attention.ops.based.chunk import based_chunks_forward, chunk_based, taylor_features
+from attnlab.attention.ops.based.reference import recurrent_step_based
+from attnlab.attention.ops.linear.chunk import linear_attention
+from attnlab.attention.registry import register_attention
+from attnlab.attention.variants.local import (
     LocalAttention,
     key_validity,
     window_forward,
     window_kernel_applies,
     window_plan,
 )
-from attnlab.attention.ops import c_loops
-from attnlab.attention.ops.based import (
-    based_chunks_forward,
-    chunk_based,
-    recurrent_step_based,
-    taylor_features,
-)
-from attnlab.attention.registry import register_attention
 
 EPS = 1e-6  # fla's normaliser
 

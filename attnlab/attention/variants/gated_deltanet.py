@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention.base import GateSpec, Range
-from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
 from attnlab.attention.recurrent import RecurrentAttention, step_size_bias
 from attnlab.attention.registry import register_attention
+from attnlab.attention.variants.deltanet import normalise_qk
 
 
 @register_attention("gated_deltanet")

@@ -25,10 +25,10 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.base import GateSpec
-from attnlab.attention.deltanet import normalise_qk
-from attnlab.attention.gated_deltanet import GatedDeltaNet
 from attnlab.attention.ops.delta_rule import chunk_delta_rule, recurrent_step_delta_rule
 from attnlab.attention.registry import register_attention
+from attnlab.attention.variants.deltanet import normalise_qk
+from attnlab.attention.variants.gated_deltanet import GatedDeltaNet
 
 STEPS = 2  # Householder steps per token (n_h)
 

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention.base import GateSpec, Range
-from attnlab.attention.deltanet import normalise_qk
 from attnlab.attention.ops.kda import chunk_kda, recurrent_step_kda
 from attnlab.attention.recurrent import RecurrentAttention, step_size_bias
 from attnlab.attention.registry import register_attention
+from attnlab.attention.variants.deltanet import normalise_qk
 
 
 @register_attention("kda")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.linear_kernels import (
+from attnlab.attention.ops.linear.chunk import (
     causal_linear_attention,
     linear_attention,
     running_outer_sum,

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
 from attnlab.attention.alibi import alibi_bias
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.ops import c_loops
+from attnlab.attention.cpu import loops as c_loops
+from attnlab.attention.cpu import passes
 from attnlab.attention.registry import register_attention
 
 # The C kernel's working memory per thread grows as the window squared (a block's scores and their

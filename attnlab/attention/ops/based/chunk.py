@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.linear_passes import inclusive_scan_, taylor_features_backward
-from attnlab.attention.linear_passes import taylor_features as _taylor_features
-from attnlab.attention.ops import c_loops
+from attnlab.attention.cpu import loops as c_loops
+from attnlab.attention.cpu import passes
+from attnlab.attention.cpu.passes import inclusive_scan_, taylor_features_backward
+from attnlab.attention.cpu.passes import taylor_features as _taylor_features
 
 
 def taylor_features(x: Tensor) -> Tensor:
@@ -138,34 +138,6 @@ def based_chunks_forward(
     states = q.new_empty(G, nc, passes.taylor_feature_count(d), Dv + 1)
     c_loops.based_forward_loop(q, k, v, keep, eps, out, den, states)
     return out, den, states
-
-
-def naive_recurrent_based(
-    q: Tensor, k: Tensor, v: Tensor, *, scale: float, eps: float = 1e-6
-) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """The recurrence on running sums of φ(k) vᵀ and φ(k): -> output (B, H, N, Dv), final sums."""
-    fq, fk = taylor_features(q * scale), taylor_features(k)  # (B, H, N, F)
-    B, H, N, F = fq.shape
-    kv = q.new_zeros(B, H, F, v.shape[-1])  # (B, H, F, Dv)
-    z = q.new_zeros(B, H, F)  # (B, H, F)
-    outs = []
-    for t in range(N):
-        kv = kv + fk[:, :, t, :, None] * v[:, :, t, None, :]
-        z = z + fk[:, :, t]
-        numerator = (fq[:, :, t, None, :] @ kv).squeeze(2)  # (B, H, Dv)
-        outs.append(numerator / ((fq[:, :, t] * z).sum(-1, keepdim=True) + eps))
-    return torch.stack(outs, dim=2), (kv, z)
-
-
-def recurrent_step_based(
-    q: Tensor, k: Tensor, v: Tensor, state: tuple[Tensor, Tensor], *, scale: float, eps: float = 1e-6
-) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """One decoding step: q, k (B, H, 1, d), v (B, H, 1, Dv); state (kv (B, H, F, Dv), z (B, H, F))."""
-    fq, fk = taylor_features(q * scale), taylor_features(k)  # (B, H, 1, F)
-    kv = state[0] + fk.transpose(-2, -1) @ v  # (B, H, F, Dv)
-    z = state[1] + fk.squeeze(2)  # (B, H, F)
-    denominator = (fq.squeeze(2) * z).sum(-1)[..., None, None]  # (B, H, 1, 1)
-    return (fq @ kv) / (denominator + eps), (kv, z)
 
 
 def chunk_based(

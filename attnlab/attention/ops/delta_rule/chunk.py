@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.ops import c_loops
-from attnlab.attention.ops.gated_linear import FLUSH_BELOW, flushed_exp
+from attnlab.attention.cpu import loops as c_loops
+from attnlab.attention.cpu import passes
+from attnlab.attention.ops.gated_linear.chunk import FLUSH_BELOW, flushed_exp
 
 
 def scaled_bmm(a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
@@ -312,40 +312,6 @@ def _recurrence_backward(
     d_kb.mul_(eb)
     dk.mul_(flushed_exp(b[..., -1:] - b)[..., None])
     return dS
-
-
-def naive_recurrent_delta_rule(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    beta: Tensor,
-    g: Tensor | None = None,
-    *,
-    scale: float,
-    initial_state: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """The recurrence, one position at a time: -> output (B, H, N, Dv), final state (B, H, D, Dv)."""
-    B, H, N, D = q.shape
-    S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
-    outs = []
-    for t in range(N):
-        if g is not None:
-            S = S * g[:, :, t, None, None].exp()
-        k_t = k[:, :, t]  # (B, H, D)
-        error = v[:, :, t] - (S * k_t[..., None]).sum(-2)  # (B, H, Dv) what the state gets wrong
-        S = S + k_t[..., None] * (beta[:, :, t, None] * error)[..., None, :]  # (B, H, D, Dv)
-        outs.append((q[:, :, t, None, :] * scale) @ S)  # (B, H, 1, Dv)
-    return torch.cat(outs, dim=2), S
-
-
-def recurrent_step_delta_rule(
-    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, g: Tensor | None, state: Tensor, *, scale: float
-) -> tuple[Tensor, Tensor]:
-    """One decoding step: q, k (B, H, 1, D), v (B, H, 1, Dv), beta, g (B, H, 1), state (B, H, D, Dv)."""
-    S = state if g is None else state * g[..., None].exp()  # (B, H, D, Dv)
-    error = v - k @ S  # (B, H, 1, Dv)
-    S = S + k.transpose(-2, -1) @ (beta[..., None] * error)
-    return (q * scale) @ S, S  # (B, H, 1, Dv)
 
 
 def chunk_delta_rule(

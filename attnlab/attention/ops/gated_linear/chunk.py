@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.linear_passes import inclusive_scan_
+from attnlab.attention.cpu import passes
+from attnlab.attention.cpu.passes import inclusive_scan_
 
 SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate, at the least
 MAX_EXPONENT = 80.0  # largest in-sub-block exponent sub·max|g| (e^80 ~ 5.5e34 < fp32's max 3.4e38)
@@ -77,33 +77,6 @@ class ChunkStateScan(torch.autograd.Function):
         if a.shape[-2] == 1:
             d_a = d_a.sum(-2, keepdim=True)
         return d_next, d_a, d_states[:, :, 0]
-
-
-def _decay_rows(g: Tensor) -> Tensor:
-    """(B, H, ·) or (B, H, ·, D) log decays -> (B, H, ·, D|1, 1) multipliers of the state's rows."""
-    return (g if g.dim() == 4 else g[..., None]).exp()[..., None]
-
-
-def naive_recurrent_gla(
-    q: Tensor, k: Tensor, v: Tensor, g: Tensor, *, scale: float, initial_state: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """The recurrence, one position at a time: -> output (B, H, N, Dv), final state (B, H, D, Dv)."""
-    B, H, N, D = q.shape
-    S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
-    decay = _decay_rows(g)  # (B, H, N, D|1, 1)
-    outs = []
-    for t in range(N):
-        S = S * decay[:, :, t] + k[:, :, t, :, None] * v[:, :, t, None, :]  # (B, H, D, Dv)
-        outs.append((q[:, :, t, None, :] * scale) @ S)  # (B, H, 1, Dv)
-    return torch.cat(outs, dim=2), S
-
-
-def recurrent_step_gla(
-    q: Tensor, k: Tensor, v: Tensor, g: Tensor, state: Tensor, *, scale: float
-) -> tuple[Tensor, Tensor]:
-    """One decoding step: q, k (B, H, 1, D), v (B, H, 1, Dv), g (B, H, 1[, D]), state (B, H, D, Dv)."""
-    S = state * _decay_rows(g)[:, :, 0] + k.transpose(-2, -1) @ v  # (B, H, D, Dv)
-    return (q * scale) @ S, S  # (B, H, 1, Dv)
 
 
 def chunk_gla(

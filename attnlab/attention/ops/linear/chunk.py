@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention.base import State
-from attnlab.attention.linear_passes import (
+from attnlab.attention.cpu.passes import (
     add_rows_tril_,
     elu_plus_one,
     feature_grad_,
