@@ -1,4 +1,4 @@
-"""The linear-attention kernels (attention/linear_kernels.py) behind `linear` and `performer`: the
+"""The linear-attention kernels (attention/ops/linear/chunk.py) behind `linear` and `performer`: the
 in-place scan, the hand-written backwards against autograd on a plain quadratic reference (causal and
 not, with and without padded keys and feature maps), exact causality, and that a retained graph can be
 differentiated twice (the backwards never write to saved tensors)."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab.attention.cpu.passes import inclusive_scan_
 from attnlab.attention.ops.linear.chunk import FEATURES, causal_linear_attention, linear_attention
+from attnlab.attention.ops.passes import inclusive_scan_
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 70])

@@ -1,31 +1,258 @@
-"""The C kernels that do matrix products (attention/linear_passes.c), as PyTorch ops.
+"""The C functions as PyTorch-facing calls: their ctypes signatures, one Python function per C function
+(pointers and sizes from the tensors), and the loops that do matrix products registered as custom ops.
 
-- The chunked delta rule's chunk-to-chunk loops (ops/delta_rule.py ChunkDeltaRule). Each loop runs
-  the small matrix products of a chunk that read or write its carried state (D, C ~ 32-64: three per
-  chunk forward, seven backward), which a library call apiece would cost more than they compute; in
-  C the whole loop is one call, each state is read while it is in cache (not once per batched
-  product), and the decays are applied to the chunk's rows there (not written out as decayed copies
-  of q and k).
-- `local`'s blocked sliding-window softmax, forward and backward (attention/local.py
-  BlockedWindowAttention).
-- Based's chunked Taylor linear attention, forward and backward (ops/based.py ChunkBased): each
-  chunk's Taylor features are formed in cache and never written out, and the running sums stay there.
+Everything here takes plain contiguous float32 CPU tensors only: callers reach these functions through
+`attnlab.attention.cpu.kernels_for(*tensors)`, which returns this module only when every tensor passed
+qualifies and the library is built (otherwise the caller's PyTorch form runs). Scratch sizes come from
+the C (`*_scratch_floats`), never written twice.
 
-Registered as custom ops (torch.library) so that what watches the dispatcher still sees them:
+The loops are custom ops (torch.library) so that what watches the dispatcher still sees them:
 attnlab/flops.py counts their products (LOOP_FLOPS; the conformance suite's flop-coverage check finds
 them by the "mm" in their names) and the bench's live-tensor memory sees the tensors they write.
-Called only with the plain contiguous float32 CPU tensors linear_passes._fused accepts.
 
 (No `from __future__ import annotations` here: torch.library reads the signatures' types.)
 """
 
+import ctypes
+
 import torch
 from torch import Tensor
 
-from attnlab.attention.cpu import passes
-from attnlab.attention.ops.gated_linear.chunk import FLUSH_BELOW
+from attnlab.attention.cpu.build import library
+from attnlab.attention.ops.decay import FLUSH_BELOW
+from attnlab.attention.ops.passes import taylor_feature_count
+
+FEATURE_MAPS = {None: 0, "elu": 1, "relu": 2}  # elementwise.c's feature_map codes
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+SIGNATURES = {
+    # elementwise.c
+    "elu_plus_one": [_P, _P, _I],
+    "tril_rowsum": [_P, _P, _I, _I],
+    "normalize": [_P, _P, _P, _P, _P, _F, _I, _I, _I, _I],
+    "grad_prologue": [_P, _P, _P, _P, _P, _I, _I],
+    "add_rows_tril": [_P, _P, _I, _I],
+    "feature_grad": [_P, _P, _P, _P, ctypes.c_int, _I, _I, _I],
+    "inclusive_scan": [_P, _I, _I, _I, ctypes.c_int],
+    "taylor_features": [_P, _P, _I, _I],
+    "taylor_features_backward": [_P, _P, _P, _I, _I],
+    "unit_norm": [_P, _P, _P, ctypes.c_int, _F, _I, _I],
+    "unit_norm_backward": [_P, _P, _P, _P, _P, ctypes.c_int, _I, _I],
+    "rms_norm": [_P, _P, _P, _F, _I, _I],
+    "rms_norm_backward": [_P, _P, _P, _P, _I, _I],
+    "log_decay_gate": [_P, _P, _F, _F, _I],
+    "log_decay_gate_backward": [_P, _P, _P, _F, _F, _I],
+    # delta_rule.c
+    "decay_matrix": [_P, _P, _F, _I, _I],
+    "flush_small": [_P, _F, _I],
+    "delta_scores_backward": [_P] * 8 + [_I, _I],
+    "delta_rule_scratch_floats": [_I] * 3,
+    "delta_rule_forward_loop": [_P, _P, _P, _P, _F, _F, _P, _P, _P, _P] + [_I] * 5,
+    "delta_rule_backward_loop": [_P] * 5 + [_I, _I, _P, _P, _F, _F] + [_P] * 10 + [_I] * 5,
+    "delta_rule_rhs": [_P] * 5 + [_F, _I, _I, _I, _I],
+    "delta_rule_grad_epilogue": [_P] * 8 + [_I, _I, _I],
+    # gated_linear.c
+    "gla_chunk_factors": [_P] * 6 + [_F, _F, _I, _I, _I],
+    "gla_chunk_grad_epilogue": [_P] * 11 + [_F, _F, _I, _I, _I],
+    # window_softmax.c
+    "parallel_threads": [],
+    "window_scratch_floats": [_I] * 5,
+    "window_attention_forward": [_P] * 6 + [_F, _P] + [_I] * 10,
+    "window_attention_backward": [_P] * 10 + [_F, _P] + [_I] * 10,
+    # based.c
+    "based_scratch_floats": [_I] * 3,
+    "based_forward_loop": [_P] * 4 + [_F] + [_P] * 4 + [_I] * 5,
+    "based_backward_loop": [_P] * 12 + [_I] * 5,
+}
+RESULTS = {  # the rest return nothing
+    "parallel_threads": ctypes.c_int,
+    "delta_rule_scratch_floats": _I,
+    "window_scratch_floats": _I,
+    "based_scratch_floats": _I,
+}
 
 
+def plain(*tensors: Tensor | None) -> bool:
+    """Whether the C functions may take these: plain contiguous float32 CPU tensors that autograd is not
+    recording (a C call is invisible to it). None entries are optional arguments left out."""
+    recording = torch.is_grad_enabled()
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != torch.float32:
+            return False
+        if not t.is_contiguous() or (recording and t.requires_grad):
+            return False
+    return True
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _lib() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:  # kernels_for never hands this module out then
+        raise RuntimeError("attnlab internal: a C kernel was called without the compiled library")
+    return lib
+
+
+# ---- elementwise.c: causal linear attention's passes (ops/passes.py holds their PyTorch forms) --------
+def inclusive_scan_(x: Tensor, reverse: bool) -> Tensor:
+    """x (G, n, E) in place: prefix sums along dim 1, one walk down the sequence per block of columns."""
+    _lib().inclusive_scan(_ptr(x), x.shape[0], x.shape[1], x.shape[2:].numel(), int(reverse))
+    return x
+
+
+def elu_plus_one(x: Tensor, phi: Tensor) -> Tensor:
+    """phi = elu(x) + 1 (phi may be x)."""
+    _lib().elu_plus_one(_ptr(x), _ptr(phi), x.numel())
+    return phi
+
+
+def tril_rowsum_(scores: Tensor) -> Tensor:
+    G, C = scores.shape[:2]
+    rowsum = scores.new_empty(G, C, 1)
+    _lib().tril_rowsum(_ptr(scores), _ptr(rowsum), G, C)
+    return rowsum
+
+
+def normalize_(out: Tensor, q: Tensor, zk: Tensor, rowsum: Tensor, eps: float) -> Tensor:
+    (G, C, D), Dv = q.shape, out.shape[-1]
+    den = q.new_empty(G, C, 1)
+    _lib().normalize(_ptr(out), _ptr(den), _ptr(q), _ptr(zk), _ptr(rowsum), eps, G, C, D, Dv)
+    return den
+
+
+def grad_prologue(grad: Tensor, den: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+    grad_num, grad_den = torch.empty_like(out), den.new_empty(den.shape)
+    _lib().grad_prologue(
+        _ptr(grad), _ptr(den), _ptr(out), _ptr(grad_num), _ptr(grad_den), den.numel(), out.shape[-1]
+    )
+    return grad_num, grad_den
+
+
+def add_rows_tril_(dscores: Tensor, grad_den: Tensor) -> Tensor:
+    G, C = dscores.shape[:2]
+    _lib().add_rows_tril(_ptr(dscores), _ptr(grad_den), G, C)
+    return dscores
+
+
+def feature_grad_(
+    x: Tensor, scale: Tensor | None, vec: Tensor | None, phi: Tensor, feature_map: str | None
+) -> Tensor:
+    G, C, D = x.shape
+    _lib().feature_grad(_ptr(x), _ptr(scale), _ptr(vec), _ptr(phi), FEATURE_MAPS[feature_map], G, C, D)
+    return x
+
+
+def taylor_features(x: Tensor) -> Tensor:
+    d = x.shape[-1]
+    phi = x.new_empty(*x.shape[:-1], taylor_feature_count(d))
+    _lib().taylor_features(_ptr(x), _ptr(phi), x.numel() // d, d)
+    return phi
+
+
+def taylor_features_backward(d_phi: Tensor, x: Tensor) -> Tensor:
+    d = x.shape[-1]
+    dx = torch.empty_like(x)
+    _lib().taylor_features_backward(_ptr(d_phi), _ptr(x), _ptr(dx), x.numel() // d, d)
+    return dx
+
+
+# ---- elementwise.c: the recurrent family's normalisations and gla's gate ------------------------------
+def unit_norm(x: Tensor, silu: bool, eps: float) -> tuple[Tensor, Tensor]:
+    """-> y (..., D) and the norms (...,), negative for a row below eps (no projection in its backward)."""
+    y, norm = torch.empty_like(x), x.new_empty(x.shape[:-1])
+    _lib().unit_norm(_ptr(x), _ptr(y), _ptr(norm), int(silu), eps, norm.numel(), x.shape[-1])
+    return y, norm
+
+
+def unit_norm_backward(dy: Tensor, x: Tensor, y: Tensor, norm: Tensor, silu: bool) -> Tensor:
+    dx = torch.empty_like(x)
+    _lib().unit_norm_backward(
+        _ptr(dy), _ptr(x), _ptr(y), _ptr(norm), _ptr(dx), int(silu), norm.numel(), x.shape[-1]
+    )
+    return dx
+
+
+def rms_norm(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """-> y (..., D) and r (..., 1) = rsqrt(mean(x²) + eps)."""
+    y, r = torch.empty_like(x), x.new_empty(*x.shape[:-1], 1)
+    _lib().rms_norm(_ptr(x), _ptr(y), _ptr(r), eps, r.numel(), x.shape[-1])
+    return y, r
+
+
+def rms_norm_backward(dy: Tensor, y: Tensor, r: Tensor) -> Tensor:
+    dx = torch.empty_like(y)
+    _lib().rms_norm_backward(_ptr(dy), _ptr(y), _ptr(r), _ptr(dx), r.numel(), y.shape[-1])
+    return dx
+
+
+def log_decay_gate(x: Tensor, temperature: float, floor: float) -> Tensor:
+    y = torch.empty_like(x)
+    _lib().log_decay_gate(_ptr(x), _ptr(y), temperature, floor, x.numel())
+    return y
+
+
+def log_decay_gate_backward(grad: Tensor, x: Tensor, temperature: float, floor: float) -> Tensor:
+    dx = torch.empty_like(x)
+    _lib().log_decay_gate_backward(_ptr(grad), _ptr(x), _ptr(dx), temperature, floor, x.numel())
+    return dx
+
+
+# ---- delta_rule.c: the chunked delta rule's elementwise steps -----------------------------------------
+def decay_matrix(b: Tensor) -> Tensor:
+    C = b.shape[-1]
+    gamma = b.new_empty(*b.shape, C)
+    _lib().decay_matrix(_ptr(b), _ptr(gamma), FLUSH_BELOW, b.numel() // C, C)
+    return gamma
+
+
+def flush_small_(dense: Tensor) -> Tensor:
+    _lib().flush_small(_ptr(dense), FLUSH_BELOW, dense.numel())
+    return dense
+
+
+def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, rhs: Tensor) -> Tensor:
+    G, nc, C, D = k.shape
+    _lib().delta_rule_rhs(*(_ptr(t) for t in (k, v, beta, b, rhs)), FLUSH_BELOW, G * nc, C, D, v.shape[-1])
+    return rhs
+
+
+def delta_rule_grad_epilogue_(dk, d_kb, dv, d_beta, y, v, k, beta) -> Tensor:
+    tensors = (dk, d_kb, dv, d_beta, y, v, k, beta)
+    _lib().delta_rule_grad_epilogue(*(_ptr(t) for t in tensors), beta.numel(), k.shape[-1], v.shape[-1])
+    return dv
+
+
+def delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, db, d_beta) -> None:
+    G, nc, C = M.shape[:3]
+    _lib().delta_scores_backward(*(_ptr(t) for t in (dM, dP, M, P_raw, gamma, beta, db, d_beta)), G * nc, C)
+
+
+# ---- gated_linear.c ------------------------------------------------------------------------------------
+def gla_chunk_factors(q: Tensor, k: Tensor, b: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, b (..., C, D), chunks of C positions -> q_hat = scale q e^b, kd = k e^{b_last - b},
+    k_hat = k e^{-b}."""
+    C, D = q.shape[-2:]
+    q_hat, kd, k_hat = (torch.empty_like(q) for _ in range(3))
+    tensors = (q, k, b, q_hat, kd, k_hat)
+    _lib().gla_chunk_factors(*(_ptr(t) for t in tensors), scale, FLUSH_BELOW, q.numel() // (C * D), C, D)
+    return q_hat, kd, k_hat
+
+
+def gla_chunk_grad_epilogue(d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, scale: float):
+    """-> d q, d k, d g (..., C, D)."""
+    C, D = q.shape[-2:]
+    d_q, dk, dg = (torch.empty_like(q) for _ in range(3))
+    tensors = (d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, d_q, dk, dg)
+    _lib().gla_chunk_grad_epilogue(
+        *(_ptr(t) for t in tensors), scale, FLUSH_BELOW, q.numel() // (C * D), C, D
+    )
+    return d_q, dk, dg
+
+
+# ---- delta_rule.c: the chunk loops (custom ops) -------------------------------------------------------
 @torch.library.custom_op("attnlab::delta_rule_forward_loop_mm", mutates_args=("uw", "out", "states", "S"))
 def delta_rule_forward_loop(
     uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, out: Tensor, states: Tensor, S: Tensor
@@ -36,10 +263,10 @@ def delta_rule_forward_loop(
     cumulative log decay in each chunk, None ungated."""
     G, nc, C, D = k.shape
     Dv = S.shape[-1]
-    ptrs = [passes._ptr(t) for t in (uw, k, q, b)] + [scale, FLUSH_BELOW]
-    scratch = _scratch(k, C, D, Dv)  # held here: the call only sees its address
-    ptrs += [passes._ptr(t) for t in (out, states, S, scratch)]
-    passes.library().delta_rule_forward_loop(*ptrs, G, nc, C, D, Dv)
+    ptrs = [_ptr(t) for t in (uw, k, q, b)] + [scale, FLUSH_BELOW]
+    scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
+    ptrs += [_ptr(t) for t in (out, states, S, scratch)]
+    _lib().delta_rule_forward_loop(*ptrs, G, nc, C, D, Dv)
 
 
 @torch.library.custom_op(
@@ -72,17 +299,16 @@ def delta_rule_backward_loop(
     (G, D, Dv): d loss / d (final state) in, d / d S_0 out. T (G, nc, C, C) row- or column-major."""
     G, nc, C, D = k.shape
     Dv = dS.shape[-1]
-    ptrs = [passes._ptr(t) for t in (d_new, k, q, uw, T)] + [T.stride(-2), T.stride(-1)]
-    ptrs += [passes._ptr(b), passes._ptr(beta), scale, FLUSH_BELOW]
-    ptrs += [passes._ptr(t) for t in (d_out, states, y, d_q, d_kb, dk, db_rows, db_last, dS)]
-    scratch = _scratch(k, C, D, Dv)  # held here: the call only sees its address
-    passes.library().delta_rule_backward_loop(*ptrs, passes._ptr(scratch), G, nc, C, D, Dv)
+    ptrs = [_ptr(t) for t in (d_new, k, q, uw, T)] + [T.stride(-2), T.stride(-1)]
+    ptrs += [_ptr(b), _ptr(beta), scale, FLUSH_BELOW]
+    ptrs += [_ptr(t) for t in (d_out, states, y, d_q, d_kb, dk, db_rows, db_last, dS)]
+    scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
+    _lib().delta_rule_backward_loop(*ptrs, _ptr(scratch), G, nc, C, D, Dv)
 
 
-def _scratch(k: Tensor, C: int, D: int, Dv: int) -> Tensor:
-    """The loops' working memory, one row per sequence (linear_passes.c DELTA_RULE_SCRATCH): two
-    factors per position, a (C, max(D, Dv)) block and a (Dv, D) transposed state."""
-    return k.new_empty(k.shape[0], 2 * C + C * max(D, Dv) + D * Dv)
+def _delta_rule_scratch(k: Tensor, C: int, D: int, Dv: int) -> Tensor:
+    """The loops' working memory, one row per sequence, of the size delta_rule.c asks for."""
+    return k.new_empty(k.shape[0], _lib().delta_rule_scratch_floats(C, D, Dv))
 
 
 def _forward_flops(*args, out_val=None, **kwargs) -> int:
@@ -99,6 +325,7 @@ def _backward_flops(*args, out_val=None, **kwargs) -> int:
     return 6 * 2 * G * nc * C * D * Dv + 2 * G * nc * C * C * Dv
 
 
+# ---- window_softmax.c (custom ops) ---------------------------------------------------------------------
 @torch.library.custom_op("attnlab::window_attention_forward_mm", mutates_args=("out", "lse"))
 def window_attention_forward(
     q: Tensor,
@@ -110,7 +337,7 @@ def window_attention_forward(
     scale: float,
     geometry: list[int],
 ) -> None:
-    """`local`'s blocked sliding-window softmax (attention/local.py): q, k (B, H, L, D), v (B, H, L, Dv)
+    """`local`'s blocked sliding-window softmax (variants/local.py): q, k (B, H, L, D), v (B, H, L, Dv)
     (or with B and H as one axis, (BH, L, ·)); valid (B, L) 1 for a real key or None; out (B, H, L, Dv)
     and lse (B, H, L) written. geometry = [C, before, after, lowest, highest, heads] (local.py's block
     size, neighbour blocks and band)."""
@@ -145,24 +372,22 @@ def _call_window_kernel(
     BH, L = _sequences(q)
     _check_layout(*tensors)
     scratch = window_scratch(q, geometry, v.shape[-1])  # held here: the call sees its address
-    ptrs = [passes._ptr(t) for t in tensors] + [scale, passes._ptr(scratch)]
+    ptrs = [_ptr(t) for t in tensors] + [scale, _ptr(scratch)]
     C, before, after, lowest, highest, heads = geometry
-    getattr(passes.library(), name)(
+    getattr(_lib(), name)(
         *ptrs, BH, L // C, C, before, after, lowest, highest, q.shape[-1], v.shape[-1], heads
     )
 
 
 def window_scratch_floats(geometry: list[int], D: int, Dv: int) -> int:
-    """Floats of working memory per thread (linear_passes.c window_scratch): a transposed window of
-    keys or values, a block's scores and their gradient."""
+    """Floats of working memory per thread the window kernels take (window_softmax.c says how many)."""
     C, before, after = geometry[:3]
-    W = (before + 1 + after) * C
-    return max(D, Dv) * W + 2 * C * W + 2 * C
+    return _lib().window_scratch_floats(C, before, after, D, Dv)
 
 
 def window_scratch(q: Tensor, geometry: list[int], Dv: int) -> Tensor:
     """The window kernels' working memory, one row per thread of the C library's parallel loops."""
-    return q.new_empty(passes.library().parallel_threads(), window_scratch_floats(geometry, q.shape[-1], Dv))
+    return q.new_empty(_lib().parallel_threads(), window_scratch_floats(geometry, q.shape[-1], Dv))
 
 
 def window_pairs(L: int, geometry: list[int]) -> int:
@@ -193,20 +418,21 @@ def _window_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
     return 2 * BH * window_pairs(L, geometry) * (3 * D + 2 * v.shape[-1])
 
 
+# ---- based.c (custom ops) ------------------------------------------------------------------------------
 @torch.library.custom_op("attnlab::based_forward_loop_mm", mutates_args=("out", "den", "states"))
 def based_forward_loop(
     q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float, out: Tensor, den: Tensor, states: Tensor
 ) -> None:
-    """Based's chunked form (ops/based.py ChunkBased): q (pre-scaled), k (G, nc, C, d) features, v
+    """Based's chunked form (ops/based/chunk.py ChunkBased): q (pre-scaled), k (G, nc, C, d) features, v
     (G, nc, C, Dv), keep (G, nc, C) 1 for a real key; out (G, nc, C, Dv), den (G, nc, C) its denominator
     + eps, and states (G, nc, F, Dv + 1), the sums [Z z] = Σ φ(k)ᵀ [v 1] over the chunks before each,
     written."""
     G, nc, C, d = q.shape
     _check_layout(q, k, v, keep, out, den, states)
     scratch = _based_scratch(q, v.shape[-1])  # held here: the call only sees its address
-    ptrs = [passes._ptr(t) for t in (q, k, v, keep)] + [eps]
-    ptrs += [passes._ptr(t) for t in (out, den, states, scratch)]
-    passes.library().based_forward_loop(*ptrs, G, nc, C, d, v.shape[-1])
+    ptrs = [_ptr(t) for t in (q, k, v, keep)] + [eps]
+    ptrs += [_ptr(t) for t in (out, den, states, scratch)]
+    _lib().based_forward_loop(*ptrs, G, nc, C, d, v.shape[-1])
 
 
 @torch.library.custom_op("attnlab::based_backward_loop_mm", mutates_args=("dq", "dk", "dv"))
@@ -228,8 +454,8 @@ def based_backward_loop(
     G, nc, C, d = q.shape
     _check_layout(q, k, v, keep, out, den, states, d_out, dq, dk, dv)
     scratch = _based_scratch(q, v.shape[-1])  # held here: the call only sees its address
-    ptrs = [passes._ptr(t) for t in (q, k, v, keep, out, den, states, d_out, dq, dk, dv, scratch)]
-    passes.library().based_backward_loop(*ptrs, G, nc, C, d, v.shape[-1])
+    ptrs = [_ptr(t) for t in (q, k, v, keep, out, den, states, d_out, dq, dk, dv, scratch)]
+    _lib().based_backward_loop(*ptrs, G, nc, C, d, v.shape[-1])
 
 
 def _check_layout(*tensors: Tensor | None) -> None:
@@ -243,16 +469,16 @@ def _check_layout(*tensors: Tensor | None) -> None:
 
 
 def _based_scratch(q: Tensor, Dv: int) -> Tensor:
-    """Based's loops' working memory, one row per sequence (its size from linear_passes.c)."""
+    """Based's loops' working memory, one row per sequence (its size from based.c)."""
     G, nc, C, d = q.shape
-    return q.new_empty(G, passes.library().based_scratch_floats(C, d, Dv))
+    return q.new_empty(G, _lib().based_scratch_floats(C, d, Dv))
 
 
 def _based_products(q: Tensor, carried: int, in_chunk: int) -> int:
     """FLOPs of products (C, F) x (F, `carried`) for every chunk but one of each sequence (the first
     chunk has no sums before it, the last no later chunk to feed) and C x C x `in_chunk` per chunk."""
     G, nc, C, d = q.shape
-    return 2 * G * ((nc - 1) * C * passes.taylor_feature_count(d) * carried + nc * C * C * in_chunk)
+    return 2 * G * ((nc - 1) * C * taylor_feature_count(d) * carried + nc * C * C * in_chunk)
 
 
 def _based_forward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:

@@ -7,7 +7,7 @@ recall.
 
 q' and k' are q and k projected per head to `feature_dim` (learned, no bias; fla's layer projects the
 model input to feature_dim directly); the linear part is fla's `naive_parallel_based` on them
-(κ = 1 + s + s²/2, s = q'·k'/√feature_dim, normalised, eps 1e-6; ops/based.py; 1 + f + f(f+1)/2 features:
+(κ = 1 + s + s²/2, s = q'·k'/√feature_dim, normalised, eps 1e-6; ops/based/; 1 + f + f(f+1)/2 features:
 153 for f = 16). The window part is `local` (its blocked kernel and rolling decoding state).
 Difference from the paper: Based interleaves separate linear-attention and sliding-window layers
 (and short convolutions); here one kernel sums both parts per head. window=0 leaves the linear part
@@ -25,18 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import cpu
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.cpu import loops as c_loops
-from attnlab.attention.cpu import passes
 from attnlab.attention.ops.based.chunk import based_chunks_forward, chunk_based, taylor_features
 from attnlab.attention.ops.based.reference import recurrent_step_based
 from attnlab.attention.ops.linear.chunk import linear_attention
+from attnlab.attention.ops.passes import taylor_feature_count
 from attnlab.attention.registry import register_attention
 from attnlab.attention.variants.local import (
     LocalAttention,
     key_validity,
     window_forward,
-    window_kernel_applies,
+    window_kernel,
     window_plan,
 )
 
@@ -71,7 +71,7 @@ class BasedAttention(Attention):
     @classmethod
     def working_memory(cls, params, *, batch, heads, length, head_dim):
         # phi(q), phi(k): (B, H, N, F), F = 1 + f + f(f+1)/2 Taylor features, kept for the backward
-        features = passes.taylor_feature_count(params["feature_dim"])
+        features = taylor_feature_count(params["feature_dim"])
         window = min(params["window"], length)
         return batch * heads * length * (2 * features + window)  # + the window's scores (B, H, N, w)
 
@@ -107,7 +107,7 @@ class BasedAttention(Attention):
     def init_state(
         self, batch: int, heads: int, head_dim: int, *, device: torch.device, dtype: torch.dtype
     ) -> State:
-        F = passes.taylor_feature_count(self.feature_dim)
+        F = taylor_feature_count(self.feature_dim)
         state = {
             "kv": torch.zeros(batch, heads, F, head_dim, device=device, dtype=torch.float32),  # (B, H, F, Dv)
             "z": torch.zeros(batch, heads, F, device=device, dtype=torch.float32),  # (B, H, F)
@@ -152,29 +152,35 @@ def fused_causal_based(
     B, H, N, D = q.shape
     geometry, _ = window_plan(N, H, window, causal=True)
     block = max(geometry[0], chunk_size)
-    if block % min(geometry[0], chunk_size) or passes._fused(q_weight.detach(), k_weight.detach()) is None:
-        return None  # (the projections tell a module on a GPU before q, k, v are copied and padded)
+    # The fast path, decided here once; what it cannot do: blocks and chunks that do not nest, tensors
+    # that are not plain float32 CPU ones (the projections tell a module on a GPU before q, k, v are
+    # copied and padded), a window whose working memory does not fit.
+    if block % min(geometry[0], chunk_size) or cpu.kernels_for(q_weight.detach(), k_weight.detach()) is None:
+        return None
     pad = (-N) % block
     if pad:  # positions past the end: keys that count for nothing, queries whose outputs are dropped
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     q, k, v = (t.contiguous() for t in (q, k, v))
-    if not window_kernel_applies(geometry, q, k, v):
+    kernels = window_kernel(geometry, q, k, v)
+    if kernels is None:
         return None
     valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # (B, N + pad) or None
-    out = FusedBased.apply(q, k, v, q_weight, k_weight, valid, scale, chunk_size, geometry)
+    out = FusedBased.apply(q, k, v, q_weight, k_weight, valid, scale, chunk_size, geometry, kernels)
     return out[:, :, :N]
 
 
 class FusedBased(torch.autograd.Function):
     """based's causal kernel on plain float32 CPU tensors, its two parts in one Function: the Taylor
-    part's chunk loop (ops/based.py) and the window's blocked kernel (local.py), both in C, write
+    part's chunk loop (ops/based/chunk.py) and the window's blocked kernel (local.py), both in C, write
     their gradients into the same dq, dk and dv. As two Functions, each wrote its own and autograd
-    added them: three (B, H, N, D)-sized additions and two zeroed buffers, ~6% of the kernel at 16K.
+    added them: three (B, H, N, D)-sized additions and two zeroed buffers (docs/measurements.md).
     q, k (B, H, L, D), v (B, H, L, Dv) contiguous, L a multiple of the chunk and of the window's block;
     the projections (f, D); valid (B, L) 1 for a real key, or None; scale the Taylor part's."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, q, k, v, q_weight, k_weight, valid, scale: float, chunk: int, geometry):
+    def forward(
+        ctx: FunctionCtx, q, k, v, q_weight, k_weight, valid, scale: float, chunk: int, geometry, kernels
+    ):
         B, H, L, D = q.shape
         G, nc = B * H, L // chunk
         q_proj = q_weight * scale  # (f, D): the Taylor part's queries come pre-scaled
@@ -184,10 +190,10 @@ class FusedBased(torch.autograd.Function):
         else:
             keep = valid[:, None].expand(B, H, L).reshape(G, nc, chunk).contiguous()  # (G, nc, C)
         blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep]
-        out_t, den, states = based_chunks_forward(*blocks, EPS)  # (G, nc, C, ·)
-        out_w, lse = window_forward(q, k, v, valid, geometry, D**-0.5)  # (B, H, L, Dv)
+        out_t, den, states = based_chunks_forward(*blocks, EPS, kernels)  # (G, nc, C, ·)
+        out_w, lse = window_forward(q, k, v, valid, geometry, D**-0.5, kernels)  # (B, H, L, Dv)
         ctx.save_for_backward(q, k, v, q_proj, k_weight, fq, fk, keep, valid, out_t, den, states, out_w, lse)
-        ctx.geometry, ctx.scale = geometry, scale
+        ctx.geometry, ctx.scale, ctx.kernels = geometry, scale, kernels
         return out_w + out_t.view(out_w.shape)
 
     @staticmethod
@@ -201,10 +207,10 @@ class FusedBased(torch.autograd.Function):
         d_fq, d_fk, dv = torch.empty_like(fq), torch.empty_like(fk), torch.empty_like(v)
         blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep, out_t, den, states]
         grads = [t.view(G, nc, chunk, -1) for t in (d_out, d_fq, d_fk, dv)]
-        c_loops.based_backward_loop(*blocks, *grads)  # the Taylor part: d_fq, d_fk, dv written
+        ctx.kernels.based_backward_loop(*blocks, *grads)  # the Taylor part: d_fq, d_fk, dv written
         dq, dk = d_fq @ q_proj, d_fk @ k_weight  # (B, H, L, D)
         window = (q, k, v, valid, out_w, lse, d_out, dq, dk, dv, D**-0.5, ctx.geometry)
-        c_loops.window_attention_backward(*window)  # the window's gradients, added in
+        ctx.kernels.window_attention_backward(*window)  # the window's gradients, added in
         d_q_weight = (d_fq.view(-1, f).T @ q.view(-1, D)).mul_(ctx.scale)  # (f, D)
         d_k_weight = d_fk.view(-1, f).T @ k.view(-1, D)
-        return dq, dk, dv, d_q_weight, d_k_weight, None, None, None, None
+        return dq, dk, dv, d_q_weight, d_k_weight, None, None, None, None, None

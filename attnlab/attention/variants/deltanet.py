@@ -9,7 +9,7 @@ through SiLU then L2 normalisation first (qk_silu, qk_norm: fla's DeltaNet defau
 |k| = 1 and β in (0, 1) each step is a contraction, the stability condition of the delta rule).
 Same recurrence as fla's `delta_rule_recurrence` on the normalised q, k; differences: output_norm=true
 (default) RMS-normalises each head's output (fla's layer: o_norm; output_norm=false is exactly the op).
-Forms: chunked WY/UT (ops/delta_rule.chunk_delta_rule), recurrent step on a (D, Dv) fp32 state, naive
+Forms: chunked WY/UT (ops/delta_rule/chunk.py), recurrent step on a (D, Dv) fp32 state, naive
 loop (tests).
 """
 

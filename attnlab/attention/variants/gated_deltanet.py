@@ -8,7 +8,7 @@ learned per head and initialised as fla's GatedDeltaNet layer (A ~ U(0, 16), dt 
 [1e-3, 0.1]). q and k: SiLU then L2 normalisation (fla's defaults). Same recurrence as fla's
 `naive_recurrent_gated_delta_rule`; differences: output_norm=true (default) RMS-normalises each head's
 output (fla: a gated RMSNorm in the layer; output_norm=false is exactly the op). Forms: chunked WY/UT
-with decays (ops/delta_rule.chunk_delta_rule), recurrent step on a (D, Dv) fp32 state, naive loop.
+with decays (ops/delta_rule/chunk.py), recurrent step on a (D, Dv) fp32 state, naive loop.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ S_t = diag(α_t) S_{t-1} + k_t v_tᵀ, o_t = q_tᵀ S_t / √d. α_t comes from 
 its input through a low-rank map (gate `g`, rank `gate_rank`, as fla's GLA layer), and here
 log α_t = max(logsigmoid(g_t) / gate_temperature, min_log_decay) (fla's gate_logit_normalizer = 16
 and clamp_min). The clamp keeps the chunked form's in-chunk factors within fp32 range (|log α| <= 5
-over sub-blocks of 16 positions; ops/gated_linear.py). Same recurrence as fla's
+over sub-blocks of 16 positions; ops/gated_linear/chunk.py). Same recurrence as fla's
 `naive_recurrent_gla`; differences: output_norm=true (default) RMS-normalises each head's output
 (fla's layer has an RMSNorm there; output_norm=false is exactly the op), and the clamp is on by
-default (fla's clamp_min is off by default). Forms: chunked (ops/gated_linear.chunk_gla), recurrent
+default (fla's clamp_min is off by default). Forms: chunked (ops/gated_linear/chunk.py chunk_gla), recurrent
 step on a (D, Dv) fp32 state, naive loop (tests).
 """
 
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import cpu
 from attnlab.attention.base import GateSpec, Range
-from attnlab.attention.cpu import passes
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -32,18 +32,16 @@ from attnlab.attention.registry import register_attention
 class LogDecayGate(torch.autograd.Function):
     """x -> max(logsigmoid(x) / temperature, floor), with its derivative σ(-x) / temperature where
     not clamped written out: one pass each way in C for contiguous float32 CPU tensors
-    (attention/linear_passes.c), else three in-place PyTorch passes forward, six back (autograd: ~8
+    (cpu/elementwise.c), else three in-place PyTorch passes forward, six back (autograd: ~8
     with buffers)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, temperature: float, floor: float) -> Tensor:
         ctx.save_for_backward(x)
         ctx.temperature, ctx.floor = temperature, floor
-        lib = passes._fused(x)
-        if lib is not None:
-            y = torch.empty_like(x)
-            lib.log_decay_gate(passes._ptr(x), passes._ptr(y), temperature, floor, x.numel())
-            return y
+        c = cpu.kernels_for(x)
+        if c is not None:
+            return c.log_decay_gate(x, temperature, floor)
         return F.logsigmoid(x).div_(temperature).clamp_(min=floor)
 
     @staticmethod
@@ -51,13 +49,9 @@ class LogDecayGate(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
         (x,) = ctx.saved_tensors
         grad = grad.contiguous()
-        lib = passes._fused(grad, x)
-        if lib is not None:
-            dx = torch.empty_like(x)
-            lib.log_decay_gate_backward(
-                passes._ptr(grad), passes._ptr(x), passes._ptr(dx), ctx.temperature, ctx.floor, x.numel()
-            )
-            return dx, None, None
+        c = cpu.kernels_for(grad, x)
+        if c is not None:
+            return c.log_decay_gate_backward(grad, x, ctx.temperature, ctx.floor), None, None
         below = F.logsigmoid(x).div_(ctx.temperature) < ctx.floor  # clamped: no gradient (as clamp)
         return torch.sigmoid(-x).mul_(grad).div_(ctx.temperature).masked_fill_(below, 0.0), None, None
 

@@ -8,7 +8,7 @@ log α_t = -exp(A_log_h) · softplus(g_t + dt_bias), g from a low-rank projectio
 Kimi Linear's f_proj), A_log per head and dt_bias per head and dimension, initialised as gated_deltanet's.
 q and k: SiLU then L2 normalisation. Same recurrence as fla's `naive_recurrent_kda`; differences:
 output_norm=true (default) RMS-normalises each head's output (Kimi Linear: a gated RMSNorm in the
-layer; output_norm=false is exactly the op). Forms: chunked (ops/kda.chunk_kda, plain PyTorch), recurrent
+layer; output_norm=false is exactly the op). Forms: chunked (ops/kda/chunk.py, plain PyTorch), recurrent
 step on a (D, Dv) fp32 state, naive loop (tests).
 """
 

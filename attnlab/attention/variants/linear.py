@@ -4,7 +4,7 @@ softmax(q·k) is replaced by phi(q)·phi(k) with a positive feature map phi, so
 
     out_i = phi(q_i) · Σ_j phi(k_j) v_jᵀ  /  phi(q_i) · Σ_j phi(k_j)
 
-costs O(N·d²) instead of O(N²·d); the computation is in attention/linear_kernels.py (hand-written
+costs O(N·d²) instead of O(N²·d); the computation is in attention/ops/linear/chunk.py (hand-written
 backwards). Causal mode runs chunk by chunk: inside a chunk of C positions a masked C x C product,
 across chunks the prefix sums of phi(k) vᵀ. With C >= d the chunk states take (N/C)·d² <= N·d memory,
 so no (N, d, d) tensor is ever materialised. Sums are accumulated in fp32 whatever the input dtype;

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import cpu
 from attnlab.attention.alibi import alibi_bias
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.cpu import loops as c_loops
-from attnlab.attention.cpu import passes
 from attnlab.attention.registry import register_attention
 
 # The C kernel's working memory per thread grows as the window squared (a block's scores and their
@@ -65,7 +64,7 @@ class NeighbourWindows(torch.autograd.Function):
     """x (B, H, nb·C, E) -> (B, H·nb, W, E), W = (before + 1 + after)·C: window b holds blocks
     b - before .. b + after (zeros beyond either end), written straight into the layout the fused
     kernel takes. The backward adds each slot back onto its block in place; autograd's version of
-    pad + unfold + reshape re-scatters through zero-filled buffers (about 3x slower here)."""
+    pad + unfold + reshape re-scatters through zero-filled buffers (docs/measurements.md)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, C: int, before: int, after: int) -> Tensor:
@@ -96,19 +95,19 @@ class NeighbourWindows(torch.autograd.Function):
 
 
 class BlockedWindowAttention(torch.autograd.Function):
-    """The same blocked attention in C, for plain float32 CPU tensors (attention/linear_passes.c,
-    through the custom ops of ops/c_loops.py, which come with their FLOP formulas): each block of C
+    """The same blocked attention in C, for plain float32 CPU tensors (cpu/window_softmax.c, through
+    the custom ops of the C door, which come with their FLOP formulas): each block of C
     queries against only its window's keys that lie in the sequence, the scores of a block formed,
     masked and normalised in cache, never a padded (C, W) mask nor window copies of k and v; the
     backward recomputes the scores from the saved log-sum-exp (FlashAttention's scheme). q, k
     (B, H, L, D), v (B, H, L, Dv), L a multiple of C; valid (B, L) 1 for a real key, or None."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, q, k, v, valid, geometry: list[int], scale: float) -> Tensor:
+    def forward(ctx: FunctionCtx, q, k, v, valid, geometry: list[int], scale: float, kernels) -> Tensor:
         q, k, v = (t.contiguous() for t in (q, k, v))
-        out, lse = window_forward(q, k, v, valid, geometry, scale)
+        out, lse = window_forward(q, k, v, valid, geometry, scale, kernels)
         ctx.save_for_backward(q, k, v, valid, out, lse)
-        ctx.geometry, ctx.scale = geometry, scale
+        ctx.geometry, ctx.scale, ctx.kernels = geometry, scale, kernels
         return out
 
     @staticmethod
@@ -118,21 +117,21 @@ class BlockedWindowAttention(torch.autograd.Function):
         # the kernel adds its gradients into dq, dk, dv
         dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         d_out = d_out.contiguous()
-        c_loops.window_attention_backward(
+        ctx.kernels.window_attention_backward(
             q, k, v, valid, out, lse, d_out, dq, dk, dv, ctx.scale, ctx.geometry
         )
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
 
 
 def window_forward(
-    q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None, geometry: list[int], scale: float
+    q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None, geometry: list[int], scale: float, kernels
 ) -> tuple[Tensor, Tensor]:
     """The C kernel's forward on contiguous q, k (B, H, L, D), v (B, H, L, Dv): the output (B, H, L, Dv)
-    and each query's log-sum-exp (B, H, L), which its backward (c_loops.window_attention_backward,
-    which adds its gradients into the dq, dk and dv it is given) takes."""
+    and each query's log-sum-exp (B, H, L), which its backward (the kernels' window_attention_backward,
+    which adds its gradients into the dq, dk and dv it is given) takes. `kernels`: window_kernel's."""
     B, H, L, D = q.shape
     out, lse = q.new_empty(B, H, L, v.shape[-1]), q.new_empty(B, H, L)
-    c_loops.window_attention_forward(q, k, v, valid, out, lse, scale, geometry)
+    kernels.window_attention_forward(q, k, v, valid, out, lse, scale, geometry)
     return out, lse
 
 
@@ -147,11 +146,15 @@ def window_plan(N: int, heads: int, window: int, causal: bool) -> tuple[list[int
     return [C, before, after, lowest, highest, heads], (-N) % C
 
 
-def window_kernel_applies(geometry: list[int], *tensors: Tensor) -> bool:
-    """Whether the C kernel takes these: plain float32 CPU tensors, a window of working memory that fits."""
+def window_kernel(geometry: list[int], *tensors: Tensor):
+    """The C kernels if they take these (plain float32 CPU tensors, a window of working memory that
+    fits), else None: the fast path, decided once per call."""
     q, v = tensors[0], tensors[2]
-    small_enough = c_loops.window_scratch_floats(geometry, q.shape[-1], v.shape[-1]) <= WINDOW_SCRATCH_FLOATS
-    return small_enough and passes._fused(*(t.detach() for t in tensors)) is not None
+    c = cpu.kernels_for(*(t.detach() for t in tensors))
+    fits = (
+        c is not None and c.window_scratch_floats(geometry, q.shape[-1], v.shape[-1]) <= WINDOW_SCRATCH_FLOATS
+    )
+    return c if fits else None
 
 
 def key_validity(
@@ -191,9 +194,11 @@ def sliding_window_attention(
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, nb·C, ·)
     q, k, v = (t.contiguous() for t in (q, k, v))  # (both paths reshape them into blocks)
-    if alibi is None and window_kernel_applies(geometry, q, k, v):  # float32 CPU: in C
+    # The fast path, decided once: float32 CPU tensors in C; an ALiBi bias only on the PyTorch path.
+    kernels = None if alibi is not None else window_kernel(geometry, q, k, v)
+    if kernels is not None:
         valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # keys past the end, and padded ones
-        out = BlockedWindowAttention.apply(q, k, v, valid, geometry, D**-0.5)  # (B, H, nb·C, Dv)
+        out = BlockedWindowAttention.apply(q, k, v, valid, geometry, D**-0.5, kernels)  # (B, H, nb·C, Dv)
         return out[:, :, :N]
     kw = NeighbourWindows.apply(k, C, before, after)  # (B, H·nb, W, D)
     vw = NeighbourWindows.apply(v, C, before, after)  # (B, H·nb, W, Dv)

@@ -16,8 +16,8 @@ exactly `naive_recurrent_simple_gla(q, Δ·k, v, log a)` (tests/attention/test_f
 Differences from the Mamba-2 block: q·k is scaled by 1/√d as in every attnlab kernel (Mamba-2 does not
 scale C·B; its gated RMSNorm after the mixer plays that part, here output_norm=true), and the short
 convolution and the output gate belong to the layer (model.short_conv, model.output_gate), not the
-kernel. Forms: chunked (ops/gated_linear.chunk_gla, scalar decay), recurrent step on a (D, Dv) fp32
-state, naive loop (ops/gated_linear.naive_recurrent_gla, tests).
+kernel. Forms: chunked (ops/gated_linear/chunk.py chunk_gla, scalar decay), recurrent step on a (D, Dv) fp32
+state, naive loop (ops/gated_linear/reference.py, tests).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ The head-wise schedule is RetNet's, γ_h = 1 - 2^-(first_exponent + exponent_ste
 Difference from fla's op: output_norm=true (default) RMS-normalises each head's output per position,
 RetNet's GroupNorm without its affine weight; output_norm=false is exactly fla's op. RetNet's xPos
 rotation and swish output gate belong to the layer and are not part of this kernel. Forms: chunked
-(ops/gated_linear.chunk_gla), recurrent step on a (D, Dv) fp32 state, naive loop (tests).
+(ops/gated_linear/chunk.py chunk_gla), recurrent step on a (D, Dv) fp32 state, naive loop (tests).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The chunked form (ChunkBased) uses the features only for the state carried betwe
 sums of φ(k) [v, 1]ᵀ, numerator and denominator together); inside a chunk it evaluates κ directly
 from s = q·k, a C x C x d product instead of C x C x (1 + d + d(d+1)/2). Its backward is written out.
 On CPU float32 one C loop per sequence runs it chunk by chunk, each chunk's features formed in cache
-and never written out (attention/linear_passes.c, through ops/c_loops.py); elsewhere batched products
+and never written out (cpu/based.c); elsewhere batched products
 over all chunks, with the features written out.
 """
 
@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention.cpu import loops as c_loops
-from attnlab.attention.cpu import passes
-from attnlab.attention.cpu.passes import inclusive_scan_, taylor_features_backward
-from attnlab.attention.cpu.passes import taylor_features as _taylor_features
+from attnlab.attention import cpu
+from attnlab.attention.ops.passes import inclusive_scan_, taylor_feature_count, taylor_features_backward
+from attnlab.attention.ops.passes import taylor_features as _taylor_features
 
 
 def taylor_features(x: Tensor) -> Tensor:
@@ -34,9 +33,9 @@ def taylor_features(x: Tensor) -> Tensor:
 
 
 class TaylorFeatures(torch.autograd.Function):
-    """φ and its derivative, written out (linear_passes.py: in C on CPU float32, else one broadcast
+    """φ and its derivative, written out (ops/passes.py: in C on CPU float32, else one broadcast
     product per row of pairs); gathering x[..., a] * x[..., b] with index tensors and autograd's
-    index_put backward were ~10x slower on a CPU."""
+    index_put backward scatter element by element (timings: docs/measurements.md)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor) -> Tensor:
@@ -56,22 +55,23 @@ class ChunkBased(torch.autograd.Function):
 
     [numerator, denominator] = κ-masked in-chunk scores @ [v, 1] + φ(q) @ Z_c, with Z_c the sum over
     earlier chunks of φ(k)ᵀ [v, 1] (F, Dv + 1). On CPU float32 one C loop per sequence does it all,
-    chunk by chunk, with each chunk's features formed in cache and Z_c kept there (ops/c_loops.py);
+    chunk by chunk, with each chunk's features formed in cache and Z_c kept there (cpu/based.c);
     elsewhere batched products over all chunks, Z_c formed by an in-place prefix scan over chunks."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, keep, eps: float):
         G, nc, C, d = q.shape
         Dv = v.shape[-1]
-        ctx.fused = passes._fused(q, k, v, keep) is not None
-        if ctx.fused:
-            out, den, states = based_chunks_forward(q, k, v, keep.view(G, nc, C), eps)
+        c = cpu.kernels_for(q, k, v, keep)  # the fast path, decided once: one C loop per sequence
+        ctx.kernels = c
+        if c is not None:
+            out, den, states = based_chunks_forward(q, k, v, keep.view(G, nc, C), eps, c)
             ctx.save_for_backward(q, k, v, keep, out, den, states)
             return out
         v1 = v.new_empty(G, nc, C, Dv + 1)  # [v, 1], zero for padded keys
         torch.mul(v, keep, out=v1[..., :Dv])
         v1[..., Dv:] = keep
-        phi_q, phi_k = _taylor_features(q), _taylor_features(k)  # (G, nc, C, F)
+        phi_q, phi_k = _taylor_features(q, None), _taylor_features(k, None)  # (G, nc, C, F), in PyTorch
         F_ = phi_q.shape[-1]
         flat = G * nc
         # Z_c = Σ over chunks before c of φ(k)ᵀ [v, 1]: chunk c-1's write in slot c (a one-chunk shift
@@ -79,7 +79,7 @@ class ChunkBased(torch.autograd.Function):
         Z = q.new_empty(flat, F_, Dv + 1)
         torch.bmm(phi_k.view(flat, C, F_)[:-1].transpose(1, 2), v1.view(flat, C, Dv + 1)[:-1], out=Z[1:])
         Z.view(G, nc, -1)[:, 0].zero_()
-        inclusive_scan_(Z.view(G, nc, -1))
+        inclusive_scan_(Z.view(G, nc, -1), kernels=None)
         s = torch.matmul(q, k.transpose(-2, -1))  # (G, nc, C, C)
         kappa = (s * s).mul_(0.5).add_(s).add_(1.0).tril_()  # causal κ = 1 + s + s²/2
         nd = torch.bmm(phi_q.view(flat, C, F_), Z).baddbmm_(kappa.view(flat, C, C), v1.view(flat, C, Dv + 1))
@@ -91,17 +91,17 @@ class ChunkBased(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor):
-        if ctx.fused:
+        if ctx.kernels is not None:
             q, k, v, keep, out, den, states = ctx.saved_tensors
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
             saved = (q, k, v, keep.view(keep.shape[:-1]), out, den, states)
-            c_loops.based_backward_loop(*saved, d_out.contiguous(), dq, dk, dv)
+            ctx.kernels.based_backward_loop(*saved, d_out.contiguous(), dq, dk, dv)
             return dq, dk, dv, None, None
         q, k, v1, keep, Z, s, kappa, out, den = ctx.saved_tensors
         G, nc, C, d = q.shape
         Dv = v1.shape[-1] - 1
         flat = G * nc
-        phi_q, phi_k = _taylor_features(q), _taylor_features(k)
+        phi_q, phi_k = _taylor_features(q, None), _taylor_features(k, None)
         F_ = phi_q.shape[-1]
         d_nd = d_out.new_empty(flat, C, Dv + 1)  # d loss / d [numerator, denominator]
         torch.div(d_out.reshape(flat, C, Dv), den, out=d_nd[..., :Dv])
@@ -111,7 +111,7 @@ class ChunkBased(torch.autograd.Function):
         dW = q.new_empty(flat, F_, Dv + 1)
         torch.bmm(phi_q.view(flat, C, F_)[1:].transpose(1, 2), d_nd[1:], out=dW[:-1])
         dW.view(G, nc, -1)[:, -1].zero_()
-        inclusive_scan_(dW.view(G, nc, -1), reverse=True)
+        inclusive_scan_(dW.view(G, nc, -1), reverse=True, kernels=None)
         d_phi_q = torch.bmm(d_nd, Z.transpose(1, 2))  # (flat, C, F)
         d_phi_k = torch.bmm(v1.view(flat, C, Dv + 1), dW.transpose(1, 2))  # (flat, C, F)
         d_v1 = torch.bmm(phi_k.view(flat, C, F_), dW)  # (flat, C, Dv + 1)
@@ -119,24 +119,27 @@ class ChunkBased(torch.autograd.Function):
         d_v1.baddbmm_(kappa.view(flat, C, C).transpose(1, 2), d_nd)
         d_s = torch.bmm(d_nd, v1.view(flat, C, Dv + 1).transpose(1, 2)).tril_()  # d loss / d κ
         d_s.mul_(s.view(flat, C, C).add(1.0))  # (flat, C, C)
-        dq = torch.bmm(d_s, k.view(flat, C, d)).add_(taylor_features_backward(d_phi_q, q.view(flat, C, d)))
+        dq = torch.bmm(d_s, k.view(flat, C, d)).add_(
+            taylor_features_backward(d_phi_q, q.view(flat, C, d), None)
+        )
         dk = torch.bmm(d_s.transpose(1, 2), q.view(flat, C, d))
-        dk.add_(taylor_features_backward(d_phi_k, k.view(flat, C, d)))
+        dk.add_(taylor_features_backward(d_phi_k, k.view(flat, C, d), None))
         dv = d_v1[..., :Dv].mul(keep.view(flat, C, 1))
         return dq.view(G, nc, C, d), dk.view(G, nc, C, d), dv.view(G, nc, C, Dv), None, None
 
 
 def based_chunks_forward(
-    q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float
+    q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float, c
 ) -> tuple[Tensor, Tensor, Tensor]:
     """ChunkBased's forward in C (plain contiguous float32 CPU tensors): q (pre-scaled), k (G, nc, C, d),
     v (G, nc, C, Dv), keep (G, nc, C) -> the output (G, nc, C, Dv), its denominator (G, nc, C) and the
-    sums [Z z] before each chunk (G, nc, F, Dv + 1), which c_loops.based_backward_loop takes."""
+    sums [Z z] before each chunk (G, nc, F, Dv + 1), which the C backward loop takes. `c`: the C kernels
+    (cpu.kernels_for)."""
     G, nc, C, d = q.shape
     Dv = v.shape[-1]
     out, den = q.new_empty(G, nc, C, Dv), q.new_empty(G, nc, C)
-    states = q.new_empty(G, nc, passes.taylor_feature_count(d), Dv + 1)
-    c_loops.based_forward_loop(q, k, v, keep, eps, out, den, states)
+    states = q.new_empty(G, nc, taylor_feature_count(d), Dv + 1)
+    c.based_forward_loop(q, k, v, keep, eps, out, den, states)
     return out, den, states
 
 

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention.cpu import loops as c_loops
-from attnlab.attention.cpu import passes
-from attnlab.attention.ops.gated_linear.chunk import FLUSH_BELOW, flushed_exp
+from attnlab.attention import cpu
+from attnlab.attention.ops.decay import FLUSH_BELOW, flushed_exp
 
 
 def scaled_bmm(a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
@@ -46,42 +45,40 @@ def add_bmm_(out: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
     return out
 
 
-def decay_matrix(b: Tensor) -> Tensor:
+# The elementwise steps below take `kernels`, ChunkDeltaRule's one decision for the C path (the C kernels
+# or None); called on their own (tests, other ops) they ask the C door themselves (cpu.ASK).
+def decay_matrix(b: Tensor, kernels=cpu.ASK) -> Tensor:
     """b (G, nc, C) cumulative log decays -> Γ (G, nc, C, C), Γ_ij = e^{b_i - b_j} for j <= i, else 0,
     flushed below FLUSH_BELOW (one pass in C for float32 on CPU; PyTorch: four)."""
+    c = cpu.decided(kernels, b)
+    if c is not None:
+        return c.decay_matrix(b)
     C = b.shape[-1]
-    lib = passes._fused(b)
-    if lib is not None:
-        gamma = b.new_empty(*b.shape, C)
-        lib.decay_matrix(passes._ptr(b), passes._ptr(gamma), FLUSH_BELOW, b.numel() // C, C)
-        return gamma
     past = torch.ones(C, C, dtype=torch.bool, device=b.device).tril_()
     return flushed_exp((b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")))
 
 
-def flush_small_(x: Tensor) -> Tensor:
+def flush_small_(x: Tensor, kernels=cpu.ASK) -> Tensor:
     """x with entries of magnitude below FLUSH_BELOW set to 0, in place (elementwise: a batch of
     column-major matrices, as torch.linalg.solve_triangular returns, is as good as a contiguous one)."""
     dense = x.mT if not x.is_contiguous() and x.mT.is_contiguous() else x
-    lib = passes._fused(dense)
-    if lib is not None:
-        lib.flush_small(passes._ptr(dense), FLUSH_BELOW, x.numel())
+    c = cpu.decided(kernels, dense)
+    if c is not None and dense.is_contiguous():  # (the C pass walks memory in order)
+        c.flush_small_(dense)
         return x
     return x.masked_fill_(x.abs() < FLUSH_BELOW, 0.0)
 
 
-def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None) -> Tensor:
+def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, kernels=cpu.ASK) -> Tensor:
     """ChunkDeltaRule's right-hand sides [βV, Kw] (G, nc, C, Dv + D), Kw = β K ⊙ e^b (b (G, nc, C) the
     cumulative log decay, flushed as flushed_exp; None: ungated, Kw = β K). One pass in C for float32
     on CPU (PyTorch: two or three)."""
     G, nc, C, D = k.shape
     Dv = v.shape[-1]
     rhs = k.new_empty(G, nc, C, Dv + D)
-    lib = passes._fused(k, v, beta, b)
-    if lib is not None:
-        ptrs = (passes._ptr(t) for t in (k, v, beta, b, rhs))
-        lib.delta_rule_rhs(*ptrs, FLUSH_BELOW, G * nc, C, D, Dv)
-        return rhs
+    c = cpu.decided(kernels, k, v, beta, b)
+    if c is not None:
+        return c.delta_rule_rhs(k, v, beta, b, rhs)
     torch.mul(v, beta[..., None], out=rhs[..., :Dv])
     torch.mul(
         k, beta[..., None] if b is None else beta[..., None] * flushed_exp(b)[..., None], out=rhs[..., Dv:]
@@ -96,19 +93,15 @@ def _decayed_qk(k: Tensor, q: Tensor, b: Tensor, scale: float) -> tuple[Tensor, 
 
 
 def delta_rule_grad_epilogue_(
-    dk: Tensor, d_kb: Tensor, d_beta: Tensor, y: Tensor, v: Tensor, k: Tensor, beta: Tensor
+    dk: Tensor, d_kb: Tensor, d_beta: Tensor, y: Tensor, v: Tensor, k: Tensor, beta: Tensor, kernels=cpu.ASK
 ) -> Tensor:
     """ChunkDeltaRule's last elementwise step, through r = diag(β) V - diag(β) (K ⊙ e^b) S and the
     in-chunk βK: dk += β d_kb, d_beta += Σ y ⊙ v + Σ d_kb ⊙ k (in place); -> dv = β y. One pass in C
     for float32 on CPU (PyTorch: about five)."""
     dv = torch.empty_like(y)
-    lib = passes._fused(dk, d_kb, d_beta, y, v, k, beta)
-    if lib is not None:
-        tensors = (dk, d_kb, dv, d_beta, y, v, k, beta)
-        lib.delta_rule_grad_epilogue(
-            *(passes._ptr(t) for t in tensors), beta.numel(), k.shape[-1], v.shape[-1]
-        )
-        return dv
+    c = cpu.decided(kernels, dk, d_kb, d_beta, y, v, k, beta)
+    if c is not None:
+        return c.delta_rule_grad_epilogue_(dk, d_kb, dv, d_beta, y, v, k, beta)
     dk.addcmul_(d_kb, beta[..., None])
     torch.mul(y, beta[..., None], out=dv)
     d_beta += torch.linalg.vecdot(y, v) + torch.linalg.vecdot(d_kb, k)
@@ -116,7 +109,7 @@ def delta_rule_grad_epilogue_(
 
 
 def delta_scores_backward_(
-    dM: Tensor, dP: Tensor, M: Tensor, P_raw: Tensor, gamma: Tensor | None, beta: Tensor
+    dM: Tensor, dP: Tensor, M: Tensor, P_raw: Tensor, gamma: Tensor | None, beta: Tensor, kernels=cpu.ASK
 ) -> tuple[Tensor, Tensor | None]:
     """Through the in-chunk scores (G, nc, C, C) M = M_raw ⊙ Γ (causal) and P = diag(β) K Kᵀ ⊙ Γ
     (strictly lower), P_raw = K Kᵀ ⊙ Γ as saved; gamma None: Γ is the causal mask. In place, dM
@@ -127,11 +120,9 @@ def delta_scores_backward_(
     G, nc, C = M.shape[:3]
     d_beta = beta.new_empty(beta.shape)
     db = None if gamma is None else beta.new_empty(beta.shape)
-    lib = passes._fused(dM, dP, M, P_raw, gamma, beta)
-    if lib is not None:
-        lib.delta_scores_backward(
-            *(passes._ptr(t) for t in (dM, dP, M, P_raw, gamma, beta, db, d_beta)), G * nc, C
-        )
+    c = cpu.decided(kernels, dM, dP, M, P_raw, gamma, beta)
+    if c is not None:
+        c.delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, db, d_beta)
         return d_beta, db
     torch.linalg.vecdot(dP, P_raw, out=d_beta)
     dP.mul_(beta[..., None])  # G (before Γ)
@@ -163,16 +154,19 @@ class ChunkDeltaRule(torch.autograd.Function):
     symmetric, so both of its factors come from one product. Every product that needs no recurrence
     is one batched product over all chunks (G·nc matrices); the chunk-to-chunk recurrence is a loop
     that also does every product reading a state (three per chunk forward, seven backward), with the
-    decays applied there (in C on CPU: ops/c_loops.py). T = A⁻¹ is one batched triangular solve.
+    decays applied there (in C on CPU: cpu/delta_rule.c). T = A⁻¹ is one batched triangular solve.
     Exponents are all <= 0."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
+        # The fast path, decided once for every step below: in C when the inputs are plain contiguous
+        # float32 CPU tensors (then so is every intermediate: fresh, contiguous, of their dtype).
+        c = cpu.kernels_for(q, k, v, beta, g, S0)
         b = None if g is None else g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
-        gamma = None if b is None else decay_matrix(b)  # (G, nc, C, C); ungated: the causal mask, by tril_
-        rhs = delta_rule_rhs(k, v, beta, b)  # (G, nc, C, Dv + D) [βV, Kw]
+        gamma = None if b is None else decay_matrix(b, c)  # (G, nc, C, C); ungated: the causal mask, by tril_
+        rhs = delta_rule_rhs(k, v, beta, b, c)  # (G, nc, C, Dv + D) [βV, Kw]
         # Unit lower-triangular A = I + strict_lower(P), P = diag(β) P_raw, P_raw = K Kᵀ ⊙ Γ (saved); the
         # solve reads the strict lower triangle only (ungated: no mask needed).
         P_raw = torch.matmul(k, k.transpose(-2, -1))  # (G, nc, C, C)
@@ -181,22 +175,22 @@ class ChunkDeltaRule(torch.autograd.Function):
         P = P_raw * beta[..., None]
         eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(G, nc, C, C)
         T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
-        if gamma is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops.gated_linear.flushed_exp)
-            flush_small_(T)
+        if gamma is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops/decay.py flushed_exp)
+            flush_small_(T, c)
         uw = torch.matmul(T, rhs)  # (G, nc, C, Dv + D) [u w] = T [βV, Kw]
         states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c
         # The chunk-to-chunk loop: u becomes new = u - w S; out = scale (Q ⊙ e^b) S_c (the earlier chunks')
-        if passes._fused(uw, k, q, b, S0) is not None:  # in C, each state's products while in cache
+        if c is not None:  # in C, each state's products while in cache
             S = S0.clone(memory_format=torch.contiguous_format)  # the final state, in place
             out = torch.empty_like(v)
-            c_loops.delta_rule_forward_loop(uw, k, q, b, scale, out, states, S)
+            c.delta_rule_forward_loop(uw, k, q, b, scale, out, states, S)
         else:
             S, out = _recurrence_forward(uw, k, q, b, scale, states, S0)
         M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
         M.mul_(gamma) if gamma is not None else M.tril_()
         add_bmm_(out, M, uw[..., :Dv])
         ctx.save_for_backward(q, k, v, beta, b, gamma, P_raw, T, uw, states, M)
-        ctx.scale = scale
+        ctx.scale, ctx.kernels = scale, c
         return out, S
 
     @staticmethod
@@ -216,24 +210,26 @@ class ChunkDeltaRule(torch.autograd.Function):
             if d_final is None
             else d_final.clone(memory_format=torch.contiguous_format)
         )  # d loss / d S, from the final state back to S_0, in place
-        # The chunk-to-chunk recurrence backwards (c_loops.delta_rule_backward_loop's contract): d_new
+        # The chunk-to-chunk recurrence backwards (cpu kernels' delta_rule_backward_loop's contract): d_new
         # gains its carried part; y = Tᵀ d new = d loss / d r; d_q, d_kb, dk get the state's terms; gated,
         # db_rows and db_last the terms of d loss / d b that go through the state.
         y, (d_q, d_kb, dk) = torch.empty_like(d_new), (torch.empty_like(k) for _ in range(3))
         db_rows, db_last = (None, None) if b is None else (torch.empty_like(b), b.new_empty(G, nc))
         grads = (y, d_q, d_kb, dk, db_rows, db_last)
         T_lies = T if T.is_contiguous() else T.mT  # solve_triangular's T is column-major
-        if passes._fused(d_new, k, q, uw, T_lies, b, beta, d_out, states, dS) is not None:
-            c_loops.delta_rule_backward_loop(d_new, k, q, uw, T, b, beta, scale, d_out, states, *grads, dS)
+        # The forward's decision, if the gradients coming in are plain float32 CPU tensors too.
+        c = ctx.kernels and cpu.kernels_for(d_out, dS, T_lies)
+        if c is not None:
+            c.delta_rule_backward_loop(d_new, k, q, uw, T, b, beta, scale, d_out, states, *grads, dS)
         else:
             dS = _recurrence_backward(d_new, k, q, uw, T, b, beta, scale, d_out, states, grads, dS)
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
         # M = scale (Q Kᵀ) ⊙ Γ and P = diag(β) K Kᵀ ⊙ Γ: dM, dP become the gradients of Q Kᵀ and K Kᵀ
-        d_beta, db = delta_scores_backward_(dM, dP, M, P_raw, gamma, beta)
+        d_beta, db = delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, c)
         add_bmm_(d_q, dM, k, scale)
         add_bmm_(dk, dM.transpose(-2, -1), q, scale)
         add_bmm_(dk, dP, k)
-        dv = delta_rule_grad_epilogue_(dk, d_kb, d_beta, y, v, k, beta)
+        dv = delta_rule_grad_epilogue_(dk, d_kb, d_beta, y, v, k, beta, c)
         dg = None
         if db is not None:
             db += db_rows
@@ -246,7 +242,7 @@ def _recurrence_forward(
     uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, states: Tensor, S: Tensor
 ) -> tuple[Tensor, Tensor]:
     """ChunkDeltaRule's chunk-to-chunk recurrence in PyTorch (the C loop's fallback, same contract:
-    c_loops.delta_rule_forward_loop): u in uw becomes new = u - w S, states receives the state before
+    cpu kernels' delta_rule_forward_loop): u in uw becomes new = u - w S, states receives the state before
     each chunk; -> the final state, and scale (Q ⊙ e^b) S_c for every chunk."""
     Dv = states.shape[-1]
     new, w = uw[..., :Dv], uw[..., Dv:]
@@ -277,7 +273,7 @@ def _recurrence_backward(
     grads: tuple[Tensor, ...],
     dS: Tensor,
 ) -> Tensor:
-    """Its backward in PyTorch, with the C loop's contract (c_loops.delta_rule_backward_loop): fills
+    """Its backward in PyTorch, with the C loop's contract (cpu kernels' delta_rule_backward_loop): fills
     grads = (y, d_q, d_kb, dk, db_rows, db_last) and d_new's carried part; -> d loss / d S_0."""
     y, d_q, d_kb, dk, db_rows, db_last = grads
     Dv = d_new.shape[-1]

@@ -27,25 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention.cpu import passes
-from attnlab.attention.cpu.passes import inclusive_scan_
+from attnlab.attention import cpu
+from attnlab.attention.ops.decay import flushed_exp, flushed_exp_
+from attnlab.attention.ops.passes import inclusive_scan_
 
 SUB_BLOCK = 16  # positions per diagonal sub-block of a per-dimension gate, at the least
 MAX_EXPONENT = 80.0  # largest in-sub-block exponent sub·max|g| (e^80 ~ 5.5e34 < fp32's max 3.4e38)
-FLUSH_BELOW = 1e-20  # decay factors below this are set to 0 (see flushed_exp)
-
-
-def flushed_exp(x: Tensor) -> Tensor:
-    """e^x as a new tensor, with values below FLUSH_BELOW (x < -46) set to exactly 0. A decay that
-    small scales a term by less than 1e-20 of one that is not decayed, 13 orders of magnitude under
-    fp32's resolution; left in, such factors and their products are subnormal floats, on which x86
-    CPUs compute ~100x slower (the chunked gated delta rule ran ~1.4x slower on the bench's gates)."""
-    return F.threshold_(x.exp(), FLUSH_BELOW, 0.0)
-
-
-def flushed_exp_(x: Tensor) -> Tensor:
-    """flushed_exp in place (x is a temporary of the caller's)."""
-    return F.threshold_(x.exp_(), FLUSH_BELOW, 0.0)
 
 
 class ChunkStateScan(torch.autograd.Function):
@@ -149,10 +136,10 @@ class ChunkPerDimGLA(torch.autograd.Function):
     def forward(ctx: FunctionCtx, q, k, v, g, S0, scale: float, sub: int):
         G, nc, C, D = q.shape
         b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
-        lib = passes._fused(q, k, b)
-        ctx.one_block = sub >= C and lib is not None
+        c = cpu.kernels_for(q, k, b) if sub >= C else None  # the fast path, decided once: in C
+        ctx.one_block = c is not None  # (one in-chunk block only: the factors of sub-blocks are not in C)
         if ctx.one_block:  # the factors in one C pass, the products as below
-            return _forward_one_block(ctx, lib, q, k, v, b, S0, scale)
+            return _forward_one_block(ctx, c, q, k, v, b, S0, scale)
         qs = q * scale
         b_last = b[:, :, -1:]  # (G, nc, 1, D)
         to_end = flushed_exp_(b_last - b)  # decay from j (exclusive) to the chunk end
@@ -256,14 +243,12 @@ def _carried_grads(dS_out: Tensor, carry: Tensor, d_final: Tensor | None) -> tup
     return d_writes, torch.addcmul(dS_out[:, 0], d_writes[:, 0], carry[:, 0])  # (G, D, Dv)
 
 
-def _forward_one_block(ctx: FunctionCtx, lib, q, k, v, b, S0, scale: float):
+def _forward_one_block(ctx: FunctionCtx, c, q, k, v, b, S0, scale: float):
     """ChunkPerDimGLA's forward when one in-chunk block covers the chunk (sub >= C), float32 on CPU:
     q_hat = scale q e^b, kd = k e^{b_last - b}, k_hat = k e^{-b} from one C pass; the products as in
     the general path, whose sub-block is then the chunk."""
-    G, nc, C, D = q.shape
-    q_hat, kd, k_hat = (torch.empty_like(q) for _ in range(3))
-    tensors = (q, k, b, q_hat, kd, k_hat)
-    lib.gla_chunk_factors(*(passes._ptr(t) for t in tensors), scale, FLUSH_BELOW, G * nc, C, D)
+    C = q.shape[2]
+    q_hat, kd, k_hat = c.gla_chunk_factors(q, k, b, scale)
     carry = flushed_exp(b[:, :, -1:].transpose(-2, -1))  # (G, nc, D, 1)
     states, final = _carried_states(torch.matmul(kd.transpose(-2, -1), v), carry, S0)
     out = torch.matmul(q_hat, states)  # (G, nc, C, Dv) from the earlier chunks
@@ -271,12 +256,12 @@ def _forward_one_block(ctx: FunctionCtx, lib, q, k, v, b, S0, scale: float):
     A.masked_fill_(_future(0, C, q.device), 0.0)
     out.view(-1, C, out.shape[-1]).baddbmm_(A.view(-1, C, C), v.view(-1, C, v.shape[-1]))
     ctx.save_for_backward(q, k, v, b, carry, kd, q_hat, k_hat, states, A)
-    ctx.scale = scale
+    ctx.scale, ctx.kernels = scale, c
     return out, final
 
 
 def _backward_one_block(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
-    """Its backward: the products, then d q, d k and d g in one C pass (linear_passes.c)."""
+    """Its backward: the products, then d q, d k and d g in one C pass (cpu/gated_linear.c)."""
     q, k, v, b, carry, kd, q_hat, k_hat, states, A = ctx.saved_tensors
     G, nc, C, D = q.shape
     d_out = d_out.contiguous()
@@ -291,17 +276,15 @@ def _backward_one_block(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None)
     )
     d_q_hat = torch.matmul(dA, k_hat)
     d_k_hat = torch.matmul(dA.transpose(-2, -1), q_hat)
-    d_q, dk, dg = (torch.empty_like(q) for _ in range(3))
-    tensors = (d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, d_q, dk, dg)
-    passes.library().gla_chunk_grad_epilogue(
-        *(passes._ptr(t) for t in tensors), ctx.scale, FLUSH_BELOW, G * nc, C, D
+    d_q, dk, dg = ctx.kernels.gla_chunk_grad_epilogue(
+        d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, ctx.scale
     )
     return d_q, dk, dv, dg, dS0, None, None
 
 
 def _chunk_cumsum(x: Tensor, *, reverse: bool = False) -> Tensor:
     """x (G, nc, C, D) -> its sums along each chunk, inclusive (reverse: from the chunk end), as a new
-    tensor: linear_passes' in-place scan (one pass in C; torch.cumsum along a middle dim is ~5x slower)."""
+    tensor: ops/passes.py's in-place scan (one pass in C; torch.cumsum along a middle dim strides across memory and allocates its result)."""
     G, nc, C, D = x.shape
     return inclusive_scan_(x.reshape(G * nc, C, D).clone(), reverse=reverse).view(G, nc, C, D)
 
