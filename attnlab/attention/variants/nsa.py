@@ -29,8 +29,9 @@ blocked window attention (on fp32 CPU tensors its existing C kernel; nothing com
 Memory O(N·(d + n)) plus per-chunk tiles; time O(N²·d/l) for the compressed scores and their top-n
 (each query against all N/l blocks: the quadratic term, with a 1/l constant) plus O(N·(n·l + w)·d)
 for the selected and sliding branches. The selected branch's backward forms its outer products
-(weights x output gradients, score gradients x queries) by broadcasting, ~7x faster than K=1 matrix
-products on CPU: FLOP counters see them as elementwise, so the counted FLOPs leave out 2·n·l·d per
+(weights x output gradients, score gradients x queries) by broadcasting, not as K=1 matrix products
+(a library call per rank-one product costs more than it computes; docs/measurements.md): FLOP counters
+see them as elementwise, so the counted FLOPs leave out 2·n·l·d per
 query. `step` decodes one token against a KV cache and the cached block summaries: the three
 branches for one query, equal to the parallel pass.
 

@@ -10,7 +10,7 @@ the in-context learning rate a_t = σ(a-gate), the normalised removal key κ̂_t
 the write key k̃_t = k_t ⊙ (1 + (a_t - 1) ⊙ k_a) (k_k, k_a learned per head and dimension, initialised as
 RWKV-7: 0.85 and 1). q plays RWKV's receptance r. w- and a-gates come from low-rank projections of the
 token (rank `gate_rank`) the layer owns. The op is fla's generalised delta rule `dplr_recurrence`
-(α = -κ̂, β = κ̂ ⊙ a; tests/attention/test_fla_reference.py); chunked form: ops/kda.chunk_dplr.
+(α = -κ̂, β = κ̂ ⊙ a; tests/attention/test_fla_reference.py); chunked form: ops/kda/chunk.py chunk_dplr.
 Differences from RWKV-7's block: q·k scaled by 1/√d (as fla's dplr op), RWKV's token shift, bonus term
 (r·(k ⊙ r_k)) v and group norm belong to the layer (model.token_shift, output_norm=true here).
 """
@@ -46,8 +46,8 @@ class RWKV7(RecurrentAttention):
         gate_rank: Annotated[int, Range(ge=1)] = 16,
         output_norm: bool = True,
         # 32: RWKV-7's decay is at least e^-0.61 a step, so a chunk's factors stay within e^20 and the
-        # chunked op always takes its matmul route (ops/kda.pair_blocks); faster than 64 at 8K
-        # (benchmarks/recurrent_family.py --chunk-sizes 32 64; docs/linear-time-family.md)
+        # chunked op always takes its matmul route (ops/kda/chunk.py pair_blocks), whose in-chunk products
+        # grow as C² (32 against 64: docs/measurements.md, benchmarks/recurrent_family.py --chunk-sizes)
         chunk_size: Annotated[int, Range(ge=1)] = 32,
     ):
         super().__init__()

@@ -18,8 +18,8 @@ The pair products Σ_d x_td y_jd e^{b_td - b_jd} are one matmul of (x ⊙ e^b) a
 decays by more than e^-80, else formed pair by pair with exponents b_t - b_j <= 0: nothing overflows,
 whatever the gates (decayed_pairs). The pair-by-pair route costs (C, C, D) per chunk. The products a
 chunk needs share operands (kda: q·k and k·k; the DPLR form: α·β, α·k, q·k, q·β), so the matmul route
-forms them all in one call on stacked operands (pair_blocks): measured side by side at 8K, fwd+bwd, one
-thread, 1.2x (kda) and 1.9x (rwkv7) faster than one call per product (docs/linear-time-family.md).
+forms them all in one call on stacked operands (pair_blocks): each operand is read once and one call's
+overhead paid instead of several (the timing against one call per product: docs/measurements.md).
 """
 
 from __future__ import annotations
