@@ -164,7 +164,7 @@ def test_refuses_what_it_cannot_do():
 
 @pytest.mark.parametrize(("before", "after"), [(1, 0), (1, 1), (0, 0)])
 def test_neighbour_windows_gradient(before, after):
-    from attnlab.attention.variants.local import NeighbourWindows
+    from attnlab.attention.ops.window.chunk import NeighbourWindows
 
     x = torch.randn(2, 3, 12, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: NeighbourWindows.apply(t, 4, before, after), (x,))
@@ -251,7 +251,7 @@ def test_windows_too_large_for_the_c_kernels_memory_take_the_pytorch_path(monkey
     """The C kernel keeps a block's scores and their gradient per thread (2·C·W floats); past
     local.WINDOW_SCRATCH_FLOATS the blocked SDPA path runs instead, with the same result."""
     from attnlab.attention.cpu import kernels as c_loops
-    from attnlab.attention.variants import local
+    from attnlab.attention.ops.window import chunk as local
 
     calls = []
     kernel = c_loops.window_attention_forward

@@ -31,14 +31,9 @@ from attnlab.attention.ops.based.chunk import based_chunks_forward, chunk_based,
 from attnlab.attention.ops.based.reference import recurrent_step_based
 from attnlab.attention.ops.linear.chunk import linear_attention
 from attnlab.attention.ops.passes import taylor_feature_count
+from attnlab.attention.ops.window.chunk import key_validity, window_forward, window_kernel, window_plan
 from attnlab.attention.registry import register_attention
-from attnlab.attention.variants.local import (
-    LocalAttention,
-    key_validity,
-    window_forward,
-    window_kernel,
-    window_plan,
-)
+from attnlab.attention.variants.local import LocalAttention
 
 EPS = 1e-6  # fla's normaliser
 

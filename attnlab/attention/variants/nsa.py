@@ -63,8 +63,8 @@ from attnlab.attention.base import (
     fp32_accumulation,
     masked_softmax,
 )
+from attnlab.attention.ops.window.chunk import band_offsets, sliding_window_attention
 from attnlab.attention.registry import register_attention
-from attnlab.attention.variants.local import band_offsets, sliding_window_attention
 
 BRANCHES = ("cmp", "slc", "swa")  # compressed, selected, sliding: gates g_cmp, g_slc, g_swa
 
