@@ -337,9 +337,9 @@ def window_attention_forward(
     scale: float,
     geometry: list[int],
 ) -> None:
-    """`local`'s blocked sliding-window softmax (variants/local.py): q, k (B, H, L, D), v (B, H, L, Dv)
+    """`local`'s blocked sliding-window softmax (ops/window/chunk.py): q, k (B, H, L, D), v (B, H, L, Dv)
     (or with B and H as one axis, (BH, L, ·)); valid (B, L) 1 for a real key or None; out (B, H, L, Dv)
-    and lse (B, H, L) written. geometry = [C, before, after, lowest, highest, heads] (local.py's block
+    and lse (B, H, L) written. geometry = [C, before, after, lowest, highest, heads] (ops/window/chunk.py's block
     size, neighbour blocks and band)."""
     _call_window_kernel("window_attention_forward", (q, k, v, valid, out, lse), scale, geometry)
 

@@ -1,7 +1,7 @@
-/* `local`'s sliding-window softmax attention by blocks, forward and backward (variants/local.py). */
+/* `local`'s sliding-window softmax attention by blocks, forward and backward (ops/window/chunk.py). */
 #include "attnlab_cpu.h"
 
-/* Sliding-window softmax attention by blocks (variants/local.py), BH sequences of L = nb C positions, q, k (BH, L, D),
+/* Sliding-window softmax attention by blocks (ops/window/chunk.py), BH sequences of L = nb C positions, q, k (BH, L, D),
  * v (BH, L, Dv) contiguous. Block b's C queries see the W = (before + 1 + after) C keys from (b - before) C on,
  * those inside [0, L) (the window's columns s0..s1); query r may use key s of the window when
  * lowest <= s - before C - r <= highest and the key is real (valid (BH / heads, L) nonzero; NULL: all are).

@@ -166,7 +166,7 @@ def fused_causal_based(
 
 class FusedBased(torch.autograd.Function):
     """based's causal kernel on plain float32 CPU tensors, its two parts in one Function: the Taylor
-    part's chunk loop (ops/based/chunk.py) and the window's blocked kernel (local.py), both in C, write
+    part's chunk loop (ops/based/chunk.py) and the window's blocked kernel (ops/window/chunk.py), both in C, write
     their gradients into the same dq, dk and dv. As two Functions, each wrote its own and autograd
     added them: three (B, H, N, D)-sized additions and two zeroed buffers (docs/measurements.md).
     q, k (B, H, L, D), v (B, H, L, Dv) contiguous, L a multiple of the chunk and of the window's block;
