@@ -77,6 +77,9 @@ static inline i64 thread_index(void) {
 #endif
 }
 
+/* Based's 2nd-order Taylor features of d dimensions: 1 + d + d(d+1)/2 (elementwise.c, based.c). */
+#define TAYLOR_FEATURES(d) (1 + (d) + (d) * ((d) + 1) / 2)
+
 /* The small matrix products of the chunk loops (gemm.c). Hidden: shared between the files, not exported. */
 #define ATTNLAB_INTERNAL __attribute__((visibility("hidden")))
 ATTNLAB_INTERNAL void accumulate_rows(const float *A, i64 rs, i64 cs, const float *B, i64 ldb, float *out, i64 ldo,

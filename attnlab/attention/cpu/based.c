@@ -9,8 +9,6 @@
  * numerator's Dv columns and the denominator's one are separate products (a 65-column [v 1] operand
  * falls off the micro-kernel's 64-column tiles into its row-at-a-time remainder; docs/measurements.md). */
 
-#define TAYLOR_FEATURES(d) (1 + (d) + (d) * ((d) + 1) / 2)
-
 /* Floats of working memory per sequence: the loops' transposes, features, scores and running sums. */
 i64 based_scratch_floats(i64 C, i64 d, i64 Dv) {
     i64 F = TAYLOR_FEATURES(d);

@@ -80,8 +80,8 @@ def _load(compiler: str, flags: tuple[str, ...]) -> ctypes.CDLL:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels with their signatures set, or None (turned off, or no compiler / a failed
-    build: warned once)."""
+    """The compiled kernels (their ctypes signatures: kernels.py), or None (turned off, or no compiler /
+    a failed build: warned once)."""
     if os.environ.get("ATTNLAB_FUSED_CPU", "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
@@ -102,9 +102,4 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    from attnlab.attention.cpu.kernels import RESULTS, SIGNATURES  # (kernels imports this module)
-
-    for name, argtypes in SIGNATURES.items():
-        getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = RESULTS.get(name)
     return lib

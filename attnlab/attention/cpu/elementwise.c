@@ -131,6 +131,8 @@ void inclusive_scan(float *x, i64 H, i64 n, i64 E, int reverse) {
 
 /* Based's 2nd-order Taylor feature map (ops/based/chunk.py), R rows of d: phi (R, 1 + d + d(d+1)/2) =
  * [1, x, c_ab x_a x_b for a <= b], c_aa = 1/sqrt(2), c_ab = 1 otherwise. */
+i64 taylor_feature_count(i64 d) { return TAYLOR_FEATURES(d); } /* for the Python side: written once */
+
 void taylor_features(const float *x, float *phi, i64 R, i64 d) {
     const i64 F = 1 + d + d * (d + 1) / 2;
     const float half = 0.70710678118654752f;

@@ -20,7 +20,6 @@ from torch import Tensor
 
 from attnlab.attention.cpu.build import library
 from attnlab.attention.ops.decay import FLUSH_BELOW
-from attnlab.attention.ops.passes import taylor_feature_count
 
 FEATURE_MAPS = {None: 0, "elu": 1, "relu": 2}  # elementwise.c's feature_map codes
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
@@ -33,6 +32,7 @@ SIGNATURES = {
     "add_rows_tril": [_P, _P, _I, _I],
     "feature_grad": [_P, _P, _P, _P, ctypes.c_int, _I, _I, _I],
     "inclusive_scan": [_P, _I, _I, _I, ctypes.c_int],
+    "taylor_feature_count": [_I],
     "taylor_features": [_P, _P, _I, _I],
     "taylor_features_backward": [_P, _P, _P, _I, _I],
     "unit_norm": [_P, _P, _P, ctypes.c_int, _F, _I, _I],
@@ -64,6 +64,7 @@ SIGNATURES = {
     "based_backward_loop": [_P] * 12 + [_I] * 5,
 }
 RESULTS = {  # the rest return nothing
+    "taylor_feature_count": _I,
     "parallel_threads": ctypes.c_int,
     "delta_rule_scratch_floats": _I,
     "window_scratch_floats": _I,
@@ -90,9 +91,15 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def _lib() -> ctypes.CDLL:
+    """The compiled library with its signatures set (on its first use here)."""
     lib = library()
     if lib is None:  # kernels_for never hands this module out then
         raise RuntimeError("attnlab internal: a C kernel was called without the compiled library")
+    if "_attnlab_signed" not in vars(lib):
+        for name, argtypes in SIGNATURES.items():
+            getattr(lib, name).argtypes = argtypes
+            getattr(lib, name).restype = RESULTS.get(name)
+        lib._attnlab_signed = True
     return lib
 
 
@@ -143,6 +150,11 @@ def feature_grad_(
     G, C, D = x.shape
     _lib().feature_grad(_ptr(x), _ptr(scale), _ptr(vec), _ptr(phi), FEATURE_MAPS[feature_map], G, C, D)
     return x
+
+
+def taylor_feature_count(d: int) -> int:
+    """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions, as the C counts them."""
+    return _lib().taylor_feature_count(d)
 
 
 def taylor_features(x: Tensor) -> Tensor:
@@ -419,6 +431,20 @@ def _window_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
 
 
 # ---- based.c (custom ops) ------------------------------------------------------------------------------
+def based_chunks_forward(
+    q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Based's chunked form in C: q (pre-scaled), k (G, nc, C, d), v (G, nc, C, Dv), keep (G, nc, C) -> the
+    output (G, nc, C, Dv), its denominator (G, nc, C) and the sums [Z z] before each chunk
+    (G, nc, F, Dv + 1), which based_backward_loop takes."""
+    G, nc, C, d = q.shape
+    Dv = v.shape[-1]
+    out, den = q.new_empty(G, nc, C, Dv), q.new_empty(G, nc, C)
+    states = q.new_empty(G, nc, taylor_feature_count(d), Dv + 1)
+    based_forward_loop(q, k, v, keep, eps, out, den, states)
+    return out, den, states
+
+
 @torch.library.custom_op("attnlab::based_forward_loop_mm", mutates_args=("out", "den", "states"))
 def based_forward_loop(
     q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float, out: Tensor, den: Tensor, states: Tensor

@@ -27,7 +27,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import cpu
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
-from attnlab.attention.ops.based.chunk import based_chunks_forward, chunk_based, taylor_features
+from attnlab.attention.ops.based.chunk import chunk_based, taylor_features
 from attnlab.attention.ops.based.reference import recurrent_step_based
 from attnlab.attention.ops.linear.chunk import linear_attention
 from attnlab.attention.ops.passes import taylor_feature_count
@@ -185,7 +185,7 @@ class FusedBased(torch.autograd.Function):
         else:
             keep = valid[:, None].expand(B, H, L).reshape(G, nc, chunk).contiguous()  # (G, nc, C)
         blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep]
-        out_t, den, states = based_chunks_forward(*blocks, EPS, kernels)  # (G, nc, C, ·)
+        out_t, den, states = kernels.based_chunks_forward(*blocks, EPS)  # (G, nc, C, ·)
         out_w, lse = window_forward(q, k, v, valid, geometry, D**-0.5, kernels)  # (B, H, L, Dv)
         ctx.save_for_backward(q, k, v, q_proj, k_weight, fq, fk, keep, valid, out_t, den, states, out_w, lse)
         ctx.geometry, ctx.scale, ctx.kernels = geometry, scale, kernels

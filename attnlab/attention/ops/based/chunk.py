@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import cpu
-from attnlab.attention.ops.passes import inclusive_scan_, taylor_feature_count, taylor_features_backward
+from attnlab.attention.ops.passes import inclusive_scan_, taylor_features_backward
 from attnlab.attention.ops.passes import taylor_features as _taylor_features
 
 
@@ -65,7 +65,7 @@ class ChunkBased(torch.autograd.Function):
         c = cpu.kernels_for(q, k, v, keep)  # the fast path, decided once: one C loop per sequence
         ctx.kernels = c
         if c is not None:
-            out, den, states = based_chunks_forward(q, k, v, keep.view(G, nc, C), eps, c)
+            out, den, states = c.based_chunks_forward(q, k, v, keep.view(G, nc, C), eps)
             ctx.save_for_backward(q, k, v, keep, out, den, states)
             return out
         v1 = v.new_empty(G, nc, C, Dv + 1)  # [v, 1], zero for padded keys
@@ -126,21 +126,6 @@ class ChunkBased(torch.autograd.Function):
         dk.add_(taylor_features_backward(d_phi_k, k.view(flat, C, d), None))
         dv = d_v1[..., :Dv].mul(keep.view(flat, C, 1))
         return dq.view(G, nc, C, d), dk.view(G, nc, C, d), dv.view(G, nc, C, Dv), None, None
-
-
-def based_chunks_forward(
-    q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float, c
-) -> tuple[Tensor, Tensor, Tensor]:
-    """ChunkBased's forward in C (plain contiguous float32 CPU tensors): q (pre-scaled), k (G, nc, C, d),
-    v (G, nc, C, Dv), keep (G, nc, C) -> the output (G, nc, C, Dv), its denominator (G, nc, C) and the
-    sums [Z z] before each chunk (G, nc, F, Dv + 1), which the C backward loop takes. `c`: the C kernels
-    (cpu.kernels_for)."""
-    G, nc, C, d = q.shape
-    Dv = v.shape[-1]
-    out, den = q.new_empty(G, nc, C, Dv), q.new_empty(G, nc, C)
-    states = q.new_empty(G, nc, taylor_feature_count(d), Dv + 1)
-    c.based_forward_loop(q, k, v, keep, eps, out, den, states)
-    return out, den, states
 
 
 def chunk_based(
