@@ -15,7 +15,8 @@ A caller asks once, at the top of its fast path, whether the C applies to its te
 and hands that decision to the steps it calls (their `kernels=` argument); a step called on its own
 (kernels=ASK, the default) asks for itself.
 
-Nothing outside this package imports ctypes or names a C function.
+Nothing outside this package imports ctypes or touches the library: callers get Python functions on
+tensors (kernels.py), and only through kernels_for.
 """
 
 from __future__ import annotations
