@@ -124,6 +124,33 @@ def test_kda_forms_agree(chunk_size, steepness):
     torch.testing.assert_close(stepped(step, q, k_unit, v, zeros, beta, g)[0], naive)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kda_and_dplr_route_each_chunk_on_its_own(dtype):
+    """One chunk decays past e^-80 (steps 8-15 at e^-30 each), the others mildly: the steep chunk is formed
+    pair by pair, the rest by the matmul, and the whole still equals the loop, gradients included."""
+    q, k, v, raw_beta, raw_g, raw_a = tensors(
+        (B, H, N, D), (B, H, N, D), (B, H, N, D), (B, H, N), (B, H, N, D), (B, H, N, D)
+    )
+    steep = torch.zeros(N, 1, dtype=torch.float64)
+    steep[8:16] = 1.0
+    g = torch.nn.functional.logsigmoid(raw_g) * 0.5 - 30.0 * steep  # (B, H, N, D) <= 0
+    k_unit, beta = torch.nn.functional.normalize(k, dim=-1), torch.sigmoid(raw_beta)
+    alpha, beta_dplr = -k_unit, k_unit * torch.sigmoid(raw_a)
+    for naive_form, chunk_form, args, inputs in [
+        (naive_recurrent_kda, chunk_kda, (q, k_unit, v, beta, g), [q, k, v, raw_beta, raw_g]),
+        (naive_recurrent_dplr, chunk_dplr, (q, k, v, alpha, beta_dplr, g), [q, k, v, raw_g, raw_a]),
+    ]:
+        naive, S = naive_form(*args, scale=0.3)
+        chunk, S_chunk = chunk_form(*(a.to(dtype) for a in args), scale=0.3, chunk_size=8)
+        if dtype == torch.float64:
+            same_with_grads(chunk, naive, inputs)
+            torch.testing.assert_close(S_chunk, S)
+        else:  # fp32: the matmul route's e^80 factors are in range and the steep chunk is exact
+            torch.testing.assert_close(chunk.double(), naive, atol=1e-4, rtol=1e-4)
+            grads = torch.autograd.grad(chunk.sum(), inputs, retain_graph=True)
+            assert all(torch.isfinite(grad).all() for grad in grads)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
 def test_dplr_forms_agree(chunk_size):
     """RWKV-7's update: decay per dimension, write k vᵀ, replace at κ̂ (α = -κ̂, β = κ̂ ⊙ a)."""

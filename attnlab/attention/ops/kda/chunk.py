@@ -14,9 +14,10 @@ L_tj = β_t Σ_d k_td k_jd e^{b_td - b_jd} (j < t): u = U - W S_0 with U, W inde
 state before each chunk is a linear recurrence, S_{c+1} = A_c S_c + B_c (one (D, D) x (D, Dv) product a
 chunk: the only loop), and every output is batched over all chunks:
 o = scale · ((Q ⊙ e^b - M W) S_c + M U), M_tj = Σ_d q_td k_jd e^{b_td - b_jd} (j <= t).
-The pair products Σ_d x_td y_jd e^{b_td - b_jd} are one matmul of (x ⊙ e^b) and (y ⊙ e^-b) while no chunk
-decays by more than e^-80, else formed pair by pair with exponents b_t - b_j <= 0: nothing overflows,
-whatever the gates (decayed_pairs). The pair-by-pair route costs (C, C, D) per chunk. The products a
+The pair products Σ_d x_td y_jd e^{b_td - b_jd} are one matmul of (x ⊙ e^b) and (y ⊙ e^-b) in every chunk
+that decays by at most e^-80; a chunk that decays further is formed pair by pair with exponents
+b_t - b_j <= 0: nothing overflows, whatever the gates (decayed_pairs). The pair-by-pair route costs
+(C, C, D) per chunk, so the decision is made per chunk: one steep chunk costs only itself. The products a
 chunk needs share operands (kda: q·k and k·k; the DPLR form: α·β, α·k, q·k, q·β), so the matmul route
 forms them all in one call on stacked operands (pair_blocks): each operand is read once and one call's
 overhead paid instead of several (the timing against one call per product: docs/measurements.md).
@@ -32,36 +33,51 @@ MAX_EXPONENT = 80.0  # e^80 ~ 5.5e34 < fp32's max 3.4e38: the largest factor the
 
 
 def decayed_pairs(x: Tensor, y: Tensor, b_x: Tensor, b_y: Tensor, allowed: Tensor) -> Tensor:
-    """P_tj = Σ_d x_td y_jd e^{b_x,td - b_y,jd} where allowed[t, j], else 0: (…, C, D) x2, (C, C) -> (…, C, C).
-
-    b_x, b_y are cumulative log decays from the chunk start (<= 0). When no chunk decays by more than
-    e^-80 one matmul does it, (x ⊙ e^{b_x}) (y ⊙ e^{-b_y})ᵀ: factors <= 1 and <= e^80, products exact up to
-    rounding. Otherwise the pairs are formed one by one, e^{b_x,t - b_y,j} <= 1 each, at (C, C, D) a chunk."""
-    if float((-b_y).detach().max()) <= MAX_EXPONENT:
-        scores = (x * b_x.exp()) @ (y * (-b_y).exp()).transpose(-2, -1)  # (…, C, C)
-        return scores.masked_fill(~allowed, 0.0)
+    """P_tj = Σ_d x_td y_jd e^{b_x,td - b_y,jd} where allowed[t, j], else 0, pair by pair: (…, C, D) x2,
+    (C, C) -> (…, C, C). Each factor e^{b_x,t - b_y,j} is formed on its own and masked before the
+    exponential, so nothing overflows whatever the gates, at (C, C, D) a chunk."""
     exponent = (b_x[..., :, None, :] - b_y[..., None, :, :]).masked_fill(~allowed[..., None], float("-inf"))
     return (x[..., :, None, :] * exponent.exp() * y[..., None, :, :]).sum(-1)
 
 
 def pair_blocks(
-    lefts: list[tuple[Tensor, Tensor]], rights: list[tuple[Tensor, Tensor]]
-) -> list[list[Tensor]] | None:
-    """Every P[i][j]_tr = Σ_d x_i,td y_j,rd e^{b_i,td - b'_j,rd} (no mask) for lefts [(x_i, b_i)] and rights
-    [(y_j, b'_j)], each (…, C, D), as ONE matmul of the stacked (x ⊙ e^b) against the stacked (y ⊙ e^-b'):
-    the in-chunk products of a chunk share their operands, so one (…, iC, D) x (…, D, jC) call replaces
-    i·j calls and their exponentials. None when a chunk decays by more than e^-80 (decayed_pairs' slow
-    route is then the exact one)."""
-    if max(float((-b).detach().max()) for _, b in rights) > MAX_EXPONENT:
-        return None
+    lefts: list[tuple[Tensor, Tensor]], rights: list[tuple[Tensor, Tensor]], masks: list[list[Tensor]]
+) -> list[list[Tensor]]:
+    """Every P[i][j]_tr = Σ_d x_i,td y_j,rd e^{b_i,td - b'_j,rd} where masks[i][j][t, r], else 0, for lefts
+    [(x_i, b_i)] and rights [(y_j, b'_j)], each (…, nc, C, D), masks (C, C): -> (…, nc, C, C) each.
+
+    The in-chunk products of a chunk share their operands, so ONE matmul of the stacked (x ⊙ e^b) against
+    the stacked (y ⊙ e^-b') forms them all: i·j products and their exponentials in one call. That route
+    needs e^-b' <= e^80 (fp32); the chunks that decay further (a decision per chunk, so one steep chunk
+    does not send the whole sequence down the slow route) are recomputed pair by pair (decayed_pairs)
+    and written over the matmul's values, which the clamp keeps finite, so no inf reaches a gradient."""
     C = lefts[0][0].shape[-2]
-    left = torch.cat([x * b.exp() for x, b in lefts], dim=-2)  # (…, iC, D)
-    right = torch.cat([y * (-b).exp() for y, b in rights], dim=-2)  # (…, jC, D)
-    full = left @ right.transpose(-2, -1)  # (…, iC, jC)
-    return [
-        [full[..., i * C : (i + 1) * C, j * C : (j + 1) * C] for j in range(len(rights))]
+    steepest = torch.stack([(-b).detach().amax(dim=(-2, -1)) for _, b in rights]).amax(0)  # (…, nc)
+    left = torch.cat([x * b.exp() for x, b in lefts], dim=-2)  # (…, nc, iC, D)
+    right = torch.cat([y * (-b).clamp(max=MAX_EXPONENT).exp() for y, b in rights], dim=-2)  # (…, nc, jC, D)
+    full = left @ right.transpose(-2, -1)  # (…, nc, iC, jC)
+    blocks = [
+        [
+            full[..., i * C : (i + 1) * C, j * C : (j + 1) * C].masked_fill(~masks[i][j], 0.0)
+            for j in range(len(rights))
+        ]
         for i in range(len(lefts))
     ]
+    steep = (steepest > MAX_EXPONENT).flatten().nonzero().squeeze(-1)  # (n_steep,) flat chunk indices
+    if steep.numel() == 0:
+        return blocks
+
+    def steep_chunks(t: Tensor) -> Tensor:  # (…, nc, C, D) -> (n_steep, C, D)
+        return t.flatten(0, -3).index_select(0, steep)
+
+    for i, (x, b_x) in enumerate(lefts):
+        for j, (y, b_y) in enumerate(rights):
+            exact = decayed_pairs(
+                steep_chunks(x), steep_chunks(y), steep_chunks(b_x), steep_chunks(b_y), masks[i][j]
+            )
+            block = blocks[i][j]
+            blocks[i][j] = block.flatten(0, -3).index_copy(0, steep, exact).view_as(block)
+    return blocks
 
 
 def carried_states(carry: Tensor, writes: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,11 +120,8 @@ def chunk_kda(
     betac = beta.reshape(B, H, nc, C, 1)
     b = gc.cumsum(3)  # (B, H, nc, C, D) inclusive cumulative log decay
     seen = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # (C, C) j <= t
-    blocks = pair_blocks([(qc, b), (kc, b)], [(kc, b)])
-    if blocks is not None:  # (B, H, nc, C, C) each: q_t · (e^{b_t - b_j} ⊙ k_j), j <= t; k_t · (…), j < t
-        M, KK = blocks[0][0].masked_fill(~seen, 0.0), blocks[1][0].masked_fill(~seen.tril(-1), 0.0)
-    else:
-        M, KK = decayed_pairs(qc, kc, b, b, seen), decayed_pairs(kc, kc, b, b, seen.tril(-1))
+    # (B, H, nc, C, C) each: q_t · (e^{b_t - b_j} ⊙ k_j), j <= t; k_t · (…), j < t
+    (M,), (KK,) = pair_blocks([(qc, b), (kc, b)], [(kc, b)], [[seen], [seen.tril(-1)]])
     eye = torch.eye(C, dtype=q.dtype, device=q.device)
     system = eye + betac * KK  # (I + L), unit lower triangular
     U = torch.linalg.solve_triangular(system, betac * vc, upper=False, unitriangular=True)  # (…, C, Dv)
@@ -153,14 +166,10 @@ def chunk_dplr(
     b_before = b - gc  # through t - 1: the reads see S_{t-1}
     lower = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # j <= t
     strict = lower.tril(-1)  # j < t
-    blocks = pair_blocks([(ac, b_before), (qc, b)], [(bc, b), (kc, b)])
-    if blocks is not None:  # (…, C, C) each: α·β and α·k (j < t), q·k and q·β (j <= t), decayed
-        (A_ab, A_ak), (A_qb, A_qk) = blocks
-        A_ab, A_ak = A_ab.masked_fill(~strict, 0.0), A_ak.masked_fill(~strict, 0.0)
-        A_qb, A_qk = A_qb.masked_fill(~lower, 0.0), A_qk.masked_fill(~lower, 0.0)
-    else:
-        A_ab, A_ak = decayed_pairs(ac, bc, b_before, b, strict), decayed_pairs(ac, kc, b_before, b, strict)
-        A_qk, A_qb = decayed_pairs(qc, kc, b, b, lower), decayed_pairs(qc, bc, b, b, lower)
+    # (…, C, C) each: α·β and α·k (j < t), q·β and q·k (j <= t), decayed
+    (A_ab, A_ak), (A_qb, A_qk) = pair_blocks(
+        [(ac, b_before), (qc, b)], [(bc, b), (kc, b)], [[strict, strict], [lower, lower]]
+    )
     eye = torch.eye(C, dtype=q.dtype, device=q.device)
     system = eye - A_ab  # unit lower triangular
     X0 = torch.linalg.solve_triangular(system, A_ak @ vc, upper=False, unitriangular=True)  # (…, C, Dv)
