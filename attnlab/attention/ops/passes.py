@@ -127,7 +127,7 @@ def feature_grad_(
     if vec is not None:
         x.addcmul_(scale, vec) if scale is not None else x.add_(vec)
     if feature_map == "elu":  # phi' = 1 for x > 0, exp(x) = phi otherwise: min(phi, 1)
-        free = next((t for t in spare if t.numel() >= phi.numel()), None)
+        free = next((t for t in spare if t.numel() >= phi.numel() and t.is_contiguous()), None)  # viewed flat
         scratch = None if free is None else free.view(-1)[: phi.numel()].view_as(phi)
         x.mul_(torch.clamp(phi, max=1.0, out=scratch))
     elif feature_map == "relu":  # phi' = 1 where phi > 0 (PyTorch's relu'(0) = 0)

@@ -151,9 +151,9 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         G = heads * nc  # chunks over every (batch, head)
         q, k = _features(q, k, feature_map, key_padding_mask)
         qc, kc, vc = q.reshape(G, chunk, D), k.reshape(G, chunk, D), v.reshape(G, chunk, Dv)
-        # The fast path, decided once for the passes below: in C when these are plain contiguous float32
-        # CPU tensors (every intermediate is then fresh and contiguous too).
-        c = cpu.kernels_for(qc, kc, vc)
+        # The fast path, decided once for the passes below: in C when the features are plain contiguous
+        # float32 CPU tensors (v enters only the products; every other operand of a pass is fresh).
+        c = cpu.kernels_for(qc, kc)
         # Carried sums. Slot g takes chunk g-1's phi(k)ᵀv (a one-chunk shift over the flat (B·H·nc)
         # axis); each head's first slot, which received the previous head's last chunk, is zeroed;
         # an inclusive scan per head then leaves in slot c the sum over chunks 0..c-1.
