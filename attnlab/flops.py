@@ -14,7 +14,7 @@ FlopCounterMode gets these formulas through its `custom_mapping` (nothing global
   N(N+1)/2 of N² in self-attention, the convention of FlashAttention's and Megatron's FLOP counts.
   An explicit `attn_mask` stays dense: the kernels do compute every masked block.
 - Products computed in C: the chunked delta rule's chunk loops and `local`'s window kernels
-  (attention/ops/c_loops.py) are custom ops that come with their formulas.
+  (attention/cpu/kernels.py) are custom ops that come with their formulas.
 """
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ def formulas() -> dict[torch._ops.OpOverloadPacket, Formula]:
             mapping[op] = _causal_aware(op, dense)
     # Products computed in C come with their formulas (imported here, which also registers the ops, so
     # that importing this module does not import the attention package).
-    from attnlab.attention.ops.c_loops import LOOP_FLOPS
+    from attnlab.attention.cpu import loop_flops
 
-    mapping.update({op: _raw(formula) for op, formula in LOOP_FLOPS.items()})
+    mapping.update({op: _raw(formula) for op, formula in loop_flops().items()})
     return mapping
 
 

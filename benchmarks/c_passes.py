@@ -13,7 +13,7 @@ and backward, at the bench's shapes (batch 1, 4 heads, head dim 64, float32, CPU
 in the same rounds (one call of each per round, in turn, the order rotated each round; medians of the
 calling thread's CPU time with one thread, steady on a shared machine; wall clock with more, --clock):
 
-    C         the call as the variant makes it, the C passes on (attention/linear_passes.c)
+    C         the call as the variant makes it, the C passes on (attention/cpu/*.c)
     fallback  the same call with the C passes off (what ATTNLAB_FUSED_CPU=0 runs)
     autograd  a plain PyTorch form differentiated by autograd, where one is written here
     compile   torch.compile (CPU inductor) of the autograd form, else of the fallback
@@ -38,16 +38,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Everything this benchmark knows of attnlab's C passes and their callers, in one place.
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.based import BasedAttention
-from attnlab.attention.gated_deltanet import GatedDeltaNet
-from attnlab.attention.gla import LogDecayGate
-from attnlab.attention.linear_kernels import causal_linear_attention, linear_attention
-from attnlab.attention.local import sliding_window_attention
+from attnlab.attention.cpu import build as passes  # the C library's one switch: passes.library()
 from attnlab.attention.ops.based import taylor_features
 from attnlab.attention.ops.delta_rule import chunk_delta_rule
 from attnlab.attention.ops.gated_linear import chunk_gla
+from attnlab.attention.ops.linear.chunk import causal_linear_attention, linear_attention
 from attnlab.attention.ops.norms import rms_norm, unit_norm
+from attnlab.attention.ops.window.chunk import sliding_window_attention
+from attnlab.attention.variants.based import BasedAttention
+from attnlab.attention.variants.gated_deltanet import GatedDeltaNet
+from attnlab.attention.variants.gla import LogDecayGate
 
 B, H, D = 1, 4, 64  # the bench's and the speed targets' setting
 KEEP_RATIO = 1.3  # C stays where it is at least this much faster than the best PyTorch form

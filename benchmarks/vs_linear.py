@@ -6,7 +6,7 @@
     python benchmarks/vs_linear.py --variants local based --against sdpa-window --param local.window=64
 
 --against sdpa-window pairs each variant with itself, its sliding window (`local`'s, based's) run
-through PyTorch's SDPA path instead of the C kernel (attention/local.py), in place of `linear`.
+through PyTorch's SDPA path instead of the C kernel (attention/ops/window/chunk.py), in place of `linear`.
 
 The workloads are the bench's own (attnlab.bench.workload.attention_workload, as
 `python -m attnlab.bench ... target=attention mode=forward+backward causal=true`: the kernel, with
@@ -25,7 +25,7 @@ import statistics
 import torch
 from hydra import compose, initialize_config_module
 
-from attnlab.attention import local
+from attnlab.attention.ops.window import chunk as local
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.measure import paired_times
 from attnlab.bench.workload import attention_workload

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from attnlab.attention import linear_passes
+from attnlab.attention import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(linear_passes.library() is None, reason="no C passes here (no compiler, or turned off)")
+@pytest.mark.skipif(not cpu.available(), reason="no C passes here (no compiler, or turned off)")
 def test_the_c_passes_table_runs_and_checks_the_forms_against_c():
     args = ["--length", "128", "--rounds", "1", "--no-compile", "--only", "rms_norm", "window_causal"]
     out = subprocess.run(

@@ -64,7 +64,7 @@ def linear_attention_rnn(q, k, v, *, causal: bool, phi, eps: float):
 @pytest.mark.parametrize("feature_map", ["elu", "relu"])
 @pytest.mark.parametrize("chunk_size", [1, 5, 64])  # several chunks, ragged last chunk, one chunk
 def test_linear_matches_its_rnn_form(causal: bool, feature_map: str, chunk_size: int):
-    from attnlab.attention.linear import FEATURE_MAPS
+    from attnlab.attention.variants.linear import FEATURE_MAPS
 
     q, k, v = qkv(B, H, N, seed=8)
     attention = build("linear", feature_map=feature_map, chunk_size=chunk_size)

@@ -101,15 +101,15 @@ def test_kernels_are_found_by_type_not_by_attribute_name():
 
 @pytest.mark.parametrize("gated", [False, True])
 def test_the_delta_rules_c_loops_count_what_their_pytorch_loops_compute(monkeypatch, gated):
-    """The chunk loops in C (ops/c_loops.py) are custom ops with their own FLOP formulas: forward and
+    """The chunk loops in C (attention/cpu/kernels.py) are custom ops with their own FLOP formulas: forward and
     backward, they count exactly the products of the PyTorch loops they replace, which PyTorch's own
     counter sees as batched products (every product in the loop, chunk by chunk, and the batched ones
     that read a state)."""
-    from attnlab.attention import linear_passes as passes
-    from attnlab.attention.ops import c_loops
+    from attnlab.attention import cpu
+    from attnlab.attention.cpu import kernels as c_loops
     from attnlab.attention.ops.delta_rule import chunk_delta_rule
 
-    if passes.library() is None:
+    if not cpu.available():
         pytest.skip("no C compiler: the loops run in PyTorch only")
     B, H, N, D, Dv, C = 1, 2, 48, 16, 24, 8
     gen = torch.Generator().manual_seed(0)
@@ -129,26 +129,26 @@ def test_the_delta_rules_c_loops_count_what_their_pytorch_loops_compute(monkeypa
         )
     in_c = count_flops(step)
     assert calls == ["delta_rule_forward_loop", "delta_rule_backward_loop"]
-    monkeypatch.setattr(passes, "_fused", lambda *tensors: None)
+    monkeypatch.setattr(cpu, "kernels_for", lambda *tensors: None)
     assert count_flops(step) == in_c > 0
     assert len(calls) == 2  # the PyTorch loops this time
 
 
 def test_baseds_c_loops_count_the_batched_forms_products_less_those_they_skip(monkeypatch):
-    """Based's chunk loops in C (ops/c_loops.py) count what its batched PyTorch form computes, less what
+    """Based's chunk loops in C (attention/cpu/kernels.py) count what its batched PyTorch form computes, less what
     the loops skip and plus what they recompute. The batched form runs its products over the flat axis
     of all chunks: the sums into each sequence's first chunk and out of its last (2G - 1 (C, F) x
     (F, Dv + 1) products forward, 4G - 1 backward) and the gradient of [v 1]'s column of ones (one column
     per chunk but the last), which the loops leave out; the loops recompute the scores q kᵀ in the
     backward (d per pair) where the batched form saves them, and their κᵀ dn is Dv wide, not Dv + 1."""
-    from attnlab.attention import linear_passes as passes
-    from attnlab.attention.ops import c_loops
+    from attnlab.attention import cpu
+    from attnlab.attention.cpu import kernels as c_loops
     from attnlab.attention.ops.based import chunk_based
 
-    if passes.library() is None:
+    if not cpu.available():
         pytest.skip("no C compiler: the loops run in PyTorch only")
     B, H, nc, C, d, Dv = 1, 3, 5, 8, 4, 12
-    G, F_ = B * H, passes.taylor_feature_count(d)
+    G, F_ = B * H, c_loops.taylor_feature_count(d)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, H, nc * C, dim, generator=gen, requires_grad=True) for dim in (d, d, Dv))
 
@@ -163,7 +163,7 @@ def test_baseds_c_loops_count_the_batched_forms_products_less_those_they_skip(mo
         )
     forward_in_c, step_in_c = count_flops(forward), count_flops(lambda: forward().sum().backward())
     assert calls == ["based_forward_loop", "based_forward_loop", "based_backward_loop"]
-    monkeypatch.setattr(passes, "_fused", lambda *tensors: None)
+    monkeypatch.setattr(cpu, "kernels_for", lambda *tensors: None)
     forward_batched, step_batched = count_flops(forward), count_flops(lambda: forward().sum().backward())
     assert len(calls) == 3  # the batched form this time
     forward_skipped = 2 * C * F_ * (Dv + 1) * (2 * G - 1)

@@ -16,30 +16,17 @@ nothing and says so. Measured peak memory is unaffected: the bench counts live t
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from attnlab.attention.cpu import keep_freed_heap, trim_heap
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 KEEP = {M_MMAP_THRESHOLD: 256 << 20, M_TRIM_THRESHOLD: 1 << 30}
 # What glibc's dynamic thresholds settle at once large blocks are in use (its DEFAULT_MMAP_THRESHOLD_MAX
 # on 64-bit, and twice that): restored after the sweep; setting them switches the dynamic adjustment off.
 GLIBC_STEADY = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}
-
-
-def glibc() -> ctypes.CDLL | None:
-    if platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def _set(libc: ctypes.CDLL, values: dict[int, int]) -> bool:
-    return all(libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1 for param, value in values.items())
 
 
 @contextmanager
@@ -49,8 +36,7 @@ def keep_freed_memory(enabled: bool = True) -> Iterator[str]:
     if not enabled:
         yield "system default (keep_freed_memory=false)"
         return
-    libc = glibc()
-    if libc is None or not _set(libc, KEEP):
+    if not keep_freed_heap(KEEP):
         yield f"system default (no glibc mallopt on this platform: {platform.libc_ver()[0] or platform.system()})"
         return
     try:
@@ -59,5 +45,5 @@ def keep_freed_memory(enabled: bool = True) -> Iterator[str]:
             f"trim threshold {KEEP[M_TRIM_THRESHOLD] >> 20} MiB"
         )
     finally:
-        _set(libc, GLIBC_STEADY)
-        libc.malloc_trim(ctypes.c_size_t(0))
+        keep_freed_heap(GLIBC_STEADY)
+        trim_heap()

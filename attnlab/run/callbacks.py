@@ -11,7 +11,6 @@ make a run fail cleanly.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
 import resource
@@ -27,9 +26,9 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from attnlab.attention import Attention
+from attnlab.attention.cpu import trim_heap
 from attnlab.errors import AttnlabError
 from attnlab.flops import count_flops_inside
-from attnlab.host.allocator import glibc
 from attnlab.nn.state_size import decode_state_bytes
 from attnlab.run.interrupts import set_training
 
@@ -50,9 +49,7 @@ def reset_peak_memory(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return True
-    libc = glibc()
-    if libc is not None:  # hand back the heap an earlier run freed but kept, so it is not counted again
-        libc.malloc_trim(ctypes.c_size_t(0))
+    trim_heap()  # hand back the heap an earlier run freed but kept, so it is not counted again
     try:
         _PROC_CLEAR_REFS.write_text("5")
         return "VmHWM" in _PROC_STATUS.read_text()

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.attention import build_attention
-from attnlab.attention.deltanet import normalise_qk
-from attnlab.attention.nsa import (
+from attnlab.attention.ops import chunk_gla
+from attnlab.attention.variants.deltanet import normalise_qk
+from attnlab.attention.variants.nsa import (
     NativeSparseAttention,
     SelectedAttention,
     block_summaries,
@@ -31,7 +32,6 @@ from attnlab.attention.nsa import (
     forced_blocks,
     select_blocks,
 )
-from attnlab.attention.ops import chunk_gla
 
 FLA_VERSION = "0.5.2"
 INSTALL = f"pip install --no-deps fla-core=={FLA_VERSION} einops==0.8.2 (or: make test-fla-reference)"

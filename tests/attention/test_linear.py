@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlab.attention import build_attention
-from attnlab.attention.linear import EluPlusOne
+from attnlab.attention.variants.linear import EluPlusOne
 
 
 def test_elu_plus_one_gradient_matches_autograd():

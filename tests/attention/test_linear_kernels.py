@@ -1,4 +1,4 @@
-"""The linear-attention kernels (attention/linear_kernels.py) behind `linear` and `performer`: the
+"""The linear-attention kernels (attention/ops/linear/chunk.py) behind `linear` and `performer`: the
 in-place scan, the hand-written backwards against autograd on a plain quadratic reference (causal and
 not, with and without padded keys and feature maps), exact causality, and that a retained graph can be
 differentiated twice (the backwards never write to saved tensors)."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab.attention.linear_kernels import FEATURES, causal_linear_attention, linear_attention
-from attnlab.attention.linear_passes import inclusive_scan_
+from attnlab.attention.ops.linear.chunk import FEATURES, causal_linear_attention, linear_attention
+from attnlab.attention.ops.passes import inclusive_scan_
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64, 70])
@@ -175,3 +175,23 @@ def test_float32_matches_float64():
     q, k, v = (t.detach() for t in inputs(40))
     out = causal_linear_attention(q.float(), k.float(), v.float(), 8, 1e-6, "elu")
     torch.testing.assert_close(out.double(), reference(q, k, v, 1e-6, "elu"), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("feature_map", ["elu", "relu"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_strided_incoming_gradient_matches_autograd(monkeypatch, feature_map, fused):
+    """A layer's (B, N, H, D) -> (B, H, N, D) transpose sends the kernel a strided gradient and strided
+    v: either passes (C, or PyTorch as on a GPU) take them and match autograd."""
+    from attnlab.attention import cpu
+
+    if not fused:
+        monkeypatch.setattr(cpu, "kernels_for", lambda *tensors: None)
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 40, 3, 8, generator=gen).transpose(1, 2) for _ in range(3))  # (B, H, N, D)
+    grad = torch.randn(2, 40, 3, 8, generator=gen).transpose(1, 2)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    causal_linear_attention(*leaves, 16, 1e-6, feature_map=feature_map).backward(grad)
+    ref_leaves = [t.double().contiguous().requires_grad_() for t in (q, k, v)]  # the reference: plain layout
+    reference(*ref_leaves, 1e-6, feature_map).backward(grad.double())
+    for got, want in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""The elementwise passes of causal linear attention (attention/linear_passes.py): each compiled C
+"""The elementwise passes of causal linear attention (attention/ops/passes.py, in C attention/cpu/): each compiled C
 pass equals its PyTorch version, the kernel gives the same outputs and gradients either way, and a
 missing or failing compiler, or ATTNLAB_FUSED_CPU=0, leaves the PyTorch versions in place."""
 
@@ -8,17 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlab.attention import based as based_variant
-from attnlab.attention import linear_passes as passes
-from attnlab.attention.gla import LogDecayGate
-from attnlab.attention.linear_kernels import causal_linear_attention
-from attnlab.attention.ops import c_loops, delta_rule
+from attnlab.attention import cpu
+from attnlab.attention.cpu import build
+from attnlab.attention.cpu import kernels as c_loops
+from attnlab.attention.ops import passes
 from attnlab.attention.ops.based import chunk_based
+from attnlab.attention.ops.delta_rule import chunk as delta_rule
 from attnlab.attention.ops.gated_linear import chunk_gla
+from attnlab.attention.ops.linear.chunk import causal_linear_attention
 from attnlab.attention.ops.norms import rms_norm, unit_norm
 from attnlab.attention.registry import build_attention
+from attnlab.attention.variants import based as based_variant
+from attnlab.attention.variants.gla import LogDecayGate
 
-requires_c = pytest.mark.skipif(passes.library() is None, reason="no C compiler: only the PyTorch passes run")
+requires_c = pytest.mark.skipif(build.library() is None, reason="no C compiler: only the PyTorch passes run")
 G, C, D, DV = 6, 8, 5, 7
 
 
@@ -27,7 +30,7 @@ def torch_passes(monkeypatch):
     """A context in which every pass takes its PyTorch version."""
 
     def use_torch():
-        monkeypatch.setattr(passes, "_fused", lambda *tensors: None)
+        monkeypatch.setattr(cpu, "kernels_for", lambda *tensors: None)
 
     return use_torch
 
@@ -133,49 +136,49 @@ def test_the_causal_kernel_is_the_same_with_either_passes(torch_passes, feature_
 def test_a_missing_compiler_warns_once_and_keeps_the_pytorch_passes(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-attnlab")
-    passes.library.cache_clear()
+    build.library.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no C compiler found.*ATTNLAB_FUSED_CPU=0"):
-            assert passes.library() is None
+            assert build.library() is None
         x = randn(3, 4)
         torch.testing.assert_close(passes.elu_plus_one(x), F.elu(x) + 1)  # the PyTorch version
     finally:
-        passes.library.cache_clear()
+        build.library.cache_clear()
 
 
 @requires_c
 def test_a_failing_build_warns_with_the_compiler_output(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(passes, "FLAGS", (*passes.FLAGS, "-fno-such-flag-attnlab"))  # every flag set fails
-    passes.library.cache_clear()
+    monkeypatch.setattr(build, "FLAGS", (*build.FLAGS, "-fno-such-flag-attnlab"))  # every flag set fails
+    build.library.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no-such-flag-attnlab"):
-            assert passes.library() is None
+            assert build.library() is None
         assert not list((tmp_path / "attnlab").glob("*.so"))  # nothing half-written left behind
     finally:
-        passes.library.cache_clear()
+        build.library.cache_clear()
 
 
 def test_attnlab_fused_cpu_0_turns_the_c_passes_off(monkeypatch):
     monkeypatch.setenv("ATTNLAB_FUSED_CPU", "0")
-    passes.library.cache_clear()
+    build.library.cache_clear()
     try:
-        assert passes.library() is None
+        assert build.library() is None
     finally:
-        passes.library.cache_clear()
+        build.library.cache_clear()
 
 
 @requires_c
 def test_without_openmp_the_passes_are_built_for_one_thread(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(passes, "PARALLEL", ("-fno-such-openmp-attnlab",))  # as with Apple clang
-    passes.library.cache_clear()
+    monkeypatch.setattr(build, "PARALLEL", ("-fno-such-openmp-attnlab",))  # as with Apple clang
+    build.library.cache_clear()
     try:
-        assert passes.library() is not None
+        assert build.library() is not None
         x = randn(5, 8)
         torch.testing.assert_close(passes.elu_plus_one(x), F.elu(x) + 1)
     finally:
-        passes.library.cache_clear()
+        build.library.cache_clear()
 
 
 @requires_c
@@ -319,9 +322,7 @@ def test_the_c_exp_is_within_two_ulp_up_to_88_for_glas_growing_factors():
     """gla_chunk_factors' k e^{-b}: with k = 1 and one position per chunk, e^x for x in [0, 88]."""
     x = torch.linspace(0, 88, 64 * 500).reshape(500, 1, 64)
     b, ones = -x, torch.ones_like(x)
-    q_hat, kd, k_hat = (torch.empty_like(x) for _ in range(3))
-    tensors = (ones, ones, b, q_hat, kd, k_hat)
-    passes.library().gla_chunk_factors(*(passes._ptr(t) for t in tensors), 1.0, 1e-20, 500, 1, 64)
+    q_hat, kd, k_hat = c_loops.gla_chunk_factors(ones, ones, b, 1.0)
     reference = x.double().exp()
     assert ((k_hat.double() - reference).abs() / reference).max() < 2 * 2.0**-24
 
@@ -373,7 +374,7 @@ def test_baseds_chunk_loops_are_the_same_with_either_passes(torch_passes, monkey
 )
 def test_baseds_kernel_in_one_function_is_the_same_as_its_two_parts(torch_passes, monkeypatch, B_, N, window,
                                                                      chunk, one_function):  # fmt: skip
-    """based's causal kernel on float32 CPU runs as one Function (attention/based.py FusedBased: the
+    """based's causal kernel on float32 CPU runs as one Function (attention/variants/based.py FusedBased: the
     Taylor part's C loop and the window's C kernel writing into the same gradients) where the window's
     blocks and the chunks nest (window 20: blocks of 24 against chunks of 16, the two Functions): its
     output and the gradients of q, k, v and both feature projections equal those of the two parts in

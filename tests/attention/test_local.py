@@ -164,7 +164,7 @@ def test_refuses_what_it_cannot_do():
 
 @pytest.mark.parametrize(("before", "after"), [(1, 0), (1, 1), (0, 0)])
 def test_neighbour_windows_gradient(before, after):
-    from attnlab.attention.local import NeighbourWindows
+    from attnlab.attention.ops.window.chunk import NeighbourWindows
 
     x = torch.randn(2, 3, 12, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: NeighbourWindows.apply(t, 4, before, after), (x,))
@@ -183,7 +183,7 @@ def test_lengths_around_the_block_size(n, causal):
 
 
 requires_c = pytest.mark.skipif(
-    __import__("attnlab.attention.linear_passes", fromlist=["library"]).library() is None,
+    __import__("attnlab.attention.cpu", fromlist=["available"]).available() is False,
     reason="no C compiler: the blocked kernel runs through PyTorch's SDPA only",
 )
 
@@ -225,10 +225,10 @@ def test_the_c_kernel_equals_the_dense_band_reference_with_its_gradients(causal,
 
 @requires_c
 def test_the_c_kernels_flops_count_the_pairs_they_compute(monkeypatch):
-    """The blocked kernel's custom ops (ops/c_loops.py) count 2 FLOPs per (query, key) pair computed and
+    """The blocked kernel's custom ops (attention/cpu/kernels.py) count 2 FLOPs per (query, key) pair computed and
     feature: each block's queries against the window keys inside the sequence (fewer at the edges),
     forward (scores, weights x values) and backward (five products)."""
-    from attnlab.attention.ops import c_loops
+    from attnlab.attention.cpu import kernels as c_loops
     from attnlab.flops import count_flops
 
     B, H, N, D, window = 1, 2, 50, 16, 8
@@ -250,8 +250,8 @@ def test_the_c_kernels_flops_count_the_pairs_they_compute(monkeypatch):
 def test_windows_too_large_for_the_c_kernels_memory_take_the_pytorch_path(monkeypatch):
     """The C kernel keeps a block's scores and their gradient per thread (2·C·W floats); past
     local.WINDOW_SCRATCH_FLOATS the blocked SDPA path runs instead, with the same result."""
-    from attnlab.attention import local
-    from attnlab.attention.ops import c_loops
+    from attnlab.attention.cpu import kernels as c_loops
+    from attnlab.attention.ops.window import chunk as local
 
     calls = []
     kernel = c_loops.window_attention_forward

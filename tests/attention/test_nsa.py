@@ -14,7 +14,7 @@ import torch
 from attnlab.attention import build_attention, get_attention_class, registry
 from attnlab.attention.base import Range
 from attnlab.attention.gates import random_gates
-from attnlab.attention.nsa import (
+from attnlab.attention.variants.nsa import (
     NativeSparseAttention,
     SelectedAttention,
     block_summaries,

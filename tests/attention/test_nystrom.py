@@ -10,7 +10,7 @@ import torch
 
 from attnlab.attention import build_attention, get_attention_class
 from attnlab.attention.base import allowed_keys, masked_softmax
-from attnlab.attention.nystrom import iterative_pinv, segment_means
+from attnlab.attention.variants.nystrom import iterative_pinv, segment_means
 from attnlab.errors import CapabilityError
 
 

@@ -299,7 +299,7 @@ def test_rms_norm_equals_autograd_through_its_formula():
 
 
 def test_taylor_features_equal_the_pairwise_products_with_autograd():
-    """ops/based.taylor_features (row-by-row, hand-written backward) against the plain definition
+    """ops/based/chunk.py taylor_features (row-by-row, hand-written backward) against the plain definition
     [1, x, c_ab x_a x_b (a <= b)], c_aa = 1/√2, differentiated by autograd."""
     (x,) = tensors((B, H, N, 5))
     a, b = torch.triu_indices(5, 5)

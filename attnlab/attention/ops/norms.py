@@ -5,9 +5,9 @@
     rms_norm(x)         x · rsqrt(mean(x²) + eps) over the last dim (the heads' output_norm)
 
 Same values as F.normalize(F.silu(x)) and x * torch.rsqrt(x.square().mean(-1) + eps). Autograd
-through those records ~10 elementwise passes over (B, H, N, D) each way (for the delta rule's q and
-k together they cost about as much as the whole causal `linear` kernel at N=4K on a CPU). Here each
-direction is one pass in C for contiguous float32 CPU tensors (attention/linear_passes.c), else ~3
+through those records ~10 elementwise passes over (B, H, N, D) each way, each a full read and write
+of the tensor, which on a CPU is what such passes cost (docs/measurements.md). Here each
+direction is one pass in C for contiguous float32 CPU tensors (cpu/elementwise.c), else ~3
 PyTorch ops forward and ~4 backward, reading back what the forward saved.
 """
 
@@ -17,19 +17,16 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import linear_passes as passes
+from attnlab.attention import cpu
 
 
 class UnitNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, silu: bool, eps: float) -> Tensor:
-        lib = passes._fused(x)
-        ctx.fused, ctx.silu = lib is not None, silu
-        if lib is not None:  # norm < 0 flags a row below eps
-            y, norm = torch.empty_like(x), x.new_empty(x.shape[:-1])
-            lib.unit_norm(
-                passes._ptr(x), passes._ptr(y), passes._ptr(norm), int(silu), eps, norm.numel(), x.shape[-1]
-            )
+        c = cpu.kernels_for(x)
+        ctx.fused, ctx.silu = c is not None, silu
+        if c is not None:  # norm < 0 flags a row below eps
+            y, norm = c.unit_norm(x, silu, eps)
             ctx.save_for_backward(x, y, norm)
             return y
         s = torch.nn.functional.silu(x) if silu else x  # (..., D)
@@ -43,20 +40,10 @@ class UnitNorm(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, dy: Tensor) -> tuple[Tensor, None, None]:
-        if ctx.fused and passes._fused(dy.contiguous()) is not None:
+        c = cpu.kernels_for(dy.contiguous()) if ctx.fused else None
+        if c is not None:
             x, y, norm = ctx.saved_tensors
-            dy, dx = dy.contiguous(), torch.empty_like(x)
-            passes._fused(dy).unit_norm_backward(
-                passes._ptr(dy),
-                passes._ptr(x),
-                passes._ptr(y),
-                passes._ptr(norm),
-                passes._ptr(dx),
-                int(ctx.silu),
-                norm.numel(),
-                x.shape[-1],
-            )
-            return dx, None, None
+            return c.unit_norm_backward(dy.contiguous(), x, y, norm, ctx.silu), None, None
         if ctx.fused:  # saved by the C pass, differentiated in PyTorch (a gradient of another dtype)
             x, y, signed = ctx.saved_tensors
             norm, clamped = signed.abs().unsqueeze(-1), (signed < 0).unsqueeze(-1)
@@ -74,10 +61,9 @@ class UnitNorm(torch.autograd.Function):
 class RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, eps: float) -> Tensor:
-        lib = passes._fused(x)
-        if lib is not None:
-            y, r = torch.empty_like(x), x.new_empty(*x.shape[:-1], 1)
-            lib.rms_norm(passes._ptr(x), passes._ptr(y), passes._ptr(r), eps, r.numel(), x.shape[-1])
+        c = cpu.kernels_for(x)
+        if c is not None:
+            y, r = c.rms_norm(x, eps)
             ctx.save_for_backward(y, r)
             return y
         mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
@@ -90,13 +76,9 @@ class RMSNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, dy: Tensor) -> tuple[Tensor, None]:
         y, r = ctx.saved_tensors  # dx = r (dy - y mean(dy·y))
-        lib = passes._fused(dy.contiguous(), y, r)
-        if lib is not None:
-            dy, dx = dy.contiguous(), torch.empty_like(y)
-            lib.rms_norm_backward(
-                passes._ptr(dy), passes._ptr(y), passes._ptr(r), passes._ptr(dx), r.numel(), y.shape[-1]
-            )
-            return dx, None
+        c = cpu.kernels_for(dy.contiguous(), y, r)
+        if c is not None:
+            return c.rms_norm_backward(dy.contiguous(), y, r), None
         along = torch.linalg.vecdot(y, dy).unsqueeze_(-1).div_(y.shape[-1])  # (..., 1)
         return (dy - y * along).mul_(r), None
 

@@ -1,0 +1,1 @@
+"""Linear attention with a positive feature map (`linear`, `performer`): chunk.py the kernels."""
