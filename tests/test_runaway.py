@@ -47,6 +47,19 @@ def test_a_variants_own_working_memory_enters_the_estimate(tmp_path):
     assert large.activation_bytes - large.kernel_bytes == small.activation_bytes - small.kernel_bytes
 
 
+def test_train_short_test_long_is_estimated_at_the_training_length(tmp_path):
+    """model.max_len=4096 sizes the positions for a test at 4K; the batches trained on are 128 tokens,
+    so the activations are those of 128 (the refusal, if any, says to lower the generated length)."""
+    short = ["task=mqar", "task.data.builtin.seq_len=128"]
+    sized_for_4k = estimate(compose_run(tmp_path, [*short, "model.max_len=4096"]))
+    sized_for_128 = estimate(compose_run(tmp_path, [*short, "model.max_len=128"]))
+    assert sized_for_4k.activation_bytes == sized_for_128.activation_bytes
+    trained_at_4k = estimate(
+        compose_run(tmp_path, ["task=mqar", "task.data.builtin.seq_len=4096", "model.max_len=4096"])
+    )
+    assert trained_at_4k.activation_bytes > 20 * sized_for_4k.activation_bytes
+
+
 def test_the_refusal_names_the_estimate_the_memory_and_what_to_lower(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNLAB_MEMORY_GB", "1")
     cfg = compose_run(tmp_path, ["model.mlp_ratio=100000"])

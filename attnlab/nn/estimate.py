@@ -4,9 +4,10 @@ A config such as `model.encoder_layers=1000`, `model.mlp_ratio=100000` or `atten
 attention.feature_dim=100000` is accepted by every type and range, and then allocates until the
 machine swaps. `check_fits(cfg)` refuses it first, with the estimate, the memory available and what
 to lower. The estimate counts only what training must hold for a batch at model.max_len, the longest
-the model accepts (weights, gradients and Adam's two moments in fp32; the activations the batch saves
-for the backward pass; the attention kernel's own working memory; the logits) and nothing of the
-framework's own overheads, so it errs low: configs near the limit are left to try. Padded tasks
+the model accepts, or at the generated length where that is shorter (task.data.builtin.seq_len: a
+model sized to be tested at 4K but trained at 128): weights, gradients and Adam's two moments in fp32;
+the activations the batch saves for the backward pass; the attention kernel's own working memory; the
+logits; nothing of the framework's own overheads, so it errs low: configs near the limit are left to try. Padded tasks
 (classify, translate, summarise) whose data is much shorter than model.max_len need less: there the
 advice to lower model.max_len is the fix (it costs nothing but positions the data never reaches).
 
@@ -88,7 +89,8 @@ def estimate(cfg: Any) -> Estimate:
     attention = OmegaConf.to_container(cfg.attention, resolve=True)
     name = attention.pop("name")
     cls, attention = get_attention_class(name), validate_hyperparameters(name, attention)
-    shape = {"batch": batch, "heads": heads, "length": max_len, "head_dim": d // heads}
+    length, _ = training_length(cfg)  # what a training batch holds; max_len: what the model accepts
+    shape = {"batch": batch, "heads": heads, "length": length, "head_dim": d // heads}
     kernel_params = cls.parameter_count(attention, heads=heads, head_dim=d // heads)
     kernel_memory = cls.working_memory(attention, **shape)
     stacks = STACKS.get(str(cfg.task.get("name")), ("encoder",))
@@ -100,9 +102,9 @@ def estimate(cfg: Any) -> Estimate:
         positions = max_len * d if model.get("positional") == "learned" else 0  # sinusoidal: a buffer
         parameters += vocab * d + positions + layers * block
         kernels += layers * attentions * kernel_memory
-        activations += layers * batch * max_len * d * (BLOCK_ACTIVATIONS + 2 * ratio)
+        activations += layers * batch * length * d * (BLOCK_ACTIVATIONS + 2 * ratio)
     if stacks[-1] != "encoder":
-        activations += batch * max_len * vocab  # the logits
+        activations += batch * length * vocab  # the logits
     decode = 0
     decoding = cfg.task.get("decode")
     if decoding is not None and "decoder+cross" in stacks:
@@ -116,6 +118,18 @@ def estimate(cfg: Any) -> Estimate:
         decode_bytes=decode,
         kernel_bytes=kernels * FLOAT_BYTES,
     )
+
+
+def training_length(cfg: Any) -> tuple[int, str]:
+    """(length, its key): the longest sequence a training batch holds. Generated data of a fixed length
+    shorter than the model accepts (task.data.builtin.seq_len below model.max_len: train short, test
+    long) holds that length; otherwise model.max_len, the longest the model accepts."""
+    max_len = int(cfg.model.max_len)
+    builtin = (cfg.task.get("data") or {}).get("builtin") or {}
+    seq_len = builtin.get("seq_len") if hasattr(builtin, "get") else None
+    if isinstance(seq_len, int) and not isinstance(seq_len, bool) and 0 < seq_len < max_len:
+        return seq_len, "task.data.builtin.seq_len"
+    return max_len, "model.max_len"
 
 
 def _vocab(data: Any) -> int:
@@ -192,5 +206,5 @@ def _largest(cfg: Any, found: Estimate) -> str:
         sizes = [f"attention.{k}={v}" for k, v in cfg.attention.items() if k in ATTENTION_SIZES]
         keys.append(" or ".join(sizes) if sizes else f"attention={cfg.attention.name} (its working memory)")
     if found.activation_bytes > found.weights_bytes:
-        keys += ["task.data.batch_size", "model.max_len"]
+        keys += ["task.data.batch_size", training_length(cfg)[1]]
     return ", ".join(keys or ["model.d_model", "the layer counts", "task.data.batch_size"])
