@@ -5,7 +5,7 @@ How to run (not part of the test suite; tens of minutes on a 2-core CPU at 16K, 
     python benchmarks/c_passes.py                      # N = 16K, 5 interleaved rounds, one thread
     python benchmarks/c_passes.py --quick              # N = 4K, 3 rounds
     python benchmarks/c_passes.py --threads 2          # the same with two threads
-    python benchmarks/c_passes.py --only unit_norm gla_chunk   # some rows (names: --list)
+    python benchmarks/c_passes.py --only log_decay_gate window_causal   # some rows (names: --list)
     python benchmarks/c_passes.py --no-compile         # skip torch.compile (its build takes minutes)
 
 Each row is one operation a variant calls (the C passes grouped by the call that runs them), forward
@@ -21,6 +21,11 @@ calling thread's CPU time with one thread, steady on a shared machine; wall cloc
 Every form's output and input gradients are checked against C's (max |a - b| <= 1e-3 · max |C|)
 before anything is timed. "best PyTorch" is the fastest of the other forms; a row is kept only where
 C is >= 1.3x faster than it (docs/c-passes.md).
+
+The rows here are the C that stayed. The eight rows that did not pay (the causal and non-causal linear
+kernels' passes, performer's, unit_norm, rms_norm, the delta rule's and gated delta rule's loops, gla's
+one-block chunk) were deleted with their C; their measurements are in docs/c-passes.md, and
+`git show d8dfebc:benchmarks/c_passes.py` is this benchmark as it measured them.
 """
 
 from __future__ import annotations
@@ -40,13 +45,8 @@ from torch import Tensor
 # Everything this benchmark knows of attnlab's C passes and their callers, in one place.
 from attnlab.attention.cpu import build as passes  # the C library's one switch: passes.library()
 from attnlab.attention.ops.based import taylor_features
-from attnlab.attention.ops.delta_rule import chunk_delta_rule
-from attnlab.attention.ops.gated_linear import chunk_gla
-from attnlab.attention.ops.linear.chunk import causal_linear_attention, linear_attention
-from attnlab.attention.ops.norms import rms_norm, unit_norm
 from attnlab.attention.ops.window.chunk import sliding_window_attention
 from attnlab.attention.variants.based import BasedAttention
-from attnlab.attention.variants.gated_deltanet import GatedDeltaNet
 from attnlab.attention.variants.gla import LogDecayGate
 
 B, H, D = 1, 4, 64  # the bench's and the speed targets' setting
@@ -90,27 +90,6 @@ def _leaf(*shape: int, scale: float = 1.0) -> Tensor:
 
 
 # ---- the plain autograd forms --------------------------------------------------------------------
-def linear_causal_autograd(q: Tensor, k: Tensor, v: Tensor, chunk: int, eps: float, elu: bool) -> Tensor:
-    """Chunked causal linear attention as autograd sees it: q, k (B, H, N, D), v (B, H, N, Dv)."""
-    Bq, Hq, N, Dq = q.shape
-    nc = N // chunk
-    fq, fk = (F.elu(q) + 1, F.elu(k) + 1) if elu else (q, k)
-    qc, kc, vc = (t.reshape(Bq, Hq, nc, chunk, t.shape[-1]) for t in (fq, fk, v))  # (B, H, nc, C, ·)
-    kv = kc.transpose(-2, -1) @ vc  # (B, H, nc, D, Dv)
-    state = F.pad(kv.cumsum(2)[:, :, :-1], (0, 0, 0, 0, 1, 0))  # sums over the earlier chunks
-    k_sum = F.pad(kc.sum(3).cumsum(2)[:, :, :-1], (0, 0, 1, 0))  # (B, H, nc, D)
-    scores = (qc @ kc.transpose(-2, -1)).tril()  # (B, H, nc, C, C)
-    num = qc @ state + scores @ vc
-    den = (qc * k_sum[..., None, :]).sum(-1, keepdim=True) + scores.sum(-1, keepdim=True) + eps
-    return (num / den).reshape(Bq, Hq, N, -1)
-
-
-def linear_noncausal_autograd(q: Tensor, k: Tensor, v: Tensor, eps: float) -> Tensor:
-    fq, fk = F.elu(q) + 1, F.elu(k) + 1  # (B, H, N, D)
-    den = fq @ fk.sum(2, keepdim=True).transpose(-2, -1) + eps  # (B, H, N, 1)
-    return (fq @ (fk.transpose(-2, -1) @ v)) / den
-
-
 def taylor_autograd(x: Tensor) -> Tensor:
     """[1, x, c_ab x_a x_b (a <= b)] by index gathers, the pairs in the C pass's order."""
     d = x.shape[-1]
@@ -133,35 +112,6 @@ def _qkv(n: int, dv: int = D) -> list[Tensor]:
     return [_leaf(B, H, n, D), _leaf(B, H, n, D), _leaf(B, H, n, dv)]
 
 
-def _delta_inputs(n: int, gated: bool) -> tuple[list[Tensor], dict]:
-    """q, k as deltanet / gated_deltanet hand them to the op (SiLU, unit norm), β and g from their gates."""
-    torch.manual_seed(0)
-    module = GatedDeltaNet(heads=H)
-    with torch.no_grad():
-        q, k, gates = module.prepare(torch.randn(B, H, n, D), torch.randn(B, H, n, D),
-                                     {"g": torch.randn(B, H, n), "beta": torch.randn(B, H, n)})  # fmt: skip
-    inputs = [q.requires_grad_(), k.requires_grad_(), _leaf(B, H, n, D), gates["beta"].requires_grad_()]
-    if gated:
-        inputs.append(gates["g"].requires_grad_())
-    return inputs, {}
-
-
-def _delta(inputs: list[Tensor], extra: dict) -> Tensor:
-    q, k, v, beta, *g = inputs
-    return chunk_delta_rule(q, k, v, beta, g[0] if g else None, scale=D**-0.5, chunk_size=32)[0]
-
-
-def _gla_inputs(n: int) -> tuple[list[Tensor], dict]:
-    with torch.no_grad():
-        g = LogDecayGate.apply(torch.randn(B, H, n, D), 16.0, -4.0)  # gla's gate at its defaults
-    return [*_qkv(n), g.requires_grad_()], {}
-
-
-def _gla(inputs: list[Tensor], extra: dict) -> Tensor:
-    q, k, v, g = inputs
-    return chunk_gla(q, k, v, g, scale=D**-0.5, chunk_size=64)[0]
-
-
 def _window(causal: bool) -> Callable:
     def form(inputs: list[Tensor], extra: dict) -> Tensor:
         q, k, v = inputs
@@ -182,60 +132,7 @@ def _based(causal: bool) -> Callable:
     return form
 
 
-def _performer_inputs(n: int) -> tuple[list[Tensor], dict]:
-    """Positive random features (B, H, N, 128), performer's default count, and values."""
-    features = [(torch.randn(B, H, n, 128) * 0.3).exp().requires_grad_() for _ in range(2)]
-    return [*features, _leaf(B, H, n, D)], {}
-
-
-LOOP = (
-    "dynamo unrolls the fallback's Python loop over chunks (N/C iterations: 256 to 512 at 16K); at N=1K "
-    "(32 chunks) the delta rule's build took 221 s and ran slower than eager"
-)
-
-
 CASES = [
-    Case(
-        "linear_causal",
-        "elu_plus_one, tril_rowsum, normalize, grad_prologue, add_rows_tril, feature_grad, inclusive_scan",
-        "linear (causal)",
-        lambda n: (_qkv(n), {}),
-        lambda i, e: causal_linear_attention(*i, 64, 1e-6, "elu"),
-        lambda i, e: linear_causal_autograd(*i, 64, 1e-6, elu=True),
-    ),
-    Case(
-        "performer_causal",
-        "tril_rowsum, normalize, grad_prologue, add_rows_tril, feature_grad, inclusive_scan",
-        "performer (causal)",
-        _performer_inputs,
-        lambda i, e: causal_linear_attention(*i, 64, 1e-6, None),
-        lambda i, e: linear_causal_autograd(*i, 64, 1e-6, elu=False),
-    ),
-    Case(
-        "linear_noncausal",
-        "elu_plus_one, feature_grad",
-        "linear (non-causal)",
-        lambda n: (_qkv(n), {}),
-        lambda i, e: linear_attention(*i, 1e-6, "elu"),
-        lambda i, e: linear_noncausal_autograd(*i, 1e-6),
-    ),
-    Case(
-        "unit_norm",
-        "unit_norm, unit_norm_backward (UnitNorm)",
-        "deltanet, gated_deltanet, gated_deltaproduct (q and k)",
-        lambda n: ([_leaf(B, H, n, D), _leaf(B, H, n, D)], {}),
-        lambda i, e: tuple(unit_norm(x, silu=True, eps=1e-6) for x in i),
-        lambda i, e: tuple(F.normalize(F.silu(x), dim=-1, eps=1e-6) for x in i),
-    ),
-    Case(
-        "rms_norm",
-        "rms_norm, rms_norm_backward (RMSNorm)",
-        "every recurrent variant's output_norm (gla, deltanet, gated_deltanet, retention, mamba2, kda, ...)",
-        lambda n: ([_leaf(B, H, n, D)], {}),
-        lambda i, e: rms_norm(i[0], eps=1e-6),
-        lambda i, e: i[0] * torch.rsqrt(i[0].square().mean(-1, keepdim=True) + 1e-6),
-        {"F.rms_norm": lambda i, e: F.rms_norm(i[0], (D,), eps=1e-6)},
-    ),
     Case(
         "log_decay_gate",
         "log_decay_gate, log_decay_gate_backward (LogDecayGate)",
@@ -253,31 +150,6 @@ CASES = [
         lambda i, e: taylor_autograd(i[0]),
         {"rows": lambda i, e: taylor_rows_autograd(i[0])},
         compile_extra=True,
-    ),
-    Case(
-        "delta_rule",
-        "delta_rule_rhs, delta_rule_forward_loop, delta_rule_backward_loop, delta_scores_backward, "
-        "delta_rule_grad_epilogue, GEMM micro-kernel (ChunkDeltaRule)",
-        "deltanet, gated_deltaproduct (ungated part)",
-        lambda n: _delta_inputs(n, gated=False),
-        _delta,
-        no_compile=LOOP,
-    ),
-    Case(
-        "gated_delta_rule",
-        "the delta rule's + decay_matrix, flush_small (ChunkDeltaRule with g)",
-        "gated_deltanet, gated_deltaproduct",
-        lambda n: _delta_inputs(n, gated=True),
-        _delta,
-        no_compile=LOOP,
-    ),
-    Case(
-        "gla_chunk",
-        "gla_chunk_factors, gla_chunk_grad_epilogue, inclusive_scan (ChunkPerDimGLA, one block)",
-        "gla",
-        _gla_inputs,
-        _gla,
-        no_compile=LOOP,
     ),
     Case(
         "window_causal",
@@ -302,7 +174,7 @@ CASES = [
     ),
     Case(
         "based_noncausal",
-        "taylor_features(+backward), elu-free linear kernel passes, window_attention_* ",
+        "taylor_features(+backward), window_attention_* ",
         "based (non-causal)",
         _based_inputs,
         _based(causal=False),

@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(not cpu.available(), reason="no C passes here (no compiler, or turned off)")
 def test_the_c_passes_table_runs_and_checks_the_forms_against_c():
-    args = ["--length", "128", "--rounds", "1", "--no-compile", "--only", "rms_norm", "window_causal"]
+    args = ["--length", "128", "--rounds", "1", "--no-compile", "--only", "log_decay_gate", "window_causal"]
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "c_passes.py"), *args],
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout  # fmt: skip
-    rows = [line for line in out.splitlines() if line.startswith(("| rms_norm", "| window_causal"))]
+    rows = [line for line in out.splitlines() if line.startswith(("| log_decay_gate", "| window_causal"))]
     assert len(rows) == 2
     assert all(row.rstrip(" |").endswith(("keep", "delete")) for row in rows)
     assert "differs from C" not in out

@@ -18,9 +18,7 @@ typedef int64_t i64;
 
 /* exp(x) for x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, a degree-7 Taylor series for
  * e^r (truncation < 3e-9), times 2^n from the exponent bits. Within 2 ulp of expf down to
- * x = -87; below, 2^-126 (1.2e-38) instead of a subnormal or 0; NaN stays NaN. Written to vectorise.
- * Also exact to 2 ulp for 0 < x <= 88 (2^n is still a normal float), where gla's in-chunk factors
- * e^{-b}, b >= -80, use it; beyond that the result is not e^x. */
+ * x = -87; below, 2^-126 (1.2e-38) instead of a subnormal or 0; NaN stays NaN. Written to vectorise. */
 static inline float exp_nonpositive(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
     x = x < -87.3f ? -87.3f : x;
@@ -39,13 +37,6 @@ static inline float exp_nonpositive(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
-}
-
-/* e^x (x <= 88, as exp_nonpositive) with values below `flush` set to exactly 0 (ops/decay.py flushed_exp:
- * such decays are far under fp32's resolution, and as subnormals x86 computes with them in microcode). */
-static inline float flushed_exp(float x, float flush) {
-    float e = exp_nonpositive(x);
-    return e < flush ? 0.0f : e;
 }
 
 /* sigmoid(x) = 1 / (1 + e^-x), from exp_nonpositive(-|x|) (vectorises; within a few ulp of 1/(1+expf)). */

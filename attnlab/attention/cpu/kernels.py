@@ -19,40 +19,15 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.cpu.build import library
-from attnlab.attention.ops.decay import FLUSH_BELOW
 
-FEATURE_MAPS = {None: 0, "elu": 1, "relu": 2}  # elementwise.c's feature_map codes
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 SIGNATURES = {
     # elementwise.c
-    "elu_plus_one": [_P, _P, _I],
-    "tril_rowsum": [_P, _P, _I, _I],
-    "normalize": [_P, _P, _P, _P, _P, _F, _I, _I, _I, _I],
-    "grad_prologue": [_P, _P, _P, _P, _P, _I, _I],
-    "add_rows_tril": [_P, _P, _I, _I],
-    "feature_grad": [_P, _P, _P, _P, ctypes.c_int, _I, _I, _I],
-    "inclusive_scan": [_P, _I, _I, _I, ctypes.c_int],
     "taylor_feature_count": [_I],
     "taylor_features": [_P, _P, _I, _I],
     "taylor_features_backward": [_P, _P, _P, _I, _I],
-    "unit_norm": [_P, _P, _P, ctypes.c_int, _F, _I, _I],
-    "unit_norm_backward": [_P, _P, _P, _P, _P, ctypes.c_int, _I, _I],
-    "rms_norm": [_P, _P, _P, _F, _I, _I],
-    "rms_norm_backward": [_P, _P, _P, _P, _I, _I],
     "log_decay_gate": [_P, _P, _F, _F, _I],
     "log_decay_gate_backward": [_P, _P, _P, _F, _F, _I],
-    # delta_rule.c
-    "decay_matrix": [_P, _P, _F, _I, _I],
-    "flush_small": [_P, _F, _I],
-    "delta_scores_backward": [_P] * 8 + [_I, _I],
-    "delta_rule_scratch_floats": [_I] * 3,
-    "delta_rule_forward_loop": [_P, _P, _P, _P, _F, _F, _P, _P, _P, _P] + [_I] * 5,
-    "delta_rule_backward_loop": [_P] * 5 + [_I, _I, _P, _P, _F, _F] + [_P] * 10 + [_I] * 5,
-    "delta_rule_rhs": [_P] * 5 + [_F, _I, _I, _I, _I],
-    "delta_rule_grad_epilogue": [_P] * 8 + [_I, _I, _I],
-    # gated_linear.c
-    "gla_chunk_factors": [_P] * 6 + [_F, _F, _I, _I, _I],
-    "gla_chunk_grad_epilogue": [_P] * 11 + [_F, _F, _I, _I, _I],
     # window_softmax.c
     "parallel_threads": [],
     "window_scratch_floats": [_I] * 5,
@@ -66,7 +41,6 @@ SIGNATURES = {
 RESULTS = {  # the rest return nothing
     "taylor_feature_count": _I,
     "parallel_threads": ctypes.c_int,
-    "delta_rule_scratch_floats": _I,
     "window_scratch_floats": _I,
     "based_scratch_floats": _I,
 }
@@ -103,55 +77,7 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-# ---- elementwise.c: causal linear attention's passes (ops/passes.py holds their PyTorch forms) --------
-def inclusive_scan_(x: Tensor, reverse: bool) -> Tensor:
-    """x (G, n, E) in place: prefix sums along dim 1, one walk down the sequence per block of columns."""
-    _lib().inclusive_scan(_ptr(x), x.shape[0], x.shape[1], x.shape[2:].numel(), int(reverse))
-    return x
-
-
-def elu_plus_one(x: Tensor, phi: Tensor) -> Tensor:
-    """phi = elu(x) + 1 (phi may be x)."""
-    _lib().elu_plus_one(_ptr(x), _ptr(phi), x.numel())
-    return phi
-
-
-def tril_rowsum_(scores: Tensor) -> Tensor:
-    G, C = scores.shape[:2]
-    rowsum = scores.new_empty(G, C, 1)
-    _lib().tril_rowsum(_ptr(scores), _ptr(rowsum), G, C)
-    return rowsum
-
-
-def normalize_(out: Tensor, q: Tensor, zk: Tensor, rowsum: Tensor, eps: float) -> Tensor:
-    (G, C, D), Dv = q.shape, out.shape[-1]
-    den = q.new_empty(G, C, 1)
-    _lib().normalize(_ptr(out), _ptr(den), _ptr(q), _ptr(zk), _ptr(rowsum), eps, G, C, D, Dv)
-    return den
-
-
-def grad_prologue(grad: Tensor, den: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
-    grad_num, grad_den = torch.empty_like(out), den.new_empty(den.shape)
-    _lib().grad_prologue(
-        _ptr(grad), _ptr(den), _ptr(out), _ptr(grad_num), _ptr(grad_den), den.numel(), out.shape[-1]
-    )
-    return grad_num, grad_den
-
-
-def add_rows_tril_(dscores: Tensor, grad_den: Tensor) -> Tensor:
-    G, C = dscores.shape[:2]
-    _lib().add_rows_tril(_ptr(dscores), _ptr(grad_den), G, C)
-    return dscores
-
-
-def feature_grad_(
-    x: Tensor, scale: Tensor | None, vec: Tensor | None, phi: Tensor, feature_map: str | None
-) -> Tensor:
-    G, C, D = x.shape
-    _lib().feature_grad(_ptr(x), _ptr(scale), _ptr(vec), _ptr(phi), FEATURE_MAPS[feature_map], G, C, D)
-    return x
-
-
+# ---- elementwise.c: Based's Taylor features and gla's gate ----------------------------------------------
 def taylor_feature_count(d: int) -> int:
     """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions, as the C counts them."""
     return _lib().taylor_feature_count(d)
@@ -171,35 +97,6 @@ def taylor_features_backward(d_phi: Tensor, x: Tensor) -> Tensor:
     return dx
 
 
-# ---- elementwise.c: the recurrent family's normalisations and gla's gate ------------------------------
-def unit_norm(x: Tensor, silu: bool, eps: float) -> tuple[Tensor, Tensor]:
-    """-> y (..., D) and the norms (...,), negative for a row below eps (no projection in its backward)."""
-    y, norm = torch.empty_like(x), x.new_empty(x.shape[:-1])
-    _lib().unit_norm(_ptr(x), _ptr(y), _ptr(norm), int(silu), eps, norm.numel(), x.shape[-1])
-    return y, norm
-
-
-def unit_norm_backward(dy: Tensor, x: Tensor, y: Tensor, norm: Tensor, silu: bool) -> Tensor:
-    dx = torch.empty_like(x)
-    _lib().unit_norm_backward(
-        _ptr(dy), _ptr(x), _ptr(y), _ptr(norm), _ptr(dx), int(silu), norm.numel(), x.shape[-1]
-    )
-    return dx
-
-
-def rms_norm(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """-> y (..., D) and r (..., 1) = rsqrt(mean(x²) + eps)."""
-    y, r = torch.empty_like(x), x.new_empty(*x.shape[:-1], 1)
-    _lib().rms_norm(_ptr(x), _ptr(y), _ptr(r), eps, r.numel(), x.shape[-1])
-    return y, r
-
-
-def rms_norm_backward(dy: Tensor, y: Tensor, r: Tensor) -> Tensor:
-    dx = torch.empty_like(y)
-    _lib().rms_norm_backward(_ptr(dy), _ptr(y), _ptr(r), _ptr(dx), r.numel(), y.shape[-1])
-    return dx
-
-
 def log_decay_gate(x: Tensor, temperature: float, floor: float) -> Tensor:
     y = torch.empty_like(x)
     _lib().log_decay_gate(_ptr(x), _ptr(y), temperature, floor, x.numel())
@@ -210,131 +107,6 @@ def log_decay_gate_backward(grad: Tensor, x: Tensor, temperature: float, floor: 
     dx = torch.empty_like(x)
     _lib().log_decay_gate_backward(_ptr(grad), _ptr(x), _ptr(dx), temperature, floor, x.numel())
     return dx
-
-
-# ---- delta_rule.c: the chunked delta rule's elementwise steps -----------------------------------------
-def decay_matrix(b: Tensor) -> Tensor:
-    C = b.shape[-1]
-    gamma = b.new_empty(*b.shape, C)
-    _lib().decay_matrix(_ptr(b), _ptr(gamma), FLUSH_BELOW, b.numel() // C, C)
-    return gamma
-
-
-def flush_small_(dense: Tensor) -> Tensor:
-    _lib().flush_small(_ptr(dense), FLUSH_BELOW, dense.numel())
-    return dense
-
-
-def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, rhs: Tensor) -> Tensor:
-    G, nc, C, D = k.shape
-    _lib().delta_rule_rhs(*(_ptr(t) for t in (k, v, beta, b, rhs)), FLUSH_BELOW, G * nc, C, D, v.shape[-1])
-    return rhs
-
-
-def delta_rule_grad_epilogue_(dk, d_kb, dv, d_beta, y, v, k, beta) -> Tensor:
-    tensors = (dk, d_kb, dv, d_beta, y, v, k, beta)
-    _lib().delta_rule_grad_epilogue(*(_ptr(t) for t in tensors), beta.numel(), k.shape[-1], v.shape[-1])
-    return dv
-
-
-def delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, db, d_beta) -> None:
-    G, nc, C = M.shape[:3]
-    _lib().delta_scores_backward(*(_ptr(t) for t in (dM, dP, M, P_raw, gamma, beta, db, d_beta)), G * nc, C)
-
-
-# ---- gated_linear.c ------------------------------------------------------------------------------------
-def gla_chunk_factors(q: Tensor, k: Tensor, b: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    """q, k, b (..., C, D), chunks of C positions -> q_hat = scale q e^b, kd = k e^{b_last - b},
-    k_hat = k e^{-b}."""
-    C, D = q.shape[-2:]
-    q_hat, kd, k_hat = (torch.empty_like(q) for _ in range(3))
-    tensors = (q, k, b, q_hat, kd, k_hat)
-    _lib().gla_chunk_factors(*(_ptr(t) for t in tensors), scale, FLUSH_BELOW, q.numel() // (C * D), C, D)
-    return q_hat, kd, k_hat
-
-
-def gla_chunk_grad_epilogue(d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, scale: float):
-    """-> d q, d k, d g (..., C, D)."""
-    C, D = q.shape[-2:]
-    d_q, dk, dg = (torch.empty_like(q) for _ in range(3))
-    tensors = (d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, d_q, dk, dg)
-    _lib().gla_chunk_grad_epilogue(
-        *(_ptr(t) for t in tensors), scale, FLUSH_BELOW, q.numel() // (C * D), C, D
-    )
-    return d_q, dk, dg
-
-
-# ---- delta_rule.c: the chunk loops (custom ops) -------------------------------------------------------
-@torch.library.custom_op("attnlab::delta_rule_forward_loop_mm", mutates_args=("uw", "out", "states", "S"))
-def delta_rule_forward_loop(
-    uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, out: Tensor, states: Tensor, S: Tensor
-) -> None:
-    """uw (G, nc, C, Dv + D) [u w]: u becomes new = u - w S chunk by chunk; out (G, nc, C, Dv) receives
-    scale (q ⊙ e^b) S_c; states (G, nc, D, Dv) the state before each chunk; S (G, D, Dv): the initial
-    state in, the final one out, S' = e^{b_last} S + (k ⊙ e^{b_last - b})ᵀ new; b (G, nc, C) the
-    cumulative log decay in each chunk, None ungated."""
-    G, nc, C, D = k.shape
-    Dv = S.shape[-1]
-    ptrs = [_ptr(t) for t in (uw, k, q, b)] + [scale, FLUSH_BELOW]
-    scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
-    ptrs += [_ptr(t) for t in (out, states, S, scratch)]
-    _lib().delta_rule_forward_loop(*ptrs, G, nc, C, D, Dv)
-
-
-@torch.library.custom_op(
-    "attnlab::delta_rule_backward_loop_mm",
-    mutates_args=("d_new", "y", "d_q", "d_kb", "dk", "db_rows", "db_last", "dS"),
-)
-def delta_rule_backward_loop(
-    d_new: Tensor,
-    k: Tensor,
-    q: Tensor,
-    uw: Tensor,
-    T: Tensor,
-    b: Tensor | None,
-    beta: Tensor,
-    scale: float,
-    d_out: Tensor,
-    states: Tensor,
-    y: Tensor,
-    d_q: Tensor,
-    d_kb: Tensor,
-    dk: Tensor,
-    db_rows: Tensor | None,
-    db_last: Tensor | None,
-    dS: Tensor,
-) -> None:
-    """Its backward: d_new (G, nc, C, Dv) the in-chunk part in, the whole gradient out; y = Tᵀ d_new;
-    the state's terms of the gradients, d_q = scale e^b ⊙ d_out Sᵀ, d_kb = e^b ⊙ (-y Sᵀ) (over β),
-    dk = e^{b_last - b} ⊙ new dS_nextᵀ (G, nc, C, D), overwritten; gated, the terms of d loss / d b
-    through the state, per position db_rows (G, nc, C) and through b_last db_last (G, nc); dS
-    (G, D, Dv): d loss / d (final state) in, d / d S_0 out. T (G, nc, C, C) row- or column-major."""
-    G, nc, C, D = k.shape
-    Dv = dS.shape[-1]
-    ptrs = [_ptr(t) for t in (d_new, k, q, uw, T)] + [T.stride(-2), T.stride(-1)]
-    ptrs += [_ptr(b), _ptr(beta), scale, FLUSH_BELOW]
-    ptrs += [_ptr(t) for t in (d_out, states, y, d_q, d_kb, dk, db_rows, db_last, dS)]
-    scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
-    _lib().delta_rule_backward_loop(*ptrs, _ptr(scratch), G, nc, C, D, Dv)
-
-
-def _delta_rule_scratch(k: Tensor, C: int, D: int, Dv: int) -> Tensor:
-    """The loops' working memory, one row per sequence, of the size delta_rule.c asks for."""
-    return k.new_empty(k.shape[0], _lib().delta_rule_scratch_floats(C, D, Dv))
-
-
-def _forward_flops(*args, out_val=None, **kwargs) -> int:
-    """Three products per chunk and sequence, (C, D) x (D, Dv) twice and (D, C) x (C, Dv)."""
-    G, nc, C, D = args[1].shape  # k
-    Dv = args[7].shape[-1]  # S
-    return 3 * 2 * G * nc * C * D * Dv
-
-
-def _backward_flops(*args, out_val=None, **kwargs) -> int:
-    """Six (C, D, Dv)-sized products per chunk and sequence, and y = Tᵀ d_new, (C, C) x (C, Dv)."""
-    G, nc, C, D = args[1].shape  # k
-    Dv = args[0].shape[-1]  # d_new
-    return 6 * 2 * G * nc * C * D * Dv + 2 * G * nc * C * C * Dv
 
 
 # ---- window_softmax.c (custom ops) ---------------------------------------------------------------------
@@ -521,8 +293,6 @@ def _based_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
 
 
 LOOP_FLOPS = {
-    torch.ops.attnlab.delta_rule_forward_loop_mm: _forward_flops,
-    torch.ops.attnlab.delta_rule_backward_loop_mm: _backward_flops,
     torch.ops.attnlab.window_attention_forward_mm: _window_forward_flops,
     torch.ops.attnlab.window_attention_backward_mm: _window_backward_flops,
     torch.ops.attnlab.based_forward_loop_mm: _based_forward_flops,

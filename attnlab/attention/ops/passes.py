@@ -2,12 +2,13 @@
 forms that share them (the prefix-sum scan, Based's Taylor feature map), in PyTorch.
 
 Between its matrix products the causal kernel runs about twenty elementwise passes over (N, d)-sized
-tensors: the feature map, the causal mask, the normaliser, and their gradients. Each function here
-runs the one-pass C kernel (cpu/elementwise.c) where the caller's decision (`kernels=`, taken once at
-the top of its Function) says the C applies, or, called on its own, where the C door says so for its
-tensors (plain contiguous float32 CPU tensors); everywhere else (float64, GPU, non-contiguous inputs,
-tensor subclasses such as fake tensors, a call autograd records, no C compiler, ATTNLAB_FUSED_CPU=0)
-the PyTorch form written here, which computes the same thing in as few passes as eager PyTorch allows.
+tensors: the feature map, the causal mask, the normaliser, and their gradients. Each is written here in
+as few in-place passes as eager PyTorch allows. Only Based's Taylor feature map (and its backward) also
+has a C form (cpu/elementwise.c), run where the caller's decision (`kernels=`, taken once at the top of
+its Function) says the C applies, or, called on its own, where the C door says so for its tensors: it is
+the one pass here that C makes at least 1.3x faster (docs/c-passes.md, which also lists the C passes
+deleted from this file). Everywhere else (float64, GPU, non-contiguous inputs, tensor subclasses such as
+fake tensors, a call autograd records, no C compiler, ATTNLAB_FUSED_CPU=0) the PyTorch form runs.
 """
 
 from __future__ import annotations
@@ -34,16 +35,12 @@ def _scan_steps(n: int) -> list[tuple[int, int, int]]:
     return steps
 
 
-def inclusive_scan_(x: Tensor, *, reverse: bool = False, kernels=cpu.ASK) -> Tensor:
+def inclusive_scan_(x: Tensor, *, reverse: bool = False) -> Tensor:
     """In-place prefix sums of x (G, n, E) along dim 1: x[:, i] <- Σ_{j<=i} x[:, j] (reverse: j >= i).
 
-    In C: one walk down the sequence per block of columns. In PyTorch: 2·log2(n) strided in-place
-    adds, no allocation (torch.cumsum along a middle dimension is several times slower on CPU and
-    allocates its result). Each output sums only its own side of the sequence.
+    2·log2(n) strided in-place adds, no allocation (torch.cumsum along a middle dimension is several
+    times slower on CPU and allocates its result). Each output sums only its own side of the sequence.
     """
-    c = cpu.decided(kernels, x)
-    if c is not None:
-        return c.inclusive_scan_(x, reverse)
     n = x.shape[1]
     for target, source, stride in _scan_steps(n):
         count = len(range(target, n, stride))
@@ -56,29 +53,20 @@ def inclusive_scan_(x: Tensor, *, reverse: bool = False, kernels=cpu.ASK) -> Ten
     return x
 
 
-def elu_plus_one(x: Tensor, kernels=cpu.ASK) -> Tensor:
+def elu_plus_one(x: Tensor) -> Tensor:
     """phi(x) = elu(x) + 1 > 0, as a fresh contiguous tensor."""
     own = x.contiguous()  # a copy (ours to overwrite) when x is a strided view
-    c = cpu.decided(kernels, own)
-    if c is not None:
-        return c.elu_plus_one(own, own if own is not x else torch.empty_like(x))  # in place on our copy
     return F.elu_(own).add_(1.0) if own is not x else F.elu(x).add_(1.0)
 
 
-def tril_rowsum_(scores: Tensor, kernels=cpu.ASK) -> Tensor:
+def tril_rowsum_(scores: Tensor) -> Tensor:
     """scores (G, C, C) in place: zero above the diagonal; returns the row sums (G, C, 1)."""
-    c = cpu.decided(kernels, scores)
-    if c is not None:
-        return c.tril_rowsum_(scores)
     return scores.tril_().sum(dim=-1, keepdim=True)
 
 
-def normalize_(out: Tensor, q: Tensor, zk: Tensor, rowsum: Tensor, eps: float, kernels=cpu.ASK) -> Tensor:
+def normalize_(out: Tensor, q: Tensor, zk: Tensor, rowsum: Tensor, eps: float) -> Tensor:
     """den = q · zk + rowsum + eps, then out /= den in place; returns den (G, C, 1).
     out (G, C, Dv), q (G, C, D), zk (G, D, 1), rowsum (G, C, 1)."""
-    c = cpu.decided(kernels, out, q, zk, rowsum)
-    if c is not None:
-        return c.normalize_(out, q, zk, rowsum, eps)
     G, C, D = q.shape
     den = torch.linalg.vecdot(q, zk.view(G, 1, D)).unsqueeze_(
         -1
@@ -89,21 +77,15 @@ def normalize_(out: Tensor, q: Tensor, zk: Tensor, rowsum: Tensor, eps: float, k
     return den
 
 
-def grad_prologue(grad: Tensor, den: Tensor, out: Tensor, kernels=cpu.ASK) -> tuple[Tensor, Tensor]:
+def grad_prologue(grad: Tensor, den: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
     """(grad / den, -Σ (grad / den)·out over the last dim): the gradients w.r.t. the numerator
     (G, C, Dv) and the denominator (G, C, 1) of out = numerator / den."""
-    c = cpu.decided(kernels, grad, den, out)
-    if c is not None:
-        return c.grad_prologue(grad, den, out)
     grad_num = grad / den
     return grad_num, torch.linalg.vecdot(grad_num, out).neg_().unsqueeze(-1)
 
 
-def add_rows_tril_(dscores: Tensor, grad_den: Tensor, kernels=cpu.ASK) -> Tensor:
+def add_rows_tril_(dscores: Tensor, grad_den: Tensor) -> Tensor:
     """dscores (G, C, C) in place: + grad_den (G, C, 1) row-wise, then zero above the diagonal."""
-    c = cpu.decided(kernels, dscores, grad_den)
-    if c is not None:
-        return c.add_rows_tril_(dscores, grad_den)
     dscores += grad_den
     return dscores.tril_()
 
@@ -115,15 +97,11 @@ def feature_grad_(
     phi: Tensor,
     feature_map: str | None,
     spare: list[Tensor],
-    kernels=cpu.ASK,
 ) -> Tensor:
     """x (G, C, D) in place: += scale (G, C, 1; None: 1) times vec (G, 1, D; None: no term), then times
     the feature map's derivative read off phi = feature_map(input) (G, C, D). `spare`: buffers of the
     backward no longer needed, which the PyTorch version may overwrite (never a saved tensor: a
     retained graph stays valid)."""
-    c = cpu.decided(kernels, x, scale, vec, phi)
-    if c is not None:
-        return c.feature_grad_(x, scale, vec, phi, feature_map)
     if vec is not None:
         x.addcmul_(scale, vec) if scale is not None else x.add_(vec)
     if feature_map == "elu":  # phi' = 1 for x > 0, exp(x) = phi otherwise: min(phi, 1)

@@ -30,7 +30,7 @@ from attnlab.attention.registry import register_attention
 
 def normalise_qk(q: Tensor, k: Tensor, silu: bool, l2: bool) -> tuple[Tensor, Tensor]:
     """The delta rule's q, k: SiLU when `silu`, then unit L2 norm per head vector when `l2`
-    (ops/norms.py: F.normalize's values, eps 1e-6, with a hand-written backward)."""
+    (ops/norms.py: F.normalize, eps 1e-6)."""
     if l2:
         return unit_norm(q, silu=silu, eps=1e-6), unit_norm(k, silu=silu, eps=1e-6)
     return (F.silu(q), F.silu(k)) if silu else (q, k)

@@ -79,7 +79,7 @@ class ChunkBased(torch.autograd.Function):
         Z = q.new_empty(flat, F_, Dv + 1)
         torch.bmm(phi_k.view(flat, C, F_)[:-1].transpose(1, 2), v1.view(flat, C, Dv + 1)[:-1], out=Z[1:])
         Z.view(G, nc, -1)[:, 0].zero_()
-        inclusive_scan_(Z.view(G, nc, -1), kernels=None)
+        inclusive_scan_(Z.view(G, nc, -1))
         s = torch.matmul(q, k.transpose(-2, -1))  # (G, nc, C, C)
         kappa = (s * s).mul_(0.5).add_(s).add_(1.0).tril_()  # causal κ = 1 + s + s²/2
         nd = torch.bmm(phi_q.view(flat, C, F_), Z).baddbmm_(kappa.view(flat, C, C), v1.view(flat, C, Dv + 1))
@@ -111,7 +111,7 @@ class ChunkBased(torch.autograd.Function):
         dW = q.new_empty(flat, F_, Dv + 1)
         torch.bmm(phi_q.view(flat, C, F_)[1:].transpose(1, 2), d_nd[1:], out=dW[:-1])
         dW.view(G, nc, -1)[:, -1].zero_()
-        inclusive_scan_(dW.view(G, nc, -1), reverse=True, kernels=None)
+        inclusive_scan_(dW.view(G, nc, -1), reverse=True)
         d_phi_q = torch.bmm(d_nd, Z.transpose(1, 2))  # (flat, C, F)
         d_phi_k = torch.bmm(v1.view(flat, C, Dv + 1), dW.transpose(1, 2))  # (flat, C, F)
         d_v1 = torch.bmm(phi_k.view(flat, C, F_), dW)  # (flat, C, Dv + 1)

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import cpu
 from attnlab.attention.ops.decay import flushed_exp, flushed_exp_
 from attnlab.attention.ops.passes import inclusive_scan_
 
@@ -136,10 +135,6 @@ class ChunkPerDimGLA(torch.autograd.Function):
     def forward(ctx: FunctionCtx, q, k, v, g, S0, scale: float, sub: int):
         G, nc, C, D = q.shape
         b = _chunk_cumsum(g)  # (G, nc, C, D) inclusive cumulative log decay
-        c = cpu.kernels_for(q, k, b) if sub >= C else None  # the fast path, decided once: in C
-        ctx.one_block = c is not None  # (one in-chunk block only: the factors of sub-blocks are not in C)
-        if ctx.one_block:  # the factors in one C pass, the products as below
-            return _forward_one_block(ctx, c, q, k, v, b, S0, scale)
         qs = q * scale
         b_last = b[:, :, -1:]  # (G, nc, 1, D)
         to_end = flushed_exp_(b_last - b)  # decay from j (exclusive) to the chunk end
@@ -176,8 +171,6 @@ class ChunkPerDimGLA(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
-        if ctx.one_block:
-            return _backward_one_block(ctx, d_out, d_final)
         k, v, carry, to_end, from_start, q_factor, kd, qd, q_hat, states = ctx.saved_tensors
         scores, factors = ctx.blocks
         scale, sub = ctx.scale, ctx.sub
@@ -243,48 +236,10 @@ def _carried_grads(dS_out: Tensor, carry: Tensor, d_final: Tensor | None) -> tup
     return d_writes, torch.addcmul(dS_out[:, 0], d_writes[:, 0], carry[:, 0])  # (G, D, Dv)
 
 
-def _forward_one_block(ctx: FunctionCtx, c, q, k, v, b, S0, scale: float):
-    """ChunkPerDimGLA's forward when one in-chunk block covers the chunk (sub >= C), float32 on CPU:
-    q_hat = scale q e^b, kd = k e^{b_last - b}, k_hat = k e^{-b} from one C pass; the products as in
-    the general path, whose sub-block is then the chunk."""
-    C = q.shape[2]
-    q_hat, kd, k_hat = c.gla_chunk_factors(q, k, b, scale)
-    carry = flushed_exp(b[:, :, -1:].transpose(-2, -1))  # (G, nc, D, 1)
-    states, final = _carried_states(torch.matmul(kd.transpose(-2, -1), v), carry, S0)
-    out = torch.matmul(q_hat, states)  # (G, nc, C, Dv) from the earlier chunks
-    A = torch.matmul(q_hat, k_hat.transpose(-2, -1))  # (G, nc, C, C) in-chunk scores, made causal:
-    A.masked_fill_(_future(0, C, q.device), 0.0)
-    out.view(-1, C, out.shape[-1]).baddbmm_(A.view(-1, C, C), v.view(-1, C, v.shape[-1]))
-    ctx.save_for_backward(q, k, v, b, carry, kd, q_hat, k_hat, states, A)
-    ctx.scale, ctx.kernels = scale, c
-    return out, final
-
-
-def _backward_one_block(ctx: FunctionCtx, d_out: Tensor, d_final: Tensor | None):
-    """Its backward: the products, then d q, d k and d g in one C pass (cpu/gated_linear.c)."""
-    q, k, v, b, carry, kd, q_hat, k_hat, states, A = ctx.saved_tensors
-    G, nc, C, D = q.shape
-    d_out = d_out.contiguous()
-    d_qd = torch.matmul(d_out, states.transpose(-2, -1))  # (G, nc, C, D)
-    d_writes, dS0 = _carried_grads(torch.matmul(q_hat.transpose(-2, -1), d_out), carry, d_final)
-    d_last = torch.linalg.vecdot(states, d_writes).mul_(carry[..., 0])  # (G, nc, D) through the carry
-    d_kd = torch.matmul(v, d_writes.transpose(-2, -1))  # (G, nc, C, D)
-    dv = torch.matmul(kd, d_writes)  # (G, nc, C, Dv)
-    dA = torch.matmul(d_out, v.transpose(-2, -1)).masked_fill_(_future(0, C, q.device), 0.0)
-    dv.view(-1, C, dv.shape[-1]).baddbmm_(
-        A.transpose(-2, -1).reshape(-1, C, C), d_out.view(-1, C, d_out.shape[-1])
-    )
-    d_q_hat = torch.matmul(dA, k_hat)
-    d_k_hat = torch.matmul(dA.transpose(-2, -1), q_hat)
-    d_q, dk, dg = ctx.kernels.gla_chunk_grad_epilogue(
-        d_qd, d_kd, d_q_hat, d_k_hat, q, k, b, d_last, ctx.scale
-    )
-    return d_q, dk, dv, dg, dS0, None, None
-
-
 def _chunk_cumsum(x: Tensor, *, reverse: bool = False) -> Tensor:
     """x (G, nc, C, D) -> its sums along each chunk, inclusive (reverse: from the chunk end), as a new
-    tensor: ops/passes.py's in-place scan (one pass in C; torch.cumsum along a middle dim strides across memory and allocates its result)."""
+    tensor: ops/passes.py's in-place scan (torch.cumsum along a middle dim strides across memory and
+    allocates its result)."""
     G, nc, C, D = x.shape
     return inclusive_scan_(x.reshape(G * nc, C, D).clone(), reverse=reverse).view(G, nc, C, D)
 

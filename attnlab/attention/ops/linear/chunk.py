@@ -9,8 +9,9 @@ the cat of a ones column, pads, tril copies, cumsum and its flipped backward, th
 input's gradient contributions). Here each backward is written out: products accumulate into their
 output (`baddbmm_`), carried sums are scanned in place, the feature map's derivative is applied in
 place, and padded keys are zeroed in place. The elementwise passes between the products are in
-ops/passes.py: one pass over memory each, in C on CPU float32. Measured speed-ups over the autograd
-version: docs/measurements.md.
+ops/passes.py, each written in as few in-place passes as eager PyTorch allows. (These passes had C
+forms; they were deleted because they were not 1.3x faster than this PyTorch: docs/c-passes.md.)
+Measured speed-ups over the autograd version: docs/measurements.md.
 
 Causal mode runs chunk by chunk: inside a chunk of C positions a masked C x C product; across chunks
 the carried sums S_c = Σ_{chunks before c} phi(k)ᵀ v (D x Dv) and z_c = Σ phi(k) (D), formed in place
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import cpu
 from attnlab.attention.base import State
 from attnlab.attention.ops.passes import (
     add_rows_tril_,
@@ -151,27 +151,23 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         G = heads * nc  # chunks over every (batch, head)
         q, k = _features(q, k, feature_map, key_padding_mask)
         qc, kc, vc = q.reshape(G, chunk, D), k.reshape(G, chunk, D), v.reshape(G, chunk, Dv)
-        # The fast path, decided once for the passes below: in C when the features are plain contiguous
-        # float32 CPU tensors (v enters only the products; every other operand of a pass is fresh).
-        c = cpu.kernels_for(qc, kc)
         # Carried sums. Slot g takes chunk g-1's phi(k)ᵀv (a one-chunk shift over the flat (B·H·nc)
         # axis); each head's first slot, which received the previous head's last chunk, is zeroed;
         # an inclusive scan per head then leaves in slot c the sum over chunks 0..c-1.
         state = qc.new_empty(G, D, Dv)  # (G, D, Dv)
         torch.bmm(kc[:-1].transpose(1, 2), vc[:-1], out=state[1:])
         state.view(heads, nc, D * Dv)[:, 0].zero_()
-        inclusive_scan_(state.view(heads, nc, D * Dv), kernels=c)
+        inclusive_scan_(state.view(heads, nc, D * Dv))
         state_k = qc.new_empty(G, D, 1)  # (G, D, 1): Σ phi(k) over the earlier chunks
         torch.sum(kc[:-1], dim=1, out=state_k[1:, :, 0])
         state_k.view(heads, nc, D)[:, 0].zero_()
-        inclusive_scan_(state_k.view(heads, nc, D), kernels=c)
+        inclusive_scan_(state_k.view(heads, nc, D))
         scores = torch.bmm(qc, kc.transpose(1, 2))  # (G, C, C) in-chunk
-        in_chunk_den = tril_rowsum_(scores, c)  # (G, C, 1); scores now causal
+        in_chunk_den = tril_rowsum_(scores)  # (G, C, 1); scores now causal
         out = torch.bmm(qc, state).baddbmm_(scores, vc)  # (G, C, Dv) numerator
-        den = normalize_(out, qc, state_k, in_chunk_den, eps, c)  # (G, C, 1); out /= den
+        den = normalize_(out, qc, state_k, in_chunk_den, eps)  # (G, C, 1); out /= den
         ctx.save_for_backward(qc, kc, vc, state, state_k, scores, den, out)
         ctx.sizes, ctx.feature_map, ctx.key_padding_mask = (B, H, N, D, Dv, nc), feature_map, key_padding_mask
-        ctx.kernels = c
         return out.view(B, H, N, Dv)
 
     @staticmethod
@@ -184,35 +180,32 @@ class ChunkedCausalLinearAttention(torch.autograd.Function):
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         # (G, C, Dv) d loss / d numerator, (G, C, 1) d loss / d den = -Σ g·num / den²
         grad = grad.reshape(G, C, Dv)  # (G, C, Dv)
-        if ctx.kernels is not None:  # the forward's decision, if the gradient is a float32 CPU one too
-            grad = grad.contiguous()  # (a loss's sum sends an expanded, stride-0 one)
-        c = ctx.kernels and cpu.kernels_for(grad)
-        grad_num, grad_den = grad_prologue(grad, den, out, c)
+        grad_num, grad_den = grad_prologue(grad, den, out)
         dq = dk = dv = None
         # Backward of the carried sums: slot c holds Σ over chunks after c of phi(q)ᵀ grad (mirror of
         # the forward's shift and scan).
         dstate = qc.new_empty(G, D, Dv)  # (G, D, Dv)
         torch.bmm(qc[1:].transpose(1, 2), grad_num[1:], out=dstate[:-1])
         dstate.view(heads, nc, D * Dv)[:, -1].zero_()
-        inclusive_scan_(dstate.view(heads, nc, D * Dv), reverse=True, kernels=c)
+        inclusive_scan_(dstate.view(heads, nc, D * Dv), reverse=True)
         if need_v:  # in-chunk part through the masked scores, carried part through the state
             dv = torch.bmm(kc, dstate).baddbmm_(scores.transpose(1, 2), grad_num)  # (G, C, Dv)
         if need_q or need_k:
             dscores = torch.bmm(grad_num, vc.transpose(1, 2))  # (G, C, C)
-            add_rows_tril_(dscores, grad_den, c)  # the in-chunk denominator is the row sum of the scores
+            add_rows_tril_(dscores, grad_den)  # the in-chunk denominator is the row sum of the scores
         if need_q:
             dq = torch.bmm(grad_num, state.transpose(1, 2)).baddbmm_(dscores, kc)  # (G, C, D)
         if need_k:
             dstate_k = qc.new_empty(G, 1, D)  # (G, 1, D) Σ over later chunks of grad_den·phi(q)
             torch.bmm(grad_den[1:].transpose(1, 2), qc[1:], out=dstate_k[:-1])
             dstate_k.view(heads, nc, D)[:, -1].zero_()
-            inclusive_scan_(dstate_k.view(heads, nc, D), reverse=True, kernels=c)
+            inclusive_scan_(dstate_k.view(heads, nc, D), reverse=True)
             dk = torch.bmm(vc, dstate.transpose(1, 2)).baddbmm_(dscores.transpose(1, 2), qc)  # (G, C, D)
         spare = [grad_num, dstate] + ([dscores] if need_q or need_k else [])
         if dq is not None:  # + the carried denominator's term (an outer product), then phi'
-            feature_grad_(dq, grad_den, state_k.view(G, 1, D), qc, ctx.feature_map, spare, c)
+            feature_grad_(dq, grad_den, state_k.view(G, 1, D), qc, ctx.feature_map, spare)
         if dk is not None:  # + the carried key sums' term, then phi'
-            feature_grad_(dk, None, dstate_k, kc, ctx.feature_map, spare, c)
+            feature_grad_(dk, None, dstate_k, kc, ctx.feature_map, spare)
             _zero_padded_keys_(ctx, dk)
         shape = (B, H, N, D)
         return (*_input_grads((dq, dk, dv), (shape, shape, (B, H, N, Dv))), None, None, None, None)
