@@ -316,6 +316,12 @@ class KVCacheDecoding:
         return out, {"k": keys, "v": values}
 
 
+def low_rank_projection(d_model: int, rank: int, out_features: int) -> nn.Module:
+    """A gate projection through a bottleneck, (B, N, d_model) -> (B, N, rank) -> (B, N, out_features):
+    the low-rank gate maps of fla's GLA, Kimi Linear and RWKV-7 (bias on the second map only)."""
+    return nn.Sequential(nn.Linear(d_model, rank, bias=False), nn.Linear(rank, out_features))
+
+
 def capability_error(cls: type[Attention], capability: str) -> CapabilityError:
     """The error for asking `cls` for `capability`, naming the variants that have it."""
     from attnlab.attention.registry import variants_with

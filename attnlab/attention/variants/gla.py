@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import cpu
-from attnlab.attention.base import GateSpec, Range
+from attnlab.attention.base import GateSpec, Range, low_rank_projection
 from attnlab.attention.ops.gated_linear import chunk_gla, recurrent_step_gla
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -78,9 +78,7 @@ class GatedLinearAttention(RecurrentAttention):
 
     def gate_projection(self, name: str, d_model: int, heads: int, head_dim: int) -> nn.Module:
         # Low rank, as fla's GLA: d_model -> gate_rank -> heads·head_dim.
-        return nn.Sequential(
-            nn.Linear(d_model, self.gate_rank, bias=False), nn.Linear(self.gate_rank, heads * head_dim)
-        )
+        return low_rank_projection(d_model, self.gate_rank, heads * head_dim)
 
     def prepare(
         self, q: Tensor, k: Tensor, gates: dict[str, Tensor]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, Range
+from attnlab.attention.base import GateSpec, Range, low_rank_projection
 from attnlab.attention.ops.kda import chunk_kda, recurrent_step_kda
 from attnlab.attention.recurrent import RecurrentAttention, step_size_bias
 from attnlab.attention.registry import register_attention
@@ -55,9 +55,7 @@ class KimiDeltaAttention(RecurrentAttention):
         if name == "beta":
             return super().gate_projection(name, d_model, heads, head_dim)
         # The decay input is low rank, as Kimi Linear's f_proj: d_model -> gate_rank -> heads·head_dim.
-        return nn.Sequential(
-            nn.Linear(d_model, self.gate_rank, bias=False), nn.Linear(self.gate_rank, heads * head_dim)
-        )
+        return low_rank_projection(d_model, self.gate_rank, heads * head_dim)
 
     def prepare(
         self, q: Tensor, k: Tensor, gates: dict[str, Tensor]

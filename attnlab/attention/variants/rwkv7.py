@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.attention.base import GateSpec, Range
+from attnlab.attention.base import GateSpec, Range, low_rank_projection
 from attnlab.attention.ops.kda import chunk_dplr, recurrent_step_dplr
 from attnlab.attention.recurrent import RecurrentAttention
 from attnlab.attention.registry import register_attention
@@ -57,9 +57,7 @@ class RWKV7(RecurrentAttention):
 
     def gate_projection(self, name: str, d_model: int, heads: int, head_dim: int) -> nn.Module:
         # Low rank, as RWKV-7's w/a LoRAs: d_model -> gate_rank -> heads·head_dim.
-        return nn.Sequential(
-            nn.Linear(d_model, self.gate_rank, bias=False), nn.Linear(self.gate_rank, heads * head_dim)
-        )
+        return low_rank_projection(d_model, self.gate_rank, heads * head_dim)
 
     def prepare(
         self, q: Tensor, k: Tensor, gates: dict[str, Tensor]

@@ -80,6 +80,16 @@ def pair_blocks(
     return blocks
 
 
+def in_chunks(chunk_size: int, *xs: Tensor) -> list[Tensor]:
+    """Each (B, H, N, ·) input split into chunks of C = min(chunk_size, N) positions: -> (B, H, nc, C, ·).
+    N is padded with zeros to a multiple of C; padded steps come last and are identities (k = β = 0 write
+    nothing, g = 0 decays nothing), and the caller cuts their outputs off."""
+    N = xs[0].shape[2]
+    C = min(chunk_size, N)
+    pad = (-N) % C
+    return [(F.pad(x, (0, 0, 0, pad)) if pad else x).unflatten(2, (-1, C)) for x in xs]
+
+
 def carried_states(carry: Tensor, writes: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
     """The state before each chunk of S_{c+1} = A_c S_c + B_c from S_0: carry A (B, H, nc, D, D), writes
     B (B, H, nc, D, Dv), S0 (B, H, D, Dv) -> (B, H, nc, D, Dv) and the final state. The one loop over
@@ -108,16 +118,8 @@ def chunk_kda(
 ) -> tuple[Tensor, Tensor]:
     """The chunked form (module docstring): -> output (B, H, N, Dv), final state (B, H, D, Dv)."""
     B, H, N, D = q.shape
-    Dv = v.shape[-1]
-    C = min(chunk_size, N)
-    pad = (-N) % C
-    if pad:  # padded steps come last and are identities (k = 0 writes nothing, g = 0 decays nothing)
-        q, k, v, g = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v, g))
-        beta = F.pad(beta, (0, pad))
-    nc = (N + pad) // C
-    qc, kc, gc = (t.reshape(B, H, nc, C, D) for t in (q, k, g))  # (B, H, nc, C, D)
-    vc = v.reshape(B, H, nc, C, Dv)
-    betac = beta.reshape(B, H, nc, C, 1)
+    qc, kc, vc, betac, gc = in_chunks(chunk_size, q, k, v, beta[..., None], g)  # (B, H, nc, C, ·)
+    C = qc.shape[-2]
     b = gc.cumsum(3)  # (B, H, nc, C, D) inclusive cumulative log decay
     seen = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # (C, C) j <= t
     # (B, H, nc, C, C) each: q_t · (e^{b_t - b_j} ⊙ k_j), j <= t; k_t · (…), j < t
@@ -131,10 +133,10 @@ def chunk_kda(
     k_to_end = kc * (b_last - b).exp()  # (B, H, nc, C, D): decay from j (exclusive) to the chunk end
     carry = torch.diag_embed(b_last.squeeze(-2).exp()) - k_to_end.transpose(-2, -1) @ W  # (…, D, D)
     writes = k_to_end.transpose(-2, -1) @ U  # (B, H, nc, D, Dv)
-    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    S0 = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
     before, S = carried_states(carry, writes, S0)  # (B, H, nc, D, Dv), final (B, H, D, Dv)
     out = (qc * decay_in - M @ W) @ before + M @ U  # (B, H, nc, C, Dv)
-    return (out * scale).reshape(B, H, nc * C, Dv)[:, :, :N], S
+    return (out * scale).flatten(2, 3)[:, :, :N], S  # (B, H, N, Dv)
 
 
 # ---- the diagonal-plus-low-rank (DPLR) update: RWKV-7's ------------------------------------------------
@@ -154,14 +156,8 @@ def chunk_dplr(
     (I - A_ab) x = (α ⊙ e^{b_{t-1}}) S_0 + A_ak V, with A_ab, A_ak the strictly lower α·β and α·k products
     decayed by e^{b_{t-1} - b_j}; between chunks a (D, D) linear recurrence; outputs batched."""
     B, H, N, D = q.shape
-    Dv = v.shape[-1]
-    C = min(chunk_size, N)
-    pad = (-N) % C
-    if pad:  # padded steps come last and are identities (k = β = 0 write nothing, g = 0 decays nothing)
-        q, k, v, alpha, beta, g = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v, alpha, beta, g))
-    nc = (N + pad) // C
-    qc, kc, ac, bc, gc = (t.reshape(B, H, nc, C, D) for t in (q, k, alpha, beta, g))
-    vc = v.reshape(B, H, nc, C, Dv)
+    qc, kc, vc, ac, bc, gc = in_chunks(chunk_size, q, k, v, alpha, beta, g)  # (B, H, nc, C, ·)
+    C = qc.shape[-2]
     b = gc.cumsum(3)  # (B, H, nc, C, D) inclusive cumulative log decay
     b_before = b - gc  # through t - 1: the reads see S_{t-1}
     lower = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()  # j <= t
@@ -181,7 +177,7 @@ def chunk_dplr(
     k_end, b_end = kc * to_end, bc * to_end
     carry = torch.diag_embed(b_last.squeeze(-2).exp()) + b_end.transpose(-2, -1) @ Xs  # (…, D, D)
     writes = k_end.transpose(-2, -1) @ vc + b_end.transpose(-2, -1) @ X0  # (…, D, Dv)
-    S0 = q.new_zeros(B, H, D, Dv) if initial_state is None else initial_state
+    S0 = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
     before, S = carried_states(carry, writes, S0)  # (B, H, nc, D, Dv), final (B, H, D, Dv)
     out = (qc * b.exp() + A_qb @ Xs) @ before + A_qk @ vc + A_qb @ X0  # (B, H, nc, C, Dv)
-    return (out * scale).reshape(B, H, nc * C, Dv)[:, :, :N], S
+    return (out * scale).flatten(2, 3)[:, :, :N], S  # (B, H, N, Dv)

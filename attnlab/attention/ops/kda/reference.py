@@ -8,6 +8,8 @@ Same recurrences as fla's `naive_recurrent_kda` and `dplr_recurrence`. The chunk
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -35,20 +37,7 @@ def naive_recurrent_kda(
     """The recurrence, one position at a time (the test oracle): -> output (B, H, N, Dv), final state."""
     B, H, N, D = q.shape
     S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
-    outs = []
-    for t in range(N):
-        window = slice(t, t + 1)
-        out, S = recurrent_step_kda(
-            q[:, :, window],
-            k[:, :, window],
-            v[:, :, window],
-            beta[:, :, window],
-            g[:, :, window],
-            S,
-            scale=scale,
-        )
-        outs.append(out)
-    return torch.cat(outs, dim=2), S
+    return run_steps(recurrent_step_kda, (q, k, v, beta, g), S, scale=scale)
 
 
 def recurrent_step_dplr(
@@ -76,9 +65,17 @@ def naive_recurrent_dplr(
     """The DPLR recurrence one position at a time (the test oracle): -> (B, H, N, Dv), final state."""
     B, H, N, D = q.shape
     S = q.new_zeros(B, H, D, v.shape[-1]) if initial_state is None else initial_state
+    return run_steps(recurrent_step_dplr, (q, k, v, alpha, beta, g), S, scale=scale)
+
+
+def run_steps(
+    step: Callable[..., tuple[Tensor, Tensor]], inputs: tuple[Tensor, ...], state: Tensor, *, scale: float
+) -> tuple[Tensor, Tensor]:
+    """A recurrence run by its decoding step one position at a time, so the loop and the step cannot
+    disagree: inputs (B, H, N, ·) each, sliced to (B, H, 1, ·) (β (B, H, N) to (B, H, 1)), state
+    (B, H, D, Dv) -> outputs (B, H, N, Dv), final state."""
     outs = []
-    for t in range(N):
-        at = [x[:, :, t : t + 1] for x in (q, k, v, alpha, beta, g)]
-        out, S = recurrent_step_dplr(*at, S, scale=scale)
+    for t in range(inputs[0].shape[2]):
+        out, state = step(*(x[:, :, t : t + 1] for x in inputs), state, scale=scale)
         outs.append(out)
-    return torch.cat(outs, dim=2), S
+    return torch.cat(outs, dim=2), state
