@@ -25,7 +25,7 @@ import statistics
 import torch
 from hydra import compose, initialize_config_module
 
-from attnlab.attention.ops.window import chunk as local
+from attnlab.attention.cpu import functions as local
 from attnlab.bench.config import Setting, parse
 from attnlab.bench.measure import paired_times
 from attnlab.bench.workload import attention_workload

@@ -316,7 +316,7 @@ def test_vs_linear_can_pair_the_window_kernel_with_its_sdpa_path():
     C kernel capped off (its SDPA path), the cap restored after each call; and a tiny run prints it."""
     import importlib.util
 
-    from attnlab.attention.ops.window import chunk as local
+    from attnlab.attention.cpu import functions as local
 
     spec = importlib.util.spec_from_file_location("vs_linear", ROOT / "benchmarks" / "vs_linear.py")
     module = importlib.util.module_from_spec(spec)

@@ -175,7 +175,7 @@ def test_baseds_chunk_loops_are_the_same_with_either_passes(torch_passes, monkey
 )
 def test_baseds_kernel_in_one_function_is_the_same_as_its_two_parts(torch_passes, monkeypatch, B_, N, window,
                                                                      chunk, one_function):  # fmt: skip
-    """based's causal kernel on float32 CPU runs as one Function (attention/variants/based.py FusedBased: the
+    """based's causal kernel on float32 CPU runs as one Function (attention/cpu/functions.py FusedBased: the
     Taylor part's C loop and the window's C kernel writing into the same gradients) where the window's
     blocks and the chunks nest (window 20: blocks of 24 against chunks of 16, the two Functions): its
     output and the gradients of q, k, v and both feature projections equal those of the two parts in

@@ -200,7 +200,7 @@ requires_c = pytest.mark.skipif(
     ],
 )
 def test_the_c_kernel_equals_the_dense_band_reference_with_its_gradients(causal, window, n, padded):
-    """On float32 CPU tensors `local` runs its blocked kernel in C (local.BlockedWindowAttention): outputs
+    """On float32 CPU tensors `local` runs its blocked kernel in C (cpu/functions.py BlockedWindowAttention): outputs
     and the gradients of q, k, v equal the dense band-masked softmax's (float64), with keys past the
     last block, padded keys, and a query whose every key is padded (its output is 0)."""
     q, k, v = (t.float() for t in qkv(2, 3, n, 16, seed=3))
@@ -250,8 +250,8 @@ def test_the_c_kernels_flops_count_the_pairs_they_compute(monkeypatch):
 def test_windows_too_large_for_the_c_kernels_memory_take_the_pytorch_path(monkeypatch):
     """The C kernel keeps a block's scores and their gradient per thread (2·C·W floats); past
     local.WINDOW_SCRATCH_FLOATS the blocked SDPA path runs instead, with the same result."""
+    from attnlab.attention.cpu import functions as local
     from attnlab.attention.cpu import kernels as c_loops
-    from attnlab.attention.ops.window import chunk as local
 
     calls = []
     kernel = c_loops.window_attention_forward

@@ -13,7 +13,8 @@ Difference from the paper: Based interleaves separate linear-attention and slidi
 (and short convolutions); here one kernel sums both parts per head. window=0 leaves the linear part
 alone, exactly fla's op. Decoding keeps the running feature sums and the rolling window: O(f²·d + w·d)
 per sequence, whatever the length. Causal, on float32 CPU tensors, the two parts run as one autograd
-Function in C (FusedBased, below), which writes both parts' gradients into the same tensors.
+Function in C (cpu/functions.py FusedBased), which writes both parts' gradients into the same
+tensors.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from attnlab.attention import cpu
 from attnlab.attention.base import Attention, Capabilities, Range, State, fp32_accumulation
+from attnlab.attention.cpu.functions import FusedBased, window_kernels_for
 from attnlab.attention.ops.based.chunk import chunk_based, taylor_features
 from attnlab.attention.ops.based.reference import recurrent_step_based
 from attnlab.attention.ops.linear.chunk import linear_attention
 from attnlab.attention.ops.passes import taylor_feature_count
-from attnlab.attention.ops.window.chunk import key_validity, window_forward, window_kernel, window_plan
+from attnlab.attention.ops.window.chunk import key_validity, window_plan
 from attnlab.attention.registry import register_attention
 from attnlab.attention.variants.local import LocalAttention
 
@@ -156,56 +157,9 @@ def fused_causal_based(
     if pad:  # positions past the end: keys that count for nothing, queries whose outputs are dropped
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     q, k, v = (t.contiguous() for t in (q, k, v))
-    kernels = window_kernel(geometry, q, k, v)
+    kernels = window_kernels_for(geometry, q, k, v)
     if kernels is None:
         return None
     valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # (B, N + pad) or None
-    out = FusedBased.apply(q, k, v, q_weight, k_weight, valid, scale, chunk_size, geometry, kernels)
+    out = FusedBased.apply(q, k, v, q_weight, k_weight, valid, scale, EPS, chunk_size, geometry, kernels)
     return out[:, :, :N]
-
-
-class FusedBased(torch.autograd.Function):
-    """based's causal kernel on plain float32 CPU tensors, its two parts in one Function: the Taylor
-    part's chunk loop (ops/based/chunk.py) and the window's blocked kernel (ops/window/chunk.py), both in C, write
-    their gradients into the same dq, dk and dv. As two Functions, each wrote its own and autograd
-    added them: three (B, H, N, D)-sized additions and two zeroed buffers (docs/measurements.md).
-    q, k (B, H, L, D), v (B, H, L, Dv) contiguous, L a multiple of the chunk and of the window's block;
-    the projections (f, D); valid (B, L) 1 for a real key, or None; scale the Taylor part's."""
-
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx, q, k, v, q_weight, k_weight, valid, scale: float, chunk: int, geometry, kernels
-    ):
-        B, H, L, D = q.shape
-        G, nc = B * H, L // chunk
-        q_proj = q_weight * scale  # (f, D): the Taylor part's queries come pre-scaled
-        fq, fk = q @ q_proj.T, k @ k_weight.T  # (B, H, L, f)
-        if valid is None:
-            keep = q.new_ones(G, nc, chunk)
-        else:
-            keep = valid[:, None].expand(B, H, L).reshape(G, nc, chunk).contiguous()  # (G, nc, C)
-        blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep]
-        out_t, den, states = kernels.based_chunks_forward(*blocks, EPS)  # (G, nc, C, ·)
-        out_w, lse = window_forward(q, k, v, valid, geometry, D**-0.5, kernels)  # (B, H, L, Dv)
-        ctx.save_for_backward(q, k, v, q_proj, k_weight, fq, fk, keep, valid, out_t, den, states, out_w, lse)
-        ctx.geometry, ctx.scale, ctx.kernels = geometry, scale, kernels
-        return out_w + out_t.view(out_w.shape)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, d_out: Tensor):
-        q, k, v, q_proj, k_weight, fq, fk, keep, valid, out_t, den, states, out_w, lse = ctx.saved_tensors
-        B, H, L, D = q.shape
-        G, nc, chunk = keep.shape
-        f = fq.shape[-1]
-        d_out = d_out.contiguous()
-        d_fq, d_fk, dv = torch.empty_like(fq), torch.empty_like(fk), torch.empty_like(v)
-        blocks = [t.view(G, nc, chunk, -1) for t in (fq, fk, v)] + [keep, out_t, den, states]
-        grads = [t.view(G, nc, chunk, -1) for t in (d_out, d_fq, d_fk, dv)]
-        ctx.kernels.based_backward_loop(*blocks, *grads)  # the Taylor part: d_fq, d_fk, dv written
-        dq, dk = d_fq @ q_proj, d_fk @ k_weight  # (B, H, L, D)
-        window = (q, k, v, valid, out_w, lse, d_out, dq, dk, dv, D**-0.5, ctx.geometry)
-        ctx.kernels.window_attention_backward(*window)  # the window's gradients, added in
-        d_q_weight = (d_fq.view(-1, f).T @ q.view(-1, D)).mul_(ctx.scale)  # (f, D)
-        d_k_weight = d_fk.view(-1, f).T @ k.view(-1, D)
-        return dq, dk, dv, d_q_weight, d_k_weight, None, None, None, None, None

@@ -10,9 +10,9 @@ This is `full` with a band mask, but computed BLOCKED, never as a masked N x N m
 cut into blocks of C positions (C = window causal, window//2 non-causal, rounded up to a multiple of 8)
 and each block of queries attends to the keys of its own block and of its neighbouring block(s) (the
 previous one; also the next one when non-causal), a (C, 2C) or (C, 3C) tile per block: on float32 CPU
-tensors in C (BlockedWindowAttention: a block's scores masked to each query's band and normalised in
-cache, the backward from the saved log-sum-exp), elsewhere through PyTorch's fused scaled_dot_product_attention with a band
-mask. O(N·w·d) time, O(N·w) memory.
+tensors in C (cpu/functions.py BlockedWindowAttention: a block's scores masked to each query's band
+and normalised in cache, the backward from the saved log-sum-exp), elsewhere through PyTorch's fused
+scaled_dot_product_attention with a band mask. O(N·w·d) time, O(N·w) memory.
 
 Incremental decoding keeps a rolling window: the last `window` keys and values (fewer while fewer
 tokens have been seen) and a count of the tokens seen, so generation memory is O(w·d) whatever the

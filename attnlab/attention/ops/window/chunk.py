@@ -4,8 +4,8 @@
 The sequence is cut into blocks of C positions (C = window causal, window//2 non-causal, rounded up to
 a multiple of 8) and each block of queries attends to the keys of its own block and of its neighbouring
 block(s) (the previous one; also the next one when non-causal), a (C, 2C) or (C, 3C) tile per block: on
-float32 CPU tensors in C (BlockedWindowAttention: a block's scores masked to each query's band and
-normalised in cache, the backward from the saved log-sum-exp), elsewhere through PyTorch's fused
+float32 CPU tensors in C (cpu/functions.py BlockedWindowAttention: a block's scores masked to each
+query's band and normalised in cache, the backward from the saved log-sum-exp), elsewhere through PyTorch's fused
 scaled_dot_product_attention with a band mask. O(N·w·d) time, O(N·w) memory. The readable reference is
 `full` with a band mask (tests/attention/test_local.py `band_reference`).
 """
@@ -19,12 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from attnlab.attention import cpu
-
-# The C kernel's working memory per thread grows as the window squared (a block's scores and their
-# gradient, 2·C·W floats): past 16M floats (64 MB, a window of about 2K), the PyTorch path, which
-# keeps no such buffer.
-WINDOW_SCRATCH_FLOATS = 16 * 2**20
+from attnlab.attention.cpu.functions import BlockedWindowAttention, window_kernels_for
 
 
 def band_offsets(causal: bool, window: int) -> tuple[int, int]:
@@ -81,47 +76,6 @@ class NeighbourWindows(torch.autograd.Function):
         return blocks.view(B, H, nb * C, E), None, None, None
 
 
-class BlockedWindowAttention(torch.autograd.Function):
-    """The same blocked attention in C, for plain float32 CPU tensors (cpu/window_softmax.c, through
-    the custom ops of the C door, which come with their FLOP formulas): each block of C
-    queries against only its window's keys that lie in the sequence, the scores of a block formed,
-    masked and normalised in cache, never a padded (C, W) mask nor window copies of k and v; the
-    backward recomputes the scores from the saved log-sum-exp (FlashAttention's scheme). q, k
-    (B, H, L, D), v (B, H, L, Dv), L a multiple of C; valid (B, L) 1 for a real key, or None."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, q, k, v, valid, geometry: list[int], scale: float, kernels) -> Tensor:
-        q, k, v = (t.contiguous() for t in (q, k, v))
-        out, lse = window_forward(q, k, v, valid, geometry, scale, kernels)
-        ctx.save_for_backward(q, k, v, valid, out, lse)
-        ctx.geometry, ctx.scale, ctx.kernels = geometry, scale, kernels
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, d_out: Tensor):
-        q, k, v, valid, out, lse = ctx.saved_tensors
-        # the kernel adds its gradients into dq, dk, dv
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        d_out = d_out.contiguous()
-        ctx.kernels.window_attention_backward(
-            q, k, v, valid, out, lse, d_out, dq, dk, dv, ctx.scale, ctx.geometry
-        )
-        return dq, dk, dv, None, None, None, None
-
-
-def window_forward(
-    q: Tensor, k: Tensor, v: Tensor, valid: Tensor | None, geometry: list[int], scale: float, kernels
-) -> tuple[Tensor, Tensor]:
-    """The C kernel's forward on contiguous q, k (B, H, L, D), v (B, H, L, Dv): the output (B, H, L, Dv)
-    and each query's log-sum-exp (B, H, L), which its backward (the kernels' window_attention_backward,
-    which adds its gradients into the dq, dk and dv it is given) takes. `kernels`: window_kernel's."""
-    B, H, L, D = q.shape
-    out, lse = q.new_empty(B, H, L, v.shape[-1]), q.new_empty(B, H, L)
-    kernels.window_attention_forward(q, k, v, valid, out, lse, scale, geometry)
-    return out, lse
-
-
 def window_plan(N: int, heads: int, window: int, causal: bool) -> tuple[list[int], int]:
     """How a sequence of N positions is cut into blocks: the C kernel's geometry [C, before, after,
     lowest, highest, heads] (the block size C, the neighbour blocks on either side, the band of key
@@ -131,17 +85,6 @@ def window_plan(N: int, heads: int, window: int, causal: bool) -> tuple[list[int
     C = max(1, block_size(max(reach_before, reach_after)))
     before, after = math.ceil(reach_before / C), math.ceil(reach_after / C)  # neighbour blocks: 0 or 1
     return [C, before, after, lowest, highest, heads], (-N) % C
-
-
-def window_kernel(geometry: list[int], *tensors: Tensor):
-    """The C kernels if they take these (plain float32 CPU tensors, a window of working memory that
-    fits), else None: the fast path, decided once per call."""
-    q, v = tensors[0], tensors[2]
-    c = cpu.kernels_for(*(t.detach() for t in tensors))
-    fits = (
-        c is not None and c.window_scratch_floats(geometry, q.shape[-1], v.shape[-1]) <= WINDOW_SCRATCH_FLOATS
-    )
-    return c if fits else None
 
 
 def key_validity(
@@ -182,7 +125,7 @@ def sliding_window_attention(
         q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))  # (B, H, nb·C, ·)
     q, k, v = (t.contiguous() for t in (q, k, v))  # (both paths reshape them into blocks)
     # The fast path, decided once: float32 CPU tensors in C; an ALiBi bias only on the PyTorch path.
-    kernels = None if alibi is not None else window_kernel(geometry, q, k, v)
+    kernels = None if alibi is not None else window_kernels_for(geometry, q, k, v)
     if kernels is not None:
         valid = key_validity(key_padding_mask, B, N, pad, q.dtype)  # keys past the end, and padded ones
         out = BlockedWindowAttention.apply(q, k, v, valid, geometry, D**-0.5, kernels)  # (B, H, nb·C, Dv)
