@@ -1,6 +1,6 @@
 """The bench's config (conf/bench.yaml) checked and turned into plain Python values, once, up front.
 
-Each key's own check is declared beside it in BenchSchema (attnlab.bench.schema); `parse` runs those
+Each key's own check is declared beside it in BenchSchema (attnlab.config.bench_schema); `parse` runs those
 and adds what relates two keys: params against the measured variants, the baselines and the crossover
 baseline added to them, float16 on a CPU, the device's availability and its memory.
 Every mistake is a ConfigError naming the key, what is allowed and the closest valid choice, before
@@ -18,8 +18,18 @@ import torch
 
 from attnlab.attention import available_attentions
 from attnlab.attention.registry import validate_hyperparameters
-from attnlab.bench.schema import DTYPE_NAMES, as_list, checked_values, variant_names
+from attnlab.config.bench_schema import (
+    DTYPE_NAMES,
+    as_list,
+    checked_values,
+    store_bench_schema,
+    variant_names,
+)
 from attnlab.errors import ConfigError, did_you_mean
+
+# Stored on import as well as by store_configs: tests and scripts compose conf/bench.yaml after importing
+# the bench, without the app's store_configs.
+store_bench_schema()
 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 

@@ -1,5 +1,6 @@
-"""The bench's config schema (conf/bench.yaml lists `bench_schema` first): every key, its default, its
-type and its per-field check, declared side by side as TrainerConfig's are (attnlab.config.fields).
+"""`python -m attnlab.bench`'s config schema (conf/bench.yaml lists `bench_schema` first): every key,
+its default, its type and its per-field check, declared side by side as TrainerConfig's are
+(attnlab.config.schemas, attnlab.config.fields).
 
 OmegaConf checks a typed field when the config is composed, and the preflight words a refused value
 with the field's declared check (attnlab.config.preflight `_invalid_value`), so `batch=abc` and `batch=0`
@@ -7,8 +8,8 @@ get the same one line. Keys whose value is a union (a list or `all`, a bool or a
 are Any-typed with a declared check. What relates two keys (params against variants, the baselines,
 float16 on a CPU, memory, the device's availability) is checked by attnlab.bench.config `parse`.
 
-It lives with the bench, as ModelConfig lives with attnlab.nn: tests and scripts compose conf/bench.yaml
-after importing the bench without the app's store_configs, so importing this module stores the schema.
+The checks keep the bench's own wording (`batch='abc' must be an integer >= 1`), which predates
+attnlab.config.fields' `check_number`; the bad-input catalogue holds users to it.
 """
 
 from __future__ import annotations
@@ -203,6 +204,3 @@ def checked_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def store_bench_schema() -> None:
     ConfigStore.instance().store(name="bench_schema", node=BenchSchema, provider="attnlab")
-
-
-store_bench_schema()
