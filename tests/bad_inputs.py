@@ -461,6 +461,13 @@ BENCH = [
     Bad("target=blok", "did you mean 'block'", "bench"),
     Bad("logger=csv", "not supported by the bench", "bench"),
     Bad("batch=0", "batch=0 must be an integer >= 1", "bench"),
+    # refused by BenchSchema's types when composing, worded by the same declared check
+    Bad("batch=abc", "batch='abc' must be an integer >= 1", "bench"),
+    Bad("repeats=1.5", "repeats=1.5 must be an integer >= 1", "bench"),
+    Bad("threads=auto", "threads='auto' must be an integer >= 1", "bench"),
+    Bad("time_budget_s=-1", "time_budget_s=-1 must be a number of seconds > 0", "bench"),
+    Bad("time_budget_s=inf", "time_budget_s=inf must be a number of seconds > 0", "bench"),
+    Bad("dtype=float64", "dtype='float64' is not allowed", "bench"),
     Bad("head_dim=1.5", "head_dim=1.5 must be an integer >= 1", "bench"),
     Bad("keep_freed_memory=maybe", "keep_freed_memory='maybe' must be true or false", "bench"),
     Bad("fit_min_length=0", "fit_min_length=0 must be an integer >= 1", "bench"),

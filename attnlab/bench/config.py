@@ -1,5 +1,8 @@
 """The bench's config (conf/bench.yaml) checked and turned into plain Python values, once, up front.
 
+Each key's own check is declared beside it in BenchSchema (attnlab.config.bench_schema); `parse` runs those
+and adds what relates two keys: params against the measured variants, the baselines and the crossover
+baseline added to them, float16 on a CPU, the device's availability and its memory.
 Every mistake is a ConfigError naming the key, what is allowed and the closest valid choice, before
 anything is measured.
 """
@@ -14,13 +17,21 @@ from typing import Any
 import torch
 
 from attnlab.attention import available_attentions
-from attnlab.attention.registry import find_attention, validate_hyperparameters
+from attnlab.attention.registry import validate_hyperparameters
+from attnlab.config.bench_schema import (
+    DTYPE_NAMES,
+    as_list,
+    checked_values,
+    store_bench_schema,
+    variant_names,
+)
 from attnlab.errors import ConfigError, did_you_mean
 
-MODES = ("forward", "forward+backward", "decode")
-TARGETS = ("attention", "block")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda")
+# Stored on import as well as by store_configs: tests and scripts compose conf/bench.yaml after importing
+# the bench, without the app's store_configs.
+store_bench_schema()
+
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 @dataclass(frozen=True)
@@ -57,58 +68,14 @@ class BenchConfig:
     wandb: dict[str, Any] = field(default_factory=dict)  # project, tags
 
 
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes, Mapping)):
-        return list(value)
-    return [value]
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(
-            f"{key}={value!r} is not allowed; choose one of {list(allowed)}{did_you_mean(value, allowed)}"
-        )
-    return value
-
-
-def _positive_int(key: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-    return value
-
-
-def _threads(value: Any) -> int:
+def _threads(value: int) -> int:
     from attnlab.host.threads import check_threads
 
-    check_threads(_positive_int("threads", value))
+    check_threads(value)  # against the cores this process may use
     return value
-
-
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} must be true or false")
-    return value
-
-
-def _variant_names(value: Any, key: str = "variants") -> list[str]:
-    known = available_attentions()
-    if value == "all" or value == ["all"]:
-        return list(known)
-    names = [str(v) for v in _as_list(value)]
-    if not names:
-        raise ConfigError(f"{key}=[] is empty; list registered variants or use {key}=all")
-    for name in names:
-        try:
-            find_attention(name)  # the one check of an attention name (attnlab.attention.registry)
-        except ConfigError as err:
-            raise ConfigError(f"{key}: {err}") from None
-    return list(dict.fromkeys(names))
 
 
 def _device(value: str) -> torch.device:
-    _choice("device", value, DEVICES)
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if value == "cuda" and not torch.cuda.is_available():
@@ -169,61 +136,35 @@ def _check_working_memory(
         )
 
 
-def _causal_flags(value: Any) -> list[bool]:
-    flags = _as_list(value)
-    for flag in flags:
-        if not isinstance(flag, bool):
-            raise ConfigError(
-                f"causal={value!r} must be true, false or a list of them, e.g. causal=[false,true]"
-            )
-    return list(dict.fromkeys(flags))
-
-
 def _logger(node: Any) -> tuple[str, dict[str, Any]]:
-    """The choice made in the `logger` group: {} is none, {wandb: {...}} is wandb."""
+    """The choice made in the `logger` group (checked by BenchSchema): {} is none, {wandb: {...}} is wandb."""
     node = dict(node or {})
     if not node:
         return "none", {}
-    if set(node) == {"wandb"}:
-        wandb = node["wandb"]
-        return "wandb", {
-            "project": str(wandb.get("project") or "attnlab"),
-            "tags": [str(t) for t in _as_list(wandb.get("tags") or [])],
-        }
-    raise ConfigError(
-        f"logger={'+'.join(node)} is not supported by the bench; choose logger=none or logger=wandb"
-    )
+    wandb = node["wandb"]
+    return "wandb", {
+        "project": str(wandb.get("project") or "attnlab"),
+        "tags": [str(t) for t in as_list(wandb.get("tags") or [])],
+    }
 
 
 def parse(cfg: Mapping[str, Any]) -> BenchConfig:
-    """Check a composed bench config (a DictConfig or plain mapping) and resolve every choice."""
-    variants = _variant_names(cfg["variants"])
-    baselines = [str(b) for b in _as_list(cfg.get("baselines", []) or [])]
-    for name in baselines:
-        _variant_names([name], "baselines")
+    """Check a composed bench config (a DictConfig or plain mapping) and resolve every choice: each key
+    by its declared check (BenchSchema), then what relates two keys."""
+    values = checked_values(cfg)
+    variants = variant_names(values["variants"], "variants")
+    baselines = variant_names(values["baselines"] or [], "baselines")
     ordered = list(dict.fromkeys([*baselines, *variants]))  # baselines first: ratios need them
 
-    lengths = sorted({_positive_int("lengths[]", n) for n in _as_list(cfg["lengths"])})
-    if not lengths:
-        raise ConfigError("lengths=[] is empty; give at least one sequence length")
-    modes = [_choice("mode", m, MODES) for m in _as_list(cfg["mode"])]
-    flags = _causal_flags(cfg["causal"])
+    lengths = sorted(set(as_list(values["lengths"])))
+    modes = as_list(values["mode"])
+    flags = list(dict.fromkeys(as_list(values["causal"])))
     if not modes or not flags:
         raise ConfigError("mode=[] or causal=[] leaves nothing to measure; e.g. mode=forward causal=false")
     # Generation is causal by nature: decode is measured once, as causal, whatever `causal` says.
     settings = tuple(dict.fromkeys(Setting(m, m == "decode" or c) for m in modes for c in flags))
 
-    params_cfg = cfg.get("params") or {}
-    if not isinstance(params_cfg, Mapping):
-        raise ConfigError(
-            f"params={params_cfg!r} must map variants to their hyperparameters, e.g. 'params={{local: {{window: 256}}}}'"
-        )
-    params_cfg = dict(params_cfg)
-    for name, value in params_cfg.items():
-        if value is not None and not isinstance(value, Mapping):
-            raise ConfigError(
-                f"params.{name}={value!r} must map hyperparameters to values, e.g. 'params={{{name}: {{<key>: <value>}}}}'"
-            )
+    params_cfg = dict(values["params"] or {})
     for name in params_cfg:
         if name not in ordered:
             known = available_attentions()
@@ -238,25 +179,19 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         for name in ordered
     }
 
-    crossover = str(cfg.get("crossover_baseline", "multihead"))
-    _variant_names([crossover], "crossover_baseline")
+    crossover = str(values["crossover_baseline"])
     if crossover not in ordered:
         ordered.insert(0, crossover)
         params[crossover] = validate_hyperparameters(crossover, {})
-    dtype_name = _choice("dtype", cfg["dtype"], tuple(DTYPES))
-    device = _device(str(cfg["device"]))
+    dtype_name = values["dtype"]
+    device = _device(str(values["device"]))
     if dtype_name == "float16" and device.type == "cpu":
         raise ConfigError(
             "dtype=float16 on CPU: half precision is emulated there, so its timings say nothing about the "
             "variants; use dtype=bfloat16 or dtype=float32 on CPU, or device=cuda"
         )
-    repeats = _positive_int("repeats", cfg["repeats"])
-    budget = cfg["time_budget_s"]
-    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget < float("inf"):
-        raise ConfigError(f"time_budget_s={budget!r} must be a number of seconds > 0, e.g. time_budget_s=30")
-    budget = float(budget)
-    logger, wandb_cfg = _logger(cfg.get("logger"))
-    batch, heads, head_dim = (_positive_int(k, cfg[k]) for k in ("batch", "heads", "head_dim"))
+    logger, wandb_cfg = _logger(values["logger"])
+    batch, heads, head_dim = values["batch"], values["heads"], values["head_dim"]
     per_position = batch * heads * head_dim * DTYPES[dtype_name].itemsize
     _check_memory(lengths[-1], per_position, device, backward="forward+backward" in modes)
     for name in ordered:
@@ -273,17 +208,17 @@ def parse(cfg: Mapping[str, Any]) -> BenchConfig:
         dtype=DTYPES[dtype_name],
         dtype_name=dtype_name,
         device=device,
-        threads=None if cfg.get("threads") is None else _threads(cfg["threads"]),
-        keep_freed_memory=_flag("keep_freed_memory", cfg.get("keep_freed_memory", True)),
-        target=_choice("target", cfg["target"], TARGETS),
-        repeats=repeats,
-        warmup=_positive_int("warmup", cfg["warmup"], minimum=0),
-        time_budget_s=budget,
+        threads=None if values["threads"] is None else _threads(values["threads"]),
+        keep_freed_memory=values["keep_freed_memory"],
+        target=values["target"],
+        repeats=values["repeats"],
+        warmup=values["warmup"],
+        time_budget_s=float(values["time_budget_s"]),
         params=params,
         baselines=tuple(baselines),
         crossover_baseline=crossover,
-        fit_min_length=_positive_int("fit_min_length", cfg.get("fit_min_length", 1024)),
-        seed=_positive_int("seed", cfg.get("seed", 0), minimum=0),
+        fit_min_length=values["fit_min_length"],
+        seed=values["seed"],
         logger=logger,
         wandb=wandb_cfg,
     )

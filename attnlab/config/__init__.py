@@ -4,6 +4,7 @@
                       one composition, the checks; composition errors worded into one line
     overrides         the command line's overrides, checked before composing
     schemas           the configs stored into Hydra's ConfigStore; TrainerConfig typed
+    bench_schema      BenchSchema: conf/bench.yaml's keys typed, each with its declared check
     fields            per-field checks declared beside a schema's fields (ranges, choices, formats)
     checks            what relates two fields, and the untyped groups' values (check_config)
     sequence_lengths  model.max_len against the task's rows

@@ -1,5 +1,5 @@
 """Configs stored into Hydra's ConfigStore: attention variants (from the registry), the model and
-trainer schemas, the built-in data generators' knobs (from their signatures), the generation tasks'
+trainer schemas, the bench's (attnlab.config.bench_schema), the built-in data generators' knobs (from their signatures), the generation tasks'
 decode defaults, and the configs of installed task plugins.
 
 A schema's field types are checked by OmegaConf when the config is composed; what a type cannot say
@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from attnlab.attention import store_attention_configs
+from attnlab.config.bench_schema import store_bench_schema
 from attnlab.config.fields import ABSENT, bounded, check_choice, check_number, checked, flag, one_of, show
 from attnlab.data.generators import store_generator_configs
 from attnlab.errors import ConfigError
@@ -119,4 +120,5 @@ def store_configs() -> None:
     store.store(group="model", name="schema", node=ModelConfig, provider="attnlab")
     store.store(group="trainer", name="schema", node=TrainerConfig, provider="attnlab")
     store.store(group="task/decode", name="default", node=DecodeConfig, provider="attnlab")
+    store_bench_schema()  # conf/bench.yaml's
     store_task_configs()
