@@ -1,6 +1,6 @@
 """Configs stored into Hydra's ConfigStore: attention variants (from the registry), the model and
-trainer schemas, the bench's (attnlab.config.bench_schema), the built-in data generators' knobs (from their signatures), the generation tasks'
-decode defaults, and the configs of installed task plugins.
+trainer schemas, the bench's (attnlab.config.bench_schema), the built-in data generators' knobs (from
+their signatures), the generation tasks' decode defaults, and the configs of installed task plugins.
 
 A schema's field types are checked by OmegaConf when the config is composed; what a type cannot say
 (a range, a set of choices, a format) is declared beside the field (attnlab.config.fields) and checked
