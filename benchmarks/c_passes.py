@@ -22,8 +22,8 @@ Every form's output and input gradients are checked against C's (max |a - b| <= 
 before anything is timed. "best PyTorch" is the fastest of the other forms; a row is kept only where
 C is >= 1.3x faster than it (docs/c-passes.md).
 
-The rows here are the C that stayed. The eight rows that did not pay (the causal and non-causal linear
-kernels' passes, performer's, unit_norm, rms_norm, the delta rule's and gated delta rule's loops, gla's
+The rows here are the C that stayed. The seven rows that did not pay on a quiet machine (the causal
+and non-causal linear kernels' passes, performer's, unit_norm, rms_norm, Based's Taylor features, gla's
 one-block chunk) were deleted with their C; their measurements are in docs/c-passes.md, and
 `git show d8dfebc:benchmarks/c_passes.py` is this benchmark as it measured them.
 """
@@ -44,9 +44,10 @@ from torch import Tensor
 
 # Everything this benchmark knows of attnlab's C passes and their callers, in one place.
 from attnlab.attention.cpu import build as passes  # the C library's one switch: passes.library()
-from attnlab.attention.ops.based import taylor_features
+from attnlab.attention.ops.delta_rule import chunk_delta_rule
 from attnlab.attention.ops.window.chunk import sliding_window_attention
 from attnlab.attention.variants.based import BasedAttention
+from attnlab.attention.variants.gated_deltanet import GatedDeltaNet
 from attnlab.attention.variants.gla import LogDecayGate
 
 B, H, D = 1, 4, 64  # the bench's and the speed targets' setting
@@ -90,26 +91,27 @@ def _leaf(*shape: int, scale: float = 1.0) -> Tensor:
 
 
 # ---- the plain autograd forms --------------------------------------------------------------------
-def taylor_autograd(x: Tensor) -> Tensor:
-    """[1, x, c_ab x_a x_b (a <= b)] by index gathers, the pairs in the C pass's order."""
-    d = x.shape[-1]
-    a, b = torch.triu_indices(d, d)
-    c = torch.where(a == b, 0.5**0.5, 1.0)
-    return torch.cat([x.new_ones(*x.shape[:-1], 1), x, x[..., a] * x[..., b] * c], dim=-1)
-
-
-def taylor_rows_autograd(x: Tensor) -> Tensor:
-    """The same features as one broadcast product per row a of the pairs (the fallback's layout),
-    concatenated: elementwise slices that torch.compile fuses into one loop."""
-    d = x.shape[-1]
-    rows = [x[..., a : a + 1] * x[..., a:] for a in range(d)]  # (..., d - a) pairs (a, a..d-1)
-    rows = [torch.cat([row[..., :1] * 0.5**0.5, row[..., 1:]], dim=-1) for row in rows]
-    return torch.cat([x.new_ones(*x.shape[:-1], 1), x, *rows], dim=-1)
-
-
 # ---- the cases -------------------------------------------------------------------------------------
 def _qkv(n: int, dv: int = D) -> list[Tensor]:
     return [_leaf(B, H, n, D), _leaf(B, H, n, D), _leaf(B, H, n, dv)]
+
+
+def _delta_inputs(n: int, gated: bool) -> tuple[list[Tensor], dict]:
+    """q, k as deltanet / gated_deltanet hand them to the op (SiLU, unit norm), β and g from their gates."""
+    torch.manual_seed(0)
+    module = GatedDeltaNet(heads=H)
+    with torch.no_grad():
+        q, k, gates = module.prepare(torch.randn(B, H, n, D), torch.randn(B, H, n, D),
+                                     {"g": torch.randn(B, H, n), "beta": torch.randn(B, H, n)})  # fmt: skip
+    inputs = [q.requires_grad_(), k.requires_grad_(), _leaf(B, H, n, D), gates["beta"].requires_grad_()]
+    if gated:
+        inputs.append(gates["g"].requires_grad_())
+    return inputs, {}
+
+
+def _delta(inputs: list[Tensor], extra: dict) -> Tensor:
+    q, k, v, beta, *g = inputs
+    return chunk_delta_rule(q, k, v, beta, g[0] if g else None, scale=D**-0.5, chunk_size=32)[0]
 
 
 def _window(causal: bool) -> Callable:
@@ -132,6 +134,12 @@ def _based(causal: bool) -> Callable:
     return form
 
 
+LOOP = (
+    "dynamo unrolls the fallback's Python loop over chunks (N/C iterations: 256 to 512 at 16K); at N=1K "
+    "(32 chunks) the delta rule's build took 221 s and ran slower than eager"
+)
+
+
 CASES = [
     Case(
         "log_decay_gate",
@@ -142,14 +150,21 @@ CASES = [
         lambda i, e: F.logsigmoid(i[0]).div(16.0).clamp(min=-4.0),
     ),
     Case(
-        "taylor_features",
-        "taylor_features, taylor_features_backward (TaylorFeatures)",
-        "based (non-causal; causal where FusedBased does not apply)",
-        lambda n: ([_leaf(B, H, n, 16, scale=0.25)], {}),
-        lambda i, e: taylor_features(i[0]),
-        lambda i, e: taylor_autograd(i[0]),
-        {"rows": lambda i, e: taylor_rows_autograd(i[0])},
-        compile_extra=True,
+        "delta_rule",
+        "delta_rule_rhs, delta_rule_forward_loop, delta_rule_backward_loop, delta_scores_backward, "
+        "delta_rule_grad_epilogue, GEMM micro-kernel (ChunkDeltaRule)",
+        "deltanet, gated_deltaproduct (ungated part)",
+        lambda n: _delta_inputs(n, gated=False),
+        _delta,
+        no_compile=LOOP,
+    ),
+    Case(
+        "gated_delta_rule",
+        "the delta rule's + decay_matrix, flush_small (ChunkDeltaRule with g)",
+        "gated_deltanet, gated_deltaproduct",
+        lambda n: _delta_inputs(n, gated=True),
+        _delta,
+        no_compile=LOOP,
     ),
     Case(
         "window_causal",
@@ -174,7 +189,7 @@ CASES = [
     ),
     Case(
         "based_noncausal",
-        "taylor_features(+backward), window_attention_* ",
+        "window_attention_* (the Taylor part in PyTorch)",
         "based (non-causal)",
         _based_inputs,
         _based(causal=False),

@@ -99,6 +99,41 @@ def test_kernels_are_found_by_type_not_by_attribute_name():
     assert count_flops_inside(model, nn.Linear, lambda: model(x)) == count_flops(lambda: model.proj(x))
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_the_delta_rules_c_loops_count_what_their_pytorch_loops_compute(monkeypatch, gated):
+    """The chunk loops in C (attention/cpu/kernels.py) are custom ops with their own FLOP formulas: forward and
+    backward, they count exactly the products of the PyTorch loops they replace, which PyTorch's own
+    counter sees as batched products (every product in the loop, chunk by chunk, and the batched ones
+    that read a state)."""
+    from attnlab.attention import cpu
+    from attnlab.attention.cpu import kernels as c_loops
+    from attnlab.attention.ops.delta_rule import chunk_delta_rule
+
+    if not cpu.available():
+        pytest.skip("no C compiler: the loops run in PyTorch only")
+    B, H, N, D, Dv, C = 1, 2, 48, 16, 24, 8
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, N, dim, generator=gen, requires_grad=True) for dim in (D, D, Dv))
+    beta = torch.rand(B, H, N, generator=gen).requires_grad_()
+    g = -torch.rand(B, H, N, generator=gen).requires_grad_() if gated else None
+
+    def step():
+        out, S = chunk_delta_rule(q, k, v, beta, g, scale=D**-0.5, chunk_size=C)
+        (out.sum() + S.sum()).backward()
+
+    calls = []
+    for name in ("delta_rule_forward_loop", "delta_rule_backward_loop"):
+        loop = getattr(c_loops, name)
+        monkeypatch.setattr(
+            c_loops, name, lambda *a, _loop=loop, _name=name: calls.append(_name) or _loop(*a)
+        )
+    in_c = count_flops(step)
+    assert calls == ["delta_rule_forward_loop", "delta_rule_backward_loop"]
+    monkeypatch.setattr(cpu, "kernels_for", lambda *tensors: None)
+    assert count_flops(step) == in_c > 0
+    assert len(calls) == 2  # the PyTorch loops this time
+
+
 def test_baseds_c_loops_count_the_batched_forms_products_less_those_they_skip(monkeypatch):
     """Based's chunk loops in C (attention/cpu/kernels.py) count what its batched PyTorch form computes, less what
     the loops skip and plus what they recompute. The batched form runs its products over the flat axis

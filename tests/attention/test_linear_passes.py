@@ -1,7 +1,8 @@
-"""The C passes that stay (attention/cpu/: Based's Taylor features and chunk loops, gla's log decay gate, the
-sliding window inside based): each equals its PyTorch version, outputs and gradients, and a missing or
-failing compiler, or ATTNLAB_FUSED_CPU=0, leaves the PyTorch versions in place. (The C passes deleted
-as not paying, docs/c-passes.md, took their tests with them: there is no C left to compare.)"""
+"""The C passes that stay (attention/cpu/: gla's log decay gate, the delta rule's passes and chunk loops,
+Based's chunk loops, the sliding window inside based): each equals its PyTorch version, outputs and
+gradients, and a missing or failing compiler, or ATTNLAB_FUSED_CPU=0, leaves the PyTorch versions in
+place. (The C passes deleted as not paying, docs/c-passes.md, took their tests with them: there is no C
+left to compare.)"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from attnlab.attention.cpu import build
 from attnlab.attention.cpu import kernels as c_loops
 from attnlab.attention.ops import passes
 from attnlab.attention.ops.based import chunk_based
+from attnlab.attention.ops.delta_rule import chunk as delta_rule
 from attnlab.attention.registry import build_attention
 from attnlab.attention.variants import based as based_variant
 from attnlab.attention.variants.gla import LogDecayGate
@@ -43,23 +45,6 @@ def test_a_call_autograd_records_keeps_its_gradient():
     torch.testing.assert_close(grad, torch.autograd.grad((F.elu(x) + 1).sum(), x)[0])
 
 
-@requires_c
-def test_each_pass_equals_its_pytorch_version(torch_passes):
-    def run_all():
-        results = {}
-        x = randn(G, C, D, seed=5)  # Based's Taylor features (F = 1 + D + D(D+1)/2) and backward
-        results["taylor_features"] = passes.taylor_features(x)
-        d_phi = randn(G, C, 1 + D + D * (D + 1) // 2, seed=12)
-        results["taylor_features_backward"] = passes.taylor_features_backward(d_phi, x)
-        return results
-
-    fused = run_all()
-    torch_passes()
-    reference = run_all()
-    for key, value in reference.items():
-        torch.testing.assert_close(fused[key], value, msg=key)
-
-
 def test_a_missing_compiler_warns_once_and_keeps_the_pytorch_passes(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-attnlab")
@@ -67,8 +52,9 @@ def test_a_missing_compiler_warns_once_and_keeps_the_pytorch_passes(monkeypatch,
     try:
         with pytest.warns(RuntimeWarning, match="no C compiler found.*ATTNLAB_FUSED_CPU=0"):
             assert build.library() is None
-        x = randn(3, 4)
-        torch.testing.assert_close(passes.taylor_features(x), passes.taylor_features(x, kernels=None))
+        x = randn(3, 4) * 6
+        reference = F.logsigmoid(x).div(16.0).clamp(min=-4.0)  # the PyTorch form
+        torch.testing.assert_close(LogDecayGate.apply(x, 16.0, -4.0), reference)
     finally:
         build.library.cache_clear()
 
@@ -102,8 +88,9 @@ def test_without_openmp_the_passes_are_built_for_one_thread(monkeypatch, tmp_pat
     build.library.cache_clear()
     try:
         assert build.library() is not None
-        x = randn(5, 8)
-        torch.testing.assert_close(passes.taylor_features(x), passes.taylor_features(x, kernels=None))
+        x = randn(5, 8) * 6
+        reference = F.logsigmoid(x).div(16.0).clamp(min=-4.0)
+        torch.testing.assert_close(LogDecayGate.apply(x, 16.0, -4.0), reference, rtol=3e-7, atol=1e-30)
     finally:
         build.library.cache_clear()
 
@@ -126,6 +113,76 @@ def test_glas_log_decay_gate_is_the_same_with_either_passes(torch_passes, temper
     for a, b in zip(fused, run(), strict=True):
         torch.testing.assert_close(a, b, rtol=3e-7, atol=1e-30, equal_nan=True)
     assert (fused[1] == 0).sum() > 0 and ((fused[1] == 0) == (run()[1] == 0)).all()
+
+
+@requires_c
+@pytest.mark.parametrize("gated", [False, True])
+def test_the_delta_rules_score_passes_are_the_same_with_either_passes(torch_passes, gated):
+    """ops/delta_rule: the in-chunk decay matrix (flushed, masked), the flush of small entries, and the
+    backward through the in-chunk scores (gradients of Q Kᵀ and, symmetrised, K Kᵀ; d loss / d β and,
+    gated, d loss / d b), gated or with the causal mask alone."""
+    g = -torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(17)) * 12  # steep enough to flush
+    b = g.cumsum(-1)
+    beta = torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(23))
+    x = randn(3, 4, 16, 16, seed=18) * torch.logspace(-30, 0, 16)  # entries down to ~1e-30
+    dM, dP, M, P_raw = (randn(3, 4, 16, 16, seed=s) for s in range(19, 23))
+    dP = dP.tril(-1)  # as ChunkDeltaRule makes it
+
+    def run():
+        gamma = delta_rule.decay_matrix(b)
+        mask = gamma if gated else torch.ones(16, 16).tril()
+        d = dM.clone(), dP.clone()
+        d_beta, db = delta_rule.delta_scores_backward_(
+            *d, M * mask, P_raw * mask, gamma if gated else None, beta
+        )
+        return gamma, delta_rule.flush_small_(x.clone()), *d, d_beta, *([db] if gated else [])
+
+    fused = run()
+    assert (fused[0] == 0).sum() > 3 * 4 * (16 * 15 // 2) + 100  # the upper triangle, and flushed decays
+    assert torch.equal(fused[3], fused[3].mT) and not fused[3].diagonal(dim1=-2, dim2=-1).any()  # G + Gᵀ
+    torch_passes()
+    for a, b_ in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b_, rtol=3e-6, atol=1e-6)
+
+
+@requires_c
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize(("chunk", "d", "dv"), [(7, 67, 70), (32, 64, 64), (5, 16, 24)])
+def test_the_delta_rules_chunk_loops_are_the_same_with_either_passes(torch_passes, gated, chunk, d, dv):
+    """ops/delta_rule's chunk-to-chunk loops in C (4 x 64 tiles, and the rows and columns left over)
+    against the PyTorch loop: outputs, final state and every gradient, with an initial state."""
+    B_, H_, N = 2, 2, 3 * chunk + 2  # a padded last chunk
+    gen = torch.Generator().manual_seed(23)
+    q, k, v = (torch.randn(B_, H_, N, dim, generator=gen) for dim in (d, d, dv))
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(B_, H_, N, generator=gen)
+    g = -torch.rand(B_, H_, N, generator=gen) if gated else None
+    S0 = torch.randn(B_, H_, d, dv, generator=gen) * 0.1
+    weights = randn(B_, H_, N, dv, seed=24), randn(B_, H_, d, dv, seed=25)
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, beta, S0) + ((g,) if gated else ())]
+        gate = leaves[5] if gated else None
+        out, S = delta_rule.chunk_delta_rule(
+            *leaves[:4], gate, scale=d**-0.5, chunk_size=chunk, initial_state=leaves[4]
+        )
+        loss = (out * weights[0]).sum() + (S * weights[1]).sum()
+        return [out.detach(), S.detach(), *torch.autograd.grad(loss, leaves)]
+
+    fused = run()
+    torch_passes()
+    for a, b in zip(fused, run(), strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
+
+
+@requires_c
+def test_the_flush_takes_a_batch_of_column_major_matrices_as_they_are(torch_passes):
+    """torch.linalg.solve_triangular returns column-major matrices: flushed in C as they lie."""
+    x = (randn(3, 16, 16, seed=26) * torch.logspace(-30, 0, 16)).mT  # not contiguous, its .mT is
+    fused = delta_rule.flush_small_(x.clone().mT.contiguous().mT)
+    torch_passes()
+    torch.testing.assert_close(fused, delta_rule.flush_small_(x.clone()), rtol=0, atol=0)
+    assert (fused == 0).sum() > 0 and not fused.is_contiguous()
 
 
 def spy(monkeypatch, owner, name: str) -> list[str]:

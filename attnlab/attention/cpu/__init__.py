@@ -2,10 +2,11 @@
 
     build.py      compile, cache and load the .c files (and the no-compiler / ATTNLAB_FUSED_CPU=0 fallbacks)
     kernels.py    the ctypes signatures, one Python call per C function, the chunk loops as custom ops
-    *.c, *.h      the kernels, one file per method: the elementwise passes (Based's Taylor features, gla's
-                  gate), the GEMM micro-kernel, the sliding-window softmax, Based's chunk loops. Only C
-                  that is at least 1.3x faster than the best PyTorch form measured stays
+    *.c, *.h      the kernels, one file per method: gla's log decay gate, the GEMM micro-kernel, the
+                  delta rule's passes and chunk loops, the sliding-window softmax, Based's chunk loops.
+                  Only C that is at least 1.3x faster than the best PyTorch form measured stays
                   (docs/c-passes.md, which also lists what was deleted and why)
+    functions.py  the autograd Functions that exist only for the C (window attention, based's kernel)
     libc.py       glibc's allocator knobs (the bench keeps freed memory; runs hand it back)
 
 A caller asks once, at the top of its fast path, whether the C applies to its tensors:

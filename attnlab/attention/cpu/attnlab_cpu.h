@@ -39,6 +39,13 @@ static inline float exp_nonpositive(float x) {
     return p * scale;
 }
 
+/* e^x (x <= 0, as exp_nonpositive) with values below `flush` set to exactly 0 (ops/decay.py flushed_exp:
+ * such decays are far under fp32's resolution, and as subnormals x86 computes with them in microcode). */
+static inline float flushed_exp(float x, float flush) {
+    float e = exp_nonpositive(x);
+    return e < flush ? 0.0f : e;
+}
+
 /* sigmoid(x) = 1 / (1 + e^-x), from exp_nonpositive(-|x|) (vectorises; within a few ulp of 1/(1+expf)). */
 static inline float sigmoid(float x) {
     float e = exp_nonpositive(x > 0.0f ? -x : x);
@@ -68,7 +75,7 @@ static inline i64 thread_index(void) {
 #endif
 }
 
-/* Based's 2nd-order Taylor features of d dimensions: 1 + d + d(d+1)/2 (elementwise.c, based.c). */
+/* Based's 2nd-order Taylor features of d dimensions: 1 + d + d(d+1)/2 (based.c). */
 #define TAYLOR_FEATURES(d) (1 + (d) + (d) * ((d) + 1) / 2)
 
 /* The small matrix products of the chunk loops (gemm.c). Hidden: shared between the files, not exported. */

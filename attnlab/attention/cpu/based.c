@@ -1,6 +1,8 @@
 #include "attnlab_cpu.h"
 
-/* Based's chunk loops (ops/based/chunk.py ChunkBased; attention/variants/based.py FusedBased): causal normalised linear
+i64 taylor_feature_count(i64 d) { return TAYLOR_FEATURES(d); } /* for the Python side: written once */
+
+/* Based's chunk loops (ops/based/chunk.py ChunkBased; cpu/functions.py FusedBased): causal normalised linear
  * attention with the Taylor kernel κ(q, k) = 1 + q.k + (q.k)^2 / 2, for G sequences of nc chunks of C
  * positions: features q (pre-scaled) and k (G, nc, C, d), v (G, nc, C, Dv), keep (G, nc, C) 1 for a real
  * key, 0 for a padded one. The state carried between chunks is [Z z] = Σ over earlier chunks' real keys

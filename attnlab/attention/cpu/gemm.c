@@ -1,4 +1,4 @@
-/* The matrix-product micro-kernel of the chunk loops (window_softmax.c, based.c): products
+/* The matrix-product micro-kernel of the chunk loops (delta_rule.c, window_softmax.c, based.c): products
  * of a few dozen rows and columns, too small for a library call per product to pay. */
 #include "attnlab_cpu.h"
 

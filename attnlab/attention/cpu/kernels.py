@@ -19,21 +19,29 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.cpu.build import library
+from attnlab.attention.ops.decay import FLUSH_BELOW
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 SIGNATURES = {
     # elementwise.c
-    "taylor_feature_count": [_I],
-    "taylor_features": [_P, _P, _I, _I],
-    "taylor_features_backward": [_P, _P, _P, _I, _I],
     "log_decay_gate": [_P, _P, _F, _F, _I],
     "log_decay_gate_backward": [_P, _P, _P, _F, _F, _I],
+    # delta_rule.c
+    "decay_matrix": [_P, _P, _F, _I, _I],
+    "flush_small": [_P, _F, _I],
+    "delta_scores_backward": [_P] * 8 + [_I, _I],
+    "delta_rule_scratch_floats": [_I] * 3,
+    "delta_rule_forward_loop": [_P, _P, _P, _P, _F, _F, _P, _P, _P, _P] + [_I] * 5,
+    "delta_rule_backward_loop": [_P] * 5 + [_I, _I, _P, _P, _F, _F] + [_P] * 10 + [_I] * 5,
+    "delta_rule_rhs": [_P] * 5 + [_F, _I, _I, _I, _I],
+    "delta_rule_grad_epilogue": [_P] * 8 + [_I, _I, _I],
     # window_softmax.c
     "parallel_threads": [],
     "window_scratch_floats": [_I] * 5,
     "window_attention_forward": [_P] * 6 + [_F, _P] + [_I] * 10,
     "window_attention_backward": [_P] * 10 + [_F, _P] + [_I] * 10,
     # based.c
+    "taylor_feature_count": [_I],
     "based_scratch_floats": [_I] * 3,
     "based_forward_loop": [_P] * 4 + [_F] + [_P] * 4 + [_I] * 5,
     "based_backward_loop": [_P] * 12 + [_I] * 5,
@@ -41,6 +49,7 @@ SIGNATURES = {
 RESULTS = {  # the rest return nothing
     "taylor_feature_count": _I,
     "parallel_threads": ctypes.c_int,
+    "delta_rule_scratch_floats": _I,
     "window_scratch_floats": _I,
     "based_scratch_floats": _I,
 }
@@ -77,26 +86,7 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-# ---- elementwise.c: Based's Taylor features and gla's gate ----------------------------------------------
-def taylor_feature_count(d: int) -> int:
-    """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions, as the C counts them."""
-    return _lib().taylor_feature_count(d)
-
-
-def taylor_features(x: Tensor) -> Tensor:
-    d = x.shape[-1]
-    phi = x.new_empty(*x.shape[:-1], taylor_feature_count(d))
-    _lib().taylor_features(_ptr(x), _ptr(phi), x.numel() // d, d)
-    return phi
-
-
-def taylor_features_backward(d_phi: Tensor, x: Tensor) -> Tensor:
-    d = x.shape[-1]
-    dx = torch.empty_like(x)
-    _lib().taylor_features_backward(_ptr(d_phi), _ptr(x), _ptr(dx), x.numel() // d, d)
-    return dx
-
-
+# ---- elementwise.c: gla's log decay gate -----------------------------------------------------------------
 def log_decay_gate(x: Tensor, temperature: float, floor: float) -> Tensor:
     y = torch.empty_like(x)
     _lib().log_decay_gate(_ptr(x), _ptr(y), temperature, floor, x.numel())
@@ -107,6 +97,109 @@ def log_decay_gate_backward(grad: Tensor, x: Tensor, temperature: float, floor: 
     dx = torch.empty_like(x)
     _lib().log_decay_gate_backward(_ptr(grad), _ptr(x), _ptr(dx), temperature, floor, x.numel())
     return dx
+
+
+# ---- delta_rule.c: the chunked delta rule's elementwise steps -----------------------------------------
+def decay_matrix(b: Tensor) -> Tensor:
+    C = b.shape[-1]
+    gamma = b.new_empty(*b.shape, C)
+    _lib().decay_matrix(_ptr(b), _ptr(gamma), FLUSH_BELOW, b.numel() // C, C)
+    return gamma
+
+
+def flush_small_(dense: Tensor) -> Tensor:
+    _lib().flush_small(_ptr(dense), FLUSH_BELOW, dense.numel())
+    return dense
+
+
+def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, rhs: Tensor) -> Tensor:
+    G, nc, C, D = k.shape
+    _lib().delta_rule_rhs(*(_ptr(t) for t in (k, v, beta, b, rhs)), FLUSH_BELOW, G * nc, C, D, v.shape[-1])
+    return rhs
+
+
+def delta_rule_grad_epilogue_(dk, d_kb, dv, d_beta, y, v, k, beta) -> Tensor:
+    tensors = (dk, d_kb, dv, d_beta, y, v, k, beta)
+    _lib().delta_rule_grad_epilogue(*(_ptr(t) for t in tensors), beta.numel(), k.shape[-1], v.shape[-1])
+    return dv
+
+
+def delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, db, d_beta) -> None:
+    G, nc, C = M.shape[:3]
+    _lib().delta_scores_backward(*(_ptr(t) for t in (dM, dP, M, P_raw, gamma, beta, db, d_beta)), G * nc, C)
+
+
+# ---- delta_rule.c: the chunk loops (custom ops) -------------------------------------------------------
+@torch.library.custom_op("attnlab::delta_rule_forward_loop_mm", mutates_args=("uw", "out", "states", "S"))
+def delta_rule_forward_loop(
+    uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, out: Tensor, states: Tensor, S: Tensor
+) -> None:
+    """uw (G, nc, C, Dv + D) [u w]: u becomes new = u - w S chunk by chunk; out (G, nc, C, Dv) receives
+    scale (q ⊙ e^b) S_c; states (G, nc, D, Dv) the state before each chunk; S (G, D, Dv): the initial
+    state in, the final one out, S' = e^{b_last} S + (k ⊙ e^{b_last - b})ᵀ new; b (G, nc, C) the
+    cumulative log decay in each chunk, None ungated."""
+    G, nc, C, D = k.shape
+    Dv = S.shape[-1]
+    ptrs = [_ptr(t) for t in (uw, k, q, b)] + [scale, FLUSH_BELOW]
+    scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
+    ptrs += [_ptr(t) for t in (out, states, S, scratch)]
+    _lib().delta_rule_forward_loop(*ptrs, G, nc, C, D, Dv)
+
+
+@torch.library.custom_op(
+    "attnlab::delta_rule_backward_loop_mm",
+    mutates_args=("d_new", "y", "d_q", "d_kb", "dk", "db_rows", "db_last", "dS"),
+)
+def delta_rule_backward_loop(
+    d_new: Tensor,
+    k: Tensor,
+    q: Tensor,
+    uw: Tensor,
+    T: Tensor,
+    b: Tensor | None,
+    beta: Tensor,
+    scale: float,
+    d_out: Tensor,
+    states: Tensor,
+    y: Tensor,
+    d_q: Tensor,
+    d_kb: Tensor,
+    dk: Tensor,
+    db_rows: Tensor | None,
+    db_last: Tensor | None,
+    dS: Tensor,
+) -> None:
+    """Its backward: d_new (G, nc, C, Dv) the in-chunk part in, the whole gradient out; y = Tᵀ d_new;
+    the state's terms of the gradients, d_q = scale e^b ⊙ d_out Sᵀ, d_kb = e^b ⊙ (-y Sᵀ) (over β),
+    dk = e^{b_last - b} ⊙ new dS_nextᵀ (G, nc, C, D), overwritten; gated, the terms of d loss / d b
+    through the state, per position db_rows (G, nc, C) and through b_last db_last (G, nc); dS
+    (G, D, Dv): d loss / d (final state) in, d / d S_0 out. T (G, nc, C, C) row- or column-major."""
+    G, nc, C, D = k.shape
+    Dv = dS.shape[-1]
+    ptrs = [_ptr(t) for t in (d_new, k, q, uw, T)] + [T.stride(-2), T.stride(-1)]
+    ptrs += [_ptr(b), _ptr(beta), scale, FLUSH_BELOW]
+    ptrs += [_ptr(t) for t in (d_out, states, y, d_q, d_kb, dk, db_rows, db_last, dS)]
+    scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
+    _lib().delta_rule_backward_loop(*ptrs, _ptr(scratch), G, nc, C, D, Dv)
+
+
+def _delta_rule_scratch(k: Tensor, C: int, D: int, Dv: int) -> Tensor:
+    """The loops' working memory, one row per sequence, of the size delta_rule.c asks for."""
+    return k.new_empty(k.shape[0], _lib().delta_rule_scratch_floats(C, D, Dv))
+
+
+def _forward_flops(*args, out_val=None, **kwargs) -> int:
+    """Three products per chunk and sequence, (C, D) x (D, Dv) twice and (D, C) x (C, Dv)."""
+    G, nc, C, D = args[1].shape  # k
+    Dv = args[7].shape[-1]  # S
+    return 3 * 2 * G * nc * C * D * Dv
+
+
+def _backward_flops(*args, out_val=None, **kwargs) -> int:
+    """Six (C, D, Dv)-sized products per chunk and sequence, and y = Tᵀ d_new, (C, C) x (C, Dv)."""
+    G, nc, C, D = args[1].shape  # k
+    Dv = args[0].shape[-1]  # d_new
+    return 6 * 2 * G * nc * C * D * Dv + 2 * G * nc * C * C * Dv
 
 
 # ---- window_softmax.c (custom ops) ---------------------------------------------------------------------
@@ -203,6 +296,11 @@ def _window_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
 
 
 # ---- based.c (custom ops) ------------------------------------------------------------------------------
+def taylor_feature_count(d: int) -> int:
+    """F = 1 + d + d(d+1)/2, the Taylor features of d dimensions, as the C counts them."""
+    return _lib().taylor_feature_count(d)
+
+
 def based_chunks_forward(
     q: Tensor, k: Tensor, v: Tensor, keep: Tensor, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -293,6 +391,8 @@ def _based_backward_flops(q, k, v, *args, out_val=None, **kwargs) -> int:
 
 
 LOOP_FLOPS = {
+    torch.ops.attnlab.delta_rule_forward_loop_mm: _forward_flops,
+    torch.ops.attnlab.delta_rule_backward_loop_mm: _backward_flops,
     torch.ops.attnlab.window_attention_forward_mm: _window_forward_flops,
     torch.ops.attnlab.window_attention_backward_mm: _window_backward_flops,
     torch.ops.attnlab.based_forward_loop_mm: _based_forward_flops,

@@ -1,5 +1,6 @@
 """Decay factors e^x with the negligible ones flushed to exactly zero, shared by every chunked form that
-decays a state (gated linear attention, the gated delta rule), so that both flush at one threshold."""
+decays a state (gated linear attention, the gated delta rule) and by the C kernels (cpu/kernels.py
+passes FLUSH_BELOW to them, so both languages flush at the same threshold)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,8 @@ forms that share them (the prefix-sum scan, Based's Taylor feature map), in PyTo
 
 Between its matrix products the causal kernel runs about twenty elementwise passes over (N, d)-sized
 tensors: the feature map, the causal mask, the normaliser, and their gradients. Each is written here in
-as few in-place passes as eager PyTorch allows. Only Based's Taylor feature map (and its backward) also
-has a C form (cpu/elementwise.c), run where the caller's decision (`kernels=`, taken once at the top of
-its Function) says the C applies, or, called on its own, where the C door says so for its tensors: it is
-the one pass here that C makes at least 1.3x faster (docs/c-passes.md, which also lists the C passes
-deleted from this file). Everywhere else (float64, GPU, non-contiguous inputs, tensor subclasses such as
-fake tensors, a call autograd records, no C compiler, ATTNLAB_FUSED_CPU=0) the PyTorch form runs.
+as few in-place passes as eager PyTorch allows. (They had one-pass C forms; measured side by side, none
+was 1.3x faster than the PyTorch here, so the C went: docs/c-passes.md.)
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from attnlab.attention import cpu
 
 
 def _scan_steps(n: int) -> list[tuple[int, int, int]]:
@@ -118,13 +112,10 @@ def taylor_feature_count(d: int) -> int:
     return 1 + d + d * (d + 1) // 2
 
 
-def taylor_features(x: Tensor, kernels=cpu.ASK) -> Tensor:
+def taylor_features(x: Tensor) -> Tensor:
     """Based's feature map, x (..., d) -> φ(x) (..., 1 + d + d(d+1)/2) = [1, x, c_ab x_a x_b (a <= b)],
     c_aa = 1/√2, c_ab = 1 (pairs in row-major order of the upper triangle), with no autograd record.
     In PyTorch: one broadcast product per row a of the pairs (index gathers read x once per pair)."""
-    c = cpu.decided(kernels, x)
-    if c is not None:
-        return c.taylor_features(x)
     d = x.shape[-1]
     phi = x.new_empty(*x.shape[:-1], taylor_feature_count(d))
     phi[..., 0] = 1.0
@@ -138,12 +129,9 @@ def taylor_features(x: Tensor, kernels=cpu.ASK) -> Tensor:
     return phi
 
 
-def taylor_features_backward(d_phi: Tensor, x: Tensor, kernels=cpu.ASK) -> Tensor:
+def taylor_features_backward(d_phi: Tensor, x: Tensor) -> Tensor:
     """d loss / d φ(x) (..., F) -> d loss / d x (..., d): the linear part's row, plus for each pair
     (a, b) c_ab·x_b on a's side and c_ab·x_a on b's side."""
-    c = cpu.decided(kernels, d_phi, x)
-    if c is not None:
-        return c.taylor_features_backward(d_phi, x)
     d = x.shape[-1]
     dx = d_phi[..., 1 : 1 + d].clone()
     start = 1 + d

@@ -33,8 +33,8 @@ def taylor_features(x: Tensor) -> Tensor:
 
 
 class TaylorFeatures(torch.autograd.Function):
-    """φ and its derivative, written out (ops/passes.py: in C on CPU float32, else one broadcast
-    product per row of pairs); gathering x[..., a] * x[..., b] with index tensors and autograd's
+    """φ and its derivative, written out (ops/passes.py: one broadcast product per row of pairs);
+    gathering x[..., a] * x[..., b] with index tensors and autograd's
     index_put backward scatter element by element (timings: docs/measurements.md)."""
 
     @staticmethod
@@ -71,7 +71,7 @@ class ChunkBased(torch.autograd.Function):
         v1 = v.new_empty(G, nc, C, Dv + 1)  # [v, 1], zero for padded keys
         torch.mul(v, keep, out=v1[..., :Dv])
         v1[..., Dv:] = keep
-        phi_q, phi_k = _taylor_features(q, None), _taylor_features(k, None)  # (G, nc, C, F), in PyTorch
+        phi_q, phi_k = _taylor_features(q), _taylor_features(k)  # (G, nc, C, F)
         F_ = phi_q.shape[-1]
         flat = G * nc
         # Z_c = Σ over chunks before c of φ(k)ᵀ [v, 1]: chunk c-1's write in slot c (a one-chunk shift
@@ -101,7 +101,7 @@ class ChunkBased(torch.autograd.Function):
         G, nc, C, d = q.shape
         Dv = v1.shape[-1] - 1
         flat = G * nc
-        phi_q, phi_k = _taylor_features(q, None), _taylor_features(k, None)
+        phi_q, phi_k = _taylor_features(q), _taylor_features(k)
         F_ = phi_q.shape[-1]
         d_nd = d_out.new_empty(flat, C, Dv + 1)  # d loss / d [numerator, denominator]
         torch.div(d_out.reshape(flat, C, Dv), den, out=d_nd[..., :Dv])
@@ -119,11 +119,9 @@ class ChunkBased(torch.autograd.Function):
         d_v1.baddbmm_(kappa.view(flat, C, C).transpose(1, 2), d_nd)
         d_s = torch.bmm(d_nd, v1.view(flat, C, Dv + 1).transpose(1, 2)).tril_()  # d loss / d κ
         d_s.mul_(s.view(flat, C, C).add(1.0))  # (flat, C, C)
-        dq = torch.bmm(d_s, k.view(flat, C, d)).add_(
-            taylor_features_backward(d_phi_q, q.view(flat, C, d), None)
-        )
+        dq = torch.bmm(d_s, k.view(flat, C, d)).add_(taylor_features_backward(d_phi_q, q.view(flat, C, d)))
         dk = torch.bmm(d_s.transpose(1, 2), q.view(flat, C, d))
-        dk.add_(taylor_features_backward(d_phi_k, k.view(flat, C, d), None))
+        dk.add_(taylor_features_backward(d_phi_k, k.view(flat, C, d)))
         dv = d_v1[..., :Dv].mul(keep.view(flat, C, 1))
         return dq.view(G, nc, C, d), dk.view(G, nc, C, d), dv.view(G, nc, C, Dv), None, None
 

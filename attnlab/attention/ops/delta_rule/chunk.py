@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from attnlab.attention import cpu
 from attnlab.attention.ops.decay import FLUSH_BELOW, flushed_exp
 
 
@@ -44,25 +45,40 @@ def add_bmm_(out: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
     return out
 
 
-def decay_matrix(b: Tensor) -> Tensor:
+# The elementwise steps below take `kernels`, ChunkDeltaRule's one decision for the C path (the C kernels
+# or None); called on their own (tests, other ops) they ask the C door themselves (cpu.ASK).
+def decay_matrix(b: Tensor, kernels=cpu.ASK) -> Tensor:
     """b (G, nc, C) cumulative log decays -> Γ (G, nc, C, C), Γ_ij = e^{b_i - b_j} for j <= i, else 0,
-    flushed below FLUSH_BELOW."""
+    flushed below FLUSH_BELOW (one pass in C for float32 on CPU; PyTorch: four)."""
+    c = cpu.decided(kernels, b)
+    if c is not None:
+        return c.decay_matrix(b)
     C = b.shape[-1]
     past = torch.ones(C, C, dtype=torch.bool, device=b.device).tril_()
     return flushed_exp((b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")))
 
 
-def flush_small_(x: Tensor) -> Tensor:
-    """x with entries of magnitude below FLUSH_BELOW set to 0, in place."""
+def flush_small_(x: Tensor, kernels=cpu.ASK) -> Tensor:
+    """x with entries of magnitude below FLUSH_BELOW set to 0, in place (elementwise: a batch of
+    column-major matrices, as torch.linalg.solve_triangular returns, is as good as a contiguous one)."""
+    dense = x.mT if not x.is_contiguous() and x.mT.is_contiguous() else x
+    c = cpu.decided(kernels, dense)
+    if c is not None and dense.is_contiguous():  # (the C pass walks memory in order)
+        c.flush_small_(dense)
+        return x
     return x.masked_fill_(x.abs() < FLUSH_BELOW, 0.0)
 
 
-def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None) -> Tensor:
+def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, kernels=cpu.ASK) -> Tensor:
     """ChunkDeltaRule's right-hand sides [βV, Kw] (G, nc, C, Dv + D), Kw = β K ⊙ e^b (b (G, nc, C) the
-    cumulative log decay, flushed as flushed_exp; None: ungated, Kw = β K)."""
+    cumulative log decay, flushed as flushed_exp; None: ungated, Kw = β K). One pass in C for float32
+    on CPU (PyTorch: two or three)."""
     G, nc, C, D = k.shape
     Dv = v.shape[-1]
     rhs = k.new_empty(G, nc, C, Dv + D)
+    c = cpu.decided(kernels, k, v, beta, b)
+    if c is not None:
+        return c.delta_rule_rhs(k, v, beta, b, rhs)
     torch.mul(v, beta[..., None], out=rhs[..., :Dv])
     torch.mul(
         k, beta[..., None] if b is None else beta[..., None] * flushed_exp(b)[..., None], out=rhs[..., Dv:]
@@ -71,16 +87,21 @@ def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None) -> Tens
 
 
 def _decayed_qk(k: Tensor, q: Tensor, b: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """The recurrence's kd = K ⊙ e^{b_last - b} and qd = scale Q ⊙ e^b."""
+    """The PyTorch loops' kd = K ⊙ e^{b_last - b} and qd = scale Q ⊙ e^b (the C loops apply the decays
+    in place of writing these)."""
     return k * flushed_exp(b[..., -1:] - b)[..., None], q * (flushed_exp(b)[..., None] * scale)
 
 
 def delta_rule_grad_epilogue_(
-    dk: Tensor, d_kb: Tensor, d_beta: Tensor, y: Tensor, v: Tensor, k: Tensor, beta: Tensor
+    dk: Tensor, d_kb: Tensor, d_beta: Tensor, y: Tensor, v: Tensor, k: Tensor, beta: Tensor, kernels=cpu.ASK
 ) -> Tensor:
     """ChunkDeltaRule's last elementwise step, through r = diag(β) V - diag(β) (K ⊙ e^b) S and the
-    in-chunk βK: dk += β d_kb, d_beta += Σ y ⊙ v + Σ d_kb ⊙ k (in place); -> dv = β y."""
+    in-chunk βK: dk += β d_kb, d_beta += Σ y ⊙ v + Σ d_kb ⊙ k (in place); -> dv = β y. One pass in C
+    for float32 on CPU (PyTorch: about five)."""
     dv = torch.empty_like(y)
+    c = cpu.decided(kernels, dk, d_kb, d_beta, y, v, k, beta)
+    if c is not None:
+        return c.delta_rule_grad_epilogue_(dk, d_kb, dv, d_beta, y, v, k, beta)
     dk.addcmul_(d_kb, beta[..., None])
     torch.mul(y, beta[..., None], out=dv)
     d_beta += torch.linalg.vecdot(y, v) + torch.linalg.vecdot(d_kb, k)
@@ -88,16 +109,21 @@ def delta_rule_grad_epilogue_(
 
 
 def delta_scores_backward_(
-    dM: Tensor, dP: Tensor, M: Tensor, P_raw: Tensor, gamma: Tensor | None, beta: Tensor
+    dM: Tensor, dP: Tensor, M: Tensor, P_raw: Tensor, gamma: Tensor | None, beta: Tensor, kernels=cpu.ASK
 ) -> tuple[Tensor, Tensor | None]:
     """Through the in-chunk scores (G, nc, C, C) M = M_raw ⊙ Γ (causal) and P = diag(β) K Kᵀ ⊙ Γ
     (strictly lower), P_raw = K Kᵀ ⊙ Γ as saved; gamma None: Γ is the causal mask. In place, dM
     becomes the gradient of M_raw and dP (strictly lower on entry) that of K Kᵀ, G + Gᵀ with
     G = diag(β) dP ⊙ Γ (so dK gains one product, dP K, for both of Kᵀ's factors). Returns d_beta
     (G, nc, C) = the rows of dP ⊙ P_raw, and, gated, d loss / d b through Γ_ij = e^{b_i - b_j}: the row
-    sums minus the column sums of E = dM ⊙ M + dP ⊙ P."""
+    sums minus the column sums of E = dM ⊙ M + dP ⊙ P (one pass in C; PyTorch: about eight)."""
+    G, nc, C = M.shape[:3]
     d_beta = beta.new_empty(beta.shape)
     db = None if gamma is None else beta.new_empty(beta.shape)
+    c = cpu.decided(kernels, dM, dP, M, P_raw, gamma, beta)
+    if c is not None:
+        c.delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, db, d_beta)
+        return d_beta, db
     torch.linalg.vecdot(dP, P_raw, out=d_beta)
     dP.mul_(beta[..., None])  # G (before Γ)
     if gamma is None:
@@ -127,18 +153,20 @@ class ChunkDeltaRule(torch.autograd.Function):
     products where differentiating u and w separately takes five; and the gradient of K Kᵀ taken
     symmetric, so both of its factors come from one product. Every product that needs no recurrence
     is one batched product over all chunks (G·nc matrices); the chunk-to-chunk recurrence is a loop
-    that also does every product reading a state (three per chunk forward, seven backward). T = A⁻¹ is
-    one batched triangular solve. (This recurrence had a C form; it was deleted because it was not 1.3x
-    faster than this PyTorch: docs/c-passes.md.)
+    that also does every product reading a state (three per chunk forward, seven backward), with the
+    decays applied there (in C on CPU: cpu/delta_rule.c). T = A⁻¹ is one batched triangular solve.
     Exponents are all <= 0."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, q, k, v, beta, g, S0, scale: float):
         G, nc, C, D = q.shape
         Dv = v.shape[-1]
+        # The fast path, decided once for every step below: in C when the inputs are plain contiguous
+        # float32 CPU tensors (then so is every intermediate: fresh, contiguous, of their dtype).
+        c = cpu.kernels_for(q, k, v, beta, g, S0)
         b = None if g is None else g.cumsum(-1)  # (G, nc, C) inclusive cumulative log decay
-        gamma = None if b is None else decay_matrix(b)  # (G, nc, C, C); ungated: the causal mask, by tril_
-        rhs = delta_rule_rhs(k, v, beta, b)  # (G, nc, C, Dv + D) [βV, Kw]
+        gamma = None if b is None else decay_matrix(b, c)  # (G, nc, C, C); ungated: the causal mask, by tril_
+        rhs = delta_rule_rhs(k, v, beta, b, c)  # (G, nc, C, Dv + D) [βV, Kw]
         # Unit lower-triangular A = I + strict_lower(P), P = diag(β) P_raw, P_raw = K Kᵀ ⊙ Γ (saved); the
         # solve reads the strict lower triangle only (ungated: no mask needed).
         P_raw = torch.matmul(k, k.transpose(-2, -1))  # (G, nc, C, C)
@@ -148,16 +176,21 @@ class ChunkDeltaRule(torch.autograd.Function):
         eye = torch.eye(C, dtype=q.dtype, device=q.device).expand(G, nc, C, C)
         T = torch.linalg.solve_triangular(P, eye, upper=False, unitriangular=True)  # (G, nc, C, C)
         if gamma is not None:  # T_ij carries the decay Γ_ij: flushed like it (ops/decay.py flushed_exp)
-            flush_small_(T)
+            flush_small_(T, c)
         uw = torch.matmul(T, rhs)  # (G, nc, C, Dv + D) [u w] = T [βV, Kw]
         states = q.new_empty(G, nc, D, Dv)  # slot c: the state before chunk c
         # The chunk-to-chunk loop: u becomes new = u - w S; out = scale (Q ⊙ e^b) S_c (the earlier chunks')
-        S, out = _recurrence_forward(uw, k, q, b, scale, states, S0)
+        if c is not None:  # in C, each state's products while in cache
+            S = S0.clone(memory_format=torch.contiguous_format)  # the final state, in place
+            out = torch.empty_like(v)
+            c.delta_rule_forward_loop(uw, k, q, b, scale, out, states, S)
+        else:
+            S, out = _recurrence_forward(uw, k, q, b, scale, states, S0)
         M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
         M.mul_(gamma) if gamma is not None else M.tril_()
         add_bmm_(out, M, uw[..., :Dv])
         ctx.save_for_backward(q, k, v, beta, b, gamma, P_raw, T, uw, states, M)
-        ctx.scale = scale
+        ctx.scale, ctx.kernels = scale, c
         return out, S
 
     @staticmethod
@@ -177,20 +210,26 @@ class ChunkDeltaRule(torch.autograd.Function):
             if d_final is None
             else d_final.clone(memory_format=torch.contiguous_format)
         )  # d loss / d S, from the final state back to S_0, in place
-        # The chunk-to-chunk recurrence backwards: d_new
+        # The chunk-to-chunk recurrence backwards (cpu kernels' delta_rule_backward_loop's contract): d_new
         # gains its carried part; y = Tᵀ d new = d loss / d r; d_q, d_kb, dk get the state's terms; gated,
         # db_rows and db_last the terms of d loss / d b that go through the state.
         y, (d_q, d_kb, dk) = torch.empty_like(d_new), (torch.empty_like(k) for _ in range(3))
         db_rows, db_last = (None, None) if b is None else (torch.empty_like(b), b.new_empty(G, nc))
         grads = (y, d_q, d_kb, dk, db_rows, db_last)
-        dS = _recurrence_backward(d_new, k, q, uw, T, b, beta, scale, d_out, states, grads, dS)
+        T_lies = T if T.is_contiguous() else T.mT  # solve_triangular's T is column-major
+        # The forward's decision, if the gradients coming in are plain float32 CPU tensors too.
+        c = ctx.kernels and cpu.kernels_for(d_out, dS, T_lies)
+        if c is not None:
+            c.delta_rule_backward_loop(d_new, k, q, uw, T, b, beta, scale, d_out, states, *grads, dS)
+        else:
+            dS = _recurrence_backward(d_new, k, q, uw, T, b, beta, scale, d_out, states, grads, dS)
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
         # M = scale (Q Kᵀ) ⊙ Γ and P = diag(β) K Kᵀ ⊙ Γ: dM, dP become the gradients of Q Kᵀ and K Kᵀ
-        d_beta, db = delta_scores_backward_(dM, dP, M, P_raw, gamma, beta)
+        d_beta, db = delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, c)
         add_bmm_(d_q, dM, k, scale)
         add_bmm_(dk, dM.transpose(-2, -1), q, scale)
         add_bmm_(dk, dP, k)
-        dv = delta_rule_grad_epilogue_(dk, d_kb, d_beta, y, v, k, beta)
+        dv = delta_rule_grad_epilogue_(dk, d_kb, d_beta, y, v, k, beta, c)
         dg = None
         if db is not None:
             db += db_rows
@@ -202,7 +241,8 @@ class ChunkDeltaRule(torch.autograd.Function):
 def _recurrence_forward(
     uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, states: Tensor, S: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """ChunkDeltaRule's chunk-to-chunk recurrence: u in uw becomes new = u - w S, states receives the state before
+    """ChunkDeltaRule's chunk-to-chunk recurrence in PyTorch (the C loop's fallback, same contract:
+    cpu kernels' delta_rule_forward_loop): u in uw becomes new = u - w S, states receives the state before
     each chunk; -> the final state, and scale (Q ⊙ e^b) S_c for every chunk."""
     Dv = states.shape[-1]
     new, w = uw[..., :Dv], uw[..., Dv:]
@@ -233,7 +273,7 @@ def _recurrence_backward(
     grads: tuple[Tensor, ...],
     dS: Tensor,
 ) -> Tensor:
-    """Its backward: fills
+    """Its backward in PyTorch, with the C loop's contract (cpu kernels' delta_rule_backward_loop): fills
     grads = (y, d_q, d_kb, dk, db_rows, db_last) and d_new's carried part; -> d loss / d S_0."""
     y, d_q, d_kb, dk, db_rows, db_last = grads
     Dv = d_new.shape[-1]
