@@ -20,7 +20,9 @@ calling thread's CPU time with one thread, steady on a shared machine; wall cloc
 
 Every form's output and input gradients are checked against C's (max |a - b| <= 1e-3 · max |C|)
 before anything is timed. "best PyTorch" is the fastest of the other forms; a row is kept only where
-C is >= 1.3x faster than it (docs/c-passes.md).
+C is >= 1.3x faster than it (docs/c-passes.md). Take a verdict near that line on a quiet machine only:
+under load the fallback's memory-bound loops were timed up to 1.7x fast (docs/c-passes.md, the delta
+rule's rows), which once sent 200 lines of C that pays towards deletion.
 
 The rows here are the C that stayed. The seven rows that did not pay on a quiet machine (the causal
 and non-causal linear kernels' passes, performer's, unit_norm, rms_norm, Based's Taylor features, gla's
