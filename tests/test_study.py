@@ -177,13 +177,25 @@ def test_unknown_study_keys_and_templates_are_refused():
 
 # a study block's field -> words of its one-line error (attnlab.config.study_schema StudyBlock)
 BAD_BLOCKS = {
-    "length_overrides not a list": ({"length_overrides": "model.max_len={length}"}, "must be a list of templates"),
+    "length_overrides not a list": (
+        {"length_overrides": "model.max_len={length}"},
+        "must be a list of templates",
+    ),
     "a template without =": ({"length_overrides": ["{length}"]}, "'{length}' is not key=value"),
-    "overrides not a list": ({"overrides": "experiment=mqar"}, "study.overrides=experiment=mqar must be a list"),
+    "overrides not a list": (
+        {"overrides": "experiment=mqar"},
+        "study.overrides=experiment=mqar must be a list",
+    ),
     "grid not a mapping": ({"grid": [16, 32]}, "study.grid=[16, 32] must map config keys to their values"),
     "tune not a mapping": ({"tune": 3}, "study.tune=3 must map config keys"),
-    "per_length not by length": ({"per_length": {"model.d_model": [64]}}, "study.per_length.model.d_model must map lengths"),
-    "per_length not a mapping": ({"per_length": [1]}, "study.per_length=[1] must map config keys to {length: value}"),
+    "per_length not by length": (
+        {"per_length": {"model.d_model": [64]}},
+        "study.per_length.model.d_model must map lengths",
+    ),
+    "per_length not a mapping": (
+        {"per_length": [1]},
+        "study.per_length=[1] must map config keys to {length: value}",
+    ),
     "skip not mappings": ({"skip": [5]}, "study.skip: 5 is not a mapping of axes to values"),
 }
 

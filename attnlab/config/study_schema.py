@@ -127,7 +127,9 @@ def _templates(value: Any, key: str) -> None:
     if value is ABSENT or value is None:
         return
     if not isinstance(plain(value), list):
-        raise ConfigError(f'{key}={value} must be a list of templates, e.g. {key}: ["model.max_len={{length}}"]')
+        raise ConfigError(
+            f'{key}={value} must be a list of templates, e.g. {key}: ["model.max_len={{length}}"]'
+        )
     for template in (str(t) for t in plain(value)):
         for _, name, _, _ in string.Formatter().parse(template):
             if name is not None and name not in TEMPLATE_FIELDS:
