@@ -525,6 +525,18 @@ STUDY = [
     Bad("task=mqar mean_over=model.d_model", "mean_over=model.d_model: not a grid axis"),
     Bad("task=mqar eval_lengths=[]", "eval_lengths=[] is empty"),
     Bad("task=mqar eval_lengths=[0,256]", "eval_lengths: 0 is not a positive integer"),
+    Bad("task=mqar eval_lengths=[-1]", "eval_lengths: -1 is not a positive integer"),
+    Bad("task=mqar lengths=[abc]", "lengths: 'abc' is not a positive integer"),
+    Bad("task=mqar lengths=[0]", "lengths: 0 is not a positive integer"),
+    Bad("task=mqar seeds=[x]", "seeds: 'x' is not an integer"),
+    Bad("task=mqar skip=[5]", "skip: 5 is not a mapping of axes to values"),
+    # the task's study block, changed by an override (attnlab.config.study_schema StudyBlock)
+    Bad("task=classify +task.study.grid=[16,32]", "study.grid=[16, 32] must map config keys to their values"),
+    Bad(
+        "task=mqar \"task.study.overrides='experiment=mqar'\"",
+        "study.overrides=experiment=mqar must be a list",
+    ),
+    Bad("task=mqar +task.study.per_length={batch:[64]}", "study.per_length.batch must map lengths"),
     Bad("task=mqar task.eval_lengths=[256,4096]", "give the study eval_lengths=[...] instead"),
     Bad("task=mqar allow_partial=maybe", "allow_partial=maybe: expected true or false"),
     Bad("task=mqar skip=[{lenght:64}]", "'lenght' is not an axis of this study (did you mean 'length'?)"),

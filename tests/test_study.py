@@ -175,6 +175,60 @@ def test_unknown_study_keys_and_templates_are_refused():
     assert study_block("x", block(lengths=[64])).lengths == [64]
 
 
+# a study block's field -> words of its one-line error (attnlab.config.study_schema StudyBlock)
+BAD_BLOCKS = {
+    "length_overrides not a list": (
+        {"length_overrides": "model.max_len={length}"},
+        "must be a list of templates",
+    ),
+    "a template without =": ({"length_overrides": ["{length}"]}, "'{length}' is not key=value"),
+    "overrides not a list": (
+        {"overrides": "experiment=mqar"},
+        "study.overrides=experiment=mqar must be a list",
+    ),
+    "grid not a mapping": ({"grid": [16, 32]}, "study.grid=[16, 32] must map config keys to their values"),
+    "tune not a mapping": ({"tune": 3}, "study.tune=3 must map config keys"),
+    "per_length not by length": (
+        {"per_length": {"model.d_model": [64]}},
+        "study.per_length.model.d_model must map lengths",
+    ),
+    "per_length not a mapping": (
+        {"per_length": [1]},
+        "study.per_length=[1] must map config keys to {length: value}",
+    ),
+    "skip not mappings": ({"skip": [5]}, "study.skip: 5 is not a mapping of axes to values"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BLOCKS))
+def test_a_study_blocks_fields_are_checked_as_declared(case):
+    study, words = BAD_BLOCKS[case]
+    cfg = OmegaConf.create({"task": {"study": {"length_overrides": ["model.max_len={length}"], **study}}})
+    with pytest.raises(ConfigError) as err:
+        study_block("x", cfg)
+    (line,) = str(err.value).splitlines()
+    assert line.startswith("conf/task/x.yaml: study.") and words in line, line
+
+
+def test_the_command_lines_own_keys_are_checked_before_anything_is_composed(monkeypatch, capfd):
+    from attnlab.study import plan as plan_module
+
+    def no_compose(*args, **kwargs):
+        raise AssertionError("composed")
+
+    monkeypatch.setattr(plan_module, "compose_task", no_compose)
+    for arg, words in (
+        ("lengths=[abc]", "lengths: 'abc' is not a positive integer"),
+        ("seeds=[x]", "seeds: 'x' is not an integer"),
+        ("eval_lengths=[-1]", "eval_lengths: -1 is not a positive integer"),
+        ("variants=[nosuch]", "variants: unknown attention 'nosuch'"),
+        ("allow_partial=maybe", "allow_partial=maybe: expected true or false"),
+    ):
+        assert main(["task=mqar", arg]) == 2
+        (line,) = capfd.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {words}"), line
+
+
 @pytest.mark.parametrize("task", ["lm", "mqar"])
 def test_a_non_causal_variant_for_lm_or_mqar_is_a_one_line_error(tmp_path, capfd, task):
     out = tmp_path / "study"

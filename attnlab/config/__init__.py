@@ -5,6 +5,7 @@
     overrides         the command line's overrides, checked before composing
     schemas           the configs stored into Hydra's ConfigStore; TrainerConfig typed
     bench_schema      BenchSchema: conf/bench.yaml's keys typed, each with its declared check
+    study_schema      StudyArgs, StudyBlock: the study's command-line keys and a task's study: block typed
     fields            per-field checks declared beside a schema's fields (ranges, choices, formats)
     checks            what relates two fields, and the untyped groups' values (check_config)
     sequence_lengths  model.max_len against the task's rows

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from attnlab.config.fields import ABSENT, CHECK, checked
+from attnlab.config.fields import ABSENT, checked
+from attnlab.config.fields import checked_values as fields_checked_values
 from attnlab.errors import ConfigError, did_you_mean
 
 MODES = ("forward", "forward+backward", "decode")
@@ -191,15 +192,7 @@ class BenchSchema:
 def checked_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Every BenchSchema key's value in `cfg` (a composed DictConfig or a plain mapping; a missing key
     takes its default), each passed through its declared check."""
-    values = {}
-    for f in fields(BenchSchema):
-        value = cfg.get(f.name, ABSENT)
-        if f.metadata.get(CHECK) is not None:
-            f.metadata[CHECK](value, f.name)
-        if value is ABSENT:
-            value = f.default_factory() if callable(f.default_factory) else f.default
-        values[f.name] = value
-    return values
+    return fields_checked_values(BenchSchema, cfg)
 
 
 def store_bench_schema() -> None:

@@ -134,6 +134,21 @@ def check_fields(cfg: DictConfig, prefix: str = "") -> None:
             check_fields(child, f"{where}.")
 
 
+def checked_values(node_type: Any, cfg: Any) -> dict[str, Any]:
+    """Every field of the dataclass `node_type` with its value in `cfg` (a DictConfig or a plain mapping;
+    a missing key takes its default), each passed through its declared check: for a schema no config
+    composes (the bench's keys read from a plain mapping, the study's command line and block)."""
+    values = {}
+    for f in dataclasses.fields(node_type):
+        value = cfg.get(f.name, ABSENT)
+        if f.metadata.get(CHECK) is not None:
+            f.metadata[CHECK](value, f.name)
+        if value is ABSENT:
+            value = f.default_factory() if callable(f.default_factory) else f.default
+        values[f.name] = value
+    return values
+
+
 def field_error(node_type: Any, key: str, full_key: str, value: Any) -> str | None:
     """The declared check's message for a value OmegaConf refused at compose time (wrong type, null
     for a required field), or None when the field declares no check."""

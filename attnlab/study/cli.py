@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from attnlab.config.fields import checked_values
+from attnlab.config.study_schema import StudyArgs
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.study import collect, launch, plan
 from attnlab.study.select import Monitor
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130
-STUDY_ARGS = (
-    "task",
-    "variants",
-    "lengths",
-    "seeds",
-    "out",
-    "eval_lengths",
-    "allow_partial",
-    "mean_over",
-    "skip",
-)
+STUDY_ARGS = tuple(f.name for f in fields(StudyArgs))  # the study's own keys, typed and checked there
 AXIS_ARGS = ("grid", "tune")  # grid.<key>=[...], tune.<key>=[...]; grid={} / tune={} drop the task's
 
 USAGE = """usage: python -m attnlab.study task=NAME [variants=[a,b]] [lengths=[64,128]] [seeds=[0,1]]
@@ -99,6 +92,7 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         value = own.get(key)
         if value is not None and not isinstance(value, list):
             own[key] = list(value.list) if hasattr(value, "list") else [value]  # x=a or x=a,b
+    checked_values(StudyArgs, own)  # each key by its declared check, before anything is composed
     return own, passed
 
 
@@ -138,12 +132,6 @@ def check_passed_override(key: str, arg: str, is_sweep: bool) -> None:
         )
 
 
-def flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value}: expected true or false")
-    return value
-
-
 # ---- the study -----------------------------------------------------------------------------------
 def study(argv: Sequence[str]) -> int:
     """Run the study `argv` describes; the exit status (0 all cells finished, 2 some failed)."""
@@ -160,7 +148,7 @@ def study(argv: Sequence[str]) -> int:
         cleared=own.get("cleared", ()),
         mean_over=None if own.get("mean_over") is None else str(own["mean_over"]),
         eval_lengths=own.get("eval_lengths"),
-        allow_partial=flag("allow_partial", own.get("allow_partial", False)),
+        allow_partial=own.get("allow_partial", False),
         skip=own.get("skip"),
     )
     first = plan.preflight_cells(spec)

@@ -1,4 +1,6 @@
-"""The study's grid (variant × length × seed) and every check that can fail before a run starts.
+"""The study's grid (variant × length × seed) and the checks before a run starts that relate two keys
+or need the composed task; each key's own check is declared beside its type (attnlab.config.study_schema:
+StudyArgs for the command line's keys, StudyBlock for the task's block).
 
 A task that supports the study carries a `study:` block in conf/task/<name>.yaml (the contract):
 
@@ -30,32 +32,20 @@ an `experiment=` preset may carry its own study settings (conf/experiment/zoolog
 from __future__ import annotations
 
 import re
-import string
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from attnlab.config.fields import checked_values
+from attnlab.config.study_schema import StudyArgs, StudyBlock, variant_layers
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.study import axes as ax
 
-STUDY_KEYS = (
-    "length_overrides",
-    "variants",
-    "lengths",
-    "seeds",
-    "overrides",
-    "grid",
-    "tune",
-    "mean_over",
-    "skip",
-    "per_length",
-    "eval_lengths",
-)
-TEMPLATE_FIELDS = ("length", "half")
+STUDY_KEYS = tuple(f.name for f in fields(StudyBlock))  # the block's keys, typed and checked there
 CELL_GROUP = "study_cell"  # the generated config group, one config per cell
 
 
@@ -197,7 +187,8 @@ def compose(argv: Sequence[str]) -> DictConfig:
 
 
 def study_block(task: str, cfg: DictConfig) -> DictConfig:
-    """`cfg.task.study` (cfg composed with task=<task>), checked against the contract."""
+    """`cfg.task.study` (cfg composed with task=<task>), checked against the contract: its keys by their
+    declared checks (attnlab.config.study_schema StudyBlock), then how a length reaches the data."""
     block = cfg.task.get("study")
     if block is None:
         having = tasks_with_study()
@@ -211,13 +202,15 @@ def study_block(task: str, cfg: DictConfig) -> DictConfig:
             f"conf/task/{task}.yaml: unknown study key '{unknown[0]}'{did_you_mean(unknown[0], STUDY_KEYS)}; "
             f"the study block holds {', '.join(STUDY_KEYS)}"
         )
+    try:
+        checked_values(StudyBlock, block)
+    except ConfigError as err:
+        raise ConfigError(f"conf/task/{task}.yaml: study.{err}") from None
     if not block.get("length_overrides") and length_generator(cfg) is None:
         raise ConfigError(
             f"conf/task/{task}.yaml: study.length_overrides is empty and the task's data has no length knob; "
             f'list how a length becomes overrides, e.g. ["model.max_len={{length}}"]'
         )
-    for template in block.get("length_overrides") or ():
-        check_template(task, str(template))
     return block
 
 
@@ -235,20 +228,6 @@ def generator_length_keys(generator: str | None) -> list[str]:
     from attnlab.data.generators import length_knobs
 
     return [f"task.data.builtin.{knob}" for knob in length_knobs(generator, 1)] if generator else []
-
-
-def check_template(task: str, template: str) -> None:
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is not None and name not in TEMPLATE_FIELDS:
-            raise ConfigError(
-                f"conf/task/{task}.yaml: study.length_overrides '{template}' uses {{{name}}}; "
-                f"only {{length}} and {{half}} may appear in braces"
-            )
-    if "=" not in template:
-        raise ConfigError(
-            f"conf/task/{task}.yaml: study.length_overrides '{template}' is not key=value; "
-            f'write e.g. "model.max_len={{length}}"'
-        )
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -276,25 +255,19 @@ def plan(
     variants = _unique(block.get("variants") if variants is None else variants)
     lengths = _unique(block.get("lengths") if lengths is None else lengths)
     seeds = _unique(block.get("seeds") if seeds is None else seeds)
-    for key, values in (("variants", variants), ("lengths", lengths), ("seeds", seeds)):
-        if not values:
-            example = {"variants": "[multihead,linear]", "lengths": "[64,128]", "seeds": "[0,1]"}[key]
-            raise ConfigError(
-                f"{key}= is empty: the grid has no cells; give at least one, e.g. {key}={example}"
-            )
-    for length in lengths:
-        if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-            raise ConfigError(f"lengths: {length!r} is not a positive integer; e.g. lengths=[64,128,256]")
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seeds: {seed!r} is not an integer; e.g. seeds=[0,1]")
+    eval_lengths = block.get("eval_lengths") if eval_lengths is None else eval_lengths
+    given = dict(variants=variants, lengths=lengths, seeds=seeds, out=out, eval_lengths=eval_lengths)
+    # each key by its declared check (attnlab.config.study_schema), the block's defaults where the
+    # command line leaves them; the block's own skip entries were checked with the block
+    given |= dict(task=task, allow_partial=allow_partial, mean_over=mean_over, skip=skip)
+    checked_values(StudyArgs, given)
     check_variants(task, [str(v) for v in variants], task_attention_roles(cfg))
     grid_axes = ax.merge("grid", block.get("grid"), grid, "grid" in cleared)
     tune_axes = ax.merge("tune", block.get("tune"), tune, "tune" in cleared)
     templates = tuple(str(t) for t in block.get("length_overrides") or ())
     generator = length_generator(cfg)
     task_overrides = tuple(str(o) for o in block.get("overrides") or () if str(o) not in overrides)
-    per_length = check_per_length(task, block.get("per_length"))
+    per_length = tuple((str(k), dict(m)) for k, m in (ax.plain(block.get("per_length")) or {}).items())
     passed = [override_key(o) for o in (*task_overrides, *overrides)]
     ax.check_keys(
         grid_axes,
@@ -319,7 +292,7 @@ def plan(
             f"mean_over={mean_over}: not a grid axis{did_you_mean(mean_over, known)}; it averages over the values "
             f"of one grid.<key>=[...] ({', '.join(known) or 'this study has none'})"
         )
-    evals = check_eval_lengths(block.get("eval_lengths") if eval_lengths is None else eval_lengths)
+    evals = tuple(_unique(eval_lengths))
     if evals:
         overrides = (*overrides, f"task.eval_lengths=[{','.join(str(n) for n in evals)}]")
     axis_names = ("variant", "length", "seed", *(k for k, _ in grid_axes))
@@ -364,45 +337,16 @@ def compose_task(task: str, overrides: Sequence[str]) -> DictConfig:
     return compose([f"task={task}"])
 
 
-def check_per_length(task: str, block: Any) -> tuple[tuple[str, dict[int, Any]], ...]:
-    """`per_length: {key: {length: value}}`, each inner mapping keyed by lengths."""
-    out = []
-    for key, mapping in (ax.plain(block) or {}).items():
-        if not isinstance(mapping, dict) or not all(isinstance(n, int) for n in mapping):
-            raise ConfigError(
-                f"task {task}: study.per_length.{key} must map lengths to values, e.g. "
-                f"per_length: {{{key}: {{64: 4, 128: 8}}}}"
-            )
-        out.append((str(key), dict(mapping)))
-    return tuple(out)
-
-
 def override_key(override: str) -> str:
     """The key an override (or a length template) sets, without `+`/`~`/`++`."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def check_eval_lengths(values: Sequence[int] | None) -> tuple[int, ...]:
-    evals = tuple(_unique(values))
-    if values is not None and not evals:
-        raise ConfigError(
-            "eval_lengths=[] is empty; give the test lengths, e.g. eval_lengths=[256,1024,4096]"
-        )
-    for n in evals:
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ConfigError(f"eval_lengths: {n!r} is not a positive integer; e.g. eval_lengths=[256,4096]")
-    return evals
-
-
 def check_skip(entries: Any, axis_names: Sequence[str]) -> tuple[dict[str, tuple[Any, ...]], ...]:
-    """`skip`: a list of {axis: value or [values]}; an axis that is not one of the study's is an error."""
+    """`skip`'s entries (each a mapping, StudyArgs' check) by axis: one that is not one of the study's
+    axes is an error."""
     out = []
     for entry in ax.as_list(entries) if entries is not None else []:
-        if not isinstance(entry, dict) or not entry:
-            raise ConfigError(
-                f"skip: {entry!r} is not a mapping of axes to values; e.g. "
-                "skip=[{length:64,task.data.builtin.num_kv_pairs:64}]"
-            )
         flat = ax.flatten(entry)
         for key in flat:
             if key not in axis_names:
@@ -439,21 +383,11 @@ def _unique(values: Any) -> list[Any]:
 def check_variants(task: str, variants: list[str], roles: Sequence[str]) -> None:
     """Known variants (did-you-mean), each able to do what the task's model asks of its attention."""
     from attnlab.attention.base import Capabilities
-    from attnlab.attention.registry import find_attention, get_attention_class, variants_with
-    from attnlab.nn.pattern import is_pattern, parse_pattern
+    from attnlab.attention.registry import get_attention_class, variants_with
     from attnlab.nn.spec import ROLES
 
-    layers: dict[str, list[str]] = {}  # each entry's variants: itself, or a hybrid's one per layer
-    for name in variants:
-        try:
-            if is_pattern(name):  # a hybrid (attnlab.nn.pattern): every layer's name, values and count
-                entries = name.split("+")
-                layers[name] = [layer.attention.name for layer in parse_pattern(entries, key=f"'{name}'")]
-            else:
-                find_attention(name)
-                layers[name] = [name]
-        except ConfigError as err:
-            raise ConfigError(f"variants: {err}") from None
+    # each entry's variants: itself, or a hybrid's one per layer (an unknown name: StudyArgs' check)
+    layers = {name: variant_layers(name) for name in variants}
     for name in variants:
         for layer in dict.fromkeys(layers[name]):
             cls = get_attention_class(layer)
