@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from attnlab.attention.cpu.build import library
-from attnlab.attention.ops.decay import FLUSH_BELOW
 
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 SIGNATURES = {
@@ -100,21 +99,21 @@ def log_decay_gate_backward(grad: Tensor, x: Tensor, temperature: float, floor: 
 
 
 # ---- delta_rule.c: the chunked delta rule's elementwise steps -----------------------------------------
-def decay_matrix(b: Tensor) -> Tensor:
+def decay_matrix(b: Tensor, flush: float) -> Tensor:
     C = b.shape[-1]
     gamma = b.new_empty(*b.shape, C)
-    _lib().decay_matrix(_ptr(b), _ptr(gamma), FLUSH_BELOW, b.numel() // C, C)
+    _lib().decay_matrix(_ptr(b), _ptr(gamma), flush, b.numel() // C, C)
     return gamma
 
 
-def flush_small_(dense: Tensor) -> Tensor:
-    _lib().flush_small(_ptr(dense), FLUSH_BELOW, dense.numel())
+def flush_small_(dense: Tensor, flush: float) -> Tensor:
+    _lib().flush_small(_ptr(dense), flush, dense.numel())
     return dense
 
 
-def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, rhs: Tensor) -> Tensor:
+def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, rhs: Tensor, flush: float) -> Tensor:
     G, nc, C, D = k.shape
-    _lib().delta_rule_rhs(*(_ptr(t) for t in (k, v, beta, b, rhs)), FLUSH_BELOW, G * nc, C, D, v.shape[-1])
+    _lib().delta_rule_rhs(*(_ptr(t) for t in (k, v, beta, b, rhs)), flush, G * nc, C, D, v.shape[-1])
     return rhs
 
 
@@ -132,15 +131,23 @@ def delta_scores_backward_(dM, dP, M, P_raw, gamma, beta, db, d_beta) -> None:
 # ---- delta_rule.c: the chunk loops (custom ops) -------------------------------------------------------
 @torch.library.custom_op("attnlab::delta_rule_forward_loop_mm", mutates_args=("uw", "out", "states", "S"))
 def delta_rule_forward_loop(
-    uw: Tensor, k: Tensor, q: Tensor, b: Tensor | None, scale: float, out: Tensor, states: Tensor, S: Tensor
+    uw: Tensor,
+    k: Tensor,
+    q: Tensor,
+    b: Tensor | None,
+    scale: float,
+    flush: float,
+    out: Tensor,
+    states: Tensor,
+    S: Tensor,
 ) -> None:
     """uw (G, nc, C, Dv + D) [u w]: u becomes new = u - w S chunk by chunk; out (G, nc, C, Dv) receives
     scale (q ⊙ e^b) S_c; states (G, nc, D, Dv) the state before each chunk; S (G, D, Dv): the initial
     state in, the final one out, S' = e^{b_last} S + (k ⊙ e^{b_last - b})ᵀ new; b (G, nc, C) the
-    cumulative log decay in each chunk, None ungated."""
+    cumulative log decay in each chunk, None ungated; decays below `flush` count as 0 (ops/decay.py)."""
     G, nc, C, D = k.shape
     Dv = S.shape[-1]
-    ptrs = [_ptr(t) for t in (uw, k, q, b)] + [scale, FLUSH_BELOW]
+    ptrs = [_ptr(t) for t in (uw, k, q, b)] + [scale, flush]
     scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
     ptrs += [_ptr(t) for t in (out, states, S, scratch)]
     _lib().delta_rule_forward_loop(*ptrs, G, nc, C, D, Dv)
@@ -159,6 +166,7 @@ def delta_rule_backward_loop(
     b: Tensor | None,
     beta: Tensor,
     scale: float,
+    flush: float,
     d_out: Tensor,
     states: Tensor,
     y: Tensor,
@@ -177,7 +185,7 @@ def delta_rule_backward_loop(
     G, nc, C, D = k.shape
     Dv = dS.shape[-1]
     ptrs = [_ptr(t) for t in (d_new, k, q, uw, T)] + [T.stride(-2), T.stride(-1)]
-    ptrs += [_ptr(b), _ptr(beta), scale, FLUSH_BELOW]
+    ptrs += [_ptr(b), _ptr(beta), scale, flush]
     ptrs += [_ptr(t) for t in (d_out, states, y, d_q, d_kb, dk, db_rows, db_last, dS)]
     scratch = _delta_rule_scratch(k, C, D, Dv)  # held here: the call only sees its address
     _lib().delta_rule_backward_loop(*ptrs, _ptr(scratch), G, nc, C, D, Dv)
@@ -191,7 +199,7 @@ def _delta_rule_scratch(k: Tensor, C: int, D: int, Dv: int) -> Tensor:
 def _forward_flops(*args, out_val=None, **kwargs) -> int:
     """Three products per chunk and sequence, (C, D) x (D, Dv) twice and (D, C) x (C, Dv)."""
     G, nc, C, D = args[1].shape  # k
-    Dv = args[7].shape[-1]  # S
+    Dv = args[8].shape[-1]  # S
     return 3 * 2 * G * nc * C * D * Dv
 
 

@@ -52,7 +52,7 @@ def decay_matrix(b: Tensor, kernels=cpu.ASK) -> Tensor:
     flushed below FLUSH_BELOW (one pass in C for float32 on CPU; PyTorch: four)."""
     c = cpu.decided(kernels, b)
     if c is not None:
-        return c.decay_matrix(b)
+        return c.decay_matrix(b, FLUSH_BELOW)
     C = b.shape[-1]
     past = torch.ones(C, C, dtype=torch.bool, device=b.device).tril_()
     return flushed_exp((b[..., :, None] - b[..., None, :]).masked_fill_(~past, float("-inf")))
@@ -64,7 +64,7 @@ def flush_small_(x: Tensor, kernels=cpu.ASK) -> Tensor:
     dense = x.mT if not x.is_contiguous() and x.mT.is_contiguous() else x
     c = cpu.decided(kernels, dense)
     if c is not None and dense.is_contiguous():  # (the C pass walks memory in order)
-        c.flush_small_(dense)
+        c.flush_small_(dense, FLUSH_BELOW)
         return x
     return x.masked_fill_(x.abs() < FLUSH_BELOW, 0.0)
 
@@ -78,7 +78,7 @@ def delta_rule_rhs(k: Tensor, v: Tensor, beta: Tensor, b: Tensor | None, kernels
     rhs = k.new_empty(G, nc, C, Dv + D)
     c = cpu.decided(kernels, k, v, beta, b)
     if c is not None:
-        return c.delta_rule_rhs(k, v, beta, b, rhs)
+        return c.delta_rule_rhs(k, v, beta, b, rhs, FLUSH_BELOW)
     torch.mul(v, beta[..., None], out=rhs[..., :Dv])
     torch.mul(
         k, beta[..., None] if b is None else beta[..., None] * flushed_exp(b)[..., None], out=rhs[..., Dv:]
@@ -183,7 +183,7 @@ class ChunkDeltaRule(torch.autograd.Function):
         if c is not None:  # in C, each state's products while in cache
             S = S0.clone(memory_format=torch.contiguous_format)  # the final state, in place
             out = torch.empty_like(v)
-            c.delta_rule_forward_loop(uw, k, q, b, scale, out, states, S)
+            c.delta_rule_forward_loop(uw, k, q, b, scale, FLUSH_BELOW, out, states, S)
         else:
             S, out = _recurrence_forward(uw, k, q, b, scale, states, S0)
         M = scaled_bmm(q, k.transpose(-2, -1), scale)  # (G, nc, C, C) in-chunk scores, made causal:
@@ -220,7 +220,9 @@ class ChunkDeltaRule(torch.autograd.Function):
         # The forward's decision, if the gradients coming in are plain float32 CPU tensors too.
         c = ctx.kernels and cpu.kernels_for(d_out, dS, T_lies)
         if c is not None:
-            c.delta_rule_backward_loop(d_new, k, q, uw, T, b, beta, scale, d_out, states, *grads, dS)
+            c.delta_rule_backward_loop(
+                d_new, k, q, uw, T, b, beta, scale, FLUSH_BELOW, d_out, states, *grads, dS
+            )
         else:
             dS = _recurrence_backward(d_new, k, q, uw, T, b, beta, scale, d_out, states, grads, dS)
         dP = torch.matmul(y, new.transpose(-2, -1)).neg_().tril_(-1)  # (G, nc, C, C) dA = -y newᵀ
