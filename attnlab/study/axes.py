@@ -20,8 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from attnlab.config.study_schema import as_list, plain
 from attnlab.errors import ConfigError, did_you_mean
 
 Axes = tuple[tuple[str, tuple[Any, ...]], ...]  # ((key, values), ...) in the order given
@@ -35,21 +36,6 @@ RESERVED = {
     "experiment": "choose the preset as a plain override (experiment=NAME), one study per preset",
 }
 SAFE = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def plain(value: Any) -> Any:
-    """A Hydra/OmegaConf value as plain Python (lists, dicts, scalars)."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def as_list(value: Any) -> list[Any]:
-    """`[a,b]`, `a,b` (a Hydra sweep) or a single `a`, as a list of plain values."""
-    value = plain(value)
-    if hasattr(value, "list"):  # ChoiceSweep from x=a,b
-        return [plain(v) for v in value.list]
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def merge(kind: str, block: Mapping[str, Any] | None, given: Mapping[str, Any] | None, cleared: bool) -> Axes:
