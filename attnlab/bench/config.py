@@ -20,11 +20,11 @@ from attnlab.attention import available_attentions
 from attnlab.attention.registry import validate_hyperparameters
 from attnlab.config.bench_schema import (
     DTYPE_NAMES,
-    as_list,
-    checked_values,
+    BenchSchema,
     store_bench_schema,
     variant_names,
 )
+from attnlab.config.fields import as_list, checked_values
 from attnlab.errors import ConfigError, did_you_mean
 
 # Stored on import as well as by store_configs: tests and scripts compose conf/bench.yaml after importing
@@ -151,7 +151,7 @@ def _logger(node: Any) -> tuple[str, dict[str, Any]]:
 def parse(cfg: Mapping[str, Any]) -> BenchConfig:
     """Check a composed bench config (a DictConfig or plain mapping) and resolve every choice: each key
     by its declared check (BenchSchema), then what relates two keys."""
-    values = checked_values(cfg)
+    values = checked_values(BenchSchema, cfg)
     variants = variant_names(values["variants"], "variants")
     baselines = variant_names(values["baselines"] or [], "baselines")
     ordered = list(dict.fromkeys([*baselines, *variants]))  # baselines first: ratios need them

@@ -21,23 +21,13 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from attnlab.config.fields import ABSENT, checked
-from attnlab.config.fields import checked_values as fields_checked_values
+from attnlab.config.fields import ABSENT, as_list, checked
 from attnlab.errors import ConfigError, did_you_mean
 
 MODES = ("forward", "forward+backward", "decode")
 TARGETS = ("attention", "block")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def as_list(value: Any) -> list[Any]:
-    """A scalar as a one-item list; a list (or ListConfig) as a list."""
-    if isinstance(value, list | tuple):
-        return list(value)
-    if hasattr(value, "__iter__") and not isinstance(value, str | bytes | Mapping):
-        return list(value)
-    return [value]
 
 
 # ---- the bench's wording of a field's check (its messages predate attnlab.config.fields) ------------
@@ -187,12 +177,6 @@ class BenchSchema:
     run_name: str = "bench"
     tags: Any = field(default_factory=lambda: ["bench"])
     paths: Any = field(default_factory=lambda: {"run_dir": "${out_dir}"})
-
-
-def checked_values(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Every BenchSchema key's value in `cfg` (a composed DictConfig or a plain mapping; a missing key
-    takes its default), each passed through its declared check."""
-    return fields_checked_values(BenchSchema, cfg)
 
 
 def store_bench_schema() -> None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from attnlab.errors import ConfigError, did_you_mean
 
@@ -27,6 +27,21 @@ def show(value: Any) -> str:
 
 def _bound(b: float) -> str:
     return str(int(b)) if float(b).is_integer() else f"{b:g}"
+
+
+def plain(value: Any) -> Any:
+    """A DictConfig or ListConfig as plain Python; anything else as it is."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """A list (or ListConfig, or Hydra's `a,b` sweep) as a list, a single value as a one-item list."""
+    value = plain(value)
+    if hasattr(value, "list"):  # ChoiceSweep from x=a,b
+        return [plain(v) for v in value.list]
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def check_number(

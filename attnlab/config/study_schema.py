@@ -5,7 +5,7 @@ type, default and per-field check declared side by side, as BenchSchema's are
 
 Neither is stored in Hydra's ConfigStore: no config composes the study's own keys (attnlab.study.cli
 reads them from the command line, beside the overrides it passes to every run), and the block is part
-of a task's config, which a plugin task writes without listing a schema. `checked_values` runs the
+of a task's config, which a plugin task writes without listing a schema. `fields.checked_values` runs the
 declared checks on the values given. What relates two keys or needs the composed task is checked by
 attnlab.study.plan: the block's defaults against the command line's, a length key the task's generator
 has, skip entries naming axes that exist, mean_over a grid axis, the variants against the attention
@@ -22,28 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from attnlab.config.fields import ABSENT, checked
+from attnlab.config.fields import ABSENT, as_list, checked, plain
 from attnlab.errors import ConfigError
 
 TEMPLATE_FIELDS = ("length", "half")  # what a study.length_overrides template may name in braces
 EXAMPLES = {"variants": "[multihead,linear]", "lengths": "[64,128]", "seeds": "[0,1]"}
-
-
-def plain(value: Any) -> Any:
-    """A DictConfig or ListConfig as plain Python (a task's block is one); anything else as it is."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def as_list(value: Any) -> list[Any]:
-    """A list (or ListConfig, or Hydra's `a,b` sweep) as a list, a single value as a one-item list."""
-    value = plain(value)
-    if hasattr(value, "list"):  # ChoiceSweep from x=a,b
-        return [plain(v) for v in value.list]
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def variant_layers(name: str, key: str = "variants") -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from attnlab.config.study_schema import as_list, plain
+from attnlab.config.fields import as_list, plain
 from attnlab.errors import ConfigError, did_you_mean
 
 Axes = tuple[tuple[str, tuple[Any, ...]], ...]  # ((key, values), ...) in the order given
