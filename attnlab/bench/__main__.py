@@ -1,7 +1,8 @@
 """`python -m attnlab.bench key=value ...` — the Hydra entry point (config: conf/bench.yaml).
 
 The overrides are composed and checked (attnlab.bench.config.parse) before Hydra creates a run
-directory, so a bad input is one `error:` line, exit status 2, and writes nothing.
+directory, so a bad input is one `error:` line, exit status 2, and writes nothing. A single run runs
+from that config (attnlab.config.single_run: composed once); -m and Hydra's flags go to @hydra.main.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from omegaconf import DictConfig
 from attnlab.bench.sweep import run
 from attnlab.config import preflight as checked
 from attnlab.config.preflight import EXIT_USER_ERROR, refuse
+from attnlab.config.single_run import run_single
 from attnlab.errors import AttnlabError, ConfigError
 
 EXIT_INTERRUPTED = 130
 
 
-@hydra.main(config_path="pkg://attnlab.conf", config_name="bench", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def job(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except AttnlabError as exc:  # a user mistake: one line, no traceback
@@ -28,6 +29,10 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # run() has written the points measured before it
         print("interrupted: rerun the command for the missing points", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+
+
+# -m or Hydra's flags: Hydra composes and launches; a single run runs from the preflight's config
+main = hydra.main(config_path="pkg://attnlab.conf", config_name="bench", version_base="1.3")(job)
 
 
 def check(cfg: DictConfig) -> None:
@@ -39,7 +44,7 @@ def check(cfg: DictConfig) -> None:
     check_directory("out_dir", cfg.get("out_dir"))  # else an OSError traceback after the sweep has measured
 
 
-BENCH = checked.Command("python -m attnlab.bench", "bench", check)
+BENCH = checked.Command("python -m attnlab.bench", "bench", check, job_name="__main__")
 
 
 def preflight(argv: list[str], *, hydra_config: bool = True) -> DictConfig | None:
@@ -64,10 +69,13 @@ def run_args(argv: list[str]) -> tuple[int, str]:
 
 def entry() -> None:
     try:
-        preflight(sys.argv[1:])
+        cfg = preflight(sys.argv[1:])
     except AttnlabError as error:
         refuse(error)
-    main()
+    if cfg is None:
+        main()
+    else:
+        run_single(cfg, job, config_name="bench")
 
 
 if __name__ == "__main__":

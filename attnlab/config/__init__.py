@@ -2,6 +2,7 @@
 
     preflight         the one preflight of every command (app, bench, study, check gpu): flags, overrides,
                       one composition, the checks; composition errors worded into one line
+    single_run        a single run launched from that composition (Hydra's run_job): composed once
     overrides         the command line's overrides, checked before composing
     schemas           the configs stored into Hydra's ConfigStore; TrainerConfig typed
     bench_schema      BenchSchema: conf/bench.yaml's keys typed, each with its declared check

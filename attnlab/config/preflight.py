@@ -2,7 +2,9 @@
 `python -m attnlab.bench` (conf/bench.yaml), the study's cells and `python -m attnlab.check gpu`.
 
 Before Hydra creates a run directory: Hydra's own flags parsed, the overrides checked (a command's
-`check_overrides`), the config composed once and checked (its `check`). Every mistake is a
+`check_overrides`), the config composed once and checked (its `check`). A single run then runs from
+that config (attnlab.config.single_run); only a multirun or a Hydra flag hands composing to
+`@hydra.main`. Every mistake is a
 ConfigError whose one line names the fix; `refuse` prints it and exits with status 2. Composition
 errors are worded from the exception's type and attributes (the key, the value, the typed node, the
 missing option), never from Hydra's text.
@@ -36,6 +38,9 @@ class Command:
     config_name: str  # conf/<config_name>.yaml
     check: Callable[[DictConfig], Any]  # the composed config's checks (one-line ConfigErrors)
     check_overrides: Callable[[list[str]], None] | None = None  # the command line's, before composing
+    # hydra.job.name as @hydra.main names it (the file of the decorated function): the job's log file
+    # is <job_name>.log unless the config names it (conf/hydra/default.yaml: run.log)
+    job_name: str = "app"
 
 
 def _app_check(cfg: DictConfig) -> None:
@@ -59,12 +64,14 @@ def preflight(argv: list[str], command: Command = APP, *, hydra_config: bool = T
     if any(a.startswith("-") for a in argv):
         check_hydra_flags(argv, program=command.program, config_name=command.config_name)
         return None
-    cfg = compose(argv, command.config_name, hydra_config=hydra_config)
+    cfg = compose(argv, command.config_name, hydra_config=hydra_config, job_name=command.job_name)
     command.check(cfg)
     return cfg
 
 
-def compose(argv: list[str], config_name: str = "config", *, hydra_config: bool = False) -> DictConfig:
+def compose(
+    argv: list[str], config_name: str = "config", *, hydra_config: bool = False, job_name: str = "app"
+) -> DictConfig:
     """conf/<config_name>.yaml composed with `argv`; a composition error is a one-line ConfigError."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
@@ -72,7 +79,7 @@ def compose(argv: list[str], config_name: str = "config", *, hydra_config: bool 
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
+        with initialize_config_module(config_module="attnlab.conf", version_base="1.3", job_name=job_name):
             return hydra_compose(
                 config_name=config_name, overrides=list(argv), return_hydra_config=hydra_config
             )

@@ -3,7 +3,8 @@
 Errors a user can fix (AttnlabError) are printed as one line and exit with status 2; their
 traceback goes to the run's log file. Anything else is a bug and is shown in full. Command-line
 overrides are checked (and the config composed and checked) before Hydra creates a run directory,
-so a bad input writes nothing. In a multirun sweep a failing member writes `failed.json` instead of
+so a bad input writes nothing; a single run then runs from that config (composed once), a multirun
+through `@hydra.main`. In a multirun sweep a failing member writes `failed.json` instead of
 `results.json` and the sweep goes on; `sweep_summary.json` lists the failures at the end.
 """
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 from attnlab.config import preflight as checked
 from attnlab.config.overrides import check_overrides
 from attnlab.config.preflight import EXIT_USER_ERROR, refuse
+from attnlab.config.single_run import run_single, set_run_dir
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.run.lock import RunDirectoryInUse, acquire
 from attnlab.run.results import summarise_sweep, write_failure
@@ -48,8 +50,7 @@ def _is_multirun() -> bool:
         return False
 
 
-@hydra.main(config_path="pkg://attnlab.conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg: DictConfig) -> float | None:
     """Train + evaluate; returns the monitored validation metric (what sweepers optimise)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -93,6 +94,11 @@ def main(cfg: DictConfig) -> float | None:
     return results["metrics"].get(cfg.task.monitor)
 
 
+# A multirun or Hydra's own flags (--help, --cfg, -m): Hydra composes and launches. A single run runs
+# from the preflight's config instead (attnlab.config.single_run), so it is composed once.
+main = hydra.main(config_path="pkg://attnlab.conf", config_name="config", version_base="1.3")(job)
+
+
 def user_error(error: BaseException) -> AttnlabError | None:
     """The AttnlabError behind `error` (Hydra's instantiate wraps errors raised in constructors), else None."""
     seen = 0
@@ -113,12 +119,13 @@ class RunFinished(Exception):
     """`ckpt_path=last` names a run that already finished: say so, run nothing, exit 0."""
 
 
-def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
-    """`ckpt_path=last`: continue the newest run of the same task/attention in its own directory.
+def resumed_run_dir(cfg: DictConfig, argv: list[str]) -> str | None:
+    """`ckpt_path=last`: the run directory to continue, the newest run of the same task/attention (None:
+    no resume, or the command line names the directory itself).
 
     Raises RunFinished when that run (or the run directory given explicitly) already finished."""
     if cfg.get("ckpt_path") != "last":
-        return []
+        return None
     from attnlab.run.checkpoints import already_finished_message, find_resumable_run
     from attnlab.run.results import is_finished
 
@@ -126,7 +133,7 @@ def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
     if explicit:
         if is_finished(explicit[-1]):
             raise RunFinished(already_finished_message(Path(explicit[-1])))
-        return []
+        return None
     base = Path(cfg.hydra.run.dir).parent
     found = find_resumable_run(base)
     if found is None:
@@ -137,7 +144,7 @@ def resume_overrides(cfg: DictConfig, argv: list[str]) -> list[str]:
     if is_finished(found):
         raise RunFinished(already_finished_message(found))
     print(f"resuming {found}", file=sys.stderr)
-    return [f"hydra.run.dir={found}"]
+    return str(found)
 
 
 def run_args(argv: list[str]) -> tuple[int, str]:
@@ -178,9 +185,10 @@ def entry() -> None:
     try:
         cfg = preflight(argv)
         if cfg is not None:
-            resumed = resume_overrides(cfg, argv)
-            sys.argv.extend(resumed)
-            lock_named_run_dir([*argv, *resumed])
+            resumed = resumed_run_dir(cfg, argv)
+            if resumed is not None:
+                set_run_dir(cfg, resumed)
+            lock_named_run_dir([*argv, *([f"hydra.run.dir={resumed}"] if resumed else [])])
     except AttnlabError as error:  # no run directory yet: say that nothing was written
         refuse(error, " (nothing was written)")
     except RunFinished as finished:
@@ -190,8 +198,11 @@ def entry() -> None:
         report(stop)
     set_phase("starting the run")
     try:
-        main()
-    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.run.app.main
+        if cfg is None:
+            main()
+        else:
+            run_single(cfg, job, config_name="config")
+    except Interrupted as stop:  # in Hydra's set-up or tear-down, outside attnlab.run.app.job
         report(stop)
     if SweepSummary.failures:
         sys.exit(EXIT_USER_ERROR)

@@ -1,7 +1,7 @@
 """One experiment run: data, model, Lightning training, evaluation, results.json.
 
-`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.run.app.main`
-is the thin @hydra.main wrapper.
+`run(cfg) -> dict` is a plain function (tests call it with a composed config); `attnlab.run.app.job`
+is the thin wrapper Hydra runs (exit statuses, failed.json).
 """
 
 from __future__ import annotations
