@@ -43,6 +43,7 @@ The variant's own __init__ then need not check them again.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -287,9 +288,20 @@ class Attention(nn.Module):
         return self(q, memory["k"], memory["v"], key_padding_mask=memory.get("key_padding_mask"))
 
     def extra_repr(self) -> str:
-        from attnlab.attention.registry import hyperparameters_of
+        return ", ".join(f"{name}={getattr(self, name, '?')!r}" for name in hyperparameter_names(type(self)))
 
-        return ", ".join(f"{name}={getattr(self, name, '?')!r}" for name in hyperparameters_of(type(self)))
+
+def hyperparameter_names(cls: type[Attention]) -> list[str]:
+    """The hyperparameters of `cls`, in signature order: the keyword-only parameters of its __init__
+    other than CONTEXT_PARAMETERS (the registry checks their types, defaults and ranges)."""
+    if cls.__init__ is Attention.__init__ or cls.__init__ is object.__init__:
+        return []
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # skip self
+    return [
+        p.name
+        for p in parameters
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in CONTEXT_PARAMETERS
+    ]
 
 
 class KVCacheDecoding:
@@ -322,11 +334,25 @@ def low_rank_projection(d_model: int, rank: int, out_features: int) -> nn.Module
     return nn.Sequential(nn.Linear(d_model, rank, bias=False), nn.Linear(rank, out_features))
 
 
+# The registered variants that have a capability. The registry imports this module and installs its
+# lookup when it loads (`attnlab.attention` loads both), so the contract can name the alternatives
+# without importing the registry back.
+_lookup: dict[str, Callable[[str], list[str]]] = {}
+
+
+def install_variant_lookup(variants_with: Callable[[str], list[str]]) -> None:
+    """Called once by attnlab.attention.registry: how `capability_error` finds the variants that can."""
+    _lookup["variants_with"] = variants_with
+
+
+def _variants_with(capability: str) -> list[str]:
+    lookup = _lookup.get("variants_with")
+    return lookup(capability) if lookup is not None else []
+
+
 def capability_error(cls: type[Attention], capability: str) -> CapabilityError:
     """The error for asking `cls` for `capability`, naming the variants that have it."""
-    from attnlab.attention.registry import variants_with
-
-    able = [name for name in variants_with(capability) if name != cls.name]
+    able = [name for name in _variants_with(capability) if name != cls.name]
     what = Capabilities.DESCRIPTIONS.get(capability, capability)
     suggestion = f"; variants that support it: {', '.join(able)}" if able else ""
     return CapabilityError(f"attention '{cls.name}' does not support {what}{suggestion}")

@@ -35,7 +35,14 @@ from dataclasses import dataclass, field, make_dataclass
 from importlib import metadata
 from typing import Any, Literal, TypeVar
 
-from attnlab.attention.base import CONTEXT_PARAMETERS, Attention, Capabilities, GateSpec, Range
+from attnlab.attention.base import (
+    CONTEXT_PARAMETERS,
+    Attention,
+    Capabilities,
+    GateSpec,
+    Range,
+    install_variant_lookup,
+)
 from attnlab.errors import ConfigError, PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "attnlab.attention"
@@ -336,12 +343,11 @@ def get_attention_class(name: str) -> type[Attention]:
     return registry_entry(name).cls
 
 
-def hyperparameters_of(cls: type[Attention]) -> dict[str, Hyperparameter]:
-    return registry_entry(cls.name).hyperparameters if cls.name else {}
-
-
 def variants_with(capability: str) -> list[str]:
     return [n for n in available_attentions() if getattr(_registry[n].cls.capabilities, capability)]
+
+
+install_variant_lookup(variants_with)  # capability errors name the variants that can (attention.base)
 
 
 def default_hyperparameters(name: str) -> dict[str, Any]:
