@@ -9,7 +9,8 @@ from attnlab.data.baselines import copy_baseline, first_line_baseline, lead_base
 from attnlab.data.collate import encode_texts, pad_batch
 from attnlab.data.listops import listops
 from attnlab.data.seq2seq_builtin import summarisation_builtin, translation_builtin
-from attnlab.data.sources import SPLITS, check_labels, load_splits
+from attnlab.data.sources import check_labels, load_splits
+from attnlab.data.splits import SPLITS
 from attnlab.data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer, build_tokenizer
 
 __all__ = [

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from attnlab.data.sources import SPLIT_ALIASES, SPLITS, canonical_split
+from attnlab.data.splits import SPLIT_ALIASES, SPLITS, canonical_split
 from attnlab.errors import DataError, did_you_mean
 
 log = logging.getLogger(__name__)

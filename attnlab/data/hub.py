@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from attnlab.data.sources import canonical_split
+from attnlab.data.splits import canonical_split
 from attnlab.errors import DataError
 
 log = logging.getLogger(__name__)

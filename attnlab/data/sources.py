@@ -36,22 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.data.row_checks import check_row_values
+from attnlab.data.splits import SPLITS
 from attnlab.errors import DataError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 SOURCES = ("builtin", "hf", "files", "shipped")
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "valid": "validation",
-    "val": "validation",
-    "dev": "validation",
-    "test": "test",
-    "testing": "test",
-}
 VALIDATION_FRACTION = 0.1
 
 Table = Any  # a list of row dicts, or a datasets.Dataset: both have len() and are sliced by _take
@@ -134,11 +124,6 @@ def check_labels(rows: Sequence[Mapping], *, column: str = "label", split: str =
             f"at least two: check task.data.columns.label=<column> or use more rows (task.data.limit.{split})"
         )
     return dict(sorted(counts.items(), key=lambda kv: str(kv[0])))
-
-
-def canonical_split(name: str) -> str | None:
-    """'valid', 'dev', 'val' -> 'validation'; None for names that are not a split (e.g. 'unsupervised')."""
-    return SPLIT_ALIASES.get(str(name).strip().lower())
 
 
 def complete_splits(tables: Mapping[str, Table], origin: str) -> dict[str, Table]:
