@@ -24,8 +24,9 @@ from attnlab.console import drop_framework_warnings
 from attnlab.host.allocator import keep_freed_memory
 from attnlab.host.threads import training_threads
 from attnlab.nn.hf_models import is_hf_model
-from attnlab.nn.pattern import config_label, describe_stacks
+from attnlab.nn.pattern import config_label
 from attnlab.nn.spec import AttentionSpec
+from attnlab.nn.stacks import describe_stacks
 from attnlab.run.budget import budget_line, run_budget
 from attnlab.run.callbacks import CostMeter, NumericalError
 from attnlab.run.checkpoints import DataRecord, already_finished_message, check_checkpoint, data_settings
