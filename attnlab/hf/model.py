@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from attnlab.attention import get_attention_class
 from attnlab.attention.base import capability_error
 from attnlab.errors import ConfigError, did_you_mean
-from attnlab.hf import use
 from attnlab.hf.saved import restore_kernel_weights, saved_attention
+from attnlab.hf.switch import use
 
 log = logging.getLogger(__name__)
 

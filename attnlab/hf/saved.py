@@ -33,7 +33,7 @@ def load(source: str, auto: Any = None, **kwargs: Any) -> nn.Module:
     """`auto.from_pretrained(source)` (AutoModel by default) with the attnlab variant it was saved with."""
     from transformers import AutoConfig, AutoModel
 
-    from attnlab.hf import use
+    from attnlab.hf.switch import use
 
     settings = saved_attention(AutoConfig.from_pretrained(source))
     if settings is None:
