@@ -4,10 +4,9 @@
 Before Hydra creates a run directory: Hydra's own flags parsed, the overrides checked (a command's
 `check_overrides`), the config composed once and checked (its `check`). A single run then runs from
 that config (attnlab.config.single_run); only a multirun or a Hydra flag hands composing to
-`@hydra.main`. Every mistake is a
-ConfigError whose one line names the fix; `refuse` prints it and exits with status 2. Composition
-errors are worded from the exception's type and attributes (the key, the value, the typed node, the
-missing option), never from Hydra's text.
+`@hydra.main`. Every mistake is a ConfigError whose one line names the fix; `refuse` prints it and
+exits with status 2. Composition errors are worded from the exception's type and attributes (the key,
+the value, the typed node, the missing option), never from Hydra's text.
 """
 
 from __future__ import annotations
