@@ -1,4 +1,5 @@
-"""Peak memory of one call: the CUDA allocator's peak on GPU, the peak of live tensor bytes on CPU.
+"""Peak memory of one call: the CUDA allocator's peak on GPU, the peak of live tensor bytes on CPU;
+and on Linux the growth of the process's resident memory over a whole point.
 
 On CPU there is no allocator statistic, so `LiveTensorPeak` watches every op through a
 TorchDispatchMode: each storage an op *creates* (an output whose storage is not one of the op's
@@ -6,17 +7,28 @@ inputs, so views and in-place ops are not counted twice) adds its bytes while it
 reference on the storage takes them off when it is freed. The peak of that running total is the
 memory the call needed beyond the tensors that existed before it (inputs and parameters) — the
 same quantity as `max_memory_allocated() - memory_allocated()` measured around a CUDA call.
+
+Live tensors are not what the kernel kills a process for: that is its resident memory, which also holds
+what the allocator keeps (`keep_freed_memory`: freed heap stays mapped, and a heap fragmented by
+earlier points grows past its live bytes) and buffers allocated inside kernels. `start_resident_peak`
+and `resident_growth_mb` measure that around a point (Linux: VmRSS and VmHWM in /proc/self/status,
+the high-water mark reset by writing "5" to /proc/self/clear_refs); the sweep's memory forecast reads it.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from attnlab.attention.cpu import trim_heap
+from attnlab.bench import config
 
 CPU_METHOD = "cpu_live_tensor_peak"  # TorchDispatchMode: peak bytes of tensors allocated in the call
 CUDA_METHOD = "cuda_max_memory_allocated"  # allocator peak minus what was allocated before the call
@@ -69,3 +81,41 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[float, str
         result = fn()
         del result
     return tracker.peak_bytes / 2**20, CPU_METHOD
+
+
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        found = re.search(rf"^{key}:\s+(\d+)\s+kB", _PROC_STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+def start_resident_peak() -> int | None:
+    """Start a point's resident high-water mark from the memory resident now: the bytes resident, or None
+    where the platform cannot reset the mark (not Linux). The heap kept from earlier points is handed
+    back first: else the point would reuse those pages unseen, and MemAvailable would leave them out."""
+    trim_heap()
+    try:
+        _PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return None
+    return _status_bytes("VmRSS") if _status_bytes("VmHWM") is not None else None
+
+
+def resident_growth_mb(start: int | None) -> float | None:
+    """How far the resident high-water mark rose above `start` (from start_resident_peak), in MiB."""
+    peak = None if start is None else _status_bytes("VmHWM")
+    return None if peak is None else max(peak - start, 0) / 2**20
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """What a point on `device` may use (config.device_memory_bytes); on CPU after the heap this process
+    keeps is handed back, so MemAvailable counts it."""
+    if device.type == "cpu":
+        trim_heap()
+    return config.device_memory_bytes(device)

@@ -19,7 +19,7 @@ from attnlab.bench.analysis import VariantSummary
 BASE_COLUMNS = [
     "variant", "N", "mode", "causal", "dtype", "device", "target", "status",
     "time_ms_median", "time_ms_iqr", "time_ms_min", "time_ms_max", "repeats",
-    "peak_mem_mb", "memory_method", "flops",
+    "peak_mem_mb", "memory_method", "peak_rss_mb", "flops",
 ]  # fmt: skip
 TRAILING_COLUMNS = ["batch", "heads", "head_dim", "params", "impl", "note"]
 
@@ -156,7 +156,7 @@ def print_report(
     problems = dict.fromkeys(
         (r["variant"], _setting_title(r["mode"], r["causal"]), r["status"], r["note"])
         for r in rows
-        if r["status"] not in ("ok", "skipped") and r.get("note")
+        if r["status"] != "ok" and r.get("note") and not r["note"].startswith("skipped after")
     )
     for variant, title, status, note in problems:
         console.print(f"[yellow]{variant} ({title}): {status} — {note}[/]")

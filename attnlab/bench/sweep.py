@@ -4,13 +4,18 @@ For each setting, lengths grow in the outer loop and variants in the inner one, 
 ratio compares are measured next to each other. A point that runs out of memory, exceeds the time
 budget or fails is recorded with its status, and that variant's larger N are skipped; the sweep
 itself goes on. Variants that cannot run a setting are recorded as `unsupported` with the reason.
+Before a point is started, two forecasts from the variant's smaller N can skip it and its larger N:
+one call past the time budget (`_beyond_budget`), or more memory than is available
+(`beyond_memory`): an out-of-memory point on a CPU is not an exception but the kernel killing the
+process, the whole sweep with it. bench.csv is rewritten after every point for the same reason.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from attnlab.bench import measure, output, plot, wandb_log
-from attnlab.bench.analysis import add_ratios, summarise
+from attnlab.bench import measure, memory, output, plot, wandb_log
+from attnlab.bench.analysis import MEASURED, add_ratios, summarise
 from attnlab.bench.config import BenchConfig, Setting, parse
 from attnlab.bench.workload import BudgetExceeded, build_workload, unsupported_reason
 from attnlab.errors import CapabilityError
@@ -34,7 +39,7 @@ def _row(
         "variant": name, "N": n, "mode": setting.mode, "causal": setting.causal, "dtype": cfg.dtype_name,
         "device": str(cfg.device), "target": cfg.target, "status": status,
         "time_ms_median": None, "time_ms_iqr": None, "time_ms_min": None, "time_ms_max": None, "repeats": 0,
-        "peak_mem_mb": None, "memory_method": "", "flops": None,
+        "peak_mem_mb": None, "memory_method": "", "peak_rss_mb": None, "flops": None,
         "batch": cfg.batch, "heads": cfg.heads, "head_dim": cfg.head_dim, "params": cfg.params[name],
         "impl": "", "note": note,
     }  # fmt: skip
@@ -51,6 +56,7 @@ def measure_one(cfg: BenchConfig, name: str, n: int, setting: Setting) -> dict[s
     """One row: the measurement, or the reason there is none (oom / time_budget / unsupported / error)."""
     row = _row(cfg, name, n, setting, "ok")
     workload = None
+    resident = memory.start_resident_peak() if cfg.device.type == "cpu" else None
     try:
         workload = build_workload(cfg, name, n, setting)
         row["impl"] = workload.impl
@@ -76,6 +82,7 @@ def measure_one(cfg: BenchConfig, name: str, n: int, setting: Setting) -> dict[s
             repeats=len(m.times_ms),
             peak_mem_mb=m.peak_mem_mb,
             memory_method=m.memory_method,
+            peak_rss_mb=memory.resident_growth_mb(resident),  # inputs, warm-up and timed calls included
             flops=m.flops,
         )
         if m.status == "time_budget":
@@ -87,13 +94,18 @@ def measure_one(cfg: BenchConfig, name: str, n: int, setting: Setting) -> dict[s
 
 
 def sweep(
-    cfg: BenchConfig, console: Console, rows: list[dict[str, Any]] | None = None
+    cfg: BenchConfig,
+    console: Console,
+    rows: list[dict[str, Any]] | None = None,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every point; rows are appended to `rows` as they finish (an interrupted sweep keeps them)."""
+    """Measure every point; rows are appended to `rows` as they finish (an interrupted sweep keeps them),
+    and `on_row(rows)` is called after each."""
     rows = [] if rows is None else rows
     for setting in cfg.settings:
         stopped: dict[str, str] = {}  # variant -> why its larger N are skipped
         measured: dict[str, tuple[int, float]] = {}  # variant -> (N, ms per call) of its last measured point
+        needed: dict[str, list[tuple[int, float]]] = {}  # variant -> its measured (N, MiB needed)
         for n in cfg.lengths:
             for name in cfg.variants:
                 reason = unsupported_reason(name, setting)
@@ -106,14 +118,22 @@ def sweep(
                     row = _row(cfg, name, n, setting, "time_budget", beyond)
                     stopped[name] = f"skipped after time_budget at N={n}"
                     _progress(console, row)
+                elif (too_big := _beyond_memory(cfg, needed.get(name, []), n)) is not None:  # not started
+                    row = _row(cfg, name, n, setting, "skipped", too_big)
+                    stopped[name] = f"skipped after memory forecast at N={n}"
+                    _progress(console, row)
                 else:
                     row = measure_one(cfg, name, n, setting)
                     if row["time_ms_median"] is not None:
                         measured[name] = (n, row["time_ms_median"])
+                    if row["status"] in MEASURED and point_memory_mb(row):
+                        needed.setdefault(name, []).append((n, point_memory_mb(row)))
                     if row["status"] not in ("ok", "unsupported"):
                         stopped[name] = f"skipped after {row['status']} at N={n}"
                     _progress(console, row)
                 rows.append(row)
+                if on_row is not None:
+                    on_row(rows)
     return rows
 
 
@@ -133,12 +153,66 @@ def _beyond_budget(cfg: BenchConfig, last: tuple[int, float] | None, n: int) -> 
     )
 
 
+# Of the memory available when a point starts, the share a forecast may fill: other processes move while
+# it runs, and the kernel reclaims and kills before MemAvailable reaches zero.
+MEMORY_HEADROOM = 0.9
+
+
+def point_memory_mb(row: dict[str, Any]) -> float:
+    """What a measured point needed (MiB): its resident growth where measured (CPU on Linux: it holds what
+    the allocator keeps besides the live tensors, and is what the kernel kills for), never less than its
+    peak of live tensors (or the CUDA allocator's peak)."""
+    return max(row.get("peak_rss_mb") or 0.0, row.get("peak_mem_mb") or 0.0)
+
+
+# Points smaller than this give no exponent: fixed costs (thread pools, first-use buffers) and page
+# granularity dominate them, in either direction.
+EXPONENT_MIN_MB = 64.0
+
+
+def forecast_memory_mb(points: Sequence[tuple[int, float]], n: int) -> tuple[float, str]:
+    """What a point at N = n will need (MiB), from its variant's measured points (N, MiB) at smaller N
+    (ascending), and how it was forecast.
+
+    The last two points give the growth exponent when both reach EXPONENT_MIN_MB. It is at least 1:
+    every variant holds its O(N) inputs, outputs and gradients, so a flatter slope is a fixed overhead
+    that stops dominating. It is not capped at 2: no variant's tensors outgrow its (N, N) scores, but
+    resident memory can, when a heap the allocator keeps fragments more with larger blocks. Without two
+    such points the last one is grown quadratically, the most any variant's tensors grow. A forecast
+    too high skips a point that might have fitted; one too low lets the kernel kill the sweep."""
+    (n_last, mb_last), exponent = points[-1], 2.0
+    if len(points) >= 2 and min(points[-2][1], mb_last) >= EXPONENT_MIN_MB and points[-2][0] < n_last:
+        n_prev, mb_prev = points[-2]
+        exponent = max(math.log(mb_last / mb_prev) / math.log(n_last / n_prev), 1.0)
+    basis = f"{mb_last / 1024:.3g} GiB at N={n_last}, x (N/{n_last})^{exponent:.2f}"
+    return mb_last * (n / n_last) ** exponent, basis
+
+
+def beyond_memory(points: Sequence[tuple[int, float]], n: int, available: int | None) -> str | None:
+    """Why a point at N = n cannot fit in `available` bytes, forecast from its variant's measured points
+    (N, MiB needed) at smaller N; None when it may fit, nothing was measured yet or nothing is known."""
+    if not points or available is None:
+        return None
+    needed_mb, basis = forecast_memory_mb(points, n)
+    if needed_mb * 2**20 <= MEMORY_HEADROOM * available:
+        return None
+    return (
+        f"skipped: needs ~{needed_mb / 1024:.3g} GiB by forecast ({basis}), {available / 2**30:.3g} GiB "
+        f"available (at most {MEMORY_HEADROOM:.0%} of it used)"
+    )
+
+
+def _beyond_memory(cfg: BenchConfig, points: Sequence[tuple[int, float]], n: int) -> str | None:
+    return beyond_memory(points, n, memory.available_bytes(cfg.device)) if points else None
+
+
 def _progress(console: Console, row: dict[str, Any]) -> None:
     time_ms, mem = row["time_ms_median"], row["peak_mem_mb"]
     numbers = f"{time_ms:10.3f} ms {mem:10.2f} MB" if time_ms is not None and mem is not None else ""
     causal = " causal" if row["causal"] else ""
+    forecast = row["note"] if row["status"] == "skipped" else ""  # a forecast's reason; later N say "after"
     console.print(
-        f"  {row['variant']:>12} N={row['N']:<6} {row['mode']}{causal}: {row['status']:<11} {numbers}"
+        f"  {row['variant']:>12} N={row['N']:<6} {row['mode']}{causal}: {row['status']:<11} {numbers}{forecast}"
     )
 
 
@@ -181,11 +255,16 @@ def run(
         torch.set_num_threads(settings.threads)
     rows: list[dict[str, Any]] = []
     environment: dict[str, Any] = {}
+    cols = output.columns(settings.baselines)
+
+    def save(rows: list[dict[str, Any]]) -> None:  # a sweep the kernel kills keeps the points before
+        output.write_csv(out / "bench.csv", rows, cols)
+
     try:
         with keep_freed_memory(settings.keep_freed_memory) as allocation:
             environment = output.environment(allocation)  # as measured: the sweep's threads, allocator
             console.print(f"host memory: {allocation}")
-            sweep(settings, console, rows)
+            sweep(settings, console, rows, on_row=save)
     except KeyboardInterrupt:  # Ctrl-C: what was measured is written, then the interrupt goes on
         if rows:
             environment["interrupted"] = f"Ctrl-C after {len(rows)} point(s)"
