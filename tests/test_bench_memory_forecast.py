@@ -22,35 +22,46 @@ TINY = ["lengths=[16,32,64,128]", "repeats=1", "warmup=1", "logger=none", "time_
 
 
 def test_two_points_give_the_exponent():
-    needed, basis = forecast_memory_mb([(1024, 100.0), (2048, 300.0), (4096, 1000.0)], 8192)
-    exponent = 1.7369655941662063  # log2(1000 / 300): the last two points only
+    # (N, MiB needed, MiB of live tensors); the last two points only
+    needed, basis = forecast_memory_mb(
+        [(1024, 100.0, 50.0), (2048, 300.0, 90.0), (4096, 1000.0, 200.0)], 8192
+    )
+    exponent = 1.7369655941662063  # log2(1000 / 300), steeper than the live tensors' log2(200 / 90)
     assert needed == pytest.approx(1000.0 * 2**exponent)
     assert basis == "0.977 GiB at N=4096, x (N/4096)^1.74"
 
 
 def test_the_exponent_is_at_least_linear():
-    flat, basis = forecast_memory_mb([(1024, 100.0), (2048, 101.0)], 8192)  # a fixed overhead dominating
+    flat, basis = forecast_memory_mb([(1024, 100.0, 1.0), (2048, 101.0, 1.5)], 8192)  # a fixed overhead
     assert flat == pytest.approx(101.0 * 4) and basis.endswith("^1.00")
 
 
+def test_live_tensors_steepen_a_slope_that_fixed_costs_flatten():
+    # resident 300 -> 600 MiB (slope 1) over a fixed cost, live tensors 100 -> 400 MiB (slope 2)
+    needed, basis = forecast_memory_mb([(2048, 300.0, 100.0), (4096, 600.0, 400.0)], 8192)
+    assert needed == pytest.approx(600.0 * 4) and basis.endswith("^2.00")
+    capped, _ = forecast_memory_mb([(2048, 300.0, 10.0), (4096, 600.0, 400.0)], 8192)  # live slope 5.3
+    assert capped == pytest.approx(600.0 * 4)  # tensors grow at most quadratically
+
+
 def test_resident_memory_may_grow_faster_than_quadratic():
-    steep, basis = forecast_memory_mb([(4096, 1024.0), (8192, 5120.0)], 16384)  # a fragmenting heap
+    steep, basis = forecast_memory_mb([(4096, 1024.0, 600.0), (8192, 5120.0, 2400.0)], 16384)  # fragmenting
     assert steep == pytest.approx(5120.0 * 5) and basis.endswith("^2.32")
 
 
 def test_small_points_give_no_exponent():
-    noisy, basis = forecast_memory_mb([(16, 0.01), (32, 5.0)], 128)  # below EXPONENT_MIN_MB: quadratic
+    noisy, basis = forecast_memory_mb([(16, 0.01, 0.01), (32, 5.0, 5.0)], 128)  # under EXPONENT_MIN_MB
     assert noisy == pytest.approx(5.0 * 16) and basis.endswith("^2.00")
     assert EXPONENT_MIN_MB == 64.0
 
 
 def test_one_point_is_grown_quadratically():
-    needed, basis = forecast_memory_mb([(2048, 512.0)], 8192)
+    needed, basis = forecast_memory_mb([(2048, 512.0, 100.0)], 8192)
     assert needed == pytest.approx(512.0 * 16) and basis == "0.5 GiB at N=2048, x (N/2048)^2.00"
 
 
 def test_beyond_memory_skips_only_what_cannot_fit():
-    points = [(4096, 1024.0), (8192, 4096.0)]  # quadratic: 16 GiB at N=16384
+    points = [(4096, 1024.0, 1024.0), (8192, 4096.0, 4096.0)]  # quadratic: 16 GiB at N=16384
     assert beyond_memory(points, 16384, 20 * GiB) is None
     reason = beyond_memory(points, 16384, 16 * GiB)  # more than 90% of it
     assert reason == (

@@ -105,7 +105,7 @@ def sweep(
     for setting in cfg.settings:
         stopped: dict[str, str] = {}  # variant -> why its larger N are skipped
         measured: dict[str, tuple[int, float]] = {}  # variant -> (N, ms per call) of its last measured point
-        needed: dict[str, list[tuple[int, float]]] = {}  # variant -> its measured (N, MiB needed)
+        needed: dict[str, list[tuple[int, float, float]]] = {}  # variant -> (N, MiB needed, MiB live)
         for n in cfg.lengths:
             for name in cfg.variants:
                 reason = unsupported_reason(name, setting)
@@ -127,7 +127,9 @@ def sweep(
                     if row["time_ms_median"] is not None:
                         measured[name] = (n, row["time_ms_median"])
                     if row["status"] in MEASURED and point_memory_mb(row):
-                        needed.setdefault(name, []).append((n, point_memory_mb(row)))
+                        needed.setdefault(name, []).append(
+                            (n, point_memory_mb(row), row["peak_mem_mb"] or 0.0)
+                        )
                     if row["status"] not in ("ok", "unsupported"):
                         stopped[name] = f"skipped after {row['status']} at N={n}"
                     _progress(console, row)
@@ -170,27 +172,36 @@ def point_memory_mb(row: dict[str, Any]) -> float:
 EXPONENT_MIN_MB = 64.0
 
 
-def forecast_memory_mb(points: Sequence[tuple[int, float]], n: int) -> tuple[float, str]:
-    """What a point at N = n will need (MiB), from its variant's measured points (N, MiB) at smaller N
-    (ascending), and how it was forecast.
+def _slope(a: tuple[int, float], b: tuple[int, float]) -> float:
+    return math.log(b[1] / a[1]) / math.log(b[0] / a[0])
 
-    The last two points give the growth exponent when both reach EXPONENT_MIN_MB. It is at least 1:
-    every variant holds its O(N) inputs, outputs and gradients, so a flatter slope is a fixed overhead
-    that stops dominating. It is not capped at 2: no variant's tensors outgrow its (N, N) scores, but
-    resident memory can, when a heap the allocator keeps fragments more with larger blocks. Without two
-    such points the last one is grown quadratically, the most any variant's tensors grow. A forecast
-    too high skips a point that might have fitted; one too low lets the kernel kill the sweep."""
-    (n_last, mb_last), exponent = points[-1], 2.0
+
+def forecast_memory_mb(points: Sequence[tuple[int, float, float]], n: int) -> tuple[float, str]:
+    """What a point at N = n will need (MiB), from its variant's measured points at smaller N, ascending,
+    each (N, MiB needed: point_memory_mb, MiB of live tensors: peak_mem_mb), and how it was forecast.
+
+    The last point is grown by an exponent from the last two, the largest of: 1 (every variant holds
+    its O(N) inputs, outputs and gradients); the slope of what they needed (resident memory can grow
+    faster than quadratic, when a heap the allocator keeps fragments more with larger blocks); and
+    the slope of their live tensors, at most 2 (no variant's tensors outgrow its (N, N) scores): it
+    is free of the fixed costs that flatten resident growth between small points. Without two points
+    of EXPONENT_MIN_MB the last is grown quadratically, the most any variant's tensors grow. A
+    forecast too high skips a point that might have fitted; one too low lets the kernel kill the sweep."""
+    n_last, mb_last, live_last = points[-1]
+    exponent = 2.0
     if len(points) >= 2 and min(points[-2][1], mb_last) >= EXPONENT_MIN_MB and points[-2][0] < n_last:
-        n_prev, mb_prev = points[-2]
-        exponent = max(math.log(mb_last / mb_prev) / math.log(n_last / n_prev), 1.0)
+        n_prev, mb_prev, live_prev = points[-2]
+        exponent = max(1.0, _slope((n_prev, mb_prev), (n_last, mb_last)))
+        if live_prev > 0 and live_last > 0:
+            exponent = max(exponent, min(_slope((n_prev, live_prev), (n_last, live_last)), 2.0))
     basis = f"{mb_last / 1024:.3g} GiB at N={n_last}, x (N/{n_last})^{exponent:.2f}"
     return mb_last * (n / n_last) ** exponent, basis
 
 
-def beyond_memory(points: Sequence[tuple[int, float]], n: int, available: int | None) -> str | None:
+def beyond_memory(points: Sequence[tuple[int, float, float]], n: int, available: int | None) -> str | None:
     """Why a point at N = n cannot fit in `available` bytes, forecast from its variant's measured points
-    (N, MiB needed) at smaller N; None when it may fit, nothing was measured yet or nothing is known."""
+    at smaller N (as forecast_memory_mb); None when it may fit, nothing was measured yet or nothing is
+    known."""
     if not points or available is None:
         return None
     needed_mb, basis = forecast_memory_mb(points, n)
@@ -202,7 +213,7 @@ def beyond_memory(points: Sequence[tuple[int, float]], n: int, available: int | 
     )
 
 
-def _beyond_memory(cfg: BenchConfig, points: Sequence[tuple[int, float]], n: int) -> str | None:
+def _beyond_memory(cfg: BenchConfig, points: Sequence[tuple[int, float, float]], n: int) -> str | None:
     return beyond_memory(points, n, memory.available_bytes(cfg.device)) if points else None
 
 
