@@ -65,6 +65,18 @@ def sweep(lengths: list[int], out: Path, repeats: int, threads: int | None, keep
     return json.loads((out / "bench.json").read_text())
 
 
+def _measured_span(rows, summary) -> str:
+    """The lengths a variant's exponent was fitted over: its measured points (a point skipped by the
+    bench's time or memory forecast is not one of them)."""
+    lengths = [
+        r["N"]
+        for r in rows
+        if (r["variant"], r["causal"], r["mode"]) == (summary["variant"], summary["causal"], summary["mode"])
+        and r["status"] in MEASURED
+    ]
+    return f"N={min(lengths)}..{max(lengths)}"
+
+
 def _row(rows, variant, n, causal):
     for r in rows:
         if (r["variant"], r["N"], r["causal"], r["mode"]) == (variant, n, causal, "forward+backward"):
@@ -75,11 +87,10 @@ def _row(rows, variant, n, causal):
 def check_sweep(data: dict) -> None:
     rows, summary = data["rows"], data["summary"]
     top = max(r["N"] for r in rows)
-    lows = sorted({r["N"] for r in rows})
-    span = f"N={lows[0]}..{top}"
     for s in summary:
         if s["mode"] != "forward+backward" or s["time_exponent"] is None:
             continue
+        span = _measured_span(rows, s)
         causal = " causal" if s["causal"] else ""
         t, m = s["time_exponent"], s["memory_exponent"]
         cls = get_attention_class(s["variant"])
