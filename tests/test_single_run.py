@@ -21,7 +21,6 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.global_hydra import GlobalHydra
     import attnlab.config.preflight as preflight
 
     composed = []
@@ -37,7 +36,7 @@ SCRIPT = textwrap.dedent(
     def stub(cfg):
         hydra = HydraConfig.get()
         seen = {"output_dir": hydra.runtime.output_dir, "mode": str(hydra.mode), "cfg_has_hydra": "hydra" in cfg,
-                "compositions": len(composed), "hydra_initialized": GlobalHydra.instance().is_initialized()}
+                "compositions": len(composed)}
         with open(out, "w") as file:
             json.dump(seen, file)
         return {"metrics": {}}
