@@ -16,6 +16,7 @@ from rich.console import Console
 
 from attnlab.bench import config, memory, run, sweep
 from attnlab.bench.sweep import EXPONENT_MIN_MB, MEMORY_HEADROOM, beyond_memory, forecast_memory_mb
+from attnlab.host import resident
 
 GiB = 2**30
 TINY = ["lengths=[16,32,64,128]", "repeats=1", "warmup=1", "logger=none", "time_budget_s=60", "threads=1"]
@@ -90,7 +91,7 @@ def test_resident_growth_sees_a_new_allocation():
 
 
 def test_resident_growth_is_none_where_proc_cannot_say(tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "_PROC_CLEAR_REFS", tmp_path / "no-such-dir" / "clear_refs")
+    monkeypatch.setattr(resident, "PROC_CLEAR_REFS", tmp_path / "no-such-dir" / "clear_refs")
     assert memory.start_resident_peak() is None
     assert memory.resident_growth_mb(None) is None
 

@@ -25,10 +25,10 @@ def test_a_reset_forgets_the_peak_of_an_earlier_run_in_the_same_process():
 
 
 def test_without_proc_the_peak_is_the_process_lifetime_peak(monkeypatch, tmp_path):
-    import attnlab.run.callbacks as callbacks
+    import attnlab.host.resident as resident
 
-    monkeypatch.setattr(callbacks, "_PROC_STATUS", tmp_path / "absent-status")
-    monkeypatch.setattr(callbacks, "_PROC_CLEAR_REFS", tmp_path / "no-such-dir" / "clear_refs")
+    monkeypatch.setattr(resident, "PROC_STATUS", tmp_path / "absent-status")
+    monkeypatch.setattr(resident, "PROC_CLEAR_REFS", tmp_path / "no-such-dir" / "clear_refs")
     assert reset_peak_memory(CPU) is False
     peak, kind = peak_memory_mb(CPU)
     assert kind == "cpu_peak_rss" and peak > 0

@@ -17,10 +17,8 @@ the high-water mark reset by writing "5" to /proc/self/clear_refs); the sweep's 
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +27,7 @@ from torch.utils._pytree import tree_leaves
 
 from attnlab.attention.cpu import trim_heap
 from attnlab.bench import config
+from attnlab.host import resident
 
 CPU_METHOD = "cpu_live_tensor_peak"  # TorchDispatchMode: peak bytes of tensors allocated in the call
 CUDA_METHOD = "cuda_max_memory_allocated"  # allocator peak minus what was allocated before the call
@@ -83,33 +82,16 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> tuple[float, str
     return tracker.peak_bytes / 2**20, CPU_METHOD
 
 
-_PROC_STATUS = Path("/proc/self/status")
-_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _status_bytes(key: str) -> int | None:
-    try:
-        found = re.search(rf"^{key}:\s+(\d+)\s+kB", _PROC_STATUS.read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(found.group(1)) * 1024 if found else None
-
-
 def start_resident_peak() -> int | None:
-    """Start a point's resident high-water mark from the memory resident now: the bytes resident, or None
-    where the platform cannot reset the mark (not Linux). The heap kept from earlier points is handed
-    back first: else the point would reuse those pages unseen, and MemAvailable would leave them out."""
-    trim_heap()
-    try:
-        _PROC_CLEAR_REFS.write_text("5")
-    except OSError:
-        return None
-    return _status_bytes("VmRSS") if _status_bytes("VmHWM") is not None else None
+    """Start a point's resident high-water mark from the memory resident now (the heap kept from earlier
+    points handed back first: else the point would reuse those pages unseen, and MemAvailable would leave
+    them out): the bytes resident, or None where the platform cannot reset the mark (not Linux)."""
+    return resident.status_bytes("VmRSS") if resident.reset_peak() else None
 
 
 def resident_growth_mb(start: int | None) -> float | None:
     """How far the resident high-water mark rose above `start` (from start_resident_peak), in MiB."""
-    peak = None if start is None else _status_bytes("VmHWM")
+    peak = None if start is None else resident.status_bytes("VmHWM")
     return None if peak is None else max(peak - start, 0) / 2**20
 
 

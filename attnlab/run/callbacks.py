@@ -12,7 +12,6 @@ make a run fail cleanly.
 from __future__ import annotations
 
 import logging
-import re
 import resource
 import signal
 import sys
@@ -26,16 +25,13 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from attnlab.attention import Attention
-from attnlab.attention.cpu import trim_heap
 from attnlab.errors import AttnlabError
 from attnlab.flops import count_flops_inside
+from attnlab.host import resident
 from attnlab.nn.state_size import decode_state_bytes
 from attnlab.run.interrupts import set_training
 
 log = logging.getLogger("attnlab")
-
-_PROC_STATUS = Path("/proc/self/status")
-_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def reset_peak_memory(device: torch.device) -> bool:
@@ -49,12 +45,7 @@ def reset_peak_memory(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return True
-    trim_heap()  # hand back the heap an earlier run freed but kept, so it is not counted again
-    try:
-        _PROC_CLEAR_REFS.write_text("5")
-        return "VmHWM" in _PROC_STATUS.read_text()
-    except OSError:
-        return False
+    return resident.reset_peak()  # the heap an earlier run freed but kept is handed back, not counted again
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -62,12 +53,9 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     the last `reset_peak_memory` (Linux: "cpu_peak_rss_run"), or the process's lifetime peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_allocator"
-    try:
-        found = re.search(r"^VmHWM:\s+(\d+)\s+kB", _PROC_STATUS.read_text(), re.MULTILINE)
-    except OSError:
-        found = None
-    if found:
-        return int(found.group(1)) / 2**10, "cpu_peak_rss_run"
+    high_water = resident.status_bytes("VmHWM")
+    if high_water is not None:
+        return high_water / 2**20, "cpu_peak_rss_run"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu_peak_rss"
 
