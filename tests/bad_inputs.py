@@ -109,6 +109,11 @@ APP = [
         # refused before any row is drawn (attnlab.config.sequence_lengths), not by the data module after
         "task.data.builtin.seq_len=256 is longer than model.max_len=128",
     ),
+    Bad(
+        # seq_len=null: the kind's own length (in_context_recall's 128), refused before a run directory exists
+        "experiment=mad model.max_len=64",
+        "task.data.builtin.seq_len=null (the kind's own length, 128 tokens) is longer than model.max_len=64",
+    ),
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
     Bad("task=summarise task.data.builtin.role_rate=1.5", "set task.data.builtin.role_rate=1"),
     Bad(

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import compose_run
 
-from attnlab.data.generators import get_generator
+from attnlab.data.generators import generated_length, get_generator
 from attnlab.data.mad import IGNORE, KINDS, mad, memorization_map
 from attnlab.errors import DataError
 from attnlab.run.train import run
@@ -182,6 +182,19 @@ def test_the_generator_is_registered_with_its_signature_as_the_config(tmp_path):
     cfg = compose_run(tmp_path, ["task=mad", "task.data.builtin.kind=memorization"])
     assert cfg.task.data.builtin.generator == "mad" and cfg.task.data.builtin.vocab_size is None
     assert cfg.task.data.builtin.kind == "memorization" and cfg.task.name == "mad"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seq_len", [None, 64])
+def test_the_generated_length_is_the_longest_row_of_the_kind(kind, seq_len):
+    """attnlab.data.generators.generated_length (what model.max_len is checked against): every row fits
+    it, and the longest is at most one token shorter (the recalls read seq_len - 1); seq_len=null is the
+    kind's own length."""
+    builtin = {"generator": "mad", "kind": kind, "seq_len": seq_len}
+    longest = max(
+        len(row["ids"]) for rows in mad(kind=kind, seq_len=seq_len, **SMALL).values() for row in rows
+    )
+    assert generated_length(builtin) - 1 <= longest <= generated_length(builtin)
 
 
 @pytest.mark.parametrize("kind", ["in_context_recall", "memorization"])

@@ -1,8 +1,8 @@
 """Sequence lengths a run can use, checked before any data is generated or read.
 
-- Generated pre-tokenized rows (task=mqar: `task.data.builtin.seq_len`) are never cut, so a model
-  shorter than them could only fail after the whole data set was generated (minutes at the default
-  sizes): refused here instead.
+- Generated pre-tokenized rows (task=mqar: `task.data.builtin.seq_len`; task=mad: the kind's own
+  length when seq_len is null) are never cut, so a model shorter than them could only fail after the
+  whole data set was generated (minutes at the default sizes): refused here instead.
 - A language model packs its text into windows of model.max_len + 1 tokens, one example each: below
   LM_MIN_MAX_LEN a target sees almost no context, and the shipped corpus (~850K byte tokens) would
   become hundreds of thousands of tiny examples that take long to prepare and say nothing about attention.
@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from omegaconf import DictConfig
 
+from attnlab.data.generators import generated_length
 from attnlab.errors import ConfigError
 
 LM_MIN_MAX_LEN = 8  # the shortest context a packed language-modelling window is worth training on
@@ -25,16 +28,26 @@ def check_sequence_lengths(cfg: DictConfig) -> None:
         return
     columns = data.get("columns") or {}
     pre_tokenized = "ids" in columns and columns.get("text") is None
-    builtin = data.get("builtin") or {}
-    seq_len = builtin.get("seq_len") if data.get("source", "builtin") == "builtin" else None
-    if pre_tokenized and isinstance(seq_len, int) and seq_len > max_len:
-        raise ConfigError(
-            f"task.data.builtin.seq_len={seq_len} is longer than model.max_len={max_len} (generated rows are "
-            f"not cut); set model.max_len={seq_len} or task.data.builtin.seq_len={max_len}"
-        )
+    if pre_tokenized and data.get("source", "builtin") == "builtin":
+        check_generated_length(data.get("builtin") or {}, max_len)
     target = str((cfg.task.get("datamodule") or {}).get("_target_", ""))
     if target == LM_DATAMODULE and not pre_tokenized and max_len < LM_MIN_MAX_LEN:
         raise ConfigError(
             f"model.max_len={max_len} is too short for language modelling (windows of max_len + 1 tokens, "
             f"one example each); set model.max_len={LM_MIN_MAX_LEN} or more, e.g. model.max_len=128"
         )
+
+
+def check_generated_length(builtin: Mapping, max_len: int) -> None:
+    """The generated rows fit model.max_len: seq_len, or (mad's seq_len=null) the kind's own length."""
+    length = generated_length(builtin)
+    if not isinstance(length, int) or length <= max_len:
+        return
+    seq_len = builtin.get("seq_len")
+    rows = f"task.data.builtin.seq_len={'null' if seq_len is None else seq_len}"
+    if seq_len is None:  # mad: each kind's own length
+        rows += f" (the kind's own length, {length} tokens)"
+    raise ConfigError(
+        f"{rows} is longer than model.max_len={max_len} (generated rows are not cut); set "
+        f"model.max_len={length} or task.data.builtin.seq_len={max_len}"
+    )

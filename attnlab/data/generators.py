@@ -17,7 +17,8 @@ generator's, and a misspelt key is rejected with the closest match. The node's f
 A generator's LENGTH is what `task.eval_lengths` changes to test trained weights on longer (or
 shorter) sequences, and what a study's lengths= set (attnlab.study.plan): a generator with a `seq_len`
 parameter needs nothing more; one whose length is other knobs, or whose rows the task cuts into
-windows, declares it in LENGTH_KNOBS.
+windows, declares it in LENGTH_KNOBS. The other way round, the length of the rows a node's knobs
+generate (`generated_length`: `seq_len`, or GENERATED_LENGTH's entry) is checked against model.max_len.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from attnlab.data.corpus import corpus
 from attnlab.data.listops import listops
 from attnlab.data.mad import mad
+from attnlab.data.mad import sequence_length as mad_length
 from attnlab.data.mqar import mqar
 from attnlab.data.passkey import passkey
 from attnlab.data.seq2seq_builtin import summarisation_builtin, translation_builtin
@@ -56,6 +58,30 @@ LENGTH_KNOBS: dict[str, Callable[[int], dict[str, int]]] = {
     # documents the LM task packs and cuts into windows of the length it evaluates: no knob changes
     "corpus": lambda n: {},
 }
+
+
+# Generators whose longest row is not `seq_len` tokens long: their knobs (defaults filled in) -> that length
+# in tokens, the inverse of LENGTH_KNOBS (generated_length).
+GENERATED_LENGTH: dict[str, Callable[[Mapping[str, Any]], int | None]] = {
+    "listops": lambda knobs: knobs["max_length"],  # characters = tokens for the byte tokenizer
+    "mad": lambda knobs: mad_length(knobs["kind"], knobs["seq_len"]),  # seq_len null: the kind's own
+}
+
+
+def generated_length(builtin: Mapping) -> int | None:
+    """The length in tokens of the longest row a task's `data.builtin` node generates (None: its rows have
+    no set length, e.g. corpus's documents): what model.max_len must hold (attnlab.config.sequence_lengths)."""
+    name, params = generator_params(builtin)
+    if name is None:
+        return None
+    knobs = {
+        p.name: p.default
+        for p in inspect.signature(get_generator(name)).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    } | params
+    if name in GENERATED_LENGTH:
+        return GENERATED_LENGTH[name](knobs)
+    return knobs.get(LENGTH_KEY)
 
 
 def get_generator(name: str) -> Callable[..., dict[str, list[dict]]]:

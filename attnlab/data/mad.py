@@ -333,6 +333,11 @@ def kind_knobs(kind: str, **given: object) -> dict[str, object]:
     return defaults
 
 
+def sequence_length(kind: str, seq_len: int | None) -> int:
+    """The longest row a kind generates at `seq_len` (None: the kind's mad-lab baseline), in tokens."""
+    return int(kind_knobs(kind, seq_len=seq_len)["seq_len"])
+
+
 def base_train(kind: str) -> int:
     return BASE_TRAIN.get(kind, BASE_TRAIN_DEFAULT)
 
