@@ -14,7 +14,7 @@ import pytest
 from helpers import compose_run, run_cli
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from attnlab.run.budget import budget_line, planned_steps, stop_reason
+from attnlab.run.budget import basis_text, budget_line, planned_steps, stop_reason
 from attnlab.run.callbacks import NumericalError
 from attnlab.run.results import RESULTS_KEYS, is_partial, read_failure, write_failure
 from attnlab.run.train import log_summary, run
@@ -114,6 +114,16 @@ def test_the_console_line_says_partial_with_what_to_do_and_nothing_for_a_complet
     assert "partial" not in early
 
 
+def test_a_figure_is_printed_with_its_seed_budget_tuning_and_weights():
+    cut = {"steps_done": 460, "steps_planned": 2300, "stopped_by": "max_time"}
+    assert basis_text(cut, seed=3, batch=64, lr=3e-3, checkpoint="val/acc") == (
+        "seed 3; 460/2300 steps of batch 64 (max_time: partial); lr 0.003 as set, not tuned; "
+        "weights of the best val/acc"
+    )
+    unplanned = {"steps_done": 16, "steps_planned": None, "stopped_by": "early_stopping"}
+    assert basis_text(unplanned, seed=0) == "seed 0; 16 steps (early_stopping); the last weights"
+
+
 def test_the_wandb_summary_holds_the_budget():
     summary: dict = {}
     logger = SimpleNamespace(experiment=SimpleNamespace(summary=summary))
@@ -132,6 +142,20 @@ def test_a_run_that_gets_its_steps_records_max_steps_and_says_nothing(tmp_path, 
     assert saved["budget"] == {"steps_done": 4, "steps_planned": 4, "stopped_by": "max_steps"}
     assert list(saved)[: len(RESULTS_KEYS)] == list(RESULTS_KEYS) and results["budget"] == saved["budget"]
     assert not is_partial(saved) and not budget_lines(caplog)
+
+
+def test_the_runs_figure_line_carries_its_seed_budget_and_learning_rate(tmp_path, caplog):
+    """The last figure a run prints stands beside what it rests on: batch = examples per optimiser step."""
+    overrides = ["trainer.max_steps=4", "trainer.val_check_interval=2", "seed=7"]
+    cfg = compose_run(tmp_path, [*TINY, *overrides, "trainer.accumulate_grad_batches=2"])
+    with caplog.at_level(logging.INFO):
+        run(cfg)
+    (line,) = [r.getMessage() for r in caplog.records if "  |  results: " in r.getMessage()]
+    assert line.startswith(f"{cfg.task.primary_metric} = ")
+    assert (
+        f"  |  seed 7; 4/4 steps of batch 16 (max_steps); lr {cfg.task.module.lr:g} as set, not tuned; "
+        f"weights of the best {cfg.task.monitor}  |  results: "
+    ) in line
 
 
 def test_an_epoch_based_run_plans_epochs_times_batches(tmp_path):

@@ -33,7 +33,7 @@ def test_the_end_of_a_run_reads_cleanly_and_agrees_with_wandb(tmp_path):
     done = run_cli([*SPANS_EPOCHS, f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={"HOME": str(tmp_path)})
     console = done.stdout + done.stderr
     assert done.returncode == 0, console[-3000:]
-    final = re.search(r"test/acc = (\S+)  \|  results: ", console).group(1)
+    final = re.search(r"test/acc = (\S+)  \|  seed 0; .*  \|  results: ", console).group(1)
     assert len(final.replace("0.", "", 1)) <= 4, final  # e.g. 0.1562, not 0.15625000596046448
     bars = [line for line in console.splitlines() if line.startswith("Epoch ")]
     assert bars and "val/acc: " in bars[-1] and "train/loss_step: " in bars[-1]  # one line, metrics whole

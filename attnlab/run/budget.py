@@ -125,3 +125,27 @@ def budget_line(budget: dict[str, Any], run_dir: str | Path | None = None) -> st
             f"report and study leave it out of rankings; {what_to_do(reason, run_dir)}"
         )
     return f"budget: stopped by {what} {of}, as configured: the result is complete"
+
+
+def basis_text(
+    budget: dict[str, Any],
+    *,
+    seed: Any,
+    batch: int | None = None,
+    lr: float | None = None,
+    checkpoint: str | None = None,
+) -> str:
+    """What a run's test figure stands on, printed beside it on its last line: a figure about accuracy is
+    read with its seed, its budget and its tuning, e.g. `seed 0; 400/400 steps of batch 64 (max_steps);
+    lr 0.003 as set, not tuned; weights of the best val/acc`. `batch`: examples per optimiser step;
+    `checkpoint`: the monitored metric whose best checkpoint was tested (None: the last weights)."""
+    done, planned, reason = budget["steps_done"], budget["steps_planned"], budget["stopped_by"]
+    steps = f"{done}/{planned} steps" if planned else f"{done} steps"
+    if batch:
+        steps += f" of batch {batch}"
+    steps += f" ({reason}{': partial' if reason in PARTIAL_STOPS else ''})"
+    parts = [f"seed {seed}", steps]
+    if lr is not None:
+        parts.append(f"lr {lr:g} as set, not tuned")  # a study's or sweep's selection is theirs to print
+    parts.append(f"weights of the best {checkpoint}" if checkpoint else "the last weights")
+    return "; ".join(parts)

@@ -27,7 +27,7 @@ from attnlab.nn.hf_models import is_hf_model
 from attnlab.nn.pattern import config_label
 from attnlab.nn.spec import AttentionSpec
 from attnlab.nn.stacks import describe_stacks
-from attnlab.run.budget import budget_line, run_budget
+from attnlab.run.budget import basis_text, budget_line, run_budget
 from attnlab.run.callbacks import CostMeter, NumericalError
 from attnlab.run.checkpoints import DataRecord, already_finished_message, check_checkpoint, data_settings
 from attnlab.run.eval_lengths import evaluate_at_lengths, state_at_lengths
@@ -167,12 +167,29 @@ def fit_and_test(
     for logger in loggers:
         log_summary(logger, results)
     log.info(
-        "%s = %s  |  results: %s",
+        "%s = %s  |  %s  |  results: %s",
         cfg.task.primary_metric,
         shown(metrics.get(cfg.task.primary_metric)),
+        basis(cfg, trainer, budget, best),
         run_dir / RESULTS_FILE,
     )
     return results
+
+
+def basis(cfg: DictConfig, trainer: L.Trainer, budget: dict, best: str) -> str:
+    """The seed, budget, learning rate and tested weights behind the run's figure (attnlab.run.budget)."""
+    data, module = cfg.task.get("data") or {}, cfg.task.get("module") or {}
+    batch = data.get("batch_size")
+    if isinstance(batch, int):  # examples per optimiser step, over accumulation and processes
+        batch *= int(trainer.accumulate_grad_batches) * int(trainer.world_size)
+    lr = module.get("lr")
+    return basis_text(
+        budget,
+        seed=cfg.seed,
+        batch=batch if isinstance(batch, int) else None,
+        lr=float(lr) if isinstance(lr, int | float) else None,
+        checkpoint=cfg.task.monitor if best else None,
+    )
 
 
 def build_loggers(cfg: DictConfig) -> list:
