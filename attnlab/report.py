@@ -179,7 +179,17 @@ COLUMNS = [
     "tokens/example (mean/max)",
     "steps",
     "seed",
+    "DIFFERS",
 ]
+DIFFERS_COLUMN = "config that differs"  # where the task's runs differ beyond variant and seed
+
+# Config keys that say where a run wrote or what it was called, or that repeat a column (attention.* is
+# the variant, seed the seed, task.datamodule.* the data and model keys it is wired from): never listed
+# as what differs between runs.
+BOOKKEEPING_PREFIXES = ("attention.", "hydra.", "logger.", "paths.", "task.datamodule.")
+BOOKKEEPING_KEYS = ("run_name", "tags", "ckpt_path", "seed")
+BOOKKEEPING_NAMES = ("dirpath", "save_dir", "attention", "seed")  # a callback's output folder or copies
+BASIS_KEYS = ("task.module.lr", "task.data.batch_size")  # printed once per task when every run shares them
 DECODE_COLUMN = "decode tokens/s (beam)"  # test-time generation speed: tasks that generate only
 
 
@@ -189,9 +199,63 @@ def decodes(runs: Sequence[Run]) -> bool:
 
 
 def task_columns(runs: Sequence[Run]) -> list[str]:
-    """COLUMNS for one task's runs: its metric's name, the decoding column only where it decodes."""
-    names = {"QUALITY": runs[0].metric, "DECODE": DECODE_COLUMN if decodes(runs) else None}
+    """COLUMNS for one task's runs: its metric's name, the decoding column only where it decodes, the
+    differing config only where the runs differ beyond variant and seed."""
+    names = {
+        "QUALITY": runs[0].metric,
+        "DECODE": DECODE_COLUMN if decodes(runs) else None,
+        "DIFFERS": DIFFERS_COLUMN if differing_keys(runs) else None,
+    }
     return [names.get(c, c) for c in COLUMNS if names.get(c, c) is not None]
+
+
+def flat_config(run: Run) -> dict[str, str]:
+    """The run's resolved config as {dotted key: value as an override writes it}, bookkeeping left out."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+            return
+        key = prefix[:-1]
+        last = key.rsplit(".", 1)[-1]
+        if (
+            key.startswith(BOOKKEEPING_PREFIXES)
+            or key in BOOKKEEPING_KEYS
+            or last.endswith("_dir")
+            or (key.startswith("callbacks.") and last in BOOKKEEPING_NAMES)
+        ):
+            return
+        out[key] = node if isinstance(node, str) else json.dumps(node)
+
+    walk(run.data.get("config") or {}, "")
+    return out
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """The config keys whose values are not the same in every one of `runs` (a key a run lacks: `-`)."""
+    configs = [flat_config(r) for r in runs]
+    keys = sorted(set().union(*configs)) if configs else []
+    return [k for k in keys if len({c.get(k, "-") for c in configs}) > 1]
+
+
+def differs(run: Run, keys: Sequence[str]) -> str:
+    """`model.token_shift=false, task.module.lr=0.001`: the run's values of the differing keys."""
+    config = flat_config(run)
+    return ", ".join(f"{k}={config.get(k, '-')}" for k in keys)
+
+
+def shared_basis(runs: Sequence[Run]) -> str | None:
+    """`task.module.lr=0.003, task.data.batch_size=64`: the learning rate and batch every run shares, the
+    basis of the figures beside their steps and seeds (a value that differs is in the differs column)."""
+    configs = [flat_config(r) for r in runs]
+    shared = [
+        f"{k}={configs[0][k]}"
+        for k in BASIS_KEYS
+        if k in configs[0] and all(c.get(k) == configs[0][k] for c in configs)
+    ]
+    return ", ".join(shared) or None
 
 
 def decode_speed(run: Run) -> str:
@@ -228,7 +292,10 @@ def task_rows(runs: Sequence[Run]) -> list[list[str]]:
     """One row per run, in the order of task_columns(runs): the front, the rest, then partial runs off it."""
     rows = []
     decode = [decode_speed] if decodes(runs) else []
-    for run in sorted(runs, key=lambda r: (not r.on_front, r.partial, r.label, str(r.data.get("seed")))):
+    keys = differing_keys(runs)
+    differing = [lambda run: differs(run, keys)] if keys else []
+    order = lambda r: (not r.on_front, r.partial, r.label, differs(r, keys), str(r.data.get("seed")))  # noqa: E731
+    for run in sorted(runs, key=order):
         cost = run.data.get("cost") or {}
         rows.append(
             [
@@ -242,6 +309,7 @@ def task_rows(runs: Sequence[Run]) -> list[list[str]]:
                 sequence_length(run),
                 steps(run),
                 str(run.data.get("seed", "-")),
+                *(column(run) for column in differing),
             ]
         )
     return rows
@@ -304,6 +372,8 @@ def write_markdown(
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(row) + " |" for row in task_rows(task_runs)]
         lines.append("")
+        if (basis := shared_basis(task_runs)) is not None:
+            lines += [f"Every run of {task}: `{basis}`.", ""]
     if plot is not None:
         lines += [f"![quality vs cost]({plot.name})", ""]
     if failed:
@@ -415,10 +485,15 @@ def print_tables(runs: Sequence[Run], axis: CostAxis, allow_partial: bool = Fals
     for task, task_runs in by_task(runs).items():
         table = Table(title=f"{task}: {_quality_heading(task_runs)} vs {axis.label} (★ = Pareto front)")
         for col in task_columns(task_runs):
-            table.add_column(col, justify="left" if col == "variant" else "right")
+            wide = col in ("variant", DIFFERS_COLUMN)  # folded onto more lines, never cut short
+            table.add_column(
+                col, justify="left" if wide else "right", overflow="fold" if wide else "ellipsis"
+            )
         for row in task_rows(task_runs):
             table.add_row(*row)
         console.print(table)
+        if (basis := shared_basis(task_runs)) is not None:
+            console.print(f"every run of {task}: {basis}")
     if (note := partial_note(runs, allow_partial)) is not None:
         console.print(note)
     failed = [r for r in runs if not r.ok]

@@ -241,3 +241,38 @@ def test_results_without_a_budget_count_as_complete(tmp_path):
     (run,) = result["runs"]
     assert not run.partial and run.on_front
     assert "| ≤512 | - | 0 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_runs_that_differ_beyond_variant_and_seed_say_where_and_the_shared_basis_is_printed(tmp_path, capsys):
+    """A grid's runs are told apart by the config keys that differ (paths, names and the variant's own
+    keys are not such keys); the learning rate and batch every run shares stand beside the table."""
+
+    def config(shift: bool, run: str, lr: float = 0.003) -> dict:
+        return {
+            "model": {"token_shift": shift, "d_model": 64},
+            "task": {"module": {"lr": lr}, "data": {"batch_size": 64}, "datamodule": {"cache_dir": run}},
+            "paths": {"run_dir": run}, "run_name": run, "attention": {"name": "linear"},
+            "callbacks": {"checkpoint": {"dirpath": run}, "resume": {"seed": 0}},
+        }  # fmt: skip
+
+    write_run(tmp_path / "a", "linear", 0.5, 10, 1, config=config(True, "a"))
+    write_run(tmp_path / "b", "linear", 0.2, 10, 1, config=config(False, "b"))
+    report([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| steps | seed | config that differs |" in markdown
+    assert "| 0.5 |" in markdown and "| 100 | 0 | model.token_shift=true |" in markdown
+    assert "| 100 | 0 | model.token_shift=false |" in markdown
+    assert "Every run of classify: `task.module.lr=0.003, task.data.batch_size=64`." in markdown
+    assert "every run of classify: task.module.lr=0.003, task.data.batch_size=64" in capsys.readouterr().out
+
+    write_run(tmp_path / "b", "linear", 0.2, 10, 1, config=config(True, "b", lr=0.001))  # lr differs
+    report([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    assert (
+        "| 100 | 0 | task.module.lr=0.001 |" in markdown and "| 100 | 0 | task.module.lr=0.003 |" in markdown
+    )
+    assert "Every run of classify: `task.data.batch_size=64`." in markdown
+
+    write_run(tmp_path / "b", "linear", 0.2, 10, 1, config=config(True, "b"))  # only bookkeeping differs
+    report([str(tmp_path)])
+    assert "config that differs" not in (tmp_path / "report.md").read_text()
