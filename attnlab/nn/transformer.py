@@ -58,10 +58,11 @@ class ModelConfig:
     # Causal LM only: before each block, add a learned map of the previous position's residual stream
     # (a 2-tap causal "token shift", as RWKV; the short convolutions of H3/Based/Mamba/fla layers play
     # the same part). It hands every layer the previous token, which an attention layer otherwise has
-    # to learn to fetch (an induction head's first half): MQAR is learnt ~5x sooner, for every variant.
+    # to learn to fetch (an induction head's first half). The MQAR, MAD and passkey presets turn it on
+    # (its effect on MQAR: docs/measurements.md "The MQAR preset's token shift and output head").
     token_shift: bool = False
-    # The output head shares the token embedding's weights (Press & Wolf 2017). Off for MQAR: a head of
-    # its own learns recall ~3x sooner there (measured: 0.86 vs 0.11 test accuracy after 300 steps at N=128).
+    # The output head shares the token embedding's weights (Press & Wolf 2017); the recall presets untie
+    # it (measured against the tied head in the same section of docs/measurements.md).
     tie_embeddings: bool = True
     # Encoder-decoder only: the encoder's and the decoder's token embeddings are one matrix (and, with
     # tie_embeddings, the output head too: fairseq's --share-all-embeddings), so a token such as "%s"
