@@ -214,7 +214,7 @@ def flat_config(run: Run) -> dict[str, str]:
     out: dict[str, str] = {}
 
     def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
+        if isinstance(node, dict) and (node or not prefix):
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
             return
@@ -233,11 +233,35 @@ def flat_config(run: Run) -> dict[str, str]:
     return out
 
 
+def recorded_configs(runs: Sequence[Run]) -> list[dict[str, str]]:
+    """flat_config of the runs that recorded a config (results.json files before it have none)."""
+    return [config for config in map(flat_config, runs) if config]
+
+
 def differing_keys(runs: Sequence[Run]) -> list[str]:
-    """The config keys whose values are not the same in every one of `runs` (a key a run lacks: `-`)."""
-    configs = [flat_config(r) for r in runs]
-    keys = sorted(set().union(*configs)) if configs else []
-    return [k for k in keys if len({c.get(k, "-") for c in configs}) > 1]
+    """The config keys every recorded config has, whose values are not the same in all of them."""
+    configs = recorded_configs(runs)
+    keys = sorted(set.intersection(*map(set, configs))) if configs else []
+    return [k for k in keys if len({c[k] for c in configs}) > 1]
+
+
+def partly_recorded_keys(runs: Sequence[Run]) -> list[str]:
+    """Config keys only some runs have (results written by other attnlab versions): not compared."""
+    configs = recorded_configs(runs)
+    if not configs:
+        return []
+    return sorted(set.union(*map(set, configs)) - set.intersection(*map(set, configs)))
+
+
+def partly_recorded_note(runs: Sequence[Run]) -> str | None:
+    keys = partly_recorded_keys(runs)
+    if not keys:
+        return None
+    shown = ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+    return (
+        f"{len(keys)} config key(s) recorded by only some runs (other attnlab versions) are not compared: "
+        f"{shown}"
+    )
 
 
 def differs(run: Run, keys: Sequence[str]) -> str:
@@ -249,7 +273,9 @@ def differs(run: Run, keys: Sequence[str]) -> str:
 def shared_basis(runs: Sequence[Run]) -> str | None:
     """`task.module.lr=0.003, task.data.batch_size=64`: the learning rate and batch every run shares, the
     basis of the figures beside their steps and seeds (a value that differs is in the differs column)."""
-    configs = [flat_config(r) for r in runs]
+    configs = recorded_configs(runs)
+    if not configs:
+        return None
     shared = [
         f"{k}={configs[0][k]}"
         for k in BASIS_KEYS
@@ -374,6 +400,8 @@ def write_markdown(
         lines.append("")
         if (basis := shared_basis(task_runs)) is not None:
             lines += [f"Every run of {task}: `{basis}`.", ""]
+        if (note := partly_recorded_note(task_runs)) is not None:
+            lines += [f"{note}.", ""]
     if plot is not None:
         lines += [f"![quality vs cost]({plot.name})", ""]
     if failed:
@@ -494,6 +522,8 @@ def print_tables(runs: Sequence[Run], axis: CostAxis, allow_partial: bool = Fals
         console.print(table)
         if (basis := shared_basis(task_runs)) is not None:
             console.print(f"every run of {task}: {basis}")
+        if (note := partly_recorded_note(task_runs)) is not None:
+            console.print(note)
     if (note := partial_note(runs, allow_partial)) is not None:
         console.print(note)
     failed = [r for r in runs if not r.ok]

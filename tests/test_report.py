@@ -276,3 +276,24 @@ def test_runs_that_differ_beyond_variant_and_seed_say_where_and_the_shared_basis
     write_run(tmp_path / "b", "linear", 0.2, 10, 1, config=config(True, "b"))  # only bookkeeping differs
     report([str(tmp_path)])
     assert "config that differs" not in (tmp_path / "report.md").read_text()
+
+
+def test_keys_only_some_runs_recorded_are_named_not_listed_as_differences(tmp_path):
+    """Results written by another attnlab version lack its newer keys: they are counted apart, not shown
+    as `key=-` in every row; results without any config are left out of the comparison."""
+    old = {"model": {"d_model": 64}, "task": {"module": {"lr": 0.001}}}
+    new = {
+        "model": {"d_model": 64, "positional": "rope", "token_shift": False},
+        "task": {"module": {"lr": 0.001}},
+    }
+    write_run(tmp_path / "a", "linear", 0.5, 10, 1, config=old)
+    write_run(tmp_path / "b", "multihead", 0.6, 20, 1, config=new)
+    write_run(tmp_path / "c", "local", 0.4, 15, 1)  # config {}: recorded before configs were
+    report([str(tmp_path)])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "config that differs" not in markdown and "=-" not in markdown
+    assert (
+        "2 config key(s) recorded by only some runs (other attnlab versions) are not compared: " in markdown
+    )
+    assert "model.positional, model.token_shift." in markdown
+    assert "Every run of classify: `task.module.lr=0.001`." in markdown
