@@ -320,7 +320,10 @@ def task_rows(runs: Sequence[Run]) -> list[list[str]]:
     decode = [decode_speed] if decodes(runs) else []
     keys = differing_keys(runs)
     differing = [lambda run: differs(run, keys)] if keys else []
-    order = lambda r: (not r.on_front, r.partial, r.label, differs(r, keys), str(r.data.get("seed")))  # noqa: E731
+
+    def order(r: Run) -> tuple:  # the front first, partial runs last; a grid point's seeds together
+        return (not r.on_front, r.partial, r.label, differs(r, keys), str(r.data.get("seed")))
+
     for run in sorted(runs, key=order):
         cost = run.data.get("cost") or {}
         rows.append(
@@ -396,7 +399,9 @@ def write_markdown(
         cols = task_columns(task_runs)
         lines += [f"## {task}: {_quality_heading(task_runs)}", ""]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(row) + " |" for row in task_rows(task_runs)]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in task_rows(task_runs)
+        ]
         lines.append("")
         if (basis := shared_basis(task_runs)) is not None:
             lines += [f"Every run of {task}: `{basis}`.", ""]
