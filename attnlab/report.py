@@ -21,6 +21,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ class Run:
         params = (self.data.get("attention") or {}).get("params") or {}
         inside = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
         return f"{self.variant}({inside})" if inside else self.variant
+
+    @cached_property
+    def config(self) -> dict[str, str]:
+        """The resolved config, flat and without bookkeeping (flat_config); read by several columns."""
+        return flat_config(self.data.get("config") or {})
 
     @property
     def metric(self) -> str:
@@ -209,8 +215,8 @@ def task_columns(runs: Sequence[Run]) -> list[str]:
     return [names.get(c, c) for c in COLUMNS if names.get(c, c) is not None]
 
 
-def flat_config(run: Run) -> dict[str, str]:
-    """The run's resolved config as {dotted key: value as an override writes it}, bookkeeping left out."""
+def flat_config(config: dict[str, Any]) -> dict[str, str]:
+    """A run's resolved config as {dotted key: value as an override writes it}, bookkeeping left out."""
     out: dict[str, str] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -229,13 +235,13 @@ def flat_config(run: Run) -> dict[str, str]:
             return
         out[key] = node if isinstance(node, str) else json.dumps(node)
 
-    walk(run.data.get("config") or {}, "")
+    walk(config, "")
     return out
 
 
 def recorded_configs(runs: Sequence[Run]) -> list[dict[str, str]]:
-    """flat_config of the runs that recorded a config (results.json files before it have none)."""
-    return [config for config in map(flat_config, runs) if config]
+    """The flat configs of the runs that recorded one (results.json files before it have none)."""
+    return [run.config for run in runs if run.config]
 
 
 def differing_keys(runs: Sequence[Run]) -> list[str]:
@@ -266,8 +272,7 @@ def partly_recorded_note(runs: Sequence[Run]) -> str | None:
 
 def differs(run: Run, keys: Sequence[str]) -> str:
     """`model.token_shift=false, task.module.lr=0.001`: the run's values of the differing keys."""
-    config = flat_config(run)
-    return ", ".join(f"{k}={config.get(k, '-')}" for k in keys)
+    return ", ".join(f"{k}={run.config.get(k, '-')}" for k in keys)
 
 
 def shared_basis(runs: Sequence[Run]) -> str | None:

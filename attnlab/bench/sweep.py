@@ -126,10 +126,8 @@ def sweep(
                     row = measure_one(cfg, name, n, setting)
                     if row["time_ms_median"] is not None:
                         measured[name] = (n, row["time_ms_median"])
-                    if row["status"] in MEASURED and point_memory_mb(row):
-                        needed.setdefault(name, []).append(
-                            (n, point_memory_mb(row), row["peak_mem_mb"] or 0.0)
-                        )
+                    if row["status"] in MEASURED and (mb := point_memory_mb(row)):
+                        needed.setdefault(name, []).append((n, mb, row["peak_mem_mb"] or 0.0))
                     if row["status"] not in ("ok", "unsupported"):
                         stopped[name] = f"skipped after {row['status']} at N={n}"
                     _progress(console, row)
