@@ -114,6 +114,16 @@ APP = [
         "experiment=mad model.max_len=64",
         "task.data.builtin.seq_len=null (the kind's own length, 128 tokens) is longer than model.max_len=64",
     ),
+    # model.max_len=null is the generated rows' length (attnlab.config.sequence_lengths.resolve_max_len);
+    # rows of no set length need a number
+    Bad(
+        "task=lm model.max_len=null",
+        "the rows of the built-in corpus generator have no set length; set model.max_len=",
+    ),
+    Bad(
+        "task=translate model.max_len=null",
+        "the rows of the built-in translation generator have no set length",
+    ),
     Bad("task=translate task.data.builtin.nouns=1", "set task.data.builtin.nouns="),
     Bad("task=summarise task.data.builtin.role_rate=1.5", "set task.data.builtin.role_rate=1"),
     Bad(
@@ -264,6 +274,12 @@ APP = [
     Bad("task.data.batch_size=0", "task.data.batch_size=0 must be an integer >= 1"),
     Bad("task.data.batch_size=1.5", "task.data.batch_size=1.5 must be an integer >= 1"),
     Bad("task.data.batch_size=abc", "task.data.batch_size=abc must be an integer"),
+    # task.data is a closed typed schema (attnlab.config.data_schema): a misspelt key is not a new one
+    Bad("task.data.bach_size=8", "unknown config key 'task.data.bach_size' (did you mean 'batch_size'?)"),
+    Bad(
+        "task=translate task.data.shared_tokenizer=maybe",
+        "task.data.shared_tokenizer=maybe must be true or false",
+    ),
     Bad("task.data.num_workers=-1", "task.data.num_workers=-1 must be an integer >= 0"),
     Bad("task.data.limit.train=0", "task.data.limit.train=0 must be a positive number"),
     Bad("task.data.tokenizer=bpee", "did you mean 'bpe'"),

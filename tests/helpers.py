@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from attnlab.config.schemas import store_configs
+from attnlab.config.sequence_lengths import resolve_max_len
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,10 +31,11 @@ FAST = [
 
 
 def compose_run(tmp_path: Path, overrides: list[str] = (), *, fast: bool = True) -> DictConfig:
-    """The composed config of `python -m attnlab <overrides>`, writing under tmp_path."""
+    """The composed config of `python -m attnlab <overrides>`, writing under tmp_path, with
+    model.max_len=null set to the generated length as the app's checks set it before anything reads it."""
     store_configs()
     with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
-        return compose(
+        cfg = compose(
             config_name="config",
             overrides=[
                 f"paths.run_dir={tmp_path / 'run'}",
@@ -42,6 +44,8 @@ def compose_run(tmp_path: Path, overrides: list[str] = (), *, fast: bool = True)
                 *overrides,
             ],
         )
+    resolve_max_len(cfg)
+    return cfg
 
 
 def run_cli(

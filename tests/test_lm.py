@@ -164,6 +164,16 @@ def test_task_mqar_alone_carries_the_settings_that_learn_mqar(tmp_path):
     assert other.model.max_len == 512 and not other.model.token_shift  # only mqar's defaults moved
 
 
+def test_a_null_max_len_is_the_generated_rows_length_for_model_and_data(tmp_path):
+    """model.max_len=null: listops' longest expression (the classify study's setting), passkey's seq_len;
+    the data's truncation (an interpolation of model.max_len) reads the same number."""
+    listops = compose_run(tmp_path, ["model.max_len=null", "task.data.builtin.max_length=300"], fast=False)
+    assert listops.model.max_len == listops.task.datamodule.max_len == 300
+    passkey = compose_run(tmp_path, ["experiment=passkey", "task.data.builtin.seq_len=128"], fast=False)
+    assert passkey.model.max_len == 128
+    assert compose_run(tmp_path, ["task=classify"], fast=False).model.max_len == 512  # model=tiny's own
+
+
 @pytest.mark.slow
 def test_task_mqar_on_its_own_learns_mqar(tmp_path):
     """The command a new user reads first: `python -m attnlab task=mqar attention=multihead

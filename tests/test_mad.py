@@ -197,6 +197,18 @@ def test_the_generated_length_is_the_longest_row_of_the_kind(kind, seq_len):
     assert generated_length(builtin) - 1 <= longest <= generated_length(builtin)
 
 
+def test_one_key_sets_a_mad_length_for_data_and_model(tmp_path):
+    """The model is as long as the rows the kind generates (model.max_len=null: conf/task_defaults/mad.yaml),
+    in experiment=mad too: seq_len alone sets both, and null is each kind's own length."""
+    for kind in KINDS:
+        cfg = compose_run(tmp_path, ["experiment=mad", f"task.data.builtin.kind={kind}"], fast=False)
+        assert cfg.model.max_len == generated_length(cfg.task.data.builtin)
+    for task in ("task=mad", "experiment=mad"):
+        cfg = compose_run(tmp_path, [task, "task.data.builtin.seq_len=64"], fast=False)
+        assert cfg.model.max_len == cfg.task.datamodule.max_len == 64
+    assert compose_run(tmp_path, ["experiment=mad", "model.max_len=300"], fast=False).model.max_len == 300
+
+
 @pytest.mark.parametrize("kind", ["in_context_recall", "memorization"])
 def test_the_test_split_is_regenerated_at_another_length(tmp_path, kind):
     """task.eval_lengths: the same generator, knobs and seed at another seq_len (memorization keeps its

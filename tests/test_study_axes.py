@@ -434,6 +434,7 @@ def test_grid_blocks_mean_over_an_axis_and_the_state_plot(tmp_path):
 def test_the_zoology_preset_composes_figure_2s_grid(tmp_path):
     from hydra import compose, initialize_config_module
 
+    from attnlab.config.sequence_lengths import resolve_max_len
     from attnlab.study.plan import CELL_GROUP, shared_overrides, write_cell_configs
 
     study = plan("mqar", variants=["multihead", "based"], overrides=["experiment=zoology_mqar"], out=tmp_path)
@@ -450,6 +451,7 @@ def test_the_zoology_preset_composes_figure_2s_grid(tmp_path):
     argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={cell.name}"]
     with initialize_config_module(config_module="attnlab.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=argv)  # trainer=gpu: the run's checks need a GPU
+    resolve_max_len(cfg)  # model.max_len=null -> the rows' length, as check_config does first
     builtin = cfg.task.data.builtin
     assert (builtin.seq_len, builtin.num_kv_pairs, builtin.vocab_size) == (512, 64, 8192)
     assert cfg.task.data.batch_size == 128 and cfg.model.max_len == 512

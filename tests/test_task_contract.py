@@ -105,6 +105,21 @@ def test_a_task_from_outside_attnlab_runs_end_to_end(tmp_path):
     assert results["config"]["task"]["data"]["source"] == "builtin"  # the shared data block, merged
 
 
+def test_a_data_block_written_without_the_schema_gets_its_declared_checks():
+    """A plugin task that writes its whole `data:` block (keys of its own) instead of `- data: default`:
+    the keys it shares with attnlab.config.data_schema.DataSchema are checked as the schema checks them."""
+    from omegaconf import OmegaConf
+
+    from attnlab.config.checks import check_data
+    from attnlab.errors import ConfigError
+
+    check_data(OmegaConf.create({"batch_size": 8, "threshold": 0.5}))  # its own key: the task's to check
+    with pytest.raises(ConfigError, match=r"^task.data.batch_size=0 must be an integer >= 1"):
+        check_data(OmegaConf.create({"batch_size": 0, "threshold": 0.5}))
+    with pytest.raises(ConfigError, match=r"^task.data.columns.text=label and task.data.columns.label=label"):
+        check_data(OmegaConf.create({"columns": {"text": "label", "label": "label"}}))
+
+
 def test_a_task_module_that_cannot_be_loaded_is_one_line(tmp_path):
     target = "task.module._target_=attnlab.tasks.classify.Classifyer.from_datamodule"
     status, message = run_args([*FAST, target, f"paths.run_dir={tmp_path / 'run'}"])

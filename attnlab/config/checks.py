@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from attnlab.config.fields import ABSENT, check_choice, check_fields, check_number, show
-from attnlab.config.sequence_lengths import check_sequence_lengths
-from attnlab.data.tokenizers import BPE_TOKENIZERS, TOKENIZERS
+from attnlab.config.data_schema import DataSchema
+from attnlab.config.fields import ABSENT, check_choice, check_fields, check_number, checked_values, show
+from attnlab.config.sequence_lengths import check_sequence_lengths, resolve_max_len
+from attnlab.data.tokenizers import BPE_TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.host.threads import check_threads
 from attnlab.nn.hf_models import is_hf_model, require_transformers
@@ -37,7 +38,9 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Every value of a composed app config that Hydra's types cannot check, before anything is built."""
+    """Every value of a composed app config that Hydra's types cannot check, before anything is built.
+    First model.max_len=null becomes the generated rows' length (the one value set here, not checked)."""
+    resolve_max_len(cfg)
     model, trainer = cfg.model, cfg.trainer
     if is_hf_model(model):  # a transformers model: its own config holds the sizes (attnlab.hf.model)
         require_transformers()
@@ -63,9 +66,6 @@ def check_config(cfg: DictConfig) -> None:
     check_schedule(trainer, cfg.get("callbacks"))
     data = cfg.task.get("data")
     if data is not None:
-        check_number(data.batch_size, "task.data.batch_size", ge=1, example=32)
-        for split, limit in (data.get("limit") or {}).items():
-            _positive(limit, f"task.data.limit.{split}", allow_none=True)
         check_data(data)
     check_choice(cfg.task.get("monitor_mode", ABSENT), "task.monitor_mode", ("min", "max"))
     check_tags(cfg.get("tags", ABSENT))
@@ -116,45 +116,13 @@ def check_schedule(trainer: DictConfig, callbacks: DictConfig | None) -> None:
 
 
 def check_data(data: DictConfig) -> None:
-    check_number(data.get("num_workers", ABSENT), "task.data.num_workers", ge=0, example=0)
-    check_choice(data.get("tokenizer", ABSENT), "task.data.tokenizer", TOKENIZERS)
+    """task.data's checks beyond its typed schema's (attnlab.config.data_schema, run by check_fields):
+    the schema's declared checks again where a plugin task's data does not use the schema, and what
+    relates two keys."""
+    if not issubclass(OmegaConf.get_type(data) or dict, DataSchema):
+        checked_values(DataSchema, data, prefix="task.data.")
     if data.get("tokenizer") in BPE_TOKENIZERS:
         check_number(data.get("vocab_size", ABSENT), "task.data.vocab_size", ge=262, example=8000)
-    boundaries = OmegaConf.select(data, "packing.boundaries", default=ABSENT)
-    if boundaries is not ABSENT and not isinstance(boundaries, bool):
-        raise ConfigError(
-            f"task.data.packing.boundaries={show(boundaries)} must be true (documents kept apart) or false"
-        )
-    columns = data.get("columns", ABSENT)
-    if columns is not ABSENT and columns is not None:
-        if not OmegaConf.is_dict(columns):
-            raise ConfigError(
-                f"task.data.columns={show(columns)} must map names to columns, e.g. task.data.columns.text=review"
-            )
-        for name, column in columns.items():
-            if column is None:  # a logical column the rows do not use (task=mqar: pre-tokenized, no text)
-                continue
-            if not isinstance(column, str) or not column:
-                raise ConfigError(
-                    f"task.data.columns.{name}={show(column)} must be a column name, e.g. task.data.columns.{name}={name}"
-                )
-        check_distinct_columns(columns)
-
-
-def check_distinct_columns(columns: DictConfig) -> None:
-    """Two logical columns read from one data column: the model would be given its own answer
-    (task.data.columns.text=label reaches test accuracy 1.0) or one side of a pair twice."""
-    seen: dict[str, str] = {}
-    for name, column in columns.items():
-        if column is None:
-            continue
-        if column in seen:
-            other = seen[column]
-            raise ConfigError(
-                f"task.data.columns.{other}={column} and task.data.columns.{name}={column} read the same column: "
-                f"the model would be given its {name} as its {other}; give each its own column"
-            )
-        seen[column] = str(name)
 
 
 # Ranges of the task modules' common hyperparameters (their types come from the task's signature).

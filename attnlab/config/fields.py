@@ -149,15 +149,16 @@ def check_fields(cfg: DictConfig, prefix: str = "") -> None:
             check_fields(child, f"{where}.")
 
 
-def checked_values(node_type: Any, cfg: Any) -> dict[str, Any]:
+def checked_values(node_type: Any, cfg: Any, prefix: str = "") -> dict[str, Any]:
     """Every field of the dataclass `node_type` with its value in `cfg` (a DictConfig or a plain mapping;
-    a missing key takes its default), each passed through its declared check: for a schema no config
-    composes (the bench's keys read from a plain mapping, the study's command line and block)."""
+    a missing key takes its default), each passed through its declared check (the key named with
+    `prefix`): for a schema no config composes (the bench's keys read from a plain mapping, the study's
+    command line and block, a plugin task's untyped task.data)."""
     values = {}
     for f in dataclasses.fields(node_type):
         value = cfg.get(f.name, ABSENT)
         if f.metadata.get(CHECK) is not None:
-            f.metadata[CHECK](value, f.name)
+            f.metadata[CHECK](value, f"{prefix}{f.name}")
         if value is ABSENT:
             value = f.default_factory() if callable(f.default_factory) else f.default
         values[f.name] = value

@@ -1,5 +1,5 @@
-"""Configs stored into Hydra's ConfigStore: attention variants (from the registry), the model and
-trainer schemas, the bench's (attnlab.config.bench_schema), the built-in data generators' knobs (from
+"""Configs stored into Hydra's ConfigStore: attention variants (from the registry), the model, trainer
+and task.data schemas (attnlab.config.data_schema), the bench's (attnlab.config.bench_schema), the built-in data generators' knobs (from
 their signatures), the generation tasks' decode defaults, and the configs of installed task plugins.
 
 A schema's field types are checked by OmegaConf when the config is composed; what a type cannot say
@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from attnlab.attention import store_attention_configs
 from attnlab.config.bench_schema import store_bench_schema
+from attnlab.config.data_schema import DataSchema
 from attnlab.config.fields import ABSENT, bounded, check_choice, check_number, checked, flag, one_of, show
 from attnlab.data.generators import store_generator_configs
 from attnlab.errors import ConfigError
@@ -120,5 +121,6 @@ def store_configs() -> None:
     store.store(group="model", name="schema", node=ModelConfig, provider="attnlab")
     store.store(group="trainer", name="schema", node=TrainerConfig, provider="attnlab")
     store.store(group="task/decode", name="default", node=DecodeConfig, provider="attnlab")
+    store.store(group="task/data", name="schema", node=DataSchema, provider="attnlab")
     store_bench_schema()  # conf/bench.yaml's
     store_task_configs()

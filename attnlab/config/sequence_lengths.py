@@ -1,5 +1,9 @@
-"""Sequence lengths a run can use, checked before any data is generated or read.
+"""Sequence lengths a run can use, set and checked before any data is generated or read.
 
+- `model.max_len=null` is "as long as the generated rows": the one length of a generated task is its
+  data's knob (mqar/passkey/mad: `task.data.builtin.seq_len`, mad's null = the kind's own; listops:
+  `max_length`), and `resolve_max_len` writes that number into model.max_len once, before anything
+  reads it, so the model, the data's truncation, the checks and results.json all see a number.
 - Generated pre-tokenized rows (task=mqar: `task.data.builtin.seq_len`; task=mad: the kind's own
   length when seq_len is null) are never cut, so a model shorter than them could only fail after the
   whole data set was generated (minutes at the default sizes): refused here instead.
@@ -12,13 +16,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
-from attnlab.data.generators import generated_length
+from attnlab.data.generators import generated_length, generator_params
 from attnlab.errors import ConfigError
 
 LM_MIN_MAX_LEN = 8  # the shortest context a packed language-modelling window is worth training on
 LM_DATAMODULE = "attnlab.tasks.lm.LMDataModule"
+
+
+def resolve_max_len(cfg: DictConfig) -> None:
+    """model.max_len=null -> the length of the rows the task generates (generated_length), in place.
+    Data whose rows have no set length (files, the hub, task=lm's corpus) needs a number instead."""
+    model = cfg.get("model")
+    if model is None or "max_len" not in model or model.max_len is not None:
+        return
+    data = cfg.task.get("data") or {}
+    source = data.get("source", "builtin")
+    builtin = data.get("builtin") or {}
+    length = generated_length(builtin) if source == "builtin" else None
+    if length is None:
+        name = generator_params(builtin)[0] if source == "builtin" else None
+        rows = (
+            f"the rows of task.data.source={source}"
+            if name is None
+            else f"the rows of the built-in {name} generator"
+        )
+        raise ConfigError(
+            f"model.max_len=null takes the length of generated rows, but {rows} have no set length; "
+            f"set model.max_len=<tokens>, e.g. model.max_len=512"
+        )
+    with read_write(model):
+        model.max_len = length
 
 
 def check_sequence_lengths(cfg: DictConfig) -> None:

@@ -50,7 +50,9 @@ class ModelConfig:
     decoder_layers: int = 2
     mlp_ratio: int = 4
     dropout: float = 0.1
-    max_len: int = 512  # positional table size; longer data is truncated with a logged count
+    # The longest sequence the model takes (an absolute table's size); longer text is cut with a logged
+    # count. null: as long as the task's generated rows (attnlab.config.sequence_lengths.resolve_max_len)
+    max_len: int | None = 512
     # sinusoidal | learned (absolute, added to the embeddings, up to max_len) | rope | alibi | none
     # (in the self-attention layers, any length): attnlab/nn/positional.py, docs/positions.md
     positional: str = "sinusoidal"

@@ -12,9 +12,10 @@ A task that supports the study carries a `study:` block in conf/task/<name>.yaml
 
 A length is one fact with one home: a cell hands it to its data's generator through the generator's
 length knobs (attnlab.data.generators.length_knobs: mqar's seq_len, listops' min_length/max_length),
-the map task.eval_lengths reads too, and the model's max_len reads the data's knob by interpolation
-(conf/task_defaults/mqar.yaml). `length_overrides` (templates with {length} and {half}) say what else a
-length sets, e.g. task=lm's ["model.max_len={length}"]: its corpus has no knob, its windows are the length.
+the map task.eval_lengths reads too, and the model is as long as the rows those knobs generate
+(model.max_len=null: attnlab.config.sequence_lengths.resolve_max_len). `length_overrides` (templates
+with {length} and {half}) say what else a length sets, e.g. task=lm's ["model.max_len={length}"]: its
+corpus has no knob, its windows are the length.
 
 Each cell becomes one tiny `# @package _global_` config in a generated config group `study_cell`
 (its attention, seed, length overrides and run directory); the runs are one Hydra multirun over
@@ -541,7 +542,7 @@ def preflight_cells(study: Study) -> DictConfig:
         for cell in representative_cells(study):
             argv = [*shared_overrides(study, cells_dir, wandb_group=False), f"+{CELL_GROUP}={cell.name}"]
             try:
-                cfg = compose(argv)
+                cfg = compose(argv)  # checked: model.max_len=null is the cell's generated length by now
             except ConfigError as err:
                 raise ConfigError(f"study cell {cell.name}: {err}") from None
             if cfg.model.max_len < cell.length:
