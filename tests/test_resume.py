@@ -119,6 +119,9 @@ def test_a_finished_run_is_neither_rerun_nor_rewritten_by_ckpt_path_last(tmp_pat
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "already finished" in lines[0], done.stderr
     assert str(results.relative_to(tmp_path)) in lines[0] and "ckpt_path=" in lines[0]
+    # the figure with what it rests on, as the run's own last line printed it
+    assert f"; {json.loads(before)['basis']}), nothing to resume" in lines[0]
+    assert json.loads(before)["basis"].startswith("seed 0; 4/4 steps of batch ")
     assert (results.read_bytes(), results.stat().st_mtime_ns) == (before, mtime)
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
 

@@ -38,6 +38,7 @@ RESULTS_KEYS = (
     "max_len",  # model.max_len
     "seed",
     "budget",  # {"steps_done", "steps_planned", "stopped_by"}: what the run got of its step budget (attnlab.run.budget)
+    "basis",  # the seed, budget, lr and weights behind the figure, as the run's last line prints them
     "best_checkpoint",
     "run_dir",
     "config",  # the full resolved config

@@ -149,6 +149,7 @@ def fit_and_test(
     )
     train_cost |= state_at_lengths(cfg, module)  # decode_state_bytes@<length> for task.eval_lengths
     results = collect_results(cfg, module, metrics, train_cost | module.test_cost(), best, budget)
+    results["basis"] = basis(cfg, trainer, budget, best)  # quoted wherever the figure is (the resume line)
     # metrics are reduced across ranks (torchmetrics, sync_dist): every rank agrees
     if trainer.world_size > 1:
         log.info(
@@ -170,7 +171,7 @@ def fit_and_test(
         "%s = %s  |  %s  |  results: %s",
         cfg.task.primary_metric,
         shown(metrics.get(cfg.task.primary_metric)),
-        basis(cfg, trainer, budget, best),
+        results["basis"],
         run_dir / RESULTS_FILE,
     )
     return results
