@@ -120,6 +120,28 @@ def test_a_data_block_written_without_the_schema_gets_its_declared_checks():
         check_data(OmegaConf.create({"columns": {"text": "label", "label": "label"}}))
 
 
+def test_a_task_config_adding_a_data_key_to_the_schema_is_told_how():
+    """A task YAML listing `- data: default` with a key of its own under `data:`: Hydra raises the merge
+    error inside its handler (the OmegaConf error is the context, not the cause); the line names the key
+    and how a task adds keys."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    from attnlab.config.data_schema import DataSchema
+    from attnlab.config.preflight import hydra_error_message
+
+    cfg = OmegaConf.create({"task": {"data": OmegaConf.structured(DataSchema)}})
+    try:
+        try:
+            cfg.merge_with({"task": {"data": {"threshold": 0.5}}})
+        except Exception as error:
+            raise ConfigCompositionException(f"In 'task/mine': {error}")  # noqa: B904 (as Hydra does: no `from`)
+    except ConfigCompositionException as composed:
+        line = hydra_error_message(composed, ["task=mine"])
+    assert line.startswith("unknown config key 'task.data.threshold'; the keys of task.data are: source,")
+    assert line.endswith("writes its whole data: block instead of `- data: default`")
+
+
 def test_a_task_module_that_cannot_be_loaded_is_one_line(tmp_path):
     target = "task.module._target_=attnlab.tasks.classify.Classifyer.from_datamodule"
     status, message = run_args([*FAST, target, f"paths.run_dir={tmp_path / 'run'}"])

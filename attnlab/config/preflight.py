@@ -150,12 +150,18 @@ KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a st
 
 def hydra_error_message(error: BaseException, argv: list[str] = (), *, config_name: str = "config") -> str:
     """One line for a Hydra/OmegaConf composition error, naming the override and the fix."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     causes = [error]
-    while causes[-1].__cause__ is not None and len(causes) < 5:
-        causes.append(causes[-1].__cause__)
+    while len(causes) < 5:
+        last = causes[-1]
+        # a config that fails to merge (a task's YAML with a key its typed node lacks) is raised by Hydra
+        # inside its handler, without `from`: the OmegaConf error is the composition error's context
+        implicit = last.__context__ if isinstance(last, ConfigCompositionException) else None
+        if (last.__cause__ or implicit) is None:
+            break
+        causes.append(last.__cause__ or implicit)
     for cause in causes:
         if isinstance(cause, MissingConfigException) and cause.missing_cfg_file:
             group, _, option = cause.missing_cfg_file.rpartition("/")
@@ -176,10 +182,20 @@ def _unknown_key(cause: Any, argv: list[str], config_name: str) -> str:
     node_type = cause.object_type
     if dataclasses.is_dataclass(node_type):  # a typed node (ModelConfig, TrainerConfig ...) takes no new keys
         known = [f.name for f in dataclasses.fields(node_type) if not f.name.startswith("_")]
-        return (
+        typed = (
             f"unknown config key '{dotted}'{did_you_mean(key, known)}; the keys of {parent or 'the config'} "
             f"are: {', '.join(known)}"
         )
+        from attnlab.config.data_schema import DataSchema
+
+        if issubclass(node_type, DataSchema) and not any(
+            a.split("=")[0].lstrip("+~") == dotted for a in argv
+        ):
+            # a task config's own data key, not the command line's: say how a task adds keys
+            typed += (
+                "; a task with data keys of its own writes its whole data: block instead of `- data: default`"
+            )
+        return typed
     known = _known_keys(parent, argv, config_name)
     return (
         f"unknown config key '{dotted}'{did_you_mean(key, known)}; to add a new key write +{dotted}=<value>"
