@@ -1,6 +1,7 @@
 """Configs stored into Hydra's ConfigStore: attention variants (from the registry), the model, trainer
-and task.data schemas (attnlab.config.data_schema), the bench's (attnlab.config.bench_schema), the built-in data generators' knobs (from
-their signatures), the generation tasks' decode defaults, and the configs of installed task plugins.
+and task.data schemas (attnlab.config.data_schema), the bench's (attnlab.config.bench_schema), the
+built-in data generators' knobs (from their signatures), the generation tasks' decode defaults, and the
+configs of installed task plugins.
 
 A schema's field types are checked by OmegaConf when the config is composed; what a type cannot say
 (a range, a set of choices, a format) is declared beside the field (attnlab.config.fields) and checked

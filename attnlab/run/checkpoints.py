@@ -374,7 +374,7 @@ def already_finished_message(run_dir: Path) -> str:
     results = read_finished(run_dir) or {}
     metric = results.get("primary_metric")
     value = (results.get("metrics") or {}).get(metric)
-    basis = f"; {results['basis']}" if results.get("basis") else ""  # recorded since 2026-12-07
+    basis = f"; {results['basis']}" if results.get("basis") else ""  # older results.json have none
     return (
         f"{run_dir} already finished ({metric} = {value}{basis}), nothing to resume; its results: "
         f"{results_path(run_dir)}. To train on from it in a new run directory: "
