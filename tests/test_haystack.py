@@ -37,3 +37,20 @@ def test_plot_writes_one_panel_per_variant(tmp_path):
     assert matplotlib.image.imread(one).shape[1] < width
     assert plot_haystack(tmp_path / "none.png", [HaystackRow("linear", 256, 0.0, None)]) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_heat_map_carries_its_basis_under_the_title(tmp_path, monkeypatch):
+    """The study's caption (seeds, budget, tuning: attnlab.study.collect.basis_caption) is the title's
+    second line, so the heat map read alone says what its numbers rest on."""
+    import matplotlib.figure
+
+    titles = []
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        titles.append(fig._suptitle.get_text())
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    plot_haystack(tmp_path / "haystack.png", ROWS, caption="mean ± sd over seeds 0, 1 · 400 steps")
+    assert titles == ["passkey: test/acc by test length and depth\nmean ± sd over seeds 0, 1 · 400 steps"]

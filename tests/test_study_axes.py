@@ -19,7 +19,7 @@ from attnlab.errors import ConfigError
 from attnlab.run.results import RESULTS_KEYS, write_results
 from attnlab.study import main
 from attnlab.study.cli import write_outputs
-from attnlab.study.collect import DAGGER, Metric, collect, tables_text
+from attnlab.study.collect import DAGGER, Metric, basis_caption, collect, tables_text
 from attnlab.study.plan import Study, cell_config, plan, preflight_cells
 from attnlab.study.select import Monitor
 
@@ -40,6 +40,7 @@ def fake_run(
     params=1000,
     best_val=None,
     states=None,
+    lr=None,
 ) -> None:
     """A finished run's results.json as the run writes it (only what the study reads is filled in);
     `best_val`: the best checkpoint's validation score when it is not the last one's."""
@@ -63,6 +64,8 @@ def fake_run(
     }
     if budget is not None:
         results["budget"] = budget
+    if lr is not None:
+        results["config"] = {"task": {"module": {"lr": lr}}}
     write_results(study.run_dir(cell), results)
 
 
@@ -355,6 +358,48 @@ def test_eval_lengths_reach_every_run_and_get_a_column_each(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and "(extrapolation.png)" in md
     with pytest.raises(ConfigError, match="eval_lengths=\\[\\] is empty"):
         plan("mqar", variants=["linear"], eval_lengths=[], out=tmp_path)
+
+
+def test_every_figure_carries_its_basis_seeds_budget_and_tuning(tmp_path, monkeypatch):
+    """Under every plot of the study (and in study.md): the seeds behind each point, the budget the runs
+    got, and how the learning rate was chosen, as set or tuned on validation."""
+    import matplotlib.figure
+
+    written: dict[str, list[str]] = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):  # the figure-level texts (captions), by file
+        written[Path(path).name] = [t.get_text() for t in fig.texts]
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    study = plan(
+        "mqar", variants=["multihead"], lengths=[64], seeds=[0, 1], tune={}, cleared=["tune", "grid"],
+        eval_lengths=[256], out=tmp_path,
+    )  # fmt: skip
+    full = {"steps_done": 400, "steps_planned": 400, "stopped_by": "max_steps"}
+    for cell, test in zip(study.cells, (0.9, 0.7), strict=True):
+        fake_run(study, cell, val=test, test=test, evals={256: test / 2}, budget=full, lr=3e-3)
+    outputs = write_outputs(study, collect(study, VAL), ACC, VAL)
+    caption = (
+        "mean ± sd over seeds 0, 1 · 400 training steps per run; every run got them · "
+        "not tuned: task.module.lr 0.003 as set"
+    )
+    for png in ("study.png", "state.png", "extrapolation.png"):
+        assert caption in written[png], (png, written[png])
+    assert "Not tuned: task.module.lr 0.003 as set." in outputs["md"].read_text()
+
+    tuned = plan(
+        "mqar", variants=["linear"], lengths=[32], seeds=[0], tune={LR: [1e-3, 1e-2]}, cleared=["grid"],
+        out=tmp_path / "tuned",
+    )  # fmt: skip
+    for cell, lr in zip(tuned.cells, (1e-3, 1e-2), strict=True):
+        fake_run(tuned, cell, val=lr, test=0.5, budget=full, lr=lr)
+    runs = collect(tuned, VAL)
+    assert basis_caption(tuned, runs, VAL) == (
+        "one seed: seeds 0 · 400 training steps per run; every run got them · tuned on validation "
+        "(val/acc, never test): task.module.lr in {0.001, 0.01}"
+    )
 
 
 def test_the_state_plot_has_a_panel_per_test_length(tmp_path):

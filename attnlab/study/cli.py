@@ -204,15 +204,17 @@ def write_outputs(
     from attnlab.study.plot import plot, plot_extrapolation, plot_state
 
     csv_path = collect.write_csv(spec.out / "study.csv", spec, cells, metric, monitor)
+    caption = collect.basis_caption(spec, cells, monitor)  # seeds, budget, tuning: under every figure
     plots = {
-        "study": plot(spec.out / "study.png", spec, cells, metric),
-        "state": plot_state(spec.out / "state.png", spec, cells, metric),
-        "extrapolation": plot_extrapolation(spec.out / "extrapolation.png", spec, cells, metric),
+        "study": plot(spec.out / "study.png", spec, cells, metric, caption),
+        "state": plot_state(spec.out / "state.png", spec, cells, metric, caption),
+        "extrapolation": plot_extrapolation(spec.out / "extrapolation.png", spec, cells, metric, caption),
         "haystack": plot_haystack(  # a depth axis (task=passkey): accuracy over test length x depth
             spec.out / "haystack.png",
             study_rows(spec, cells),
             metric=metric.name,
             train_length=spec.lengths[0] if len(spec.lengths) == 1 else None,
+            caption=caption,
         ),
     }
     md = spec.out / "study.md"

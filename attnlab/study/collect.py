@@ -40,6 +40,7 @@ COST_FORMAT = {
 }
 TABLE_COST = (*COST_KEYS, "parameters")
 DAGGER = "†"
+LR_KEY = "task.module.lr"  # the learning rate a study's basis names (tuned or as set)
 PARTIAL_NOTE = (
     f"{DAGGER} a run cut short (results.json budget.stopped_by: max_time, interrupted or non_finite): "
     "left out of means, selections and orderings unless the study says allow_partial=true; a cell with "
@@ -68,6 +69,7 @@ class CellResult:
     stopped_by: str = ""
     steps: tuple[int | None, int | None] = (None, None)  # the budget's (steps_done, steps_planned)
     batch_size: int | None = None  # task.data.batch_size of the run's config
+    lr: float | None = None  # task.module.lr of the run's config (as set, or the tuned value it ran with)
     selected: bool = False
     message: str = ""
     metric: Metric | None = None  # the primary metric the run recorded
@@ -121,6 +123,7 @@ def read_run(cell: Cell, run_dir: Path, results: dict, study: Study, monitor: Mo
         stopped_by=str(budget.get("stopped_by") or ""),
         steps=(budget.get("steps_done"), budget.get("steps_planned")),
         batch_size=((results.get("config") or {}).get("task") or {}).get("data", {}).get("batch_size"),
+        lr=_number(((results.get("config") or {}).get("task") or {}).get("module", {}).get("lr")),
         metric=Metric(primary, results.get("primary_mode") != "min"),
     )
 
@@ -228,6 +231,10 @@ class Point:
     def eval_mean(self, length: int) -> float | None:
         values = self.evals.get(length) or []
         return statistics.fmean(values) if values else None
+
+    def eval_spread(self, length: int) -> float | None:
+        values = self.evals.get(length) or []
+        return statistics.stdev(values) if len(values) > 1 else None
 
 
 PointKey = tuple[str, int, str]  # (variant, length, grid point as text)
@@ -439,11 +446,15 @@ def partial_runs(cells: Sequence[CellResult]) -> list[CellResult]:
 def budget_text(cells: Sequence[CellResult]) -> str:
     """The training budget behind the figures, in one line: planned steps (and batch), and how many runs
     got fewer (cut short, marked †)."""
+    return f"Budget: {budget_phrase(cells)}."
+
+
+def budget_phrase(cells: Sequence[CellResult]) -> str:
     done = [c for c in cells if c.status == "ok"]
     planned = sorted({c.steps[1] for c in done if c.steps[1] is not None})
     batches = sorted({c.batch_size for c in done if c.batch_size is not None})
     if not planned:
-        return "Budget: not recorded by these runs."
+        return "not recorded by these runs"
     steps = " / ".join(f"{n:,}" for n in planned)
     batch = f" of {' / '.join(str(b) for b in batches)} sequences" if batches else ""
     short = sum(
@@ -453,7 +464,28 @@ def budget_text(cells: Sequence[CellResult]) -> str:
     got = (
         "every run got them" if not short else f"{short} run(s) got fewer ({cut} cut short, marked {DAGGER})"
     )
-    return f"Budget: {steps} training steps per run{batch}; {got}."
+    return f"{steps} training steps per run{batch}; {got}"
+
+
+def tuning_phrase(study: Study, cells: Sequence[CellResult], monitor: Monitor) -> str:
+    """How the runs' learning rate (and any other tuned key) was chosen: on validation among the tuned
+    values, or as set and not tuned (the learning rate every run used)."""
+    if study.tune:
+        tuned = "; ".join(f"{k} in {{{', '.join(ax.value_text(v) for v in vs)}}}" for k, vs in study.tune)
+        return f"tuned on validation ({monitor.name}, never test): {tuned}"
+    lrs = sorted({c.lr for c in cells if c.status == "ok" and c.lr is not None})
+    if not lrs:
+        return "not tuned"
+    axis = " (a grid axis)" if any(key == LR_KEY for key, _ in study.grid) else ""
+    return f"not tuned: {LR_KEY} {' / '.join(f'{lr:g}' for lr in lrs)} as set{axis}"
+
+
+def basis_caption(study: Study, cells: Sequence[CellResult], monitor: Monitor) -> str:
+    """What every accuracy figure of the study stands on, in one line printed under each plot: the
+    seeds behind each point, the budget each run got, and how its learning rate was chosen."""
+    seeds = ", ".join(str(s) for s in study.seeds)
+    spread = "mean ± sd over" if len(study.seeds) > 1 else "one seed:"
+    return f"{spread} seeds {seeds} · {budget_phrase(cells)} · {tuning_phrase(study, cells, monitor)}"
 
 
 def markdown(
@@ -476,6 +508,8 @@ def markdown(
             f"{monitor.name} ({mon} is better; validation, never test) is selected; the cell reports that "
             f"run's {metric.name} and, in brackets, the value chosen (per seed where they differ)."
         )
+    else:  # the learning rate is part of the figure's basis either way
+        lines.append(f"{tuning_phrase(study, cells, monitor).capitalize()}.")
     lines += [budget_text(cells), f"Overrides of every run: `{' '.join(study.overrides) or '(none)'}`", ""]
     lines += [*tables(study, cells, metric), ""]
     if any(p.partial or p.partial_counted for p in points(study, cells).values()) or partial_runs(cells):

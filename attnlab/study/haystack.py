@@ -57,6 +57,7 @@ def plot_haystack(
     metric: str = "test/acc",
     train_length: int | None = None,
     limits: tuple[float, float] | None = (0.0, 1.0),
+    caption: str = "",
 ) -> Path | None:
     """Write the heat map to `path` (one panel per variant, shared colour scale: `limits`, or the data's
     range when None); the training length's tick is marked. None when no row has a value."""
@@ -87,7 +88,8 @@ def plot_haystack(
         ax.set_title(variant)
     axes[0].set_ylabel("depth of the fact")
     fig.colorbar(image, ax=list(axes), label=metric, shrink=0.9)
-    fig.suptitle(f"passkey: {metric} by test length and depth")
+    title = f"passkey: {metric} by test length and depth"
+    fig.suptitle(f"{title}\n{caption}" if caption else title, fontsize=10)  # its basis under the title
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

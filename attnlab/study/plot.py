@@ -7,8 +7,11 @@ unless allow_partial=true):
   length, one line per variant through its grid points (zoology's recall-against-state view); with
   eval_lengths, one more panel per test length: the metric there against the state measured there;
 - extrapolation.png (eval_lengths): the metric of the same weights against test length, one line per
-  variant, one panel per (grid point, training length), the training length marked (its point: the
-  run's own test metric).
+  variant (error bars: standard deviation over seeds), one panel per (grid point, training length), the
+  training length marked (its point: the run's own test metric).
+
+Under each figure stands its basis (collect.basis_caption): the seeds behind each point, the budget the
+runs got and how their learning rate was chosen, so a figure read alone still says what it rests on.
 """
 
 from __future__ import annotations
@@ -26,13 +29,26 @@ from attnlab.study.collect import CellResult, Metric, points, state_key  # noqa:
 from attnlab.study.plan import Study  # noqa: E402
 
 MAX_ROWS = 12  # grid points drawn in study.png; the table holds them all
+CAPTION_INCHES = 0.35  # the strip under a figure that holds its basis
+
+
+def finish(fig: plt.Figure, path: Path, caption: str) -> None:
+    """Lay the panels out above a strip holding `caption` (the figure's basis), save, close."""
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, CAPTION_INCHES / height if caption else 0, 1, 1))
+    if caption:
+        fig.text(0.5, 0.1 / height, caption, ha="center", va="bottom", fontsize=8, color="dimgrey")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _direction(metric: Metric) -> str:
     return f"{metric.name} ({'higher' if metric.higher_is_better else 'lower'} is better)"
 
 
-def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
+def plot(
+    path: Path, study: Study, cells: Sequence[CellResult], metric: Metric, caption: str = ""
+) -> Path | None:
     """Write study.png; None when no cell finished (nothing to draw)."""
     if not any(c.status == "ok" for c in cells):
         return None
@@ -83,13 +99,13 @@ def plot(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) 
         )
         row[1].set_title(f"training throughput{where}")
         row[2].set_title(f"peak memory{where}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, path, caption)
     return path
 
 
-def plot_state(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
+def plot_state(
+    path: Path, study: Study, cells: Sequence[CellResult], metric: Metric, caption: str = ""
+) -> Path | None:
     """Write state.png; None when no finished cell recorded its decoding state. One panel per training
     length (the metric against the state at that length), then, with eval_lengths, one per (training
     length, test length): the same weights' metric at the test length against the state measured there,
@@ -108,11 +124,12 @@ def plot_state(path: Path, study: Study, cells: Sequence[CellResult], metric: Me
             for g in study.grid_points:
                 point = grid[(variant, length, ax.describe(g))]
                 if tested == length:
-                    state, value = point.cost_mean("decode_state_bytes"), point.mean
+                    state, value, spread = point.cost_mean("decode_state_bytes"), point.mean, point.spread
                 else:
                     state, value = point.cost_mean(state_key(tested)), point.eval_mean(tested)
+                    spread = point.eval_spread(tested)
                 if value is not None and state:
-                    found.append((state, value, (point.spread or 0.0) if tested == length else 0.0, g))
+                    found.append((state, value, spread or 0.0, g))
             if not found:
                 continue
             found.sort(key=lambda item: item[0])
@@ -133,9 +150,7 @@ def plot_state(path: Path, study: Study, cells: Sequence[CellResult], metric: Me
         axis.grid(True, which="both", alpha=0.3)
         if axis.has_data():
             axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, path, caption)
     return path
 
 
@@ -144,7 +159,9 @@ def _short(point: ax.Point) -> str:
     return " ".join(f"{names[k]}={ax.value_text(v)}" for k, v in point)
 
 
-def plot_extrapolation(path: Path, study: Study, cells: Sequence[CellResult], metric: Metric) -> Path | None:
+def plot_extrapolation(
+    path: Path, study: Study, cells: Sequence[CellResult], metric: Metric, caption: str = ""
+) -> Path | None:
     """Write extrapolation.png (eval_lengths); None without test lengths or numbers at them."""
     if not study.eval_lengths:
         return None
@@ -163,9 +180,21 @@ def plot_extrapolation(path: Path, study: Study, cells: Sequence[CellResult], me
             point = grid[(variant, length, gtext)]
             # the run's own test metric is the same weights at the training length
             values = {n: point.eval_mean(n) for n in tested} | {length: point.eval_mean(length) or point.mean}
+            spreads = {n: point.eval_spread(n) for n in tested} | {
+                length: point.eval_spread(length) or point.spread
+            }
             xs = sorted(n for n, y in values.items() if y is not None)
             if xs:
-                axis.plot(xs, [values[n] for n in xs], marker="o", label=variant, color=colors(i % 10))
+                errs = [spreads[n] or 0.0 for n in xs]
+                axis.errorbar(
+                    xs,
+                    [values[n] for n in xs],
+                    yerr=errs,
+                    marker="o",
+                    capsize=3,
+                    label=variant,
+                    color=colors(i % 10),
+                )
         axis.axvline(length, color="grey", linestyle="--", linewidth=1, label=f"trained at {length}")
         axis.set_xscale("log", base=2)
         ticks = sorted({*tested, length})
@@ -177,7 +206,5 @@ def plot_extrapolation(path: Path, study: Study, cells: Sequence[CellResult], me
         axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, path, caption)
     return path
