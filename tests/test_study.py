@@ -306,6 +306,12 @@ def test_a_rerun_with_other_overrides_warns_that_finished_cells_are_kept(tmp_pat
     assert (
         "warning: 1 finished cell(s) ran with other overrides than this command's (linear-L32-s0)" in lines[2]
     )
+    # the same overrides in another order are the same runs (no key set twice): no warning
+    two = study("trainer.max_steps=4", "model.d_model=32")
+    launch.record_launch(two, [cell])
+    swapped = study("model.d_model=32", "trainer.max_steps=4")
+    assert not any("warning" in line for line in launch.describe(swapped, launch.todo(swapped)))
+    assert not launch.same_overrides(["a=1", "a=2"], ["a=2", "a=1"])  # a key set twice: the last one wins
 
 
 def test_a_stopped_cell_with_a_checkpoint_resumes_and_a_failed_one_starts_again(tmp_path):

@@ -397,7 +397,7 @@ def test_every_figure_carries_its_basis_seeds_budget_and_tuning(tmp_path, monkey
         fake_run(tuned, cell, val=lr, test=0.5, budget=full, lr=lr)
     runs = collect(tuned, VAL)
     assert basis_caption(tuned, runs, VAL) == (
-        "one seed: seeds 0 · 400 training steps per run; every run got them · tuned on validation "
+        "one seed (0) · 400 training steps per run; every run got them · tuned on validation "
         "(val/acc, never test): task.module.lr in {0.001, 0.01}"
     )
 

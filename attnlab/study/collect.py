@@ -484,8 +484,8 @@ def basis_caption(study: Study, cells: Sequence[CellResult], monitor: Monitor) -
     """What every accuracy figure of the study stands on, in one line printed under each plot: the
     seeds behind each point, the budget each run got, and how its learning rate was chosen."""
     seeds = ", ".join(str(s) for s in study.seeds)
-    spread = "mean ± sd over" if len(study.seeds) > 1 else "one seed:"
-    return f"{spread} seeds {seeds} · {budget_phrase(cells)} · {tuning_phrase(study, cells, monitor)}"
+    spread = f"mean ± sd over seeds {seeds}" if len(study.seeds) > 1 else f"one seed ({seeds})"
+    return f"{spread} · {budget_phrase(cells)} · {tuning_phrase(study, cells, monitor)}"
 
 
 def markdown(

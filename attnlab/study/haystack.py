@@ -88,8 +88,11 @@ def plot_haystack(
         ax.set_title(variant)
     axes[0].set_ylabel("depth of the fact")
     fig.colorbar(image, ax=list(axes), label=metric, shrink=0.9)
-    title = f"passkey: {metric} by test length and depth"
-    fig.suptitle(f"{title}\n{caption}" if caption else title, fontsize=10)  # its basis under the title
+    fig.suptitle(f"passkey: {metric} by test length and depth")
+    if caption:  # its basis under everything drawn (the saved area grows to hold it)
+        lowest = fig.get_tightbbox(fig.canvas.get_renderer()).y0  # inches, the x labels included
+        y = (lowest - 0.08) / fig.get_size_inches()[1]
+        fig.text(0.5, y, caption, ha="center", va="top", fontsize=8, color="dimgrey")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

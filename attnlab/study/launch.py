@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnlab.run.results import is_finished, read_failure, read_json, write_json_atomic
-from attnlab.study.plan import CELL_GROUP, Cell, Study, shared_overrides, write_cell_configs
+from attnlab.study.plan import CELL_GROUP, Cell, Study, override_key, shared_overrides, write_cell_configs
 
 LAUNCHED_FILE = "launched.json"  # in the study directory: {cell: the overrides it was last run with}
 INTERRUPTED = "SIGTERMException"  # failed.json's error of a run stopped by Ctrl-C/SIGTERM (attnlab.run.app)
@@ -88,7 +88,9 @@ def describe(study: Study, state: Todo) -> list[str]:
     ]
     launched = read_json(study.out / LAUNCHED_FILE) or {}
     stale = [
-        c.name for c in state.finished if launched.get(c.name, list(study.overrides)) != list(study.overrides)
+        c.name
+        for c in state.finished
+        if not same_overrides(launched.get(c.name, list(study.overrides)), list(study.overrides))
     ]
     if stale:
         lines.append(
@@ -97,6 +99,16 @@ def describe(study: Study, state: Todo) -> list[str]:
             "out=DIR to run the whole grid with these overrides"
         )
     return lines
+
+
+def same_overrides(ran: Sequence[str], now: Sequence[str]) -> bool:
+    """Whether a cell that ran with `ran` got what `now` asks: the same list, or the same overrides in
+    another order where no key is set twice (Hydra applies group choices before values, and values of
+    different keys do not interact; a key set twice depends on the order)."""
+    if list(ran) == list(now):
+        return True
+    keys = [override_key(o) for o in now]
+    return len(set(keys)) == len(keys) and sorted(ran) == sorted(now)
 
 
 def record_launch(study: Study, cells: Sequence[Cell]) -> None:
