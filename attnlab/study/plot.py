@@ -2,7 +2,8 @@
 unless allow_partial=true):
 
 - study.png: per grid point (one row of panels each), the primary metric against length per variant
-  (mean, error bars = standard deviation over seeds), beside train tokens/s and peak memory;
+  (mean, error bars = standard deviation over seeds, a faint dot per seed), beside train tokens/s and
+  peak memory;
 - state.png: the primary metric against decoding-state bytes per sequence (log x), one panel per
   length, one line per variant through its grid points (zoology's recall-against-state view); with
   eval_lengths, one more panel per test length: the metric there against the state measured there;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -30,6 +32,13 @@ from attnlab.study.plan import Study  # noqa: E402
 
 MAX_ROWS = 12  # grid points drawn in study.png; the table holds them all
 CAPTION_INCHES = 0.35  # the strip under a figure that holds its basis
+
+
+def seed_dots(axis: plt.Axes, x: float, values: Sequence[float], color: Any) -> None:
+    """Each seed's own value beside the mean and its error bar: seeds that split (one learns the task,
+    another stays at chance) show as two clusters, which mean ± sd alone hides."""
+    if len(values) > 1:
+        axis.scatter([x] * len(values), values, s=14, alpha=0.45, color=color, zorder=3, linewidths=0)
 
 
 def finish(fig: plt.Figure, path: Path, caption: str) -> None:
@@ -67,7 +76,7 @@ def plot(
             color = colors(i % 10)
             dodge = 2 ** (0.02 * (i - (len(study.variants) - 1) / 2))  # equal accuracies stay visible
             for axis, cost_key, _ in panels:
-                xs, ys, errs = [], [], []
+                xs, ys, errs, seeds = [], [], [], []
                 for length in study.lengths:
                     point = grid[(variant, length, gtext)]
                     y = point.mean if cost_key is None else point.cost_mean(cost_key)
@@ -75,11 +84,14 @@ def plot(
                         xs.append(length)
                         ys.append(y)
                         errs.append(point.spread or 0.0)
+                        seeds.append(point.quality)
                 if not xs:
                     continue
                 if cost_key is None:
                     xs = [x * dodge for x in xs]
                     axis.errorbar(xs, ys, yerr=errs, marker="o", capsize=4, label=variant, color=color)
+                    for x, values in zip(xs, seeds, strict=True):
+                        seed_dots(axis, x, values, color)
                 else:
                     axis.plot(xs, ys, marker="o", label=variant, color=color)
         for axis, cost_key, label in panels:
@@ -125,11 +137,13 @@ def plot_state(
                 point = grid[(variant, length, ax.describe(g))]
                 if tested == length:
                     state, value, spread = point.cost_mean("decode_state_bytes"), point.mean, point.spread
+                    seeds = point.quality
                 else:
                     state, value = point.cost_mean(state_key(tested)), point.eval_mean(tested)
-                    spread = point.eval_spread(tested)
+                    spread, seeds = point.eval_spread(tested), point.evals.get(tested) or []
                 if value is not None and state:
                     found.append((state, value, spread or 0.0, g))
+                    seed_dots(axis, state, seeds, colors(i % 10))
             if not found:
                 continue
             found.sort(key=lambda item: item[0])
@@ -195,6 +209,10 @@ def plot_extrapolation(
                     label=variant,
                     color=colors(i % 10),
                 )
+                for n in xs:  # the training length's seeds: its own test metric where no eval there
+                    seed_dots(
+                        axis, n, point.evals.get(n) or (point.quality if n == length else []), colors(i % 10)
+                    )
         axis.axvline(length, color="grey", linestyle="--", linewidth=1, label=f"trained at {length}")
         axis.set_xscale("log", base=2)
         ticks = sorted({*tested, length})
