@@ -11,7 +11,8 @@ unless allow_partial=true):
   variant (error bars: standard deviation over seeds), one panel per (grid point, training length), the
   training length marked (its point: the run's own test metric).
 
-Under each figure stands its basis (collect.basis_caption): the seeds behind each point, the budget the
+Every accuracy point draws its seeds' spread (error bars) and each seed's own value (a faint dot), and
+under each figure stands its basis (collect.basis_caption): the seeds behind each point, the budget the
 runs got and how their learning rate was chosen, so a figure read alone still says what it rests on.
 """
 
