@@ -27,6 +27,9 @@ def test_grid_averages_seeds_and_leaves_missing_cells_blank():
     assert multihead[0, 0] == 0.75 and multihead[0, 1] == 0.25 and multihead[1, 0] == 0.75
     assert math.isnan(multihead[1, 1])
     assert linear[1, 1] == 0.125 and math.isnan(linear[0, 0]) and math.isnan(linear[1, 0])
+    # the spread over seeds where a cell has two: sd(1.0, 0.5); one seed has none
+    assert math.isclose(grid.spreads["multihead"][0, 0], 0.3535533905932738)
+    assert math.isnan(grid.spreads["multihead"][0, 1]) and math.isnan(grid.spreads["linear"][1, 1])
 
 
 def test_plot_writes_one_panel_per_variant(tmp_path):

@@ -1,11 +1,12 @@
 """haystack.png: a needle-in-a-haystack heat map (task=passkey), one panel per variant: the metric
 (test accuracy) at each test length (x) and depth of the fact (y: 0 = the first token, 1 = right
-before the question), from rows (variant, length, depth, value). Repeated cells (seeds) are averaged;
-a cell no run reached stays blank."""
+before the question), from rows (variant, length, depth, value). Repeated cells (seeds) are averaged
+and their standard deviation printed under the mean; a cell no run reached stays blank."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -29,25 +30,29 @@ class HaystackGrid(NamedTuple):
     lengths: tuple[int, ...]  # ascending
     depths: tuple[float, ...]  # ascending
     values: dict[str, np.ndarray]  # variant -> (len(depths), len(lengths)) means, NaN where missing
+    spreads: dict[str, np.ndarray]  # the same shape: standard deviation over seeds, NaN below two
 
 
 def haystack_grid(rows: Iterable[HaystackRow | Sequence]) -> HaystackGrid:
-    """The mean value per (variant, depth, length) over the rows that have one."""
+    """The mean value (and the standard deviation over seeds) per (variant, depth, length) over the
+    rows that have one."""
     rows = [HaystackRow(str(v), int(n), float(d), x) for v, n, d, x in rows]
     variants = tuple(dict.fromkeys(r.variant for r in rows))
     lengths = tuple(sorted({r.length for r in rows}))
     depths = tuple(sorted({r.depth for r in rows}))
-    sums = {v: np.zeros((len(depths), len(lengths))) for v in variants}  # (depths, lengths)
-    counts = {v: np.zeros((len(depths), len(lengths))) for v in variants}
+    found: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
         if r.value is None or not math.isfinite(r.value):
             continue
-        at = (depths.index(r.depth), lengths.index(r.length))
-        sums[r.variant][at] += r.value
-        counts[r.variant][at] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = {v: np.where(counts[v] > 0, sums[v] / counts[v], np.nan) for v in variants}
-    return HaystackGrid(variants, lengths, depths, values)
+        found.setdefault((r.variant, depths.index(r.depth), lengths.index(r.length)), []).append(r.value)
+    shape = (len(depths), len(lengths))
+    values = {v: np.full(shape, np.nan) for v in variants}
+    spreads = {v: np.full(shape, np.nan) for v in variants}
+    for (variant, i, j), seen in found.items():
+        values[variant][i, j] = statistics.fmean(seen)
+        if len(seen) > 1:
+            spreads[variant][i, j] = statistics.stdev(seen)
+    return HaystackGrid(variants, lengths, depths, values, spreads)
 
 
 def plot_haystack(
@@ -80,7 +85,9 @@ def plot_haystack(
         for (i, j), value in np.ndenumerate(values):
             if np.isfinite(value):
                 shade = "black" if value > low + 0.6 * (high - low) else "white"
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=shade)
+                spread = grid.spreads[variant][i, j]
+                text = f"{value:.2f}" + (f"\n± {spread:.2f}" if np.isfinite(spread) else "")  # over seeds
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=shade)
         ticks = [f"{n}\n(train)" if n == train_length else str(n) for n in grid.lengths]
         ax.set_xticks(range(len(grid.lengths)), ticks)
         ax.set_yticks(range(len(grid.depths)), [f"{d:g}" for d in grid.depths])
