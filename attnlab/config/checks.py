@@ -11,7 +11,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from attnlab.config.data_schema import DataSchema
-from attnlab.config.fields import ABSENT, check_choice, check_fields, check_number, checked_values, show
+from attnlab.config.fields import (
+    ABSENT,
+    check_choice,
+    check_fields,
+    check_number,
+    check_positive,
+    checked_values,
+    show,
+)
 from attnlab.config.sequence_lengths import check_sequence_lengths, resolve_max_len
 from attnlab.data.tokenizers import BPE_TOKENIZERS
 from attnlab.errors import ConfigError, did_you_mean
@@ -20,16 +28,6 @@ from attnlab.nn.hf_models import is_hf_model, require_transformers
 from attnlab.nn.pattern import check_patterns
 from attnlab.nn.positional import SCHEMES
 from attnlab.nn.spec import AttentionSpec
-
-
-def _positive(value, key: str, *, allow_none: bool = False, allow_minus_one: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if allow_minus_one and value == -1:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        also = " (or -1 for no limit)" if allow_minus_one else ""
-        raise ConfigError(f"{key}={value} must be a positive number; set {key}=<n> with n > 0{also}")
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
@@ -44,10 +42,10 @@ def check_config(cfg: DictConfig) -> None:
     model, trainer = cfg.model, cfg.trainer
     if is_hf_model(model):  # a transformers model: its own config holds the sizes (attnlab.hf.model)
         require_transformers()
-        _positive(model.max_len, "model.max_len")
+        check_positive(model.max_len, "model.max_len")
     else:
         for key in ("d_model", "heads", "max_len", "encoder_layers", "mlp_ratio"):
-            _positive(model[key], f"model.{key}")
+            check_positive(model[key], f"model.{key}")
         if not 0.0 <= model.dropout < 1.0:
             raise ConfigError(f"model.dropout={model.dropout} must be in [0, 1)")
         check_number(model.get("decoder_layers", ABSENT), "model.decoder_layers", ge=1, example=2)
@@ -64,7 +62,6 @@ def check_config(cfg: DictConfig) -> None:
     check_fields(cfg)  # the typed nodes' declared ranges and choices (trainer: attnlab.config.schemas)
     check_cpu_devices(trainer)
     check_schedule(trainer, cfg.get("callbacks"))
-    data = cfg.task.get("data")
     if data is not None:
         check_data(data)
     check_choice(cfg.task.get("monitor_mode", ABSENT), "task.monitor_mode", ("min", "max"))

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from attnlab.config.fields import ABSENT, bounded, checked, flag, one_of, show
+from attnlab.config.fields import ABSENT, bounded, check_positive, checked, flag, one_of, show
 from attnlab.data.tokenizers import TOKENIZERS
 from attnlab.errors import ConfigError
 
@@ -29,12 +29,7 @@ def _limits(value: Any, key: str) -> None:
     if value is ABSENT or value is None:
         return
     for split, limit in (value or {}).items():
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0
-        ):
-            raise ConfigError(
-                f"{key}.{split}={limit} must be a positive number; set {key}.{split}=<n> with n > 0"
-            )
+        check_positive(limit, f"{key}.{split}", allow_none=True)
 
 
 def _columns(value: Any, key: str) -> None:

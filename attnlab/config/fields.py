@@ -80,6 +80,14 @@ def check_number(
         raise ConfigError(f"{key}={show(value)} must be {allowed}{extra}{hint}")
 
 
+def check_positive(value: Any, key: str, *, allow_none: bool = False) -> None:
+    """`value` must be a number above zero (or null where `allow_none`)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{key}={value} must be a positive number; set {key}=<n> with n > 0")
+
+
 def check_choice(value: Any, key: str, choices: tuple[Any, ...]) -> None:
     if value is ABSENT or value in choices:
         return

@@ -107,6 +107,7 @@ def read_run(cell: Cell, run_dir: Path, results: dict, study: Study, monitor: Mo
     metrics, cost = results.get("metrics") or {}, results.get("cost") or {}
     primary = str(results.get("primary_metric"))
     budget = results.get("budget") if isinstance(results.get("budget"), dict) else {}
+    task = (results.get("config") or {}).get("task") or {}  # the run's resolved task config
     return CellResult(
         cell,
         "ok",
@@ -122,8 +123,8 @@ def read_run(cell: Cell, run_dir: Path, results: dict, study: Study, monitor: Mo
         partial=is_partial(results),
         stopped_by=str(budget.get("stopped_by") or ""),
         steps=(budget.get("steps_done"), budget.get("steps_planned")),
-        batch_size=((results.get("config") or {}).get("task") or {}).get("data", {}).get("batch_size"),
-        lr=_number(((results.get("config") or {}).get("task") or {}).get("module", {}).get("lr")),
+        batch_size=task.get("data", {}).get("batch_size"),
+        lr=_number(task.get("module", {}).get("lr")),
         metric=Metric(primary, results.get("primary_mode") != "min"),
     )
 
@@ -467,11 +468,16 @@ def budget_phrase(cells: Sequence[CellResult]) -> str:
     return f"{steps} training steps per run{batch}; {got}"
 
 
+def tuned_values(study: Study) -> str:
+    """`task.module.lr in {0.001, 0.003}`: the values each tuned key was chosen among."""
+    return "; ".join(f"{k} in {{{', '.join(ax.value_text(v) for v in vs)}}}" for k, vs in study.tune)
+
+
 def tuning_phrase(study: Study, cells: Sequence[CellResult], monitor: Monitor) -> str:
     """How the runs' learning rate (and any other tuned key) was chosen: on validation among the tuned
     values, or as set and not tuned (the learning rate every run used)."""
     if study.tune:
-        tuned = "; ".join(f"{k} in {{{', '.join(ax.value_text(v) for v in vs)}}}" for k, vs in study.tune)
+        tuned = tuned_values(study)
         return f"tuned on validation ({monitor.name}, never test): {tuned}"
     lrs = sorted({c.lr for c in cells if c.status == "ok" and c.lr is not None})
     if not lrs:
@@ -501,7 +507,7 @@ def markdown(
         f"{metric.name} ({direction} is better) over the seeds; cost columns are means over the seeds.",
     ]
     if study.tune:
-        tuned = "; ".join(f"{k} in {{{', '.join(ax.value_text(v) for v in vs)}}}" for k, vs in study.tune)
+        tuned = tuned_values(study)
         mon = "higher" if monitor.higher_is_better else "lower"
         lines.append(
             f"Tuned: {tuned}. Per variant, length, grid point and seed the run with the best "
